@@ -1,0 +1,102 @@
+// The CPU fill engine: walks a tensor's elements in logical (row-major) order, in parallel, for
+// any strides, so views are written in place and nothing outside them is touched.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <c10/util/SmallVector.h>
+
+#include <algorithm>
+#include <cstdint>
+
+// Runtime-selected SIMD builds of the hot loops. The default build must run on any x86-64, and
+// since kernels use only IEEE basic operations without FMA contraction, every clone computes the
+// same bits.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TORCHINIT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TORCHINIT_SIMD_CLONES
+#endif
+
+namespace torchinit::cpu {
+
+// Elements a task generates into its stack buffer before storing them.
+constexpr int64_t kChunk = 2048;
+// Elements below which a fill runs on one thread.
+constexpr int64_t kGrain = 1 << 15;
+
+// Writes logically consecutive elements of a strided tensor.
+template <typename scalar_t>
+class StridedWriter {
+ public:
+  explicit StridedWriter(const at::Tensor& t)
+      : base_(t.data_ptr<scalar_t>()), sizes_(t.sizes().begin(), t.sizes().end()),
+        strides_(t.strides().begin(), t.strides().end()) {}
+
+  // Stores src[0..count) as elements [begin, begin + count), converting to scalar_t.
+  template <typename acc_t>
+  void store(int64_t begin, int64_t count, const acc_t* src) const {
+    const int64_t ndim = static_cast<int64_t>(sizes_.size());
+    if (ndim == 0) {
+      *base_ = static_cast<scalar_t>(src[0]);
+      return;
+    }
+    c10::SmallVector<int64_t, 8> index(ndim, 0);
+    int64_t rem = begin;
+    int64_t offset = 0;
+    for (int64_t d = ndim - 1; d >= 0; --d) {
+      index[d] = rem % sizes_[d];
+      rem /= sizes_[d];
+      offset += index[d] * strides_[d];
+    }
+    const int64_t inner_size = sizes_[ndim - 1];
+    const int64_t inner_stride = strides_[ndim - 1];
+    while (count > 0) {
+      const int64_t run = std::min(count, inner_size - index[ndim - 1]);
+      scalar_t* dst = base_ + offset;
+      for (int64_t k = 0; k < run; ++k) dst[k * inner_stride] = static_cast<scalar_t>(src[k]);
+      src += run;
+      count -= run;
+      offset += run * inner_stride;
+      index[ndim - 1] += run;
+      // Carry into the outer dimensions.
+      for (int64_t d = ndim - 1; d > 0 && index[d] == sizes_[d]; --d) {
+        offset += strides_[d - 1] - index[d] * strides_[d];
+        index[d] = 0;
+        ++index[d - 1];
+      }
+    }
+  }
+
+ private:
+  scalar_t* base_;
+  c10::SmallVector<int64_t, 8> sizes_;
+  c10::SmallVector<int64_t, 8> strides_;
+};
+
+// Fills `self` with produce(dst, begin, end), which writes the values of logical elements
+// [begin, end) to dst as acc_t. Contiguous tensors of type acc_t are produced into directly.
+// `grain` is the fewest elements per task; pass numel to stay on one thread.
+template <typename scalar_t, typename acc_t, typename Produce>
+void fill_logical(const at::Tensor& self, const Produce& produce, int64_t grain = kGrain) {
+  const int64_t numel = self.numel();
+  if (numel == 0) return;
+  if (std::is_same_v<scalar_t, acc_t> && self.is_contiguous()) {
+    auto* data = reinterpret_cast<acc_t*>(self.data_ptr<scalar_t>());
+    at::parallel_for(0, numel, grain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; i += kChunk) produce(data + i, i, std::min(end, i + kChunk));
+    });
+    return;
+  }
+  const StridedWriter<scalar_t> writer(self);
+  at::parallel_for(0, numel, grain, [&](int64_t begin, int64_t end) {
+    acc_t buffer[kChunk];
+    for (int64_t i = begin; i < end; i += kChunk) {
+      const int64_t stop = std::min(end, i + kChunk);
+      produce(buffer, i, stop);
+      writer.store(i, stop - i, buffer);
+    }
+  });
+}
+
+}  // namespace torchinit::cpu

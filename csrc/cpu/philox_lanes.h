@@ -1,0 +1,118 @@
+// Philox4x32-10 on kLanes consecutive blocks at once, with AVX-512 or AVX2 when the CPU has them
+// (chosen at run time by GCC function multiversioning). Integer arithmetic only: every version
+// returns exactly philox4x32_10's words.
+#pragma once
+
+#include <cstdint>
+
+#include "../philox.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TORCHINIT_X86_MULTIVERSION 1
+#include <immintrin.h>
+#endif
+
+namespace torchinit::cpu {
+
+constexpr int kLanes = 16;
+
+// Word k of blocks first_block .. first_block + kLanes - 1 goes to words[k][lane].
+#if TORCHINIT_X86_MULTIVERSION
+__attribute__((target("default")))
+#endif
+inline void philox_lanes(PhiloxKey key, uint64_t first_block, uint32_t (*words)[kLanes]) {
+  for (int j = 0; j < kLanes; ++j) {
+    const PhiloxBlock b = philox4x32_10(first_block + j, key);
+    for (int k = 0; k < 4; ++k) words[k][j] = b.w[k];
+  }
+}
+
+#if TORCHINIT_X86_MULTIVERSION
+namespace philox_simd {
+
+// High and low halves of the 32x32 products a[i] * m, lane by lane.
+__attribute__((target("avx512f"))) inline void mulhilo(__m512i a, __m512i m, __m512i& hi,
+                                                       __m512i& lo) {
+  const __m512i even = _mm512_mul_epu32(a, m);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+
+__attribute__((target("avx2"))) inline void mulhilo(__m256i a, __m256i m, __m256i& hi,
+                                                    __m256i& lo) {
+  const __m256i even = _mm256_mul_epu32(a, m);
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
+  hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
+  lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
+}
+
+}  // namespace philox_simd
+
+__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxKey key, uint64_t first_block,
+                                                             uint32_t (*words)[kLanes]) {
+  using namespace philox_simd;
+  const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m512i b_lo = _mm512_add_epi64(_mm512_set1_epi64(first_block), lane);
+  const __m512i b_hi = _mm512_add_epi64(_mm512_set1_epi64(first_block + 8), lane);
+  // Split the 64-bit block numbers into their low and high words, lanes in order.
+  const __m512i idx_lo = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i idx_hi = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  __m512i c0 = _mm512_permutex2var_epi32(b_lo, idx_lo, b_hi);
+  __m512i c1 = _mm512_permutex2var_epi32(b_lo, idx_hi, b_hi);
+  __m512i c2 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.offset)));
+  __m512i c3 = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.offset >> 32)));
+  const __m512i m0 = _mm512_set1_epi32(static_cast<int>(philox_detail::kMul0));
+  const __m512i m1 = _mm512_set1_epi32(static_cast<int>(philox_detail::kMul1));
+  for (int r = 0; r < 10; ++r) {
+    __m512i hi0, lo0, hi1, lo1;
+    mulhilo(c0, m0, hi0, lo0);
+    mulhilo(c2, m1, hi1, lo1);
+    const __m512i k0 = _mm512_set1_epi32(static_cast<int>(round_key0(key, r)));
+    const __m512i k1 = _mm512_set1_epi32(static_cast<int>(round_key1(key, r)));
+    c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), k0);
+    c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), k1);
+    c1 = lo1;
+    c3 = lo0;
+  }
+  _mm512_storeu_si512(words[0], c0);
+  _mm512_storeu_si512(words[1], c1);
+  _mm512_storeu_si512(words[2], c2);
+  _mm512_storeu_si512(words[3], c3);
+}
+
+__attribute__((target("avx2"))) inline void philox_lanes(PhiloxKey key, uint64_t first_block,
+                                                          uint32_t (*words)[kLanes]) {
+  using namespace philox_simd;
+  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(philox_detail::kMul0));
+  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(philox_detail::kMul1));
+  for (int half = 0; half < kLanes; half += 8) {
+    alignas(32) uint32_t lo_words[8], hi_words[8];
+    for (int j = 0; j < 8; ++j) {
+      lo_words[j] = static_cast<uint32_t>(first_block + half + j);
+      hi_words[j] = static_cast<uint32_t>((first_block + half + j) >> 32);
+    }
+    __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo_words));
+    __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi_words));
+    __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.offset)));
+    __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.offset >> 32)));
+    for (int r = 0; r < 10; ++r) {
+      __m256i hi0, lo0, hi1, lo1;
+      mulhilo(c0, m0, hi0, lo0);
+      mulhilo(c2, m1, hi1, lo1);
+      const __m256i k0 = _mm256_set1_epi32(static_cast<int>(round_key0(key, r)));
+      const __m256i k1 = _mm256_set1_epi32(static_cast<int>(round_key1(key, r)));
+      c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), k0);
+      c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), k1);
+      c1 = lo1;
+      c3 = lo0;
+    }
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[0] + half), c0);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[1] + half), c1);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[2] + half), c2);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[3] + half), c3);
+  }
+}
+#endif
+
+}  // namespace torchinit::cpu

@@ -1,0 +1,42 @@
+// Meta kernels: meta tensors have no storage, so a fill only checks its arguments. They also
+// serve as the fake (shape) implementations for torch.compile and opcheck.
+#include <torch/library.h>
+
+#include "checks.h"
+
+namespace torchinit {
+namespace {
+
+at::Tensor& uniform_meta(at::Tensor& self, double a, double b, std::optional<at::Generator>) {
+  check_uniform_args(self, a, b);
+  return self;
+}
+
+at::Tensor& normal_meta(at::Tensor& self, double, double std, std::optional<at::Generator>) {
+  check_normal_args(self, std);
+  return self;
+}
+
+at::Tensor& constant_meta(at::Tensor& self, const at::Scalar&) { return self; }
+
+at::Tensor& eye_meta(at::Tensor& self) {
+  check_eye_args(self);
+  return self;
+}
+
+at::Tensor& dirac_meta(at::Tensor& self, int64_t groups) {
+  check_dirac_args(self, groups);
+  return self;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torchinit_ext, Meta, m) {
+  m.impl("uniform_", &uniform_meta);
+  m.impl("normal_", &normal_meta);
+  m.impl("constant_", &constant_meta);
+  m.impl("eye_", &eye_meta);
+  m.impl("dirac_", &dirac_meta);
+}
+
+}  // namespace torchinit

@@ -1,0 +1,13 @@
+"""torchinit_ext: a drop-in torch.nn.init whose fills run in compiled, parallel kernels driven by
+one counter-based RNG (Philox4x32-10). ``import torchinit_ext as init`` works wherever
+``import torch.nn.init as init`` did."""
+
+from . import init as _init
+from ._dispatch import InitTypeError, InitValueError
+from .init import *  # noqa: F403
+from .init import __all__ as _init_all
+from .init import _calculate_correct_fan, _calculate_fan_in_and_fan_out  # noqa: F401
+
+__all__ = list(_init_all) + ["InitTypeError", "InitValueError"]
+__version__ = "0.1.0"
+del _init

@@ -1,0 +1,363 @@
+"""The torch.nn.init API on compiled kernels: same names, signatures, defaults, errors, warnings
+and return values as stock, with values from the counter-based RNG (see README, "RNG contract").
+
+Argument checks, fans, gains, warnings and __torch_function__ handling follow stock
+torch/nn/init.py line for line; only the element writes differ.
+"""
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+from torch.nn import init as _stock
+from torch.nn.init import _calculate_correct_fan, _calculate_fan_in_and_fan_out, calculate_gain
+from typing_extensions import ParamSpec
+
+from . import _dispatch
+from ._dispatch import InitValueError, call, compiled, ops
+
+__all__ = [
+    "calculate_gain",
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "ones_",
+    "zeros_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+    # Deprecated aliases (for backward compatibility)
+    "uniform",
+    "normal",
+    "constant",
+    "eye",
+    "dirac",
+    "xavier_uniform",
+    "xavier_normal",
+    "kaiming_uniform",
+    "kaiming_normal",
+    "orthogonal",
+    "sparse",
+]
+
+_R = TypeVar("_R")
+_P = ParamSpec("_P")
+# Stock's annotation types, so signatures compare equal.
+_NonlinearityType = getattr(_stock, "_NonlinearityType", str)
+_FanMode = getattr(_stock, "_FanMode", str)
+
+
+def uniform_(
+    tensor: Tensor,
+    a: float = 0.0,
+    b: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the input Tensor with values drawn from the uniform distribution
+    :math:`\mathcal{U}(a, b)`. See :func:`torch.nn.init.uniform_`."""
+    if torch.overrides.has_torch_function_variadic(tensor):
+        return torch.overrides.handle_torch_function(
+            uniform_, (tensor,), tensor=tensor, a=a, b=b, generator=generator
+        )
+    return _dispatch.uniform(tensor, a, b, generator)
+
+
+def normal_(
+    tensor: Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the input Tensor with values drawn from the normal distribution
+    :math:`\mathcal{N}(\text{mean}, \text{std}^2)`. See :func:`torch.nn.init.normal_`."""
+    if torch.overrides.has_torch_function_variadic(tensor):
+        return torch.overrides.handle_torch_function(
+            normal_, (tensor,), tensor=tensor, mean=mean, std=std, generator=generator
+        )
+    return _dispatch.normal(tensor, mean, std, generator)
+
+
+def _check_trunc_normal_args(tensor: Tensor, std: float, a: float, b: float) -> None:
+    if not std > 0:
+        raise InitValueError(f"trunc_normal_: std must be positive, got std={std}")
+    if not a <= b:
+        raise InitValueError(f"trunc_normal_: expects a <= b, but got a={a}, b={b}")
+    if compiled(tensor) and not _dispatch.is_float(tensor):
+        raise _dispatch.InitTypeError(
+            "trunc_normal_: tensor must be float16, bfloat16, float32 or float64, "
+            f"got {tensor.dtype}"
+        )
+
+
+def _ndtr(x: float) -> float:
+    """The standard normal CDF, accurate in the lower tail."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _trunc_normal_fill(tensor, mean, std, a, b, generator) -> None:
+    """Exact inverse-CDF sampling in float64. The interval is mirrored into the lower tail,
+    where the CDF has full relative precision, so far tails don't cancel."""
+    alpha, beta = (a - mean) / std, (b - mean) / std
+    mirrored = alpha > 0
+    if mirrored:
+        alpha, beta = -beta, -alpha
+    lo, hi = _ndtr(alpha), _ndtr(beta)
+    u = torch.empty(tensor.shape, dtype=torch.float64, device=tensor.device)
+    _dispatch.uniform(u, 0.0, 1.0, generator)
+    p = u.mul_(hi - lo).add_(lo).clamp_(min=torch.finfo(torch.float64).tiny)
+    z = torch.special.ndtri(p)
+    if mirrored:
+        z.neg_()
+    tensor.copy_(z.mul_(std).add_(mean).clamp_(a, b))
+
+
+def trunc_normal_(
+    tensor: Tensor,
+    mean: float = 0.0,
+    std: float = 1.0,
+    a: float = -2.0,
+    b: float = 2.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the input Tensor with values drawn from the normal distribution
+    :math:`\mathcal{N}(\text{mean}, \text{std}^2)` truncated to :math:`[a, b]`, exactly.
+    See :func:`torch.nn.init.trunc_normal_`."""
+    _check_trunc_normal_args(tensor, std, a, b)
+    if not compiled(tensor):
+        return _stock.trunc_normal_(tensor, mean, std, a, b, generator=generator)
+    if tensor.is_meta:
+        return tensor
+    if (mean < a - 2 * std) or (mean > b + 2 * std):
+        warnings.warn(
+            "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
+            "The distribution of values may be incorrect.",
+            stacklevel=2,
+        )
+    if tensor.numel() == 0:
+        return tensor
+    with torch.no_grad():
+        _trunc_normal_fill(tensor, mean, std, a, b, generator)
+    return tensor
+
+
+def constant_(tensor: Tensor, val: float) -> Tensor:
+    r"""Fill the input Tensor with the value :math:`\text{val}`. See :func:`torch.nn.init.constant_`."""
+    if torch.overrides.has_torch_function_variadic(tensor):
+        return torch.overrides.handle_torch_function(
+            constant_, (tensor,), tensor=tensor, val=val
+        )
+    return _dispatch.fill(tensor, val)
+
+
+def ones_(tensor: Tensor) -> Tensor:
+    r"""Fill the input Tensor with the scalar value `1`. See :func:`torch.nn.init.ones_`."""
+    return _dispatch.fill(tensor, 1.0)
+
+
+def zeros_(tensor: Tensor) -> Tensor:
+    r"""Fill the input Tensor with the scalar value `0`. See :func:`torch.nn.init.zeros_`."""
+    return _dispatch.fill(tensor, 0)
+
+
+def eye_(tensor: Tensor) -> Tensor:
+    r"""Fill the 2-dimensional input `Tensor` with the identity matrix.
+    See :func:`torch.nn.init.eye_`."""
+    if tensor.ndimension() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    if not compiled(tensor):
+        return _stock.eye_(tensor)
+    return call(ops.eye_, tensor)
+
+
+def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
+    r"""Fill the {3, 4, 5}-dimensional input `Tensor` with the Dirac delta function.
+    See :func:`torch.nn.init.dirac_`."""
+    dimensions = tensor.ndimension()
+    if dimensions not in [3, 4, 5]:
+        raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
+    if not (isinstance(groups, int) and groups > 0):
+        raise InitValueError(f"dirac_: groups must be a positive integer, got groups={groups}")
+    if tensor.size(0) % groups != 0:
+        raise ValueError("dim 0 must be divisible by groups")
+    if not compiled(tensor):
+        return _stock.dirac_(tensor, groups)
+    return call(ops.dirac_, tensor, groups)
+
+
+def xavier_uniform_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with values from a Xavier (Glorot) uniform distribution.
+    See :func:`torch.nn.init.xavier_uniform_`."""
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    a = math.sqrt(3.0) * std  # Calculate uniform bounds from standard deviation
+    return _dispatch.uniform(tensor, -a, a, generator)
+
+
+def xavier_normal_(
+    tensor: Tensor,
+    gain: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with values from a Xavier (Glorot) normal distribution.
+    See :func:`torch.nn.init.xavier_normal_`."""
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
+    return _dispatch.normal(tensor, 0.0, std, generator)
+
+
+def kaiming_uniform_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: _FanMode = "fan_in",
+    nonlinearity: _NonlinearityType = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with values from a Kaiming (He) uniform distribution.
+    See :func:`torch.nn.init.kaiming_uniform_`."""
+    if torch.overrides.has_torch_function_variadic(tensor):
+        return torch.overrides.handle_torch_function(
+            kaiming_uniform_,
+            (tensor,),
+            tensor=tensor,
+            a=a,
+            mode=mode,
+            nonlinearity=nonlinearity,
+            generator=generator,
+        )
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
+        return tensor
+    fan = _calculate_correct_fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    std = gain / math.sqrt(fan)
+    bound = math.sqrt(3.0) * std  # Calculate uniform bounds from standard deviation
+    return _dispatch.uniform(tensor, -bound, bound, generator)
+
+
+def kaiming_normal_(
+    tensor: Tensor,
+    a: float = 0,
+    mode: _FanMode = "fan_in",
+    nonlinearity: _NonlinearityType = "leaky_relu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with values from a Kaiming (He) normal distribution.
+    See :func:`torch.nn.init.kaiming_normal_`."""
+    if 0 in tensor.shape:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
+        return tensor
+    fan = _calculate_correct_fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    std = gain / math.sqrt(fan)
+    return _dispatch.normal(tensor, 0, std, generator)
+
+
+def orthogonal_(
+    tensor: Tensor,
+    gain: float = 1,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the input `Tensor` with a (semi) orthogonal matrix, Haar-distributed; trailing
+    dimensions are flattened. float16/bfloat16 are computed in float32.
+    See :func:`torch.nn.init.orthogonal_`."""
+    if tensor.ndimension() < 2:
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
+    if not compiled(tensor):
+        return _stock.orthogonal_(tensor, gain, generator=generator)
+    if tensor.numel() == 0 or tensor.is_meta:
+        return tensor
+    rows = tensor.size(0)
+    cols = tensor.numel() // rows
+    work_dtype = tensor.dtype if tensor.dtype == torch.float64 else torch.float32
+    with torch.no_grad():
+        flattened = torch.empty((rows, cols), dtype=work_dtype, device=tensor.device)
+        _dispatch.normal(flattened, 0.0, 1.0, generator)
+        if rows < cols:
+            flattened.t_()
+        # Q of a Gaussian matrix, with signs fixed by diag(R), is Haar (Mezzadri 2007).
+        q, r = torch.linalg.qr(flattened)
+        q *= torch.diag(r, 0).sign()
+        if rows < cols:
+            q.t_()
+        tensor.copy_(q.mul_(gain).reshape(tensor.shape))
+    return tensor
+
+
+def sparse_(
+    tensor: Tensor,
+    sparsity: float,
+    std: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""Fill the 2D input `Tensor` as a sparse matrix: exactly ``ceil(sparsity * rows)`` zeros in
+    every column at uniformly random rows, the rest from :math:`\mathcal{N}(0, \text{std}^2)`,
+    all drawn from `generator`. See :func:`torch.nn.init.sparse_`."""
+    if tensor.ndimension() != 2:
+        raise ValueError("Only tensors with 2 dimensions are supported")
+    if not 0.0 <= sparsity <= 1.0:
+        raise InitValueError(f"sparse_: sparsity must be in [0, 1], got sparsity={sparsity}")
+    if not compiled(tensor):
+        return _stock.sparse_(tensor, sparsity, std, generator=generator)
+    if tensor.is_meta:
+        return tensor
+    rows, cols = tensor.shape
+    num_zeros = math.ceil(sparsity * rows)
+    with torch.no_grad():
+        _dispatch.normal(tensor, 0, std, generator)
+        if num_zeros and cols:
+            # The rows of the num_zeros smallest of iid keys are a uniform num_zeros-subset.
+            keys = torch.empty((rows, cols), dtype=torch.float64, device=tensor.device)
+            _dispatch.uniform(keys, 0.0, 1.0, generator)
+            zero_rows = keys.topk(num_zeros, dim=0, largest=False, sorted=False).indices
+            tensor.scatter_(0, zero_rows, 0.0)
+    return tensor
+
+
+# for backward compatibility
+def _make_deprecate(meth: Callable[_P, _R]) -> Callable[_P, _R]:
+    new_name = meth.__name__
+    old_name = new_name[:-1]
+
+    def deprecated_init(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        warnings.warn(
+            f"`nn.init.{old_name}` is now deprecated in favor of `nn.init.{new_name}`.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return meth(*args, **kwargs)
+
+    deprecated_init.__doc__ = rf"""
+    {old_name}(...)
+
+    .. warning::
+        This method is now deprecated in favor of :func:`torch.nn.init.{new_name}`.
+
+    See :func:`~torch.nn.init.{new_name}` for details."""
+    deprecated_init.__name__ = old_name
+    return deprecated_init
+
+
+uniform = _make_deprecate(uniform_)
+normal = _make_deprecate(normal_)
+constant = _make_deprecate(constant_)
+eye = _make_deprecate(eye_)
+dirac = _make_deprecate(dirac_)
+xavier_uniform = _make_deprecate(xavier_uniform_)
+xavier_normal = _make_deprecate(xavier_normal_)
+kaiming_uniform = _make_deprecate(kaiming_uniform_)
+kaiming_normal = _make_deprecate(kaiming_normal_)
+orthogonal = _make_deprecate(orthogonal_)
+sparse = _make_deprecate(sparse_)
