@@ -7,26 +7,22 @@
 namespace torchinit {
 namespace {
 
-at::Tensor& uniform_meta(at::Tensor& self, double a, double b, std::optional<at::Generator>) {
+void uniform_meta(at::Tensor& self, double a, double b, std::optional<at::Generator>) {
   check_uniform_args(self, a, b);
-  return self;
 }
 
-at::Tensor& normal_meta(at::Tensor& self, double, double std, std::optional<at::Generator>) {
+void normal_meta(at::Tensor& self, double, double std, std::optional<at::Generator>) {
   check_normal_args(self, std);
-  return self;
 }
 
-at::Tensor& constant_meta(at::Tensor& self, const at::Scalar&) { return self; }
+void constant_meta(at::Tensor& self, const at::Scalar&) {}
 
-at::Tensor& eye_meta(at::Tensor& self) {
+void eye_meta(at::Tensor& self) {
   check_eye_args(self);
-  return self;
 }
 
-at::Tensor& dirac_meta(at::Tensor& self, int64_t groups) {
+void dirac_meta(at::Tensor& self, int64_t groups) {
   check_dirac_args(self, groups);
-  return self;
 }
 
 }  // namespace

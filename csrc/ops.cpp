@@ -1,14 +1,15 @@
-// Every op's schema, declared once. Kernels live per backend (cpu/, cuda/, meta.cpp); each op
-// mutates `self` in place and returns it, as torch.nn.init does.
+// Every op's schema, declared once. Kernels live per backend (cpu/, meta.cpp). Each op mutates
+// `self` in place and returns nothing (the Python layer returns the tensor, as torch.nn.init
+// does): torch.compile's functionalization supports mutated inputs but not aliased outputs.
 #include <Python.h>
 #include <torch/library.h>
 
 TORCH_LIBRARY(torchinit_ext, m) {
-  m.def("uniform_(Tensor(a!) self, float a, float b, Generator? generator=None) -> Tensor(a!)");
-  m.def("normal_(Tensor(a!) self, float mean, float std, Generator? generator=None) -> Tensor(a!)");
-  m.def("constant_(Tensor(a!) self, Scalar value) -> Tensor(a!)");
-  m.def("eye_(Tensor(a!) self) -> Tensor(a!)");
-  m.def("dirac_(Tensor(a!) self, int groups=1) -> Tensor(a!)");
+  m.def("uniform_(Tensor(a!) self, float a, float b, Generator? generator=None) -> ()");
+  m.def("normal_(Tensor(a!) self, float mean, float std, Generator? generator=None) -> ()");
+  m.def("constant_(Tensor(a!) self, Scalar value) -> ()");
+  m.def("eye_(Tensor(a!) self) -> ()");
+  m.def("dirac_(Tensor(a!) self, int groups=1) -> ()");
   // The raw Philox4x32-10 stream of the RNG contract: blocks [0, num_blocks) as int32 words.
   m.def("philox_blocks(int key, int offset, int num_blocks) -> Tensor");
 }

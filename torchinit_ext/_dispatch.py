@@ -41,11 +41,13 @@ def compiled(tensor: Tensor) -> bool:
     return type(tensor) in _PLAIN_TYPES and tensor.device.type in COMPILED_DEVICES
 
 
-def call(op, *args):
-    """Runs a compiled op without autograd, raising argument errors as Init*Error."""
+def call(op, tensor: Tensor, *args) -> Tensor:
+    """Runs a compiled op on `tensor` without autograd and returns the tensor; argument errors
+    are raised as Init*Error."""
     try:
         with torch.no_grad():
-            return op(*args)
+            op(tensor, *args)
+        return tensor
     except ValueError as e:
         raise InitValueError(str(e)) from None
     except TypeError as e:

@@ -14,7 +14,7 @@ namespace {
 #define TORCHINIT_ALL_DTYPES \
   AT_EXPAND(AT_ALL_TYPES_AND_COMPLEX), at::kHalf, at::kBFloat16, at::kBool
 
-at::Tensor& constant_cpu(at::Tensor& self, const at::Scalar& value) {
+void constant_cpu(at::Tensor& self, const at::Scalar& value) {
   // Aliased elements all get the same value, but must not be written by two threads at once.
   const int64_t grain =
       at::has_internal_overlap(self) == at::MemOverlap::No ? kGrain : self.numel();
@@ -24,7 +24,6 @@ at::Tensor& constant_cpu(at::Tensor& self, const at::Scalar& value) {
         self, [&](scalar_t* dst, int64_t begin, int64_t end) { std::fill(dst, dst + (end - begin), v); },
         grain);
   }), TORCHINIT_ALL_DTYPES);
-  return self;
 }
 
 // Zeros with ones at the logical indices one_at(k) for k = first_one(begin) .. while < end; the
@@ -42,7 +41,7 @@ void fill_sparse_ones(const at::Tensor& self, const FirstOne& first_one, const O
   });
 }
 
-at::Tensor& eye_cpu(at::Tensor& self) {
+void eye_cpu(at::Tensor& self) {
   check_eye_args(self);
   const int64_t cols = self.size(1);
   const int64_t num_ones = std::min(self.size(0), cols);
@@ -51,10 +50,9 @@ at::Tensor& eye_cpu(at::Tensor& self) {
         self, [&](int64_t begin) { return begin / cols; },
         [&](int64_t k) { return k * cols + k; }, num_ones);
   }), TORCHINIT_ALL_DTYPES);
-  return self;
 }
 
-at::Tensor& dirac_cpu(at::Tensor& self, int64_t groups) {
+void dirac_cpu(at::Tensor& self, int64_t groups) {
   check_dirac_args(self, groups);
   const int64_t out_per_group = self.size(0) / groups;
   const int64_t in_channels = self.size(1);
@@ -80,7 +78,6 @@ at::Tensor& dirac_cpu(at::Tensor& self, int64_t groups) {
   AT_DISPATCH_V2(self.scalar_type(), "dirac_", AT_WRAP([&] {
     fill_sparse_ones<scalar_t>(self, first_one, one_at, groups * ones_per_group);
   }), TORCHINIT_ALL_DTYPES);
-  return self;
 }
 
 }  // namespace

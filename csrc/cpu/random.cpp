@@ -11,30 +11,28 @@
 namespace torchinit::cpu {
 namespace {
 
-at::Tensor& uniform_cpu(at::Tensor& self, double a, double b,
+void uniform_cpu(at::Tensor& self, double a, double b,
                         std::optional<at::Generator> generator) {
   check_uniform_args(self, a, b);
-  if (self.numel() == 0) return self;
+  if (self.numel() == 0) return;
   const PhiloxKey key = draw_philox_key(generator);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "uniform_", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const Uniform<acc_t> dist{static_cast<acc_t>(a), static_cast<acc_t>(b) - static_cast<acc_t>(a)};
     random_fill<scalar_t, acc_t>(self, dist, key);
   });
-  return self;
 }
 
-at::Tensor& normal_cpu(at::Tensor& self, double mean, double std,
+void normal_cpu(at::Tensor& self, double mean, double std,
                        std::optional<at::Generator> generator) {
   check_normal_args(self, std);
-  if (self.numel() == 0) return self;
+  if (self.numel() == 0) return;
   const PhiloxKey key = draw_philox_key(generator);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "normal_", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const Normal<acc_t> dist{static_cast<acc_t>(mean), static_cast<acc_t>(std)};
     random_fill<scalar_t, acc_t>(self, dist, key);
   });
-  return self;
 }
 
 at::Tensor philox_blocks(int64_t key, int64_t offset, int64_t num_blocks) {

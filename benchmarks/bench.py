@@ -1,0 +1,380 @@
+"""Benchmark stock ``torch.nn.init`` against ``torchinit_ext``, side by side.
+
+What is measured
+    For every case in ``CASES`` (real layer shapes: Linear, Embedding, Conv,
+    LSTM) the same init function is called with identical arguments from both
+    modules on the same tensor, once per device (CPU, and CUDA when
+    available). The tensor is allocated once per case and reused, so no timed
+    call ever touches a fresh, lazily allocated buffer.
+
+How
+    Each case is warmed up (stock, ext) and then timed as interleaved runs
+    (stock, ext, stock, ext, ...); the reported time is the MEDIAN of those
+    runs. The number of runs adapts to the cost of the case (a time budget,
+    clamped to a minimum and maximum count). CPU calls are timed with
+    ``time.perf_counter``; CUDA calls with CUDA events after a device
+    synchronize, so host-side Python overhead inside a call is included.
+
+    Each device's fill bandwidth is measured once at start as the best of
+    several ``fill_(1.0)`` on a preallocated 1 GiB float32 buffer (larger
+    than any CPU L3 or GPU L2, so it is a DRAM/HBM number).
+    ``bandwidth_fraction`` = bytes the case writes / ext time / fill bandwidth
+    (not capped: small tensors served from cache can exceed 1).
+
+Output
+    One progress line per case, a final aligned table, and per device
+    ``<out>/<device-slug>.json`` (``machine`` block + ``rows``) and
+    ``<out>/<device-slug>.png`` (speedup bar chart). A case that raises is
+    reported as ``FAILED: <reason>`` (null numbers in the JSON) and the run
+    goes on; the exit code is 1 if any case failed.
+
+Usage
+    python benchmarks/bench.py [--quick] [--device {cpu,cuda,all}]
+                               [--filter SUBSTR] [--out DIR]
+"""
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.init as stock  # noqa: E402
+
+# Fall back to an in-tree build when the package is not installed.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+import torchinit_ext as ext  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+FILL_NUMEL = 256 * 2**20  # 1 GiB of float32: larger than CPU L3 / GPU L2
+
+
+@dataclass(frozen=True)
+class Config:
+    warmup: int  # untimed calls of each function before timing
+    min_runs: int  # timed (stock, ext) pairs, at least ...
+    max_runs: int  # ... and at most
+    budget_s: float  # target time for the timed pairs of one case
+    fill_repeats: int  # fill-bandwidth probe repeats
+
+
+FULL = Config(warmup=2, min_runs=5, max_runs=25, budget_s=3.0, fill_repeats=10)
+QUICK = Config(warmup=1, min_runs=3, max_runs=10, budget_s=0.5, fill_repeats=5)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    fn: str  # function name, identical in torch.nn.init and torchinit_ext
+    shape: tuple
+    kwargs: dict = field(default_factory=dict)
+    dtype: torch.dtype = torch.float32
+    view: Optional[Callable] = None  # fill this view of the allocated tensor
+    full_only: bool = False  # skipped by --quick
+
+
+LINEAR = (4096, 4096)
+EMBEDDING = (50000, 4096)
+CONV = (512, 512, 3, 3)
+LSTM = (4 * 1024, 1024)  # weight_ih and weight_hh of nn.LSTM(1024, 1024)
+LSTM_K = 1 / math.sqrt(1024)  # nn.LSTM.reset_parameters bound
+SQRT5 = math.sqrt(5)  # nn.Linear / nn.Conv2d kaiming_uniform_ slope
+
+CASES = [
+    Case("uniform_ 4096x4096 f32", "uniform_", LINEAR),
+    Case("normal_ 4096x4096 f32", "normal_", LINEAR),
+    Case("constant_(0.5) 4096x4096 f32", "constant_", LINEAR, {"val": 0.5}),
+    Case("zeros_ 4096x4096 f32", "zeros_", LINEAR),
+    Case("ones_ 4096x4096 f32", "ones_", LINEAR),
+    Case("xavier_uniform_ 4096x4096 f32", "xavier_uniform_", LINEAR),
+    Case("xavier_normal_ 4096x4096 f32", "xavier_normal_", LINEAR),
+    Case("kaiming_uniform_(a=sqrt5) 4096x4096 f32", "kaiming_uniform_", LINEAR,
+         {"a": SQRT5}),
+    Case("kaiming_normal_ 4096x4096 f32", "kaiming_normal_", LINEAR),
+    Case("trunc_normal_(std=.02) 4096x4096 f32", "trunc_normal_", LINEAR,
+         {"std": 0.02}),
+    Case("trunc_normal_[-0.5,0.5] 4096x4096 f32", "trunc_normal_", LINEAR,
+         {"mean": 0.0, "std": 1.0, "a": -0.5, "b": 0.5}),
+    Case("eye_ 4096x4096 f32", "eye_", LINEAR),
+    Case("sparse_(0.9) 4096x4096 f32", "sparse_", LINEAR, {"sparsity": 0.9}),
+    Case("orthogonal_ 4096x4096 f32", "orthogonal_", LINEAR, full_only=True),
+    Case("orthogonal_ 1024x1024 f32", "orthogonal_", (1024, 1024)),
+    Case("orthogonal_ 4096x512 f32", "orthogonal_", (4096, 512), full_only=True),
+    Case("normal_ 50000x4096 f32", "normal_", EMBEDDING, full_only=True),
+    Case("uniform_ 50000x4096 f32", "uniform_", EMBEDDING, full_only=True),
+    Case("kaiming_uniform_(a=sqrt5) 512x512x3x3 f32", "kaiming_uniform_", CONV,
+         {"a": SQRT5}),
+    Case("dirac_ 512x512x3x3 f32", "dirac_", CONV),
+    Case("uniform_(-k,k) lstm 4096x1024 f32", "uniform_", LSTM,
+         {"a": -LSTM_K, "b": LSTM_K}),
+    Case("normal_ lstm w[1024:2048] 1024x1024 f32", "normal_", LSTM,
+         view=lambda w: w[1024:2048]),
+    Case("normal_ lstm w.t() 1024x4096 f32", "normal_", LSTM, view=torch.t),
+    Case("normal_ 4096x4096 bf16", "normal_", LINEAR, dtype=torch.bfloat16),
+]
+
+
+@dataclass
+class Row:
+    case: str
+    device: str
+    stock_ms: Optional[float] = None
+    ext_ms: Optional[float] = None
+    speedup: Optional[float] = None
+    bandwidth_fraction: Optional[float] = None
+    error: Optional[str] = None  # printed, not part of the JSON row
+
+    def to_json(self):
+        return {k: getattr(self, k) for k in
+                ("case", "device", "stock_ms", "ext_ms", "speedup",
+                 "bandwidth_fraction")}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer runs, skip the 50000x4096 and large "
+                             "orthogonal_ cases")
+    parser.add_argument("--device", choices=("cpu", "cuda", "all"),
+                        default="all", help="default: all available")
+    parser.add_argument("--filter", default="", metavar="SUBSTR",
+                        help="only cases whose name contains SUBSTR")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR",
+                        help=f"results directory (default {RESULTS_DIR})")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    return args
+
+
+def select_devices(choice):
+    if choice == "all":
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [choice]
+
+
+def cpu_model_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def device_name(device):
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return cpu_model_name()
+
+
+def device_slug(device):
+    name = re.sub(r"\((r|tm)\)", "", device_name(device), flags=re.IGNORECASE)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return f"cpu-{slug}" if device == "cpu" else slug
+
+
+def make_timer(device):
+    """Return timed(fn) -> seconds for one call of fn on `device`."""
+    if device == "cuda":
+        def timed(fn):
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3
+    else:
+        def timed(fn):
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+    return timed
+
+
+def fill_bandwidth(device, timed, repeats):
+    """Best-of-`repeats` bytes/s of fill_(1.0) on a preallocated buffer."""
+    buf = torch.empty(FILL_NUMEL, dtype=torch.float32, device=device)
+    buf.fill_(0.0)  # fault the pages in before timing
+    best = min(timed(partial(buf.fill_, 1.0)) for _ in range(repeats))
+    return buf.numel() * buf.element_size() / best
+
+
+def time_case(case, device, timed, cfg):
+    """Median stock and ext seconds and the bytes written for one case."""
+    tensor = torch.empty(case.shape, dtype=case.dtype, device=device)
+    target = case.view(tensor) if case.view else tensor
+    stock_fn = partial(getattr(stock, case.fn), target, **case.kwargs)
+    ext_fn = partial(getattr(ext, case.fn), target, **case.kwargs)
+    for _ in range(cfg.warmup):
+        pair_s = timed(stock_fn) + timed(ext_fn)
+    runs = min(cfg.max_runs, max(cfg.min_runs, int(cfg.budget_s / pair_s)))
+    stock_s, ext_s = [], []
+    for _ in range(runs):
+        stock_s.append(timed(stock_fn))
+        ext_s.append(timed(ext_fn))
+    nbytes = target.numel() * target.element_size()
+    return statistics.median(stock_s), statistics.median(ext_s), nbytes
+
+
+def describe(error):
+    """Exception type and the first line of its message."""
+    lines = str(error).strip().splitlines()
+    return ": ".join([type(error).__name__] + lines[:1])
+
+
+def run_case(case, device, timed, cfg, bandwidth):
+    row = Row(case.name, device)
+    try:
+        stock_s, ext_s, nbytes = time_case(case, device, timed, cfg)
+    except Exception as e:  # report and go on with the next case
+        row.error = describe(e)
+        return row
+    row.stock_ms = stock_s * 1e3
+    row.ext_ms = ext_s * 1e3
+    row.speedup = stock_s / ext_s
+    row.bandwidth_fraction = nbytes / ext_s / bandwidth
+    return row
+
+
+def table_header(width):
+    columns = (f"{'case':<{width}}  {'device':<6}  {'stock ms':>10}  "
+               f"{'ext ms':>10}  {'speedup':>8}  {'bw frac':>7}")
+    return f"{columns}\n{'-' * len(columns)}"
+
+
+def table_line(row, width):
+    result = (f"FAILED: {row.error}" if row.error else
+              f"{row.stock_ms:>10.2f}  {row.ext_ms:>10.2f}  "
+              f"{row.speedup:>7.2f}x  {row.bandwidth_fraction:>7.2f}")
+    return f"{row.case:<{width}}  {row.device:<6}  {result}"
+
+
+def run_device(device, cases, cfg):
+    timed = make_timer(device)
+    bandwidth = fill_bandwidth(device, timed, cfg.fill_repeats)
+    print(f"\n== {device}: {device_name(device)}, "
+          f"fill bandwidth {bandwidth / 1e9:.1f} GB/s ==", flush=True)
+    width = max(len(c.name) for c in cases)
+    print(table_header(width), flush=True)
+    rows = []
+    for case in cases:
+        rows.append(run_case(case, device, timed, cfg, bandwidth))
+        print(table_line(rows[-1], width), flush=True)
+    return rows, bandwidth
+
+
+def print_header(args, cfg, devices):
+    print("torchinit_ext benchmark: stock torch.nn.init vs torchinit_ext")
+    for device in devices:
+        print(f"  device   {device}: {device_name(device)}")
+    cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
+    print(f"  torch    {torch.__version__}{cuda}, "
+          f"python {platform.python_version()}")
+    print(f"  threads  {torch.get_num_threads()}")
+    print(f"  timing   MEDIAN of {cfg.min_runs}-{cfg.max_runs} interleaved "
+          f"stock/ext runs after {cfg.warmup} warm-up call(s) each; "
+          "CPU: perf_counter, CUDA: events")
+    print(f"  mode     {'quick' if args.quick else 'full'}", flush=True)
+
+
+def print_table(rows):
+    width = max(len(r.case) for r in rows)
+    print(f"\n{table_header(width)}")
+    for row in rows:
+        print(table_line(row, width))
+
+
+def machine_info(device, args, bandwidth, cfg):
+    return {
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "threads": torch.get_num_threads(),
+        "python_version": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc)
+                .isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "timing": f"median of {cfg.min_runs}-{cfg.max_runs} interleaved runs",
+        "fill_bandwidth_GBps": bandwidth / 1e9,
+    }
+
+
+def write_results(out_dir, device, rows, machine):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = device_slug(device)
+    json_path = out_dir / f"{slug}.json"
+    json_path.write_text(json.dumps(
+        {"machine": machine, "rows": [r.to_json() for r in rows]}, indent=2)
+        + "\n")
+    png_path = out_dir / f"{slug}.png"
+    write_chart(png_path, f"torchinit_ext speedup, {machine['device_name']}",
+                [r for r in rows if not r.error])
+    return json_path, png_path
+
+
+def write_chart(path, title, rows):
+    """Horizontal log-scale bars from the 1x line to each case's speedup."""
+    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.3 * len(rows)))
+    speedups = [r.speedup for r in rows]
+    bars = ax.barh([r.case for r in rows], [s - 1 for s in speedups], left=1,
+                   color=["tab:green" if s >= 1 else "tab:red"
+                          for s in speedups])
+    ax.bar_label(bars, labels=[f"{s:.2f}x" for s in speedups], padding=3)
+    ax.set_xscale("log")
+    ax.set_xlim(min(speedups + [1]) / 2, max(speedups + [1]) * 2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup (stock ms / ext ms), log scale")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    args = parse_args()
+    cfg = QUICK if args.quick else FULL
+    cases = [c for c in CASES
+             if args.filter in c.name and not (args.quick and c.full_only)]
+    if not cases:
+        sys.exit(f"no case matches --filter {args.filter!r}")
+    devices = select_devices(args.device)
+    print_header(args, cfg, devices)
+    start = time.perf_counter()
+    all_rows = []
+    for device in devices:
+        rows, bandwidth = run_device(device, cases, cfg)
+        all_rows += rows
+        paths = write_results(args.out, device, rows,
+                              machine_info(device, args, bandwidth, cfg))
+        print("wrote " + ", ".join(str(p) for p in paths), flush=True)
+    print_table(all_rows)
+    failed = sum(1 for r in all_rows if r.error)
+    print(f"\n{len(all_rows)} cases, {failed} failed, "
+          f"{time.perf_counter() - start:.1f} s")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

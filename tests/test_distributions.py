@@ -1,0 +1,130 @@
+"""Each random fill against its exact distribution (scipy.stats), with fixed seeds."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import torchinit_ext as init
+
+N = 200_000
+P_MIN = 1e-4  # fixed seeds: these p-values are deterministic, the threshold guards regressions
+
+
+def _sample(fill, dtype=torch.float32, n=N, seed=0, **kw):
+    t = fill(torch.empty(n, dtype=dtype), generator=torch.Generator().manual_seed(seed), **kw)
+    return t.double().numpy()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("a,b", [(0.0, 1.0), (-3.0, 5.5)])
+def test_uniform_ks(dtype, a, b):
+    x = _sample(init.uniform_, dtype, a=a, b=b)
+    assert x.min() >= a and x.max() < b
+    assert stats.kstest(x, stats.uniform(a, b - a).cdf).pvalue > P_MIN
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("mean,std", [(0.0, 1.0), (2.0, 0.02)])
+def test_normal_ks(dtype, mean, std):
+    x = _sample(init.normal_, dtype, mean=mean, std=std)
+    assert stats.kstest(x, stats.norm(mean, std).cdf).pvalue > P_MIN
+
+
+def test_normal_tails_chi_square():
+    # Tail masses beyond 2, 3, 4 sigma against the exact normal, on 16M draws.
+    x = np.abs(_sample(init.normal_, n=1 << 24, seed=1))
+    edges = [0, 2, 3, 4, np.inf]
+    observed = np.histogram(x, bins=edges)[0]
+    expected = np.diff([2 * stats.norm.cdf(e) - 1 if np.isfinite(e) else 1.0 for e in edges]) * x.size
+    assert stats.chisquare(observed, expected).pvalue > P_MIN
+
+
+def test_bfloat16_normal_moments():
+    x = _sample(init.normal_, torch.bfloat16)
+    assert abs(x.mean()) < 0.01 and abs(x.std() - 1) < 0.01
+
+
+def test_xavier_and_kaiming_scales():
+    fan_in, fan_out = 400, 300
+    cases = [
+        (init.xavier_uniform_, stats.uniform(-math.sqrt(6 / 700), 2 * math.sqrt(6 / 700))),
+        (init.xavier_normal_, stats.norm(0, math.sqrt(2 / 700))),
+        (init.kaiming_uniform_, stats.uniform(-math.sqrt(6 / fan_in), 2 * math.sqrt(6 / fan_in))),
+        (init.kaiming_normal_, stats.norm(0, math.sqrt(2 / fan_in))),
+    ]
+    for fill, dist in cases:
+        w = torch.empty(fan_out, fan_in)
+        kw = {"nonlinearity": "relu"} if "kaiming" in fill.__name__ else {}
+        fill(w, generator=torch.Generator().manual_seed(3), **kw)
+        assert stats.kstest(w.double().flatten().numpy(), dist.cdf).pvalue > P_MIN, fill.__name__
+
+
+TRUNC_CASES = [  # mean, std, a, b
+    (0.0, 1.0, -2.0, 2.0),
+    (0.0, 1.0, -0.5, 0.5),
+    (0.0, 1.0, 5.0, 6.0),
+    (0.0, 1.0, -9.0, -8.5),
+    (0.0, 1.0, 1.0, math.inf),
+    (0.0, 0.002, -2.0, 2.0),
+    (1.0, 2.0, -1.0, 0.0),
+]
+
+
+@pytest.mark.parametrize("mean,std,a,b", TRUNC_CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_trunc_normal_ks(mean, std, a, b, dtype):
+    x = _sample(init.trunc_normal_, dtype, mean=mean, std=std, a=a, b=b)
+    assert x.min() >= a and x.max() <= b
+    dist = stats.truncnorm((a - mean) / std, (b - mean) / std, loc=mean, scale=std)
+    assert stats.kstest(x, dist.cdf).pvalue > P_MIN
+
+
+def test_trunc_normal_small_std_has_no_outliers():
+    x = _sample(init.trunc_normal_, n=1 << 22, std=0.002)
+    assert np.abs(x).max() < 0.002 * 6
+
+
+def test_sparse_exact_zero_counts_and_uniform_positions():
+    rows, cols, sparsity = 40, 5000, 0.3
+    w = init.sparse_(torch.empty(rows, cols), sparsity, std=0.5, generator=torch.Generator().manual_seed(4))
+    zeros = w == 0
+    assert (zeros.sum(0) == math.ceil(sparsity * rows)).all()
+    per_row = zeros.sum(1).double().numpy()
+    assert stats.chisquare(per_row).pvalue > P_MIN
+    nonzero = w[~zeros].double().numpy()
+    assert stats.kstest(nonzero, stats.norm(0, 0.5).cdf).pvalue > P_MIN
+
+
+def test_sparse_is_reproducible_from_generator():
+    a = init.sparse_(torch.empty(64, 32), 0.5, generator=torch.Generator().manual_seed(9))
+    b = init.sparse_(torch.empty(64, 32), 0.5, generator=torch.Generator().manual_seed(9))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (32, 96), (96, 32), (16, 4, 3, 3)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_orthogonal_is_orthogonal(shape, dtype):
+    w = init.orthogonal_(torch.empty(shape, dtype=dtype), gain=2.0, generator=torch.Generator().manual_seed(1))
+    m = w.reshape(shape[0], -1).double() / 2.0
+    small = m @ m.t() if m.shape[0] <= m.shape[1] else m.t() @ m
+    tol = {torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(dtype, 1e-5)
+    assert torch.allclose(small, torch.eye(small.shape[0], dtype=torch.float64), atol=tol)
+
+
+def test_orthogonal_haar_trace_moments():
+    n, trials = 8, 4000
+    g = torch.Generator().manual_seed(2)
+    traces, dets, q00 = [], [], []
+    for _ in range(trials):
+        q = init.orthogonal_(torch.empty(n, n, dtype=torch.float64), generator=g)
+        traces.append(q.trace().item())
+        dets.append(torch.linalg.det(q).item())
+        q00.append(q[0, 0].item() ** 2)
+    traces = np.array(traces)
+    assert abs(traces.mean()) < 4 / math.sqrt(trials)  # E[tr Q] = 0, Var = 1
+    assert abs((traces**2).mean() - 1) < 0.15  # E[(tr Q)^2] = 1
+    assert stats.binomtest(int((np.array(dets) > 0).sum()), trials).pvalue > P_MIN
+    assert stats.kstest(q00, stats.beta(0.5, (n - 1) / 2).cdf).pvalue > P_MIN
