@@ -73,7 +73,7 @@ BAD_INPUT = [  # (call, error type, words the message must contain)
     (lambda t: init.sparse_(t, math.nan), ValueError, "sparsity"),
     (lambda t: init.dirac_(t.view(4, 2, 3), groups=0), ValueError, "groups"),
     (lambda t: init.dirac_(t.view(4, 2, 3), groups=-2), ValueError, "groups"),
-    (lambda t: init.xavier_normal_(t, gain=-1.0) if False else init.normal_(t.to(torch.int64)), TypeError, "float"),
+    (lambda t: init.normal_(t.to(torch.int64)), TypeError, "float"),
 ]
 
 
