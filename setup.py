@@ -13,10 +13,10 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # No FMA contraction: every SIMD clone (and, later, the GPU) computes the same bits.
-# No errno from sqrt/log, so the loops vectorize. No -march: the build must run on any x86-64;
+# No errno from sqrt/log and no FP traps (values unchanged), so loops with selects vectorize. No -march: the build must run on any x86-64;
 # SIMD paths are chosen at run time (target_clones in csrc/cpu/loops.h).
 # -fopenmp: at::parallel_for is inline and runs on one thread without it.
-CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fopenmp"]
+CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 
 sources = sorted(
     os.path.relpath(p, HERE)

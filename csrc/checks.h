@@ -57,6 +57,14 @@ inline void check_normal_args(const at::Tensor& self, double std) {
   TORCH_CHECK_VALUE(std >= 0.0, "normal_: std must be non-negative, got std=", std);
 }
 
+inline void check_sparse_args(const at::Tensor& self, double sparsity, double std) {
+  TORCH_CHECK_VALUE(self.dim() == 2, "Only tensors with 2 dimensions are supported");
+  check_random_target(self, "sparse_");
+  TORCH_CHECK_VALUE(sparsity >= 0.0 && sparsity <= 1.0,
+                    "sparse_: sparsity must be in [0, 1], got sparsity=", sparsity);
+  TORCH_CHECK_VALUE(std >= 0.0, "sparse_: std must be non-negative, got std=", std);
+}
+
 inline void check_eye_args(const at::Tensor& self) {
   TORCH_CHECK_VALUE(self.dim() == 2, "Only tensors with 2 dimensions are supported");
   check_no_overlap(self, "eye_");

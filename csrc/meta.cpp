@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "trunc_normal_plan.h"
 
 namespace torchinit {
 namespace {
@@ -13,6 +14,15 @@ void uniform_meta(at::Tensor& self, double a, double b, std::optional<at::Genera
 
 void normal_meta(at::Tensor& self, double, double std, std::optional<at::Generator>) {
   check_normal_args(self, std);
+}
+
+void trunc_normal_meta(at::Tensor& self, double mean, double std, double a, double b,
+                       std::optional<at::Generator>) {
+  plan_trunc_normal(self, mean, std, a, b);
+}
+
+void sparse_meta(at::Tensor& self, double sparsity, double std, std::optional<at::Generator>) {
+  check_sparse_args(self, sparsity, std);
 }
 
 void constant_meta(at::Tensor& self, const at::Scalar&) {}
@@ -30,6 +40,8 @@ void dirac_meta(at::Tensor& self, int64_t groups) {
 TORCH_LIBRARY_IMPL(torchinit_ext, Meta, m) {
   m.impl("uniform_", &uniform_meta);
   m.impl("normal_", &normal_meta);
+  m.impl("trunc_normal_", &trunc_normal_meta);
+  m.impl("sparse_", &sparse_meta);
   m.impl("constant_", &constant_meta);
   m.impl("eye_", &eye_meta);
   m.impl("dirac_", &dirac_meta);

@@ -7,6 +7,9 @@
 TORCH_LIBRARY(torchinit_ext, m) {
   m.def("uniform_(Tensor(a!) self, float a, float b, Generator? generator=None) -> ()");
   m.def("normal_(Tensor(a!) self, float mean, float std, Generator? generator=None) -> ()");
+  m.def("trunc_normal_(Tensor(a!) self, float mean, float std, float a, float b, "
+        "Generator? generator=None) -> ()");
+  m.def("sparse_(Tensor(a!) self, float sparsity, float std, Generator? generator=None) -> ()");
   m.def("constant_(Tensor(a!) self, Scalar value) -> ()");
   m.def("eye_(Tensor(a!) self) -> ()");
   m.def("dirac_(Tensor(a!) self, int groups=1) -> ()");

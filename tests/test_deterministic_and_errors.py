@@ -131,6 +131,8 @@ def test_constant_overflow_refused_before_write():
 OPCHECK_CASES = [
     ("uniform_", lambda: (torch.empty(5, 7), -1.0, 2.0, None)),
     ("normal_", lambda: (torch.empty(5, 7).t(), 0.5, 2.0, None)),
+    ("trunc_normal_", lambda: (torch.empty(5, 7, dtype=torch.bfloat16), 0.0, 1.0, -0.3, 0.3, None)),
+    ("sparse_", lambda: (torch.empty(5, 7).t(), 0.6, 0.01, None)),
     ("constant_", lambda: (torch.empty(5, 7, dtype=torch.float64), 0.25)),
     ("eye_", lambda: (torch.empty(5, 7),)),
     ("dirac_", lambda: (torch.empty(6, 3, 3, 3), 2)),

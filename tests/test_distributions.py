@@ -70,11 +70,17 @@ TRUNC_CASES = [  # mean, std, a, b
     (0.0, 1.0, 1.0, math.inf),
     (0.0, 0.002, -2.0, 2.0),
     (1.0, 2.0, -1.0, 0.0),
+    (0.0, 1.0, 0.3, 0.31),  # narrow
+    (0.0, 1.0, -math.inf, math.inf),  # the normal itself
+    (0.0, 1.0, 40.0, 41.0),  # beyond inversion's range: the far-tail sampler
+    (0.0, 1.0, -math.inf, -35.0),
+    (3.0, 0.5, -math.inf, 2.0),  # mean above b
 ]
 
 
 @pytest.mark.parametrize("mean,std,a,b", TRUNC_CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.filterwarnings("ignore:mean is more than 2 std")
 def test_trunc_normal_ks(mean, std, a, b, dtype):
     x = _sample(init.trunc_normal_, dtype, mean=mean, std=std, a=a, b=b)
     assert x.min() >= a and x.max() <= b

@@ -86,40 +86,6 @@ def normal_(
     return _dispatch.normal(tensor, mean, std, generator)
 
 
-def _check_trunc_normal_args(tensor: Tensor, std: float, a: float, b: float) -> None:
-    if not std > 0:
-        raise InitValueError(f"trunc_normal_: std must be positive, got std={std}")
-    if not a <= b:
-        raise InitValueError(f"trunc_normal_: expects a <= b, but got a={a}, b={b}")
-    if compiled(tensor) and not _dispatch.is_float(tensor):
-        raise _dispatch.InitTypeError(
-            "trunc_normal_: tensor must be float16, bfloat16, float32 or float64, "
-            f"got {tensor.dtype}"
-        )
-
-
-def _ndtr(x: float) -> float:
-    """The standard normal CDF, accurate in the lower tail."""
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-def _trunc_normal_fill(tensor, mean, std, a, b, generator) -> None:
-    """Exact inverse-CDF sampling in float64. The interval is mirrored into the lower tail,
-    where the CDF has full relative precision, so far tails don't cancel."""
-    alpha, beta = (a - mean) / std, (b - mean) / std
-    mirrored = alpha > 0
-    if mirrored:
-        alpha, beta = -beta, -alpha
-    lo, hi = _ndtr(alpha), _ndtr(beta)
-    u = torch.empty(tensor.shape, dtype=torch.float64, device=tensor.device)
-    _dispatch.uniform(u, 0.0, 1.0, generator)
-    p = u.mul_(hi - lo).add_(lo).clamp_(min=torch.finfo(torch.float64).tiny)
-    z = torch.special.ndtri(p)
-    if mirrored:
-        z.neg_()
-    tensor.copy_(z.mul_(std).add_(mean).clamp_(a, b))
-
-
 def trunc_normal_(
     tensor: Tensor,
     mean: float = 0.0,
@@ -129,24 +95,18 @@ def trunc_normal_(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Fill the input Tensor with values drawn from the normal distribution
-    :math:`\mathcal{N}(\text{mean}, \text{std}^2)` truncated to :math:`[a, b]`, exactly.
-    See :func:`torch.nn.init.trunc_normal_`."""
-    _check_trunc_normal_args(tensor, std, a, b)
+    :math:`\mathcal{N}(\text{mean}, \text{std}^2)` truncated to :math:`[a, b]`: exact in every
+    regime (inversion; far tails by rejection), one pass, and values rounded to the tensor's dtype
+    stay in [a, b]. See :func:`torch.nn.init.trunc_normal_`."""
     if not compiled(tensor):
         return _stock.trunc_normal_(tensor, mean, std, a, b, generator=generator)
-    if tensor.is_meta:
-        return tensor
     if (mean < a - 2 * std) or (mean > b + 2 * std):
         warnings.warn(
             "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
             "The distribution of values may be incorrect.",
             stacklevel=2,
         )
-    if tensor.numel() == 0:
-        return tensor
-    with torch.no_grad():
-        _trunc_normal_fill(tensor, mean, std, a, b, generator)
-    return tensor
+    return call(ops.trunc_normal_, tensor, mean, std, a, b, generator)
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:
@@ -311,19 +271,7 @@ def sparse_(
         raise InitValueError(f"sparse_: sparsity must be in [0, 1], got sparsity={sparsity}")
     if not compiled(tensor):
         return _stock.sparse_(tensor, sparsity, std, generator=generator)
-    if tensor.is_meta:
-        return tensor
-    rows, cols = tensor.shape
-    num_zeros = math.ceil(sparsity * rows)
-    with torch.no_grad():
-        _dispatch.normal(tensor, 0, std, generator)
-        if num_zeros and cols:
-            # The rows of the num_zeros smallest of iid keys are a uniform num_zeros-subset.
-            keys = torch.empty((rows, cols), dtype=torch.float64, device=tensor.device)
-            _dispatch.uniform(keys, 0.0, 1.0, generator)
-            zero_rows = keys.topk(num_zeros, dim=0, largest=False, sorted=False).indices
-            tensor.scatter_(0, zero_rows, 0.0)
-    return tensor
+    return call(ops.sparse_, tensor, sparsity, std, generator)
 
 
 # for backward compatibility

@@ -1,4 +1,4 @@
-// CPU kernels of uniform_ and normal_, and the raw Philox stream.
+// CPU kernels of uniform_, normal_ and trunc_normal_, and the raw Philox stream.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -6,6 +6,7 @@
 
 #include "../checks.h"
 #include "../transforms.h"
+#include "../trunc_normal_plan.h"
 #include "random_fill.h"
 
 namespace torchinit::cpu {
@@ -35,6 +36,43 @@ void normal_cpu(at::Tensor& self, double mean, double std,
   });
 }
 
+void trunc_normal_cpu(at::Tensor& self, double mean, double std, double a, double b,
+                      std::optional<at::Generator> generator) {
+  const TruncNormalPlan plan = plan_trunc_normal(self, mean, std, a, b);
+  if (self.numel() == 0) return;
+  const PhiloxKey key = draw_philox_key(generator);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "trunc_normal_", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const auto lo = static_cast<acc_t>(plan.lo);
+    const auto hi = static_cast<acc_t>(plan.hi);
+    switch (plan.method) {
+      case TruncNormalPlan::Method::kConstant:
+        fill_logical<scalar_t, acc_t>(self, [&](acc_t* dst, int64_t begin, int64_t end) {
+          std::fill(dst, dst + (end - begin), lo);
+        });
+        break;
+      case TruncNormalPlan::Method::kInverse: {
+        const auto fill = [&](auto quantile_precision) {
+          using Q = decltype(quantile_precision);
+          const TruncNormal<acc_t, Q> dist{plan.lower_cdf, plan.upper_sf, plan.mass,
+                                           static_cast<acc_t>(mean), static_cast<acc_t>(std), lo, hi};
+          random_fill<scalar_t, acc_t>(self, dist, key);
+        };
+        plan.double_quantile ? fill(double()) : fill(acc_t());
+        break;
+      }
+      case TruncNormalPlan::Method::kFarTail: {
+        const TruncNormalFarTail<acc_t> dist{plan.far_alpha, plan.far_trunc, plan.far_sign,
+                                             mean, std, lo, hi};
+        fill_logical<scalar_t, acc_t>(self, [&](acc_t* dst, int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) dst[i - begin] = dist.sample(key, i);
+        });
+        break;
+      }
+    }
+  });
+}
+
 at::Tensor philox_blocks(int64_t key, int64_t offset, int64_t num_blocks) {
   TORCH_CHECK_VALUE(num_blocks >= 0, "philox_blocks: num_blocks must be >= 0, got ", num_blocks);
   at::Tensor out = at::empty({num_blocks, 4}, at::kInt);
@@ -54,6 +92,7 @@ at::Tensor philox_blocks(int64_t key, int64_t offset, int64_t num_blocks) {
 TORCH_LIBRARY_IMPL(torchinit_ext, CPU, m) {
   m.impl("uniform_", &uniform_cpu);
   m.impl("normal_", &normal_cpu);
+  m.impl("trunc_normal_", &trunc_normal_cpu);
 }
 
 TORCH_LIBRARY_IMPL(torchinit_ext, CompositeExplicitAutograd, m) {
