@@ -31,7 +31,8 @@ void fill_without_grad(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torchinit_ext, Autograd, m) {
-  for (const char* op : {"uniform_", "normal_", "trunc_normal_", "sparse_", "constant_", "eye_", "dirac_"}) {
+  for (const char* op : {"uniform_", "normal_", "trunc_normal_", "sparse_", "constant_", "eye_",
+                         "dirac_", "orthogonal_", "orthogonal_batch_"}) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&fill_without_grad>());
   }
 }

@@ -78,4 +78,15 @@ inline void check_dirac_args(const at::Tensor& self, int64_t groups) {
   check_no_overlap(self, "dirac_");
 }
 
+// orthogonal_ fills each (rows, rest) matrix of self; orthogonal_batch_ (batched) takes dim 0 as
+// the batch of such matrices.
+inline void check_orthogonal_args(const at::Tensor& self, double gain, bool batched) {
+  const char* op = batched ? "orthogonal_batch_" : "orthogonal_";
+  const int64_t min_dim = batched ? 3 : 2;
+  TORCH_CHECK_VALUE(self.dim() >= min_dim, op, ": Only tensors with ", min_dim,
+                    " or more dimensions are supported, got a tensor of shape ", self.sizes());
+  check_random_target(self, op);
+  TORCH_CHECK_VALUE(std::isfinite(gain), op, ": gain must be finite, got gain=", gain);
+}
+
 }  // namespace torchinit

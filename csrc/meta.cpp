@@ -35,6 +35,14 @@ void dirac_meta(at::Tensor& self, int64_t groups) {
   check_dirac_args(self, groups);
 }
 
+void orthogonal_meta(at::Tensor& self, double gain, std::optional<at::Generator>) {
+  check_orthogonal_args(self, gain, /*batched=*/false);
+}
+
+void orthogonal_batch_meta(at::Tensor& self, double gain, std::optional<at::Generator>) {
+  check_orthogonal_args(self, gain, /*batched=*/true);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torchinit_ext, Meta, m) {
@@ -45,6 +53,8 @@ TORCH_LIBRARY_IMPL(torchinit_ext, Meta, m) {
   m.impl("constant_", &constant_meta);
   m.impl("eye_", &eye_meta);
   m.impl("dirac_", &dirac_meta);
+  m.impl("orthogonal_", &orthogonal_meta);
+  m.impl("orthogonal_batch_", &orthogonal_batch_meta);
 }
 
 }  // namespace torchinit

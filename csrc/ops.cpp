@@ -13,6 +13,9 @@ TORCH_LIBRARY(torchinit_ext, m) {
   m.def("constant_(Tensor(a!) self, Scalar value) -> ()");
   m.def("eye_(Tensor(a!) self) -> ()");
   m.def("dirac_(Tensor(a!) self, int groups=1) -> ()");
+  // Each (size(0), rest) matrix of self, or with _batch each self[b], as stock orthogonal_.
+  m.def("orthogonal_(Tensor(a!) self, float gain, Generator? generator=None) -> ()");
+  m.def("orthogonal_batch_(Tensor(a!) self, float gain, Generator? generator=None) -> ()");
   // The raw Philox4x32-10 stream of the RNG contract: blocks [0, num_blocks) as int32 words.
   m.def("philox_blocks(int key, int offset, int num_blocks) -> Tensor");
 }
