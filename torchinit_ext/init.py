@@ -7,7 +7,7 @@ torch/nn/init.py line for line; only the element writes differ.
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import torch
@@ -231,7 +231,8 @@ def orthogonal_(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Fill the input `Tensor` with a (semi) orthogonal matrix, Haar-distributed; trailing
-    dimensions are flattened. float16/bfloat16 are computed in float32.
+    dimensions are flattened. Householder reflectors from fresh Gaussian vectors (Stewart 1980),
+    no QR factorization; float16/bfloat16 are computed in float32.
     See :func:`torch.nn.init.orthogonal_`."""
     if tensor.ndimension() < 2:
         raise ValueError("Only tensors with 2 or more dimensions are supported")
@@ -239,21 +240,60 @@ def orthogonal_(
         return _stock.orthogonal_(tensor, gain, generator=generator)
     if tensor.numel() == 0 or tensor.is_meta:
         return tensor
-    rows = tensor.size(0)
-    cols = tensor.numel() // rows
-    work_dtype = tensor.dtype if tensor.dtype == torch.float64 else torch.float32
+    return call(ops.orthogonal_, tensor, gain, generator)
+
+
+def _batch_members(tensors: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    """The matrices orthogonal_batch_ fills, after checking that they can share one batch."""
+    if isinstance(tensors, Tensor):
+        if tensors.ndimension() < 3:
+            raise InitValueError(
+                "orthogonal_batch_: a single tensor in `tensors` needs a batch dimension and "
+                f"2 or more matrix dimensions, got shape {tuple(tensors.shape)}"
+            )
+        return list(tensors)
+    members = list(tensors)
+    if not members:
+        raise InitValueError("orthogonal_batch_: `tensors` is empty")
+    first = members[0]
+    if first.ndimension() < 2:
+        raise InitValueError(
+            "orthogonal_batch_: `tensors` must have 2 or more dimensions, "
+            f"got shape {tuple(first.shape)}"
+        )
+    for i, t in enumerate(members):
+        if (t.shape, t.dtype, t.device) != (first.shape, first.dtype, first.device):
+            raise InitValueError(
+                "orthogonal_batch_: `tensors` must share shape, dtype and device; "
+                f"tensors[0] is {tuple(first.shape)} {first.dtype} on {first.device}, "
+                f"tensors[{i}] is {tuple(t.shape)} {t.dtype} on {t.device}"
+            )
+    return members
+
+
+def orthogonal_batch_(
+    tensors: Tensor | Sequence[Tensor],
+    gain: float = 1,
+    generator: torch.Generator | None = None,
+) -> Tensor | Sequence[Tensor]:
+    r"""Fill each of same-shape, same-dtype, same-device `tensors` (a sequence, or one tensor
+    whose dim 0 is the batch) with an independent (semi) orthogonal matrix, as
+    :func:`orthogonal_` would, in one batched computation. Returns `tensors`."""
+    members = _batch_members(tensors)
+    is_batch_tensor = isinstance(tensors, Tensor)
+    if not (compiled(tensors) if is_batch_tensor else all(compiled(t) for t in members)):
+        for t in members:
+            _stock.orthogonal_(t, gain, generator=generator)
+        return tensors
+    if is_batch_tensor:
+        return call(ops.orthogonal_batch_, tensors, gain, generator)
     with torch.no_grad():
-        flattened = torch.empty((rows, cols), dtype=work_dtype, device=tensor.device)
-        _dispatch.normal(flattened, 0.0, 1.0, generator)
-        if rows < cols:
-            flattened.t_()
-        # Q of a Gaussian matrix, with signs fixed by diag(R), is Haar (Mezzadri 2007).
-        q, r = torch.linalg.qr(flattened)
-        q *= torch.diag(r, 0).sign()
-        if rows < cols:
-            q.t_()
-        tensor.copy_(q.mul_(gain).reshape(tensor.shape))
-    return tensor
+        first = members[0]
+        work = torch.empty((len(members), *first.shape), dtype=first.dtype, device=first.device)
+        call(ops.orthogonal_batch_, work, gain, generator)
+        for t, filled in zip(members, work):
+            t.copy_(filled)
+    return tensors
 
 
 def sparse_(
