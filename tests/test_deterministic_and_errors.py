@@ -136,6 +136,8 @@ OPCHECK_CASES = [
     ("constant_", lambda: (torch.empty(5, 7, dtype=torch.float64), 0.25)),
     ("eye_", lambda: (torch.empty(5, 7),)),
     ("dirac_", lambda: (torch.empty(6, 3, 3, 3), 2)),
+    ("orthogonal_", lambda: (torch.empty(5, 7).t(), 2.0, None)),
+    ("orthogonal_batch_", lambda: (torch.empty(3, 6, 2, 2, dtype=torch.float64), 1.0, None)),
 ]
 
 

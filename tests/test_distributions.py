@@ -108,29 +108,3 @@ def test_sparse_is_reproducible_from_generator():
     a = init.sparse_(torch.empty(64, 32), 0.5, generator=torch.Generator().manual_seed(9))
     b = init.sparse_(torch.empty(64, 32), 0.5, generator=torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
-
-
-@pytest.mark.parametrize("shape", [(64, 64), (32, 96), (96, 32), (16, 4, 3, 3)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_orthogonal_is_orthogonal(shape, dtype):
-    w = init.orthogonal_(torch.empty(shape, dtype=dtype), gain=2.0, generator=torch.Generator().manual_seed(1))
-    m = w.reshape(shape[0], -1).double() / 2.0
-    small = m @ m.t() if m.shape[0] <= m.shape[1] else m.t() @ m
-    tol = {torch.float16: 1e-2, torch.bfloat16: 5e-2}.get(dtype, 1e-5)
-    assert torch.allclose(small, torch.eye(small.shape[0], dtype=torch.float64), atol=tol)
-
-
-def test_orthogonal_haar_trace_moments():
-    n, trials = 8, 4000
-    g = torch.Generator().manual_seed(2)
-    traces, dets, q00 = [], [], []
-    for _ in range(trials):
-        q = init.orthogonal_(torch.empty(n, n, dtype=torch.float64), generator=g)
-        traces.append(q.trace().item())
-        dets.append(torch.linalg.det(q).item())
-        q00.append(q[0, 0].item() ** 2)
-    traces = np.array(traces)
-    assert abs(traces.mean()) < 4 / math.sqrt(trials)  # E[tr Q] = 0, Var = 1
-    assert abs((traces**2).mean() - 1) < 0.15  # E[(tr Q)^2] = 1
-    assert stats.binomtest(int((np.array(dets) > 0).sum()), trials).pvalue > P_MIN
-    assert stats.kstest(q00, stats.beta(0.5, (n - 1) / 2).cdf).pvalue > P_MIN
