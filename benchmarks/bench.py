@@ -5,7 +5,9 @@ What is measured
     LSTM) the same init function is called with identical arguments from both
     modules on the same tensor, once per device (CPU, and CUDA when
     available). The tensor is allocated once per case and reused, so no timed
-    call ever touches a fresh, lazily allocated buffer.
+    call ever touches a fresh, lazily allocated buffer. A batched case fills
+    a list of same-shape tensors: stock calls the function on each in a loop,
+    ext calls its batched form (e.g. ``orthogonal_batch_``) once.
 
 How
     Each case is warmed up (stock, ext) and then timed as interleaved runs
@@ -89,6 +91,10 @@ class Case:
     dtype: torch.dtype = torch.float32
     view: Optional[Callable] = None  # fill this view of the allocated tensor
     full_only: bool = False  # skipped by --quick
+    # ext's batched form of fn (no stock counterpart): `batch` tensors of `shape`, stock calls
+    # fn on each in a loop, ext fills all of them in one batch_fn call.
+    batch_fn: Optional[str] = None
+    batch: int = 1
 
 
 LINEAR = (4096, 4096)
@@ -125,7 +131,9 @@ CASES = [
     Case("sparse_(0.5) 4096x4096 f32", "sparse_", LINEAR, {"sparsity": 0.5}),
     Case("orthogonal_ 4096x4096 f32", "orthogonal_", LINEAR, full_only=True),
     Case("orthogonal_ 1024x1024 f32", "orthogonal_", (1024, 1024)),
-    Case("orthogonal_ 4096x512 f32", "orthogonal_", (4096, 512), full_only=True),
+    Case("orthogonal_ 4096x512 f32", "orthogonal_", (4096, 512)),
+    Case("orthogonal_ 48 x 1024x1024 f32 batched", "orthogonal_", (1024, 1024),
+         batch_fn="orthogonal_batch_", batch=48),
     Case("normal_ 50000x4096 f32", "normal_", EMBEDDING, full_only=True),
     Case("uniform_ 50000x4096 f32", "uniform_", EMBEDDING, full_only=True),
     Case("kaiming_uniform_(a=sqrt5) 512x512x3x3 f32", "kaiming_uniform_", CONV,
@@ -159,7 +167,7 @@ class Row:
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer runs, skip the 50000x4096 and large "
+                        help="fewer runs, skip the 50000x4096 and 4096x4096 "
                              "orthogonal_ cases")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"),
                         default="all", help="default: all available")
@@ -230,12 +238,28 @@ def fill_bandwidth(device, timed, repeats):
     return buf.numel() * buf.element_size() / best
 
 
-def time_case(case, device, timed, cfg):
-    """Median stock and ext seconds and the bytes written for one case."""
+def make_calls(case, device):
+    """The stock and ext calls of one case and the tensors they write."""
+    if case.batch_fn:
+        targets = [torch.empty(case.shape, dtype=case.dtype, device=device)
+                   for _ in range(case.batch)]
+        stock_one = getattr(stock, case.fn)
+
+        def stock_fn():
+            for target in targets:
+                stock_one(target, **case.kwargs)
+
+        ext_fn = partial(getattr(ext, case.batch_fn), targets, **case.kwargs)
+        return stock_fn, ext_fn, targets
     tensor = torch.empty(case.shape, dtype=case.dtype, device=device)
     target = case.view(tensor) if case.view else tensor
-    stock_fn = partial(getattr(stock, case.fn), target, **case.kwargs)
-    ext_fn = partial(getattr(ext, case.fn), target, **case.kwargs)
+    return (partial(getattr(stock, case.fn), target, **case.kwargs),
+            partial(getattr(ext, case.fn), target, **case.kwargs), [target])
+
+
+def time_case(case, device, timed, cfg):
+    """Median stock and ext seconds and the bytes written for one case."""
+    stock_fn, ext_fn, targets = make_calls(case, device)
     for _ in range(cfg.warmup):
         pair_s = timed(stock_fn) + timed(ext_fn)
     runs = min(cfg.max_runs, max(cfg.min_runs, int(cfg.budget_s / pair_s)))
@@ -243,7 +267,7 @@ def time_case(case, device, timed, cfg):
     for _ in range(runs):
         stock_s.append(timed(stock_fn))
         ext_s.append(timed(ext_fn))
-    nbytes = target.numel() * target.element_size()
+    nbytes = sum(t.numel() * t.element_size() for t in targets)
     return statistics.median(stock_s), statistics.median(ext_s), nbytes
 
 
