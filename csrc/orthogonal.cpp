@@ -19,8 +19,8 @@ namespace torchinit {
 namespace {
 
 // Reflectors per compact-WY block: 64 measured fastest of 32/64/128/256 on 1024x1024 and
-// 4096x512 float32 (2-core Xeon, MKL); smaller blocks starve the GEMMs, larger ones spend more
-// in the triangular solve.
+// 4096x512 float32 (2 cores, MKL); smaller blocks starve the GEMMs, larger ones spend more in
+// the Gram matrices (k/n of the flops) and the k x k factors.
 constexpr int64_t kBlock = 64;
 
 // The project's own normal fill, through the dispatcher so the values obey the RNG contract on
@@ -33,36 +33,54 @@ void fill_standard_normal(at::Tensor& out, const std::optional<at::Generator>& g
   op.call(out, 0.0, 1.0, generator);
 }
 
-// Column j of `gaussian` (rows >= j) becomes the unnormalized reflector v_j = x_j + s_j ||x_j|| e_1
-// with s_j = sign(x_j[0]) (+1 at 0; no cancellation), zeros above row j; v_j = e_1 where x_j = 0.
-// Returns s_j, shape (batch, n): R_jj = -s_j ||x_j||.
-at::Tensor make_reflectors_in_place(at::Tensor& gaussian) {
-  gaussian.tril_();
-  const at::Tensor norms = at::linalg_vector_norm(gaussian, 2, at::IntArrayRef{-2});
-  at::Tensor heads = gaussian.diagonal(0, -2, -1);
-  const at::Tensor signs = at::ones_like(norms).masked_fill_(heads < 0, -1.0);
-  heads.add_(signs * norms).masked_fill_(norms == 0, 1.0);
-  return signs;
+// H_j0 ... H_{j1-1} = I - V T V^T (compact WY), V: (batch, m - j0, k) with zeros above the
+// diagonal of its top k x k, T: (batch, k, k) upper triangular.
+struct BlockReflectors {
+  at::Tensor v;
+  at::Tensor t;
+};
+
+// Turns columns [j0, j1) of `gaussian` (batch, m, n), in place, into the unnormalized reflectors
+// v_j = x_j + d_j e_j, x_j = column j from row j down, d_j = s_j ||x_j|| with s_j = sign(x_j[0])
+// (+1 at 0; no cancellation), d_j = 1 (v_j = e_j) where x_j = 0. Rows < j0 are never read.
+BlockReflectors block_reflectors(at::Tensor& gaussian, int64_t j0, int64_t j1) {
+  const int64_t k = j1 - j0;
+  at::Tensor v = gaussian.slice(1, j0).slice(2, j0, j1);
+  at::Tensor top = v.narrow(1, 0, k).tril_();
+  const at::Tensor vt = v.transpose(1, 2);
+  // X^T X: its diagonal gives the norms, so no separate (strided, slow) norm pass. Adding
+  // E = [diag(d); 0] to X turns it into V^T V = X^T X + X^T E + E^T X + E^T E, whose upper
+  // triangle (all U needs) is X^T X + top^T diag(d) plus d_j (x_j[0] + d_j) on the diagonal.
+  at::Tensor gram = at::bmm(vt, v);
+  at::Tensor heads = top.diagonal(0, -2, -1);
+  const at::Tensor norms = gram.diagonal(0, -2, -1).sqrt();
+  const at::Tensor shifts = at::where(heads < 0, -norms, norms).masked_fill_(norms == 0, 1.0);
+  gram.add_(top.transpose(1, 2) * shifts.unsqueeze(1));
+  gram.diagonal(0, -2, -1).add_(shifts * (heads + shifts));
+  heads.add_(shifts);
+  // Compact WY without larft's sequential loop: T = U^{-1} with U = striu(V^T V) + diag(V^T V)/2
+  // (Puglisi 1992; Schreiber & Van Loan 1989). Explicit T turns the application's triangular
+  // solve into a GEMM.
+  at::Tensor u = gram.triu_();
+  u.diagonal(0, -2, -1).mul_(0.5);
+  const at::Tensor identity = at::eye(k, u.options()).expand_as(u);
+  return {v, at::linalg_solve_triangular(u, identity, /*upper=*/true)};
 }
 
-// Q = H_0 H_1 ... H_{n-1} [I_n; 0] for the reflectors in the columns of `reflectors` (batch, m, n),
-// blocked and backward like LAPACK orgqr. While block [j0, j1) is applied, the columns < j0 of Q
-// are still identity columns, zero in rows >= j0, so only Q[j0:, j0:] changes.
-at::Tensor apply_reflectors(const at::Tensor& reflectors) {
-  const int64_t n = reflectors.size(2);
-  at::Tensor q = at::zeros_like(reflectors);
-  q.diagonal(0, -2, -1).fill_(1);
+// Q = H_0 H_1 ... H_{n-1} [D; 0], D = diag(-s_j * gain): the reflectors of the Gaussian
+// columns, times sign(R_jj) = -s_j (Mezzadri's fix, which makes Q Haar) and gain, both folded
+// into the starting matrix. Blocked and backward like LAPACK orgqr: while block [j0, j1) is
+// applied, the columns < j0 of Q are still columns of [D; 0], zero in rows >= j0, so only
+// Q[j0:, j0:] changes.
+at::Tensor haar_from_gaussian(at::Tensor& gaussian, double gain) {
+  const int64_t n = gaussian.size(2);
+  at::Tensor q = at::zeros_like(gaussian);
+  q.diagonal(0, -2, -1).fill_(-gain).masked_fill_(gaussian.diagonal(0, -2, -1) < 0, gain);
   for (int64_t j0 = (n - 1) / kBlock * kBlock; j0 >= 0; j0 -= kBlock) {
-    const int64_t j1 = std::min(j0 + kBlock, n);
-    const at::Tensor v = reflectors.slice(1, j0).slice(2, j0, j1);
-    const at::Tensor vt = v.transpose(1, 2);
-    // Compact WY without larft's sequential loop: H_j0 ... H_{j1-1} = I - V U^{-1} V^T with
-    // U = striu(V^T V) + diag(V^T V) / 2 (Puglisi 1992; Schreiber & Van Loan 1989).
-    at::Tensor u = at::bmm(vt, v).triu_();
-    u.diagonal(0, -2, -1).mul_(0.5);
+    const BlockReflectors block = block_reflectors(gaussian, j0, std::min(j0 + kBlock, n));
     at::Tensor trailing = q.slice(1, j0).slice(2, j0);
-    const at::Tensor w = at::linalg_solve_triangular(u, at::bmm(vt, trailing), /*upper=*/true);
-    trailing.baddbmm_(v, w, /*beta=*/1, /*alpha=*/-1);
+    const at::Tensor w = at::bmm(block.t, at::bmm(block.v.transpose(1, 2), trailing));
+    trailing.baddbmm_(block.v, w, /*beta=*/1, /*alpha=*/-1);
   }
   return q;
 }
@@ -79,12 +97,9 @@ void fill_orthogonal(at::Tensor& self, int64_t batch, int64_t rows, double gain,
   const int64_t n = wide ? rows : cols;
   // float16/bfloat16 are computed in float32 and rounded once, by the final copy.
   const at::ScalarType work_dtype = self.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor reflectors = at::empty({batch, m, n}, self.options().dtype(work_dtype));
-  fill_standard_normal(reflectors, generator);
-  const at::Tensor signs = make_reflectors_in_place(reflectors);
-  at::Tensor q = apply_reflectors(reflectors);
-  // Column j times sign(R_jj) = -s_j makes Q Haar (Mezzadri); gain folded into the same pass.
-  q.mul_(signs.mul(-gain).unsqueeze(1));
+  at::Tensor gaussian = at::empty({batch, m, n}, self.options().dtype(work_dtype));
+  fill_standard_normal(gaussian, generator);
+  const at::Tensor q = haar_from_gaussian(gaussian, gain);
   self.copy_((wide ? q.transpose(1, 2) : q).reshape(self.sizes()));
 }
 
