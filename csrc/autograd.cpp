@@ -17,7 +17,13 @@ void fill_without_grad(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
   std::vector<at::Tensor> written;
   for (size_t i = 0; i < args.size(); ++i) {
     const auto* alias = args[i].alias_info();
-    if (alias && alias->isWrite()) written.push_back((*stack)[first + i].toTensor());
+    if (!alias || !alias->isWrite()) continue;
+    const c10::IValue& arg = (*stack)[first + i];
+    if (arg.isTensorList()) {
+      for (const at::Tensor& t : arg.toTensorVector()) written.push_back(t);
+    } else {
+      written.push_back(arg.toTensor());
+    }
   }
   for (const auto& t : written) {
     TORCH_CHECK(!(at::GradMode::is_enabled() && t.requires_grad()), op.schema().name(),
@@ -32,7 +38,7 @@ void fill_without_grad(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
 
 TORCH_LIBRARY_IMPL(torchinit_ext, Autograd, m) {
   for (const char* op : {"uniform_", "normal_", "trunc_normal_", "sparse_", "constant_", "eye_",
-                         "dirac_", "orthogonal_", "orthogonal_batch_"}) {
+                         "dirac_", "orthogonal_", "orthogonal_batch_", "fill_many_"}) {
     m.impl(op, torch::CppFunction::makeFromBoxedFunction<&fill_without_grad>());
   }
 }

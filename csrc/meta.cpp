@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "checks.h"
+#include "elementwise_fill.h"
 #include "trunc_normal_plan.h"
 
 namespace torchinit {
@@ -43,6 +44,12 @@ void orthogonal_batch_meta(at::Tensor& self, double gain, std::optional<at::Gene
   check_orthogonal_args(self, gain, /*batched=*/true);
 }
 
+void fill_many_meta(at::TensorList selves, c10::ArrayRef<c10::string_view> laws,
+                    c10::ArrayRef<double> params, c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
+                    c10::IntArrayRef block_starts) {
+  plan_fill_many(selves, laws, params, keys, full_sizes, block_starts);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torchinit_ext, Meta, m) {
@@ -55,6 +62,7 @@ TORCH_LIBRARY_IMPL(torchinit_ext, Meta, m) {
   m.impl("dirac_", &dirac_meta);
   m.impl("orthogonal_", &orthogonal_meta);
   m.impl("orthogonal_batch_", &orthogonal_batch_meta);
+  m.impl("fill_many_", &fill_many_meta);
 }
 
 }  // namespace torchinit

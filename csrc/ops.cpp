@@ -16,6 +16,15 @@ TORCH_LIBRARY(torchinit_ext, m) {
   // Each (size(0), rest) matrix of self, or with _batch each self[b], as stock orthogonal_.
   m.def("orthogonal_(Tensor(a!) self, float gain, Generator? generator=None) -> ()");
   m.def("orthogonal_batch_(Tensor(a!) self, float gain, Generator? generator=None) -> ()");
+  // Elementwise fills of many tensors in one parallel region (whole-model and sharded init).
+  // Tensor t gets laws[t] ("constant", "uniform", "normal" or "trunc_normal") with
+  // params[4t : 4t+4] in the single op's argument order, from Philox key (keys[2t], keys[2t+1]).
+  // With full_sizes and block_starts (dim() entries per tensor, concatenated), tensor t is the
+  // block of a larger tensor starting there and gets that block of the larger tensor's values.
+  m.def("fill_many_(Tensor(a!)[] selves, str[] laws, float[] params, int[] keys, "
+        "int[] full_sizes=[], int[] block_starts=[]) -> ()");
+  // The (key, offset) a fill would draw from `generator` now, as signed 64-bit integers.
+  m.def("philox_key(Generator? generator=None) -> int[]");
   // The raw Philox4x32-10 stream of the RNG contract: blocks [0, num_blocks) as int32 words.
   m.def("philox_blocks(int key, int offset, int num_blocks) -> Tensor");
 }

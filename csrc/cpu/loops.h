@@ -74,28 +74,31 @@ class StridedWriter {
   c10::SmallVector<int64_t, 8> strides_;
 };
 
-// Fills `self` with produce(dst, begin, end), which writes the values of logical elements
-// [begin, end) to dst as acc_t. Contiguous tensors of type acc_t are produced into directly.
-// `grain` is the fewest elements per task; pass numel to stay on one thread.
+// Writes logical elements [begin, end) of `self` on the calling thread with produce(dst, begin,
+// end), which writes the values of logical elements [begin, end) to dst as acc_t. Contiguous
+// tensors of type acc_t are produced into directly.
 template <typename scalar_t, typename acc_t, typename Produce>
-void fill_logical(const at::Tensor& self, const Produce& produce, int64_t grain = kGrain) {
-  const int64_t numel = self.numel();
-  if (numel == 0) return;
+void fill_logical_range(const at::Tensor& self, const Produce& produce, int64_t begin, int64_t end) {
   if (std::is_same_v<scalar_t, acc_t> && self.is_contiguous()) {
     auto* data = reinterpret_cast<acc_t*>(self.data_ptr<scalar_t>());
-    at::parallel_for(0, numel, grain, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; i += kChunk) produce(data + i, i, std::min(end, i + kChunk));
-    });
+    for (int64_t i = begin; i < end; i += kChunk) produce(data + i, i, std::min(end, i + kChunk));
     return;
   }
   const StridedWriter<scalar_t> writer(self);
-  at::parallel_for(0, numel, grain, [&](int64_t begin, int64_t end) {
-    acc_t buffer[kChunk];
-    for (int64_t i = begin; i < end; i += kChunk) {
-      const int64_t stop = std::min(end, i + kChunk);
-      produce(buffer, i, stop);
-      writer.store(i, stop - i, buffer);
-    }
+  acc_t buffer[kChunk];
+  for (int64_t i = begin; i < end; i += kChunk) {
+    const int64_t stop = std::min(end, i + kChunk);
+    produce(buffer, i, stop);
+    writer.store(i, stop - i, buffer);
+  }
+}
+
+// Fills all of `self` with produce (see fill_logical_range) in parallel. `grain` is the fewest
+// elements per task; pass numel to stay on one thread.
+template <typename scalar_t, typename acc_t, typename Produce>
+void fill_logical(const at::Tensor& self, const Produce& produce, int64_t grain = kGrain) {
+  at::parallel_for(0, self.numel(), grain, [&](int64_t begin, int64_t end) {
+    fill_logical_range<scalar_t, acc_t>(self, produce, begin, end);
   });
 }
 

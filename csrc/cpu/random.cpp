@@ -1,76 +1,126 @@
-// CPU kernels of uniform_, normal_ and trunc_normal_, and the raw Philox stream.
+// CPU kernels of the elementwise fills (uniform_, normal_, trunc_normal_, and fill_many_, which
+// runs many of them, constants included, in one parallel region), and the raw Philox stream.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
-#include "../checks.h"
+#include <algorithm>
+#include <vector>
+
+#include "../elementwise_fill.h"
 #include "../transforms.h"
-#include "../trunc_normal_plan.h"
 #include "random_fill.h"
 
 namespace torchinit::cpu {
 namespace {
 
-void uniform_cpu(at::Tensor& self, double a, double b,
-                        std::optional<at::Generator> generator) {
-  check_uniform_args(self, a, b);
-  if (self.numel() == 0) return;
-  const PhiloxKey key = draw_philox_key(generator);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "uniform_", [&] {
+// Writes the values of elements [begin, end) of the logical tensor `fill` fills to dst.
+template <typename acc_t>
+void produce(const ElementwiseFill& fill, acc_t* dst, int64_t begin, int64_t end) {
+  const PhiloxKey key = fill.key;
+  switch (fill.law) {
+    case ElementwiseFill::Law::kConstant:
+      std::fill(dst, dst + (end - begin), static_cast<acc_t>(fill.value));
+      return;
+    case ElementwiseFill::Law::kUniform: {
+      const auto a = static_cast<acc_t>(fill.a);
+      generate_range(Uniform<acc_t>{a, static_cast<acc_t>(fill.b) - a}, key, dst, begin, end);
+      return;
+    }
+    case ElementwiseFill::Law::kNormal:
+      generate_range(Normal<acc_t>{static_cast<acc_t>(fill.mean), static_cast<acc_t>(fill.std)},
+                     key, dst, begin, end);
+      return;
+    case ElementwiseFill::Law::kTruncNormal:
+      break;
+  }
+  const TruncNormalPlan& plan = fill.trunc;
+  const auto lo = static_cast<acc_t>(plan.lo);
+  const auto hi = static_cast<acc_t>(plan.hi);
+  switch (plan.method) {
+    case TruncNormalPlan::Method::kConstant:
+      std::fill(dst, dst + (end - begin), lo);
+      return;
+    case TruncNormalPlan::Method::kInverse: {
+      const auto inverse = [&](auto quantile_precision) {
+        using Q = decltype(quantile_precision);
+        const TruncNormal<acc_t, Q> dist{plan.lower_cdf, plan.upper_sf, plan.mass,
+                                         static_cast<acc_t>(fill.mean), static_cast<acc_t>(fill.std),
+                                         lo, hi};
+        generate_range(dist, key, dst, begin, end);
+      };
+      plan.double_quantile ? inverse(double()) : inverse(acc_t());
+      return;
+    }
+    case TruncNormalPlan::Method::kFarTail: {
+      const TruncNormalFarTail<acc_t> dist{plan.far_alpha, plan.far_trunc, plan.far_sign,
+                                           fill.mean, fill.std, lo, hi};
+      for (int64_t i = begin; i < end; ++i) dst[i - begin] = dist.sample(key, i);
+      return;
+    }
+  }
+}
+
+// Writes local elements [begin, end) of one target.
+void fill_target_range(const FillTarget& target, int64_t begin, int64_t end) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.self.scalar_type(), "fill_", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const Uniform<acc_t> dist{static_cast<acc_t>(a), static_cast<acc_t>(b) - static_cast<acc_t>(a)};
-    random_fill<scalar_t, acc_t>(self, dist, key);
+    fill_logical_range<scalar_t, acc_t>(
+        target.self,
+        [&](acc_t* dst, int64_t local_begin, int64_t local_end) {
+          target.block.for_each_run(local_begin, local_end, [&](int64_t at, int64_t b, int64_t e) {
+            produce(target.fill, dst + at, b, e);
+          });
+        },
+        begin, end);
   });
 }
 
-void normal_cpu(at::Tensor& self, double mean, double std,
-                       std::optional<at::Generator> generator) {
-  check_normal_args(self, std);
-  if (self.numel() == 0) return;
-  const PhiloxKey key = draw_philox_key(generator);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "normal_", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const Normal<acc_t> dist{static_cast<acc_t>(mean), static_cast<acc_t>(std)};
-    random_fill<scalar_t, acc_t>(self, dist, key);
+// All targets' elements as one index space, split across threads: small tensors share tasks, so
+// a model's biases and norms cost no parallel region each.
+void fill_targets(const std::vector<FillTarget>& targets) {
+  std::vector<int64_t> first(targets.size() + 1, 0);
+  for (size_t t = 0; t < targets.size(); ++t) first[t + 1] = first[t] + targets[t].self.numel();
+  at::parallel_for(0, first.back(), kGrain, [&](int64_t begin, int64_t end) {
+    auto t = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), begin) - first.begin() - 1);
+    for (; t < targets.size() && first[t] < end; ++t) {
+      const int64_t lo = std::max(begin, first[t]) - first[t];
+      const int64_t hi = std::min(end, first[t + 1]) - first[t];
+      if (lo < hi) fill_target_range(targets[t], lo, hi);
+    }
   });
+}
+
+// Draws the key of a single-tensor fill (none for an empty tensor, as stock) and runs it.
+void fill_one(const at::Tensor& self, ElementwiseFill fill, const std::optional<at::Generator>& generator) {
+  if (self.numel() == 0) return;
+  fill.key = draw_philox_key(generator);
+  fill_targets({FillTarget{self, fill, BlockIndex()}});
+}
+
+void uniform_cpu(at::Tensor& self, double a, double b, std::optional<at::Generator> generator) {
+  fill_one(self, uniform_fill(self, a, b), generator);
+}
+
+void normal_cpu(at::Tensor& self, double mean, double std, std::optional<at::Generator> generator) {
+  fill_one(self, normal_fill(self, mean, std), generator);
 }
 
 void trunc_normal_cpu(at::Tensor& self, double mean, double std, double a, double b,
                       std::optional<at::Generator> generator) {
-  const TruncNormalPlan plan = plan_trunc_normal(self, mean, std, a, b);
-  if (self.numel() == 0) return;
+  fill_one(self, trunc_normal_fill(self, mean, std, a, b), generator);
+}
+
+void fill_many_cpu(at::TensorList selves, c10::ArrayRef<c10::string_view> laws,
+                   c10::ArrayRef<double> params, c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
+                   c10::IntArrayRef block_starts) {
+  fill_targets(plan_fill_many(selves, laws, params, keys, full_sizes, block_starts));
+}
+
+std::vector<int64_t> philox_key(std::optional<at::Generator> generator) {
   const PhiloxKey key = draw_philox_key(generator);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "trunc_normal_", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const auto lo = static_cast<acc_t>(plan.lo);
-    const auto hi = static_cast<acc_t>(plan.hi);
-    switch (plan.method) {
-      case TruncNormalPlan::Method::kConstant:
-        fill_logical<scalar_t, acc_t>(self, [&](acc_t* dst, int64_t begin, int64_t end) {
-          std::fill(dst, dst + (end - begin), lo);
-        });
-        break;
-      case TruncNormalPlan::Method::kInverse: {
-        const auto fill = [&](auto quantile_precision) {
-          using Q = decltype(quantile_precision);
-          const TruncNormal<acc_t, Q> dist{plan.lower_cdf, plan.upper_sf, plan.mass,
-                                           static_cast<acc_t>(mean), static_cast<acc_t>(std), lo, hi};
-          random_fill<scalar_t, acc_t>(self, dist, key);
-        };
-        plan.double_quantile ? fill(double()) : fill(acc_t());
-        break;
-      }
-      case TruncNormalPlan::Method::kFarTail: {
-        const TruncNormalFarTail<acc_t> dist{plan.far_alpha, plan.far_trunc, plan.far_sign,
-                                             mean, std, lo, hi};
-        fill_logical<scalar_t, acc_t>(self, [&](acc_t* dst, int64_t begin, int64_t end) {
-          for (int64_t i = begin; i < end; ++i) dst[i - begin] = dist.sample(key, i);
-        });
-        break;
-      }
-    }
-  });
+  return {static_cast<int64_t>(key.key), static_cast<int64_t>(key.offset)};
 }
 
 at::Tensor philox_blocks(int64_t key, int64_t offset, int64_t num_blocks) {
@@ -93,10 +143,12 @@ TORCH_LIBRARY_IMPL(torchinit_ext, CPU, m) {
   m.impl("uniform_", &uniform_cpu);
   m.impl("normal_", &normal_cpu);
   m.impl("trunc_normal_", &trunc_normal_cpu);
+  m.impl("fill_many_", &fill_many_cpu);
 }
 
 TORCH_LIBRARY_IMPL(torchinit_ext, CompositeExplicitAutograd, m) {
   m.impl("philox_blocks", &philox_blocks);
+  m.impl("philox_key", &philox_key);
 }
 
 }  // namespace torchinit::cpu

@@ -54,12 +54,4 @@ void generate_range(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, 
   }
 }
 
-// Fills `self` (any strides) with dist, each element a pure function of (key, offset, index).
-template <typename scalar_t, typename acc_t, typename Dist>
-void random_fill(const at::Tensor& self, const Dist& dist, PhiloxKey key) {
-  fill_logical<scalar_t, acc_t>(self, [&](acc_t* dst, int64_t begin, int64_t end) {
-    generate_range<acc_t>(dist, key, dst, begin, end);
-  });
-}
-
 }  // namespace torchinit::cpu

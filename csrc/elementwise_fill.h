@@ -1,0 +1,189 @@
+// Elementwise fills (constant, uniform, normal, truncated normal) as plain data: which law, its
+// parameters and Philox key, and which elements of a logical tensor the target holds (all of it,
+// or a block of a larger tensor, such as one rank's shard). Planned and checked on the host by
+// every backend before any element is written; the per-device kernels only run the plan.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+#include <c10/util/SmallVector.h>
+#include <c10/util/string_view.h>
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "checks.h"
+#include "philox.h"
+#include "trunc_normal_plan.h"
+
+namespace torchinit {
+
+struct ElementwiseFill {
+  enum class Law { kConstant, kUniform, kNormal, kTruncNormal };
+  Law law;
+  // kConstant: value; kUniform: [a, b); kNormal and kTruncNormal: mean, std.
+  double value, a, b, mean, std;
+  TruncNormalPlan trunc;
+  PhiloxKey key;  // set by the caller once the checks have passed
+};
+
+inline ElementwiseFill constant_fill(const at::Tensor& self, double value) {
+  check_random_target(self, "constant_");
+  const double limit = dtype_max(self.scalar_type());
+  TORCH_CHECK_VALUE(!std::isfinite(value) || std::abs(value) <= limit, "constant_: value ", value,
+                    " overflows ", self.scalar_type());
+  ElementwiseFill f{};
+  f.law = ElementwiseFill::Law::kConstant;
+  f.value = value;
+  return f;
+}
+
+inline ElementwiseFill uniform_fill(const at::Tensor& self, double a, double b) {
+  check_uniform_args(self, a, b);
+  ElementwiseFill f{};
+  f.law = ElementwiseFill::Law::kUniform;
+  f.a = a;
+  f.b = b;
+  return f;
+}
+
+inline ElementwiseFill normal_fill(const at::Tensor& self, double mean, double std) {
+  check_normal_args(self, std);
+  ElementwiseFill f{};
+  f.law = ElementwiseFill::Law::kNormal;
+  f.mean = mean;
+  f.std = std;
+  return f;
+}
+
+inline ElementwiseFill trunc_normal_fill(const at::Tensor& self, double mean, double std, double a,
+                                         double b) {
+  ElementwiseFill f{};
+  f.law = ElementwiseFill::Law::kTruncNormal;
+  f.trunc = plan_trunc_normal(self, mean, std, a, b);
+  f.mean = mean;
+  f.std = std;
+  return f;
+}
+
+// The fill fill_many_ asks of a target: law by name, parameters params[0..4) in the order of
+// the single op's arguments.
+inline ElementwiseFill named_fill(const at::Tensor& self, c10::string_view law,
+                                  c10::ArrayRef<double> params) {
+  if (law == "constant") return constant_fill(self, params[0]);
+  if (law == "uniform") return uniform_fill(self, params[0], params[1]);
+  if (law == "normal") return normal_fill(self, params[0], params[1]);
+  if (law == "trunc_normal") return trunc_normal_fill(self, params[0], params[1], params[2], params[3]);
+  TORCH_CHECK_VALUE(false, "fill_many_: unknown law '", law,
+                    "' (expected constant, uniform, normal or trunc_normal)");
+}
+
+// Maps a target's logical (row-major) element indices to those of the logical tensor whose fill
+// it takes. Along the last dimension consecutive elements stay consecutive, so the map works in
+// runs.
+class BlockIndex {
+ public:
+  // The whole tensor: the identity.
+  BlockIndex() = default;
+
+  // self is the block of a tensor of sizes `full_sizes` that starts at `starts`.
+  BlockIndex(const at::Tensor& self, c10::IntArrayRef full_sizes, c10::IntArrayRef starts)
+      : sizes_(self.sizes().begin(), self.sizes().end()), starts_(starts.begin(), starts.end()),
+        full_strides_(full_sizes.size()) {
+    const int64_t ndim = self.dim();
+    TORCH_CHECK_VALUE(static_cast<int64_t>(full_sizes.size()) == ndim &&
+                          static_cast<int64_t>(starts.size()) == ndim,
+                      "fill_many_: a tensor of shape ", self.sizes(),
+                      " needs full sizes and block starts of length ", ndim, ", got ", full_sizes,
+                      " and ", starts);
+    int64_t stride = 1;
+    for (int64_t d = ndim - 1; d >= 0; --d) {
+      TORCH_CHECK_VALUE(starts[d] >= 0 && starts[d] + self.size(d) <= full_sizes[d],
+                        "fill_many_: a block of shape ", self.sizes(), " at ", starts,
+                        " does not fit in a tensor of shape ", full_sizes);
+      full_strides_[d] = stride;
+      stride *= full_sizes[d];
+    }
+  }
+
+  // Calls run(dst_offset, full_begin, full_end) for the runs that cover local [begin, end).
+  template <typename Run>
+  void for_each_run(int64_t begin, int64_t end, const Run& run) const {
+    if (full_strides_.empty()) {
+      run(int64_t{0}, begin, end);
+      return;
+    }
+    const int64_t ndim = static_cast<int64_t>(sizes_.size());
+    const int64_t inner = sizes_[ndim - 1];
+    for (int64_t i = begin; i < end;) {
+      int64_t rem = i;
+      int64_t full = 0;
+      for (int64_t d = ndim - 1; d >= 0; --d) {
+        full += (rem % sizes_[d] + starts_[d]) * full_strides_[d];
+        rem /= sizes_[d];
+      }
+      const int64_t stop = std::min(end, i - i % inner + inner);
+      run(i - begin, full, full + (stop - i));
+      i = stop;
+    }
+  }
+
+ private:
+  c10::SmallVector<int64_t, 6> sizes_, starts_, full_strides_;
+};
+
+// One target of a multi-tensor fill.
+struct FillTarget {
+  at::Tensor self;
+  ElementwiseFill fill;
+  BlockIndex block;
+};
+
+// The targets of fill_many_, planned and checked (including that no two of them share memory)
+// before anything is written.
+inline std::vector<FillTarget> plan_fill_many(at::TensorList selves, c10::ArrayRef<c10::string_view> laws,
+                                              c10::ArrayRef<double> params, c10::IntArrayRef keys,
+                                              c10::IntArrayRef full_sizes, c10::IntArrayRef starts) {
+  const size_t n = selves.size();
+  TORCH_CHECK_VALUE(laws.size() == n && params.size() == 4 * n && keys.size() == 2 * n,
+                    "fill_many_: ", n, " tensors need ", n, " laws, ", 4 * n, " params and ", 2 * n,
+                    " keys, got ", laws.size(), ", ", params.size(), " and ", keys.size());
+  TORCH_CHECK_VALUE(full_sizes.size() == starts.size(),
+                    "fill_many_: full_sizes and block_starts differ in length");
+  const bool blocks = !full_sizes.empty();
+  std::vector<FillTarget> targets;
+  targets.reserve(n);
+  size_t dims = 0;
+  for (size_t t = 0; t < n; ++t) {
+    const at::Tensor& self = selves[t];
+    ElementwiseFill fill = named_fill(self, laws[t], params.slice(4 * t, 4));
+    fill.key = {static_cast<uint64_t>(keys[2 * t]), static_cast<uint64_t>(keys[2 * t + 1])};
+    BlockIndex block;
+    if (blocks) {
+      const auto ndim = static_cast<size_t>(self.dim());
+      TORCH_CHECK_VALUE(dims + ndim <= full_sizes.size(), "fill_many_: full_sizes is too short");
+      block = BlockIndex(self, full_sizes.slice(dims, ndim), starts.slice(dims, ndim));
+      dims += ndim;
+    }
+    targets.push_back({self, fill, std::move(block)});
+  }
+  TORCH_CHECK_VALUE(dims == full_sizes.size(), "fill_many_: full_sizes is too long");
+  // Tensors that share memory are next to each other in storage order.
+  std::vector<std::pair<const void*, size_t>> by_storage;
+  for (size_t t = 0; t < n; ++t) {
+    if (!selves[t].is_meta()) by_storage.emplace_back(selves[t].storage().data(), t);
+  }
+  std::sort(by_storage.begin(), by_storage.end());
+  for (size_t i = 0; i < by_storage.size(); ++i) {
+    for (size_t j = i + 1; j < by_storage.size() && by_storage[j].first == by_storage[i].first; ++j) {
+      const size_t t = by_storage[i].second, u = by_storage[j].second;
+      TORCH_CHECK_VALUE(at::get_overlap_status(selves[t], selves[u]) == at::MemOverlapStatus::No,
+                        "fill_many_: tensors ", std::min(t, u), " and ", std::max(t, u),
+                        " share memory");
+    }
+  }
+  return targets;
+}
+
+}  // namespace torchinit
