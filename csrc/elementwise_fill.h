@@ -10,6 +10,7 @@
 #include <c10/util/string_view.h>
 
 #include <algorithm>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -142,7 +143,7 @@ struct FillTarget {
 
 // The targets of fill_many_, planned and checked (including that no two of them share memory)
 // before anything is written.
-inline std::vector<FillTarget> plan_fill_many(at::TensorList selves, c10::ArrayRef<c10::string_view> laws,
+inline std::vector<FillTarget> plan_fill_many(at::TensorList selves, const std::vector<std::string>& laws,
                                               c10::ArrayRef<double> params, c10::IntArrayRef keys,
                                               c10::IntArrayRef full_sizes, c10::IntArrayRef starts) {
   const size_t n = selves.size();

@@ -44,7 +44,7 @@ void orthogonal_batch_meta(at::Tensor& self, double gain, std::optional<at::Gene
   check_orthogonal_args(self, gain, /*batched=*/true);
 }
 
-void fill_many_meta(at::TensorList selves, c10::ArrayRef<c10::string_view> laws,
+void fill_many_meta(at::TensorList selves, const std::vector<std::string>& laws,
                     c10::ArrayRef<double> params, c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
                     c10::IntArrayRef block_starts) {
   plan_fill_many(selves, laws, params, keys, full_sizes, block_starts);

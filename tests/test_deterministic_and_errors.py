@@ -138,6 +138,9 @@ OPCHECK_CASES = [
     ("dirac_", lambda: (torch.empty(6, 3, 3, 3), 2)),
     ("orthogonal_", lambda: (torch.empty(5, 7).t(), 2.0, None)),
     ("orthogonal_batch_", lambda: (torch.empty(3, 6, 2, 2, dtype=torch.float64), 1.0, None)),
+    ("fill_many_", lambda: ([torch.empty(5, 7).t(), torch.empty(4, dtype=torch.bfloat16)],
+                            ["normal", "trunc_normal"], [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 1.0],
+                            [1, 2, 3, -4], [9, 5, 6], [2, 0, 1])),
 ]
 
 
@@ -147,6 +150,6 @@ def test_opcheck(name, make_args):
     # Random ops are checked with the deterministic tests only: opcheck replays calls and
     # compares outputs, and each call draws fresh values.
     tests = ("test_schema", "test_autograd_registration", "test_faketensor")
-    if name in ("eye_", "dirac_", "constant_"):
+    if name in ("eye_", "dirac_", "constant_", "fill_many_"):  # fill_many_ takes explicit keys
         tests += ("test_aot_dispatch_dynamic",)
     torch.library.opcheck(op, make_args(), test_utils=tests)

@@ -8,8 +8,17 @@ from .init import *  # noqa: F403
 from .init import __all__ as _init_all
 from .init import _calculate_correct_fan, _calculate_fan_in_and_fan_out  # noqa: F401
 from .init import orthogonal_batch_
+from .model import materialize, patch, patched, unpatch
 
-# orthogonal_batch_ has no stock counterpart, so it is not in init.__all__ (which mirrors stock).
-__all__ = list(_init_all) + ["orthogonal_batch_", "InitTypeError", "InitValueError"]
+# Names with no stock counterpart are not in init.__all__, which mirrors stock's.
+__all__ = list(_init_all) + [
+    "orthogonal_batch_",
+    "patch",
+    "unpatch",
+    "patched",
+    "materialize",
+    "InitTypeError",
+    "InitValueError",
+]
 __version__ = "0.1.0"
 del _init

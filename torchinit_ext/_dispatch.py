@@ -5,10 +5,14 @@ have kernels. Tensor subclasses (DTensor, FakeTensor, ...), other devices and co
 take stock torch's path, so every tensor stock accepts still works.
 """
 
+import threading
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from . import _C  # noqa: F401  (loading it registers torch.ops.torchinit_ext)
+from . import _sharded
 
 ops = torch.ops.torchinit_ext
 
@@ -54,25 +58,89 @@ def call(op, tensor: Tensor, *args) -> Tensor:
         raise InitTypeError(str(e)) from None
 
 
-def uniform(tensor: Tensor, a: float, b: float, generator) -> Tensor:
+# The materialize() session running on this thread, if any: it defers (and, with a seed, keys)
+# the fills of the module's parameters and buffers.
+_local = threading.local()
+
+
+def active_session():
+    return getattr(_local, "session", None)
+
+
+def set_session(session) -> None:
+    _local.session = session
+
+
+def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Callable[[], Tensor]):
+    """Runs an elementwise fill: in a materialize() session (deferred), on a DTensor's local
+    shard, with the compiled op, or with stock's stock() when no kernel takes the tensor."""
+    session = active_session()
+    if session is not None and session.defers(tensor):
+        return session.defer(tensor, law, params, generator)
+    if _sharded.is_dtensor(tensor) and compiled(_sharded.local_tensor(tensor)):
+        shard = _sharded.block(tensor)
+        if shard is not None:
+            local = _sharded.local_tensor(tensor)
+            key = ops.philox_key(generator) if tensor.numel() else [0, 0]
+            call_many([local], [law], [params], [key], [shard])
+            return tensor
     if compiled(tensor) and not tensor.is_complex():
-        return call(ops.uniform_, tensor, a, b, generator)
+        if law == "constant":
+            return call(ops.constant_, tensor, *params)
+        return call(getattr(ops, law + "_"), tensor, *params, generator)
     with torch.no_grad():
-        return tensor.uniform_(a, b, generator=generator)
+        return stock()
+
+
+def call_many(tensors, laws, params, keys, blocks) -> None:
+    """One fill_many_ over tensors[t], each the block blocks[t] = (full sizes, starts) of the
+    tensor whose law laws[t] with params[t] and Philox key keys[t] it takes."""
+    flat_params = [float(p) for ps in params for p in (*ps, 0.0, 0.0, 0.0, 0.0)[:4]]
+    flat_keys = [k for key in keys for k in key]
+    full_sizes = [n for full, _ in blocks for n in full]
+    starts = [s for _, start in blocks for s in start]
+    try:
+        with torch.no_grad():
+            ops.fill_many_(tensors, laws, flat_params, flat_keys, full_sizes, starts)
+    except ValueError as e:
+        raise InitValueError(str(e)) from None
+    except TypeError as e:
+        raise InitTypeError(str(e)) from None
+
+
+def whole(tensor: Tensor, fill_full: Callable[[Tensor], object], generator):
+    """Runs a fill that is not elementwise (orthogonal_, sparse_, eye_, dirac_) as
+    fill_full(tensor, generator): on a DTensor, each rank builds the full tensor and keeps its
+    slice; in a seed-keyed materialize() session, with the generator of the tensor's key."""
+    session = active_session()
+    if session is not None:
+        generator = session.generator_for(tensor, generator)
+    if _sharded.is_dtensor(tensor):
+        return _sharded.fill_from_full(tensor, lambda full: fill_full(full, generator))
+    fill_full(tensor, generator)
+    return tensor
+
+
+def uniform(tensor: Tensor, a: float, b: float, generator) -> Tensor:
+    return elementwise(
+        tensor, "uniform", (a, b), generator, lambda: tensor.uniform_(a, b, generator=generator)
+    )
 
 
 def normal(tensor: Tensor, mean: float, std: float, generator) -> Tensor:
-    if compiled(tensor) and not tensor.is_complex():
-        return call(ops.normal_, tensor, mean, std, generator)
-    with torch.no_grad():
-        return tensor.normal_(mean, std, generator=generator)
+    return elementwise(
+        tensor, "normal", (mean, std), generator,
+        lambda: tensor.normal_(mean, std, generator=generator),
+    )
 
 
 def fill(tensor: Tensor, val) -> Tensor:
-    if compiled(tensor) and not isinstance(val, Tensor):
-        return call(ops.constant_, tensor, val)
-    with torch.no_grad():
-        return tensor.fill_(val)
+    if isinstance(val, Tensor) or not is_float(tensor) or isinstance(val, (bool, complex)):
+        if compiled(tensor) and not isinstance(val, Tensor):
+            return call(ops.constant_, tensor, val)
+        with torch.no_grad():
+            return tensor.fill_(val)
+    return elementwise(tensor, "constant", (val,), None, lambda: tensor.fill_(val))
 
 
 def is_float(tensor: Tensor) -> bool:

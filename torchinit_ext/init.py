@@ -8,11 +8,12 @@ torch/nn/init.py line for line; only the element writes differ.
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import TypeVar
 
 import torch
 from torch import Tensor
-from torch.nn import init as _stock
+from torch.nn import init as _stock_module
 from torch.nn.init import _calculate_correct_fan, _calculate_fan_in_and_fan_out, calculate_gain
 from typing_extensions import ParamSpec
 
@@ -48,6 +49,9 @@ __all__ = [
     "orthogonal",
     "sparse",
 ]
+
+# Stock's functions as imported, before patch() can swap torch.nn.init's attributes for ours.
+_stock = SimpleNamespace(**{name: getattr(_stock_module, name) for name in dir(_stock_module)})
 
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
@@ -98,15 +102,19 @@ def trunc_normal_(
     :math:`\mathcal{N}(\text{mean}, \text{std}^2)` truncated to :math:`[a, b]`: exact in every
     regime (inversion; far tails by rejection), one pass, and values rounded to the tensor's dtype
     stay in [a, b]. See :func:`torch.nn.init.trunc_normal_`."""
-    if not compiled(tensor):
-        return _stock.trunc_normal_(tensor, mean, std, a, b, generator=generator)
     if (mean < a - 2 * std) or (mean > b + 2 * std):
         warnings.warn(
             "mean is more than 2 std from [a, b] in nn.init.trunc_normal_. "
             "The distribution of values may be incorrect.",
             stacklevel=2,
         )
-    return call(ops.trunc_normal_, tensor, mean, std, a, b, generator)
+
+    def stock_fill() -> Tensor:
+        with warnings.catch_warnings():  # warned above
+            warnings.filterwarnings("ignore", message="mean is more than 2 std")
+            return _stock.trunc_normal_(tensor, mean, std, a, b, generator=generator)
+
+    return _dispatch.elementwise(tensor, "trunc_normal", (mean, std, a, b), generator, stock_fill)
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:
@@ -133,9 +141,14 @@ def eye_(tensor: Tensor) -> Tensor:
     See :func:`torch.nn.init.eye_`."""
     if tensor.ndimension() != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    if not compiled(tensor):
-        return _stock.eye_(tensor)
-    return call(ops.eye_, tensor)
+    return _dispatch.whole(tensor, lambda t, _: _eye(t), None)
+
+
+def _eye(tensor: Tensor) -> None:
+    if compiled(tensor):
+        call(ops.eye_, tensor)
+    else:
+        _stock.eye_(tensor)
 
 
 def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
@@ -148,9 +161,14 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
         raise InitValueError(f"dirac_: groups must be a positive integer, got groups={groups}")
     if tensor.size(0) % groups != 0:
         raise ValueError("dim 0 must be divisible by groups")
-    if not compiled(tensor):
-        return _stock.dirac_(tensor, groups)
-    return call(ops.dirac_, tensor, groups)
+    return _dispatch.whole(tensor, lambda t, _: _dirac(t, groups), None)
+
+
+def _dirac(tensor: Tensor, groups: int) -> None:
+    if compiled(tensor):
+        call(ops.dirac_, tensor, groups)
+    else:
+        _stock.dirac_(tensor, groups)
 
 
 def xavier_uniform_(
@@ -236,11 +254,14 @@ def orthogonal_(
     See :func:`torch.nn.init.orthogonal_`."""
     if tensor.ndimension() < 2:
         raise ValueError("Only tensors with 2 or more dimensions are supported")
+    return _dispatch.whole(tensor, lambda t, g: _orthogonal(t, gain, g), generator)
+
+
+def _orthogonal(tensor: Tensor, gain: float, generator: torch.Generator | None) -> None:
     if not compiled(tensor):
-        return _stock.orthogonal_(tensor, gain, generator=generator)
-    if tensor.numel() == 0 or tensor.is_meta:
-        return tensor
-    return call(ops.orthogonal_, tensor, gain, generator)
+        _stock.orthogonal_(tensor, gain, generator=generator)
+    elif tensor.numel() and not tensor.is_meta:
+        call(ops.orthogonal_, tensor, gain, generator)
 
 
 def _batch_members(tensors: Tensor | Sequence[Tensor]) -> list[Tensor]:
@@ -309,9 +330,14 @@ def sparse_(
         raise ValueError("Only tensors with 2 dimensions are supported")
     if not 0.0 <= sparsity <= 1.0:
         raise InitValueError(f"sparse_: sparsity must be in [0, 1], got sparsity={sparsity}")
-    if not compiled(tensor):
-        return _stock.sparse_(tensor, sparsity, std, generator=generator)
-    return call(ops.sparse_, tensor, sparsity, std, generator)
+    return _dispatch.whole(tensor, lambda t, g: _sparse(t, sparsity, std, g), generator)
+
+
+def _sparse(tensor: Tensor, sparsity: float, std: float, generator: torch.Generator | None) -> None:
+    if compiled(tensor):
+        call(ops.sparse_, tensor, sparsity, std, generator)
+    else:
+        _stock.sparse_(tensor, sparsity, std, generator=generator)
 
 
 # for backward compatibility

@@ -112,7 +112,7 @@ void trunc_normal_cpu(at::Tensor& self, double mean, double std, double a, doubl
   fill_one(self, trunc_normal_fill(self, mean, std, a, b), generator);
 }
 
-void fill_many_cpu(at::TensorList selves, c10::ArrayRef<c10::string_view> laws,
+void fill_many_cpu(at::TensorList selves, const std::vector<std::string>& laws,
                    c10::ArrayRef<double> params, c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
                    c10::IntArrayRef block_starts) {
   fill_targets(plan_fill_many(selves, laws, params, keys, full_sizes, block_starts));

@@ -1,0 +1,323 @@
+"""Whole-model initialization: patch()/unpatch()/patched(), and materialize() from the meta
+device, with and without a seed."""
+
+import math
+
+import pytest
+import scipy.stats
+import torch
+from torch import nn
+
+import torchinit_ext as ti
+from torchinit_ext import _dispatch
+from torchinit_ext.model import seed_key
+
+ops = torch.ops.torchinit_ext
+
+
+# ---- patching --------------------------------------------------------------------------------
+
+
+def _bound_names():
+    """Where stock's init functions are bound by name: torch.nn.init itself, and modules that
+    imported them (`from torch.nn.init import xavier_uniform_`)."""
+    import torch.nn.modules.activation as activation
+    import torch.nn.modules.transformer as transformer
+
+    return [
+        (torch.nn.init, "kaiming_uniform_"),
+        (torch.nn.init, "trunc_normal_"),
+        (torch.nn.init, "uniform"),  # deprecated alias
+        (activation, "xavier_uniform_"),
+        (activation, "constant_"),
+        (transformer, "xavier_uniform_"),
+    ]
+
+
+def _stock_bindings():
+    return {(m.__name__, n): getattr(m, n) for m, n in _bound_names()}
+
+
+def test_patched_swaps_every_binding_and_restores_them():
+    stock = _stock_bindings()
+    with ti.patched():
+        for (module, name), fn in stock.items():
+            assert getattr(__import__(module, fromlist=[name]), name) is getattr(ti, name)
+            assert fn is not getattr(ti, name)
+    assert _stock_bindings() == stock
+
+
+def test_patched_restores_on_exception_and_nests():
+    stock = _stock_bindings()
+    with pytest.raises(KeyError):
+        with ti.patched():
+            raise KeyError("boom")
+    assert _stock_bindings() == stock
+    with ti.patched():
+        with ti.patched():
+            pass
+        assert torch.nn.init.normal_ is ti.normal_  # the outer block is still active
+    assert _stock_bindings() == stock
+    ti.patch()
+    ti.patch()
+    ti.unpatch()
+    assert torch.nn.init.normal_ is ti.normal_
+    ti.unpatch()
+    assert _stock_bindings() == stock
+    with pytest.raises(RuntimeError, match="without a matching patch"):
+        ti.unpatch()
+
+
+def test_patched_construction_runs_the_compiled_fills():
+    with ti.patched():
+        torch.manual_seed(0)
+        layer = nn.Linear(64, 32)
+        torch.manual_seed(1)
+        attention = nn.MultiheadAttention(16, 2)
+    torch.manual_seed(0)
+    weight = ti.kaiming_uniform_(torch.empty(32, 64), a=math.sqrt(5))
+    bias = ti.uniform_(torch.empty(32), -1 / 8, 1 / 8)
+    assert torch.equal(layer.weight, weight) and torch.equal(layer.bias, bias)
+    # MultiheadAttention's xavier_uniform_ is bound by name in its module: patched too.
+    torch.manual_seed(1)
+    ti.kaiming_uniform_(torch.empty(16, 16), a=math.sqrt(5))  # out_proj, built first
+    ti.uniform_(torch.empty(16), -0.25, 0.25)
+    in_proj = ti.xavier_uniform_(torch.empty(48, 16))
+    assert torch.equal(attention.in_proj_weight, in_proj)
+
+
+# ---- materialize -----------------------------------------------------------------------------
+
+# Every standard layer, big enough for the distribution tests to have power.
+LAYERS = {
+    "linear": lambda: nn.Linear(96, 80),
+    "conv1d": lambda: nn.Conv1d(12, 16, 5),
+    "conv2d": lambda: nn.Conv2d(12, 16, 3),
+    "conv3d": lambda: nn.Conv3d(6, 8, 3),
+    "conv_transpose1d": lambda: nn.ConvTranspose1d(12, 16, 5),
+    "conv_transpose2d": lambda: nn.ConvTranspose2d(12, 16, 3),
+    "conv_transpose3d": lambda: nn.ConvTranspose3d(6, 8, 3),
+    "embedding": lambda: nn.Embedding(200, 32, padding_idx=7),
+    "layer_norm": lambda: nn.LayerNorm(48),
+    "rms_norm": lambda: nn.RMSNorm(48),
+    "batch_norm1d": lambda: nn.BatchNorm1d(24),
+    "batch_norm2d": lambda: nn.BatchNorm2d(24),
+    "multihead_attention": lambda: nn.MultiheadAttention(48, 4, bias=True, add_bias_kv=True),
+    "encoder_layer": lambda: nn.TransformerEncoderLayer(48, 4, 96),
+    "decoder_layer": lambda: nn.TransformerDecoderLayer(48, 4, 96),
+    "transformer": lambda: nn.Transformer(32, 2, 1, 1, 64),
+    "lstm": lambda: nn.LSTM(24, 32, num_layers=2),
+    "gru": lambda: nn.GRU(24, 32),
+    "rnn": lambda: nn.RNN(24, 32, nonlinearity="relu"),
+}
+
+
+def _from_meta(build):
+    with torch.device("meta"):
+        return build()
+
+
+def _state(module):
+    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_materialize_gives_the_law_of_eager_construction(layer):
+    torch.manual_seed(1)
+    eager = LAYERS[layer]()  # stock torch, unpatched
+    torch.manual_seed(2)
+    materialized = ti.materialize(_from_meta(LAYERS[layer]))
+    expected, got = _state(eager), _state(materialized)
+    assert expected.keys() == got.keys()
+    for name, want in expected.items():
+        have = got[name].detach()
+        want = want.detach()
+        assert (have.shape, have.dtype, have.device) == (want.shape, want.dtype, want.device), name
+        if want.numel() == 0 or torch.all(want == want.flatten()[0]):
+            assert torch.equal(have, want), name  # constant fills are exact
+            continue
+        # Random fills: the same law (two-sample KS; fixed seeds, so this never flakes) ...
+        p = scipy.stats.ks_2samp(want.flatten().double().numpy(), have.flatten().double().numpy()).pvalue
+        assert p > 1e-4, (name, p)
+        # ... and exactly the same deterministic entries (zeros of padding rows, etc.).
+        assert torch.equal(want == 0, have == 0), name
+
+
+@pytest.mark.parametrize("layer", ["embedding", "encoder_layer", "transformer", "lstm", "batch_norm2d"])
+def test_materialize_without_seed_equals_patched_eager_construction(layer):
+    # Resets run children first, as constructors do, drawing keys in the same order.
+    torch.manual_seed(5)
+    with ti.patched():
+        eager = LAYERS[layer]()
+    torch.manual_seed(5)
+    materialized = ti.materialize(_from_meta(LAYERS[layer]))
+    for name, want in _state(eager).items():
+        assert torch.equal(_state(materialized)[name], want), name
+
+
+def test_materialize_batches_the_elementwise_fills(monkeypatch):
+    calls = []
+    original = _dispatch.call_many
+
+    def counting(tensors, *args):
+        if not tensors[0].is_meta:
+            calls.append(len(tensors))
+        return original(tensors, *args)
+
+    monkeypatch.setattr(_dispatch, "call_many", counting)
+    model = _from_meta(lambda: nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 4)))
+    ti.materialize(model)
+    assert calls == [6]  # two weights, two biases, the norm's weight and bias: one region
+
+
+def test_a_read_of_a_queued_tensor_sees_its_values():
+    class ReadsBack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.empty(64, 32))
+
+        def reset_parameters(self):
+            nn.init.normal_(self.weight)
+            self.weight.div_(self.weight.norm())  # must see the normal values, not garbage
+
+    module = ti.materialize(_from_meta(ReadsBack))
+    assert torch.isclose(module.weight.norm(), torch.tensor(1.0))
+    assert module.weight.std() > 0
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_seeded_values_depend_only_on_seed_and_name(threads):
+    build = LAYERS["encoder_layer"]
+    reference = ti.materialize(_from_meta(build), seed=11)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(123)  # the global RNG plays no part
+        again = ti.materialize(_from_meta(build), seed=11)
+    finally:
+        torch.set_num_threads(previous)
+    for name, want in _state(reference).items():
+        assert torch.equal(_state(again)[name], want), name
+    other = ti.materialize(_from_meta(build), seed=12)
+    assert not torch.equal(other.linear1.weight, reference.linear1.weight)
+
+
+def test_seeded_values_do_not_depend_on_initialization_order():
+    def build(order):
+        return nn.ModuleDict({name: nn.Linear(16, 16) for name in order})
+
+    forward = ti.materialize(_from_meta(lambda: build("abc")), seed=3)
+    backward = ti.materialize(_from_meta(lambda: build("cba")), seed=3)
+    for name, want in _state(forward).items():
+        assert torch.equal(_state(backward)[name], want), name
+    assert not torch.equal(forward.a.weight, forward.b.weight)
+
+
+def test_seed_key_is_the_documented_contract():
+    layer = ti.materialize(_from_meta(lambda: nn.Linear(40, 30)), seed=9)
+    bound = 1 / math.sqrt(40)
+    expected = torch.empty(30, 40)
+    ops.fill_many_([expected], ["uniform"], [-bound, bound, 0, 0], list(seed_key(9, "weight")))
+    assert torch.equal(layer.weight, expected)
+
+
+@pytest.mark.parametrize("seed", [1.0, "1", True, torch.tensor(1)])
+def test_seed_must_be_an_int(seed):
+    with pytest.raises(TypeError, match="seed must be an int"):
+        ti.materialize(nn.Linear(2, 2), seed=seed)
+
+
+def test_an_uninitializable_parameter_is_named():
+    class Orphan(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.empty(3))
+            self.proj = nn.Linear(2, 2)
+
+    with pytest.raises(RuntimeError, match="'scale'"):
+        ti.materialize(_from_meta(Orphan))
+
+
+def test_a_real_module_is_reinitialized_in_place_or_moved():
+    layer = nn.Linear(32, 16)
+    before = layer.weight.detach().clone()
+    storage = layer.weight.data_ptr()
+    assert ti.materialize(layer) is layer
+    assert layer.weight.data_ptr() == storage and not torch.equal(layer.weight, before)
+    meta = _from_meta(lambda: nn.Linear(4, 4))
+    assert ti.materialize(meta, device="cpu").weight.device.type == "cpu"
+
+
+def test_fill_errors_inside_a_reset_are_raised_at_the_call():
+    class BadStd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.empty(4, 4))
+
+        def reset_parameters(self):
+            nn.init.normal_(self.weight, std=-1.0)
+
+    with pytest.raises(ValueError, match="std"):
+        ti.materialize(_from_meta(BadStd))
+
+
+# ---- fill_many_: the batched, shard-aware engine under materialize() and DTensor init --------
+
+LAWS = {
+    "constant": [0.75, 0, 0, 0],
+    "uniform": [-1.0, 3.0, 0, 0],
+    "normal": [0.5, 2.0, 0, 0],
+    "trunc_normal": [0.0, 1.0, -0.5, 0.5],
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("law", sorted(LAWS))
+def test_fill_many_blocks_are_slices_of_the_full_fill(law, dtype):
+    full = torch.empty(13, 9, 7, dtype=dtype)
+    ops.fill_many_([full], [law], LAWS[law], [21, -5])
+    starts = [(0, 0, 0), (4, 2, 3), (12, 8, 6)]
+    sizes = [(13, 9, 7), (5, 6, 2), (1, 1, 1)]
+    blocks = [torch.empty(s[::-1], dtype=dtype).permute(2, 1, 0) for s in sizes]  # strided
+    ops.fill_many_(blocks, [law] * 3, LAWS[law] * 3, [21, -5] * 3,
+                   [n for _ in blocks for n in full.shape], [i for s in starts for i in s])
+    for block, start, size in zip(blocks, starts, sizes):
+        window = full[tuple(slice(b, b + n) for b, n in zip(start, size))]
+        assert torch.equal(block, window)
+
+
+def test_fill_many_equals_the_single_ops_with_the_drawn_key():
+    for law, single in [("uniform", ops.uniform_), ("normal", ops.normal_),
+                        ("trunc_normal", ops.trunc_normal_)]:
+        params = [p for p in LAWS[law] if p] if law != "trunc_normal" else LAWS[law]
+        expected = torch.empty(300, 7)
+        single(expected, *params, torch.Generator().manual_seed(4))
+        got = torch.empty(300, 7)
+        ops.fill_many_([got], [law], LAWS[law], ops.philox_key(torch.Generator().manual_seed(4)))
+        assert torch.equal(got, expected), law
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (lambda a, b: ([a, b], ["normal", "normal"], [0, -1, 0, 0] * 2, [1, 2] * 2), "std"),
+        (lambda a, b: ([a, b], ["normal", "gamma"], [0, 1, 0, 0] * 2, [1, 2] * 2), "unknown law"),
+        (lambda a, b: ([a, a[1:]], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2), "share memory"),
+        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2]), "keys"),
+        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2, [6, 3], [0, 0]),
+         "does not fit"),
+        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2, [6], [0]), "too short"),
+    ],
+)
+def test_fill_many_checks_everything_before_writing(bad, match):
+    a, b = torch.zeros(6), torch.zeros(4)
+    with pytest.raises(ValueError, match=match):
+        ops.fill_many_(*bad(a, b))
+    assert not a.any() and not b.any()
+
+
+def test_fill_many_refuses_a_block_outside_the_full_tensor():
+    t = torch.zeros(3, 4)
+    with pytest.raises(ValueError, match="does not fit"):
+        ops.fill_many_([t], ["normal"], [0, 1, 0, 0], [1, 2], [5, 5], [3, 0])
+    assert not t.any()

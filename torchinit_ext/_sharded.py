@@ -1,0 +1,58 @@
+"""Sharded init on torch.distributed DTensors: each rank writes only its local shard, with exactly
+the values that slice has in the single-device result, and with no communication.
+
+Elementwise fills number a shard's elements by their index in the full tensor (fill_many_'s
+block starts), so a rank generates only its own values. Other fills (orthogonal_, sparse_, eye_,
+dirac_) build the full tensor identically on every rank and keep the local slice. Keys come from
+the generator as for a plain tensor: ranks whose generators agree (the usual torch.manual_seed on
+every rank) agree on every value.
+"""
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+try:
+    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+except ImportError:  # torch built without distributed support
+    DTensor = None
+
+
+def is_dtensor(tensor: Tensor) -> bool:
+    return DTensor is not None and isinstance(tensor, DTensor)
+
+
+def local_tensor(tensor: Tensor) -> Tensor:
+    """The shard this rank holds (plain tensors are their own shard)."""
+    return tensor._local_tensor if is_dtensor(tensor) else tensor
+
+
+def block(tensor: Tensor) -> tuple[list[int], list[int]] | None:
+    """(full sizes, block starts) of this rank's shard within the full tensor, or None when the
+    shard is not one rectangular block of it (placements other than Shard and Replicate)."""
+    if not is_dtensor(tensor):
+        return list(tensor.shape), [0] * tensor.dim()
+    if not all(type(p) in (Shard, Replicate) for p in tensor.placements):
+        return None
+    _, starts = compute_local_shape_and_global_offset(
+        tensor.shape, tensor.device_mesh, tensor.placements
+    )
+    return list(tensor.shape), list(starts)
+
+
+def fill_from_full(tensor: Tensor, fill_full: Callable[[Tensor], object]) -> Tensor:
+    """Fills DTensor `tensor` with its slice of fill_full(full), where full is a plain tensor of
+    the global shape on the local device, filled identically on every rank."""
+    local = tensor._local_tensor
+    if local.is_meta:
+        return tensor
+    with torch.no_grad():
+        full = torch.empty(tensor.shape, dtype=tensor.dtype, device=local.device)
+        fill_full(full)
+        shard = distribute_tensor(
+            full, tensor.device_mesh, tensor.placements, src_data_rank=None
+        ).to_local()
+        local.copy_(shard)
+    return tensor

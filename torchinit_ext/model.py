@@ -1,0 +1,271 @@
+"""Whole-model initialization: patch torch.nn.init so that every layer's constructor and
+reset_parameters() runs the compiled fills, and materialize() modules built on the meta device,
+optionally keyed by (seed, parameter name) so that values depend on nothing else.
+"""
+
+import contextlib
+import hashlib
+import struct
+import sys
+import threading
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from . import _dispatch, _sharded
+from . import init as _init
+from ._dispatch import compiled, ops
+
+__all__ = ["patch", "unpatch", "patched", "materialize"]
+
+# ---- patching torch.nn.init ------------------------------------------------------------------
+
+# Each stock function, by id, and the compiled one that replaces it. Modules that imported a
+# stock function by name (torch.nn.modules.activation does `from torch.nn.init import
+# xavier_uniform_`) hold their own reference, so patching rebinds those too.
+_REPLACEMENTS = {
+    id(getattr(torch.nn.init, name)): (getattr(torch.nn.init, name), getattr(_init, name))
+    for name in _init.__all__
+    if getattr(torch.nn.init, name, None) is not getattr(_init, name)
+}
+_patch_lock = threading.Lock()
+_patch_depth = 0
+_rebound: list[tuple[dict, str, object]] = []  # (module namespace, name, stock function)
+
+
+def patch() -> None:
+    """Makes torch.nn.init's functions the compiled ones, everywhere they are bound, until the
+    matching unpatch(). Calls nest: only the outermost unpatch() restores stock."""
+    global _patch_depth
+    with _patch_lock:
+        _patch_depth += 1
+        if _patch_depth > 1:
+            return
+        for module in list(sys.modules.values()):
+            namespace = getattr(module, "__dict__", None)
+            if not isinstance(namespace, dict) or module is _init:
+                continue
+            for name, value in list(namespace.items()):
+                stock, ours = _REPLACEMENTS.get(id(value), (None, None))
+                if stock is not None and stock is value:
+                    namespace[name] = ours
+                    _rebound.append((namespace, name, stock))
+
+
+def unpatch() -> None:
+    """Undoes one patch(); the outermost restores every rebound name to stock's function."""
+    global _patch_depth
+    with _patch_lock:
+        if _patch_depth == 0:
+            raise RuntimeError("torchinit_ext.unpatch() without a matching patch()")
+        _patch_depth -= 1
+        if _patch_depth > 0:
+            return
+        for namespace, name, stock in reversed(_rebound):
+            if namespace.get(name) is _REPLACEMENTS[id(stock)][1]:
+                namespace[name] = stock
+        _rebound.clear()
+
+
+@contextlib.contextmanager
+def patched() -> Iterator[None]:
+    """Context manager: torch.nn.init is the compiled one inside (see patch()), stock again on
+    exit, also when the block raises.
+
+    >>> with torchinit_ext.patched():
+    ...     model = MyModel()  # every layer's reset_parameters() runs the compiled fills
+    """
+    patch()
+    try:
+        yield
+    finally:
+        unpatch()
+
+
+# ---- materialize -----------------------------------------------------------------------------
+
+
+def seed_key(seed: int, name: str) -> tuple[int, int]:
+    """The Philox (key, offset) of the tensor named `name` under materialize(seed=seed): the
+    first 16 bytes of BLAKE2b("<seed>/<name>"), as two little-endian signed 64-bit integers."""
+    digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()
+    return struct.unpack("<qq", digest)
+
+
+def _storage_id(tensor: Tensor) -> int:
+    """The address of the memory holding this rank's elements of `tensor` (0 for none)."""
+    local = _sharded.local_tensor(tensor)
+    return local.untyped_storage().data_ptr() if local.numel() and not local.is_meta else 0
+
+
+def _extent(tensor: Tensor) -> tuple:
+    """Which elements of which memory `tensor` holds on this rank, and as what dtype."""
+    local = _sharded.local_tensor(tensor)
+    return (_storage_id(local), local.storage_offset(), local.shape, local.stride(), local.dtype)
+
+
+class _Session:
+    """The fills of one materialize() call. Elementwise fills of the module's tensors are queued
+    and run together in one fill_many_ (flush()); with a seed, each tensor's fills use the key of
+    its name. A dispatch mode (_Tracker) flushes the queue before any other op touches a queued
+    tensor, and records which memory was written."""
+
+    def __init__(self, named: dict[str, Tensor], seed: int | None):
+        self.seed = seed
+        self.names = {_extent(t): name for name, t in named.items() if _storage_id(t)}
+        self.pending: dict[tuple, tuple] = {}  # extent -> (local, law, params, key, block)
+        self.pending_storage: set[int] = set()
+        self.written: set[int] = set()
+
+    def _name(self, tensor: Tensor) -> str | None:
+        """The qualified name of `tensor` when it is one of the module's tensors, whole."""
+        return self.names.get(_extent(tensor)) if _storage_id(tensor) else None
+
+    def defers(self, tensor: Tensor) -> bool:
+        local = _sharded.local_tensor(tensor)
+        return (
+            _dispatch.is_float(local) and compiled(local) and self._name(tensor) is not None
+            and _sharded.block(tensor) is not None
+        )
+
+    def defer(self, tensor: Tensor, law: str, params: tuple, generator) -> Tensor:
+        local = _sharded.local_tensor(tensor)
+        # Argument errors are raised here, at the call, by the meta kernel's checks.
+        _dispatch.call_many([torch.empty_like(local, device="meta")], [law], [params], [[0, 0]],
+                            [(list(local.shape), [0] * local.dim())])
+        if law == "constant":
+            key = [0, 0]
+        elif self.seed is not None:
+            key = list(seed_key(self.seed, self._name(tensor)))
+        else:
+            key = ops.philox_key(generator)  # drawn now, as an immediate fill would
+        # A later fill of the same tensor replaces an earlier one.
+        self.pending[_extent(tensor)] = (local, law, params, key, _sharded.block(tensor))
+        self.pending_storage.add(_storage_id(tensor))
+        self.written.add(_storage_id(tensor))
+        return tensor
+
+    def generator_for(self, tensor: Tensor, generator):
+        """The generator of a fill that is not elementwise: with a seed, one keyed by the name."""
+        name = self._name(tensor) if self.seed is not None else None
+        if name is None:
+            return generator
+        key = seed_key(self.seed, name)[0] & (2**63 - 1)
+        device = _sharded.local_tensor(tensor).device
+        return torch.Generator(device=device).manual_seed(key)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        local, laws, params, keys, blocks = zip(*self.pending.values())
+        self.pending.clear()
+        self.pending_storage.clear()
+        _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(blocks))
+
+
+class _Tracker(TorchDispatchMode):
+    """Runs queued fills before any op that touches their memory, and records writes."""
+
+    def __init__(self, session: _Session):
+        super().__init__()
+        self.session = session
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not func.is_view:
+            session = self.session
+            for i, schema_arg in enumerate(func._schema.arguments):
+                value = args[i] if i < len(args) else kwargs.get(schema_arg.name)
+                for t in value if isinstance(value, (list, tuple)) else (value,):
+                    if not isinstance(t, Tensor):
+                        continue
+                    storage = _storage_id(t)
+                    if storage in session.pending_storage:
+                        session.flush()
+                    info = schema_arg.alias_info
+                    if info is not None and info.is_write:
+                        session.written.add(storage)
+        return func(*args, **kwargs)
+
+
+def _post_order(module: nn.Module, seen: set[int]) -> Iterator[nn.Module]:
+    """Children before their parent, each module once: the order of eager construction, where
+    a parent's own reset (nn.Transformer's, MultiheadAttention's) runs after its children's."""
+    if id(module) in seen:
+        return
+    seen.add(id(module))
+    for child in module.children():
+        yield from _post_order(child, seen)
+    yield module
+
+
+def _reset(module: nn.Module) -> None:
+    for method in ("reset_parameters", "_reset_parameters"):
+        reset = getattr(module, method, None)
+        if callable(reset):
+            reset()
+            return
+
+
+def _on_meta(tensor: Tensor) -> bool:
+    return _sharded.local_tensor(tensor).is_meta
+
+
+def materialize(
+    module: nn.Module,
+    device: torch.device | str | None = None,
+    seed: int | None = None,
+) -> nn.Module:
+    """Gives `module` storage on `device` and initializes it by running every submodule's own
+    reset_parameters() (or _reset_parameters()), children first, with the compiled fills.
+
+    For a module built under ``torch.device("meta")`` this is what eager construction would have
+    given, without constructing twice. A module on a real device is re-initialized in place, or
+    moved first when `device` differs. Elementwise fills of all tensors run together in one
+    parallel region. DTensor parameters (FSDP2, tensor parallel) get their local shards only.
+
+    With `seed` (an int), each parameter and buffer is keyed by (seed, its qualified name) and
+    each element by its index in the full tensor: values then do not depend on device, thread
+    count, initialization order or sharding, nor on the global RNG.
+
+    Raises RuntimeError naming any parameter, or any buffer that had no storage, which no
+    reset method wrote; the module is then partly initialized.
+    """
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise TypeError(f"materialize: seed must be an int or None, got {type(seed).__name__}")
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    from_meta = {name for name, t in tensors.items() if _on_meta(t)}
+    if from_meta:
+        if device is None:
+            device = torch.get_default_device()
+            device = torch.device("cpu") if device.type == "meta" else device
+        module.to_empty(device=device)
+    elif device is not None:
+        module.to(device)
+    named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    session = _Session(named, seed)
+    previous = _dispatch.active_session()
+    with patched(), torch.no_grad():
+        _dispatch.set_session(session)
+        try:
+            with _Tracker(session):
+                for submodule in _post_order(module, set()):
+                    _reset(submodule)
+                session.flush()
+        finally:
+            _dispatch.set_session(previous)
+    params = dict(module.named_parameters())
+    missed = [
+        name for name, t in named.items()
+        if t.numel() and _storage_id(t) not in session.written
+        and (name in params or name in from_meta)
+    ]
+    if missed:
+        raise RuntimeError(
+            "materialize: no reset_parameters() or _reset_parameters() of the module or its "
+            f"submodules initialized {', '.join(repr(n) for n in missed)}; give the module that "
+            "owns each of them a reset_parameters() that fills it"
+        )
+    return module
