@@ -8,6 +8,12 @@ What is measured
     call ever touches a fresh, lazily allocated buffer. A batched case fills
     a list of same-shape tensors: stock calls the function on each in a loop,
     ext calls its batched form (e.g. ``orthogonal_batch_``) once.
+    The model rows build a GPT-2 style model (GPT-2 medium, 355M parameters,
+    on the CPU; GPT-2 XL, 1.5B, on a GPU) in each call, stock's way (eager
+    construction, or meta + to_empty + every reset_parameters) against
+    ext's (construction under ``patched()``, or ``materialize()`` from
+    meta); these include allocation and first-touch page faults, as a real
+    model build does.
 
 How
     Each case is warmed up (stock, ext) and then timed as interleaved runs
@@ -22,6 +28,8 @@ How
     than any CPU L3 or GPU L2, so it is a DRAM/HBM number).
     ``bandwidth_fraction`` = bytes the case writes / ext time / fill bandwidth
     (not capped: small tensors served from cache can exceed 1).
+    ``ext_elements_per_s`` = elements written / ext time (parameters per
+    second for the model rows).
 
 Output
     One progress line per case, a final aligned table, and per device
@@ -57,6 +65,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.init as stock  # noqa: E402
+from torch import nn  # noqa: E402
 
 # Fall back to an in-tree build when the package is not installed.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
@@ -95,6 +104,92 @@ class Case:
     # fn on each in a loop, ext fills all of them in one batch_fn call.
     batch_fn: Optional[str] = None
     batch: int = 1
+
+    def calls(self, device):
+        """The stock and ext calls of this case and the tensors they write."""
+        if self.batch_fn:
+            targets = [torch.empty(self.shape, dtype=self.dtype, device=device)
+                       for _ in range(self.batch)]
+            stock_one = getattr(stock, self.fn)
+
+            def stock_fn():
+                for target in targets:
+                    stock_one(target, **self.kwargs)
+
+            ext_fn = partial(getattr(ext, self.batch_fn), targets, **self.kwargs)
+            return stock_fn, ext_fn, targets
+        tensor = torch.empty(self.shape, dtype=self.dtype, device=device)
+        target = self.view(tensor) if self.view else tensor
+        return (partial(getattr(stock, self.fn), target, **self.kwargs),
+                partial(getattr(ext, self.fn), target, **self.kwargs), [target])
+
+
+class GPT(nn.Module):
+    """A GPT-2 style decoder stack (pre-norm blocks, tied output embedding): the model rows."""
+
+    def __init__(self, d_model, layers, heads, vocab=50257, context=1024):
+        super().__init__()
+        self.token = nn.Embedding(vocab, d_model)
+        self.position = nn.Embedding(context, d_model)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, batch_first=True,
+                                       norm_first=True)
+            for _ in range(layers))
+        self.norm = nn.LayerNorm(d_model)
+
+
+# GPT-2 medium (355M parameters) on the CPU, GPT-2 XL (1.5B) on a GPU.
+GPT_CONFIGS = {"cpu": ("GPT-2 medium", dict(d_model=1024, layers=24, heads=16)),
+               "cuda": ("GPT-2 XL", dict(d_model=1600, layers=48, heads=25))}
+
+
+def reset_every_module(model):
+    """Stock's re-init after to_empty: each module's own reset, as FSDP2's docs do it."""
+    for module in model.modules():
+        reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
+        if callable(reset):
+            reset()
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    """Whole-model init of GPT_CONFIGS[device]: stock's way (`stock`: "eager" construction, or
+    "meta_reset", meta construction + to_empty + every reset_parameters) against ext's
+    (`ext`: "patched" construction, or "materialize" from meta). Each call builds a new model."""
+    label: str
+    stock: str
+    ext: str
+    full_only: bool = False
+
+    @property
+    def name(self):
+        return f"GPT model: {self.label}"
+
+    def calls(self, device):
+        config = GPT_CONFIGS[device][1]
+
+        def eager():
+            with torch.device(device):
+                GPT(**config)
+
+        def meta():
+            with torch.device("meta"):
+                return GPT(**config)
+
+        def meta_reset():
+            reset_every_module(meta().to_empty(device=device))
+
+        def patched():
+            with ext.patched(), torch.device(device):
+                GPT(**config)
+
+        def materialize():
+            ext.materialize(meta(), device=device)
+
+        ways = {"eager": eager, "meta_reset": meta_reset, "patched": patched,
+                "materialize": materialize}
+        params = list(meta().parameters())
+        return ways[self.stock], ways[self.ext], params
 
 
 LINEAR = (4096, 4096)
@@ -145,6 +240,9 @@ CASES = [
          view=lambda w: w[1024:2048]),
     Case("normal_ lstm w.t() 1024x4096 f32", "normal_", LSTM, view=torch.t),
     Case("normal_ 4096x4096 bf16", "normal_", LINEAR, dtype=torch.bfloat16),
+    ModelCase("eager vs patched()", "eager", "patched"),
+    ModelCase("eager vs materialize()", "eager", "materialize"),
+    ModelCase("meta+reset vs materialize()", "meta_reset", "materialize"),
 ]
 
 
@@ -156,12 +254,13 @@ class Row:
     ext_ms: Optional[float] = None
     speedup: Optional[float] = None
     bandwidth_fraction: Optional[float] = None
+    ext_elements_per_s: Optional[float] = None  # parameters per second for the model rows
     error: Optional[str] = None  # printed, not part of the JSON row
 
     def to_json(self):
         return {k: getattr(self, k) for k in
                 ("case", "device", "stock_ms", "ext_ms", "speedup",
-                 "bandwidth_fraction")}
+                 "bandwidth_fraction", "ext_elements_per_s")}
 
 
 def parse_args():
@@ -238,28 +337,9 @@ def fill_bandwidth(device, timed, repeats):
     return buf.numel() * buf.element_size() / best
 
 
-def make_calls(case, device):
-    """The stock and ext calls of one case and the tensors they write."""
-    if case.batch_fn:
-        targets = [torch.empty(case.shape, dtype=case.dtype, device=device)
-                   for _ in range(case.batch)]
-        stock_one = getattr(stock, case.fn)
-
-        def stock_fn():
-            for target in targets:
-                stock_one(target, **case.kwargs)
-
-        ext_fn = partial(getattr(ext, case.batch_fn), targets, **case.kwargs)
-        return stock_fn, ext_fn, targets
-    tensor = torch.empty(case.shape, dtype=case.dtype, device=device)
-    target = case.view(tensor) if case.view else tensor
-    return (partial(getattr(stock, case.fn), target, **case.kwargs),
-            partial(getattr(ext, case.fn), target, **case.kwargs), [target])
-
-
 def time_case(case, device, timed, cfg):
     """Median stock and ext seconds and the bytes written for one case."""
-    stock_fn, ext_fn, targets = make_calls(case, device)
+    stock_fn, ext_fn, targets = case.calls(device)
     for _ in range(cfg.warmup):
         pair_s = timed(stock_fn) + timed(ext_fn)
     runs = min(cfg.max_runs, max(cfg.min_runs, int(cfg.budget_s / pair_s)))
@@ -268,7 +348,8 @@ def time_case(case, device, timed, cfg):
         stock_s.append(timed(stock_fn))
         ext_s.append(timed(ext_fn))
     nbytes = sum(t.numel() * t.element_size() for t in targets)
-    return statistics.median(stock_s), statistics.median(ext_s), nbytes
+    numel = sum(t.numel() for t in targets)
+    return statistics.median(stock_s), statistics.median(ext_s), nbytes, numel
 
 
 def describe(error):
@@ -280,7 +361,7 @@ def describe(error):
 def run_case(case, device, timed, cfg, bandwidth):
     row = Row(case.name, device)
     try:
-        stock_s, ext_s, nbytes = time_case(case, device, timed, cfg)
+        stock_s, ext_s, nbytes, numel = time_case(case, device, timed, cfg)
     except Exception as e:  # report and go on with the next case
         row.error = describe(e)
         return row
@@ -288,19 +369,21 @@ def run_case(case, device, timed, cfg, bandwidth):
     row.ext_ms = ext_s * 1e3
     row.speedup = stock_s / ext_s
     row.bandwidth_fraction = nbytes / ext_s / bandwidth
+    row.ext_elements_per_s = numel / ext_s
     return row
 
 
 def table_header(width):
     columns = (f"{'case':<{width}}  {'device':<6}  {'stock ms':>10}  "
-               f"{'ext ms':>10}  {'speedup':>8}  {'bw frac':>7}")
+               f"{'ext ms':>10}  {'speedup':>8}  {'bw frac':>7}  {'ext Gel/s':>9}")
     return f"{columns}\n{'-' * len(columns)}"
 
 
 def table_line(row, width):
     result = (f"FAILED: {row.error}" if row.error else
               f"{row.stock_ms:>10.2f}  {row.ext_ms:>10.2f}  "
-              f"{row.speedup:>7.2f}x  {row.bandwidth_fraction:>7.2f}")
+              f"{row.speedup:>7.2f}x  {row.bandwidth_fraction:>7.2f}  "
+              f"{row.ext_elements_per_s / 1e9:>9.3f}")
     return f"{row.case:<{width}}  {row.device:<6}  {result}"
 
 
