@@ -133,8 +133,9 @@ class _Session:
     def defer(self, tensor: Tensor, law: str, params: tuple, generator) -> Tensor:
         local = _sharded.local_tensor(tensor)
         # Argument errors are raised here, at the call, by the meta kernel's checks.
-        _dispatch.call_many([torch.empty_like(local, device="meta")], [law], [params], [[0, 0]],
-                            [(list(local.shape), [0] * local.dim())])
+        # (A factory op, so the check doesn't count as touching a queued tensor.)
+        meta = torch.empty_strided(local.shape, local.stride(), dtype=local.dtype, device="meta")
+        _dispatch.call_many([meta], [law], [params], [[0, 0]], [(list(local.shape), [0] * local.dim())])
         if law == "constant":
             key = [0, 0]
         elif self.seed is not None:
