@@ -75,9 +75,10 @@ C10_HOST_DEVICE inline float log_f32_of_f64(double x) {
   return log_f32_parts(static_cast<int32_t>(bits >> 52) - 1023, static_cast<float>(m));
 }
 
+// The exponent is an int32: int64 -> double conversion has no SIMD form without AVX-512DQ.
 C10_HOST_DEVICE inline double log_f64(double x) {
   const uint64_t bits = c10::bit_cast<uint64_t>(x);
-  int64_t e = static_cast<int64_t>(bits >> 52) - 1023;
+  int32_t e = static_cast<int32_t>(bits >> 52) - 1023;
   double m = c10::bit_cast<double>((bits & 0xFFFFFFFFFFFFFull) | 0x3FF0000000000000ull);
   const bool big = m > 1.4142135623730951;
   m = big ? m * 0.5 : m;

@@ -34,8 +34,9 @@ TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxKey key, uint6
                                           acc_t* out) {
   uint32_t words[4][kLanes];
   philox_lanes(key, first_block, words);
+  const Dist local = dist;  // stores to out can't change its fields: no alias checks in the loop
   for (int j = 0; j < kLanes; ++j) {
-    dist(PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}},
+    local(PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}},
          out + j * Dist::kPerBlock);
   }
 }
