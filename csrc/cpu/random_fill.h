@@ -28,12 +28,12 @@ inline PhiloxKey draw_philox_key(const std::optional<at::Generator>& generator) 
   return {key, offset};
 }
 
-// Blocks first_block .. first_block + kLanes - 1, transformed by dist into out.
+// Blocks blocks[0 .. kLanes), transformed by dist into out, Dist::kPerBlock values each.
 template <typename Dist, typename acc_t>
-TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxKey key, uint64_t first_block,
+TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxKey key, const uint64_t* blocks,
                                           acc_t* out) {
   uint32_t words[4][kLanes];
-  philox_lanes(key, first_block, words);
+  philox_lanes(key, blocks, words);
   const Dist local = dist;  // stores to out can't change its fields: no alias checks in the loop
   for (int j = 0; j < kLanes; ++j) {
     local(PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}},
@@ -48,7 +48,9 @@ void generate_range(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, 
   acc_t batch[kPerBatch];
   int64_t first = begin - begin % Dist::kPerBlock;  // first element of the current batch
   for (int64_t i = begin; i < end; first += kPerBatch) {
-    generate_batch(dist, key, static_cast<uint64_t>(first / Dist::kPerBlock), batch);
+    uint64_t blocks[kLanes];
+    for (int j = 0; j < kLanes; ++j) blocks[j] = static_cast<uint64_t>(first / Dist::kPerBlock + j);
+    generate_batch(dist, key, blocks, batch);
     const int64_t stop = std::min(end, first + kPerBatch);
     std::copy(batch + (i - first), batch + (stop - first), dst + (i - begin));
     i = stop;
