@@ -327,6 +327,37 @@ struct TruncNormal {
   }
 };
 
+// Wide intervals, where the normal itself puts mass >= kWideMass inside: rejection from the
+// normal. Element i's first proposal is normal_'s value of element i (block i / kPerBlock, so the
+// SIMD pass is normal_'s own); one outside the sampling interval [accept_lo, accept_hi] comes out
+// NaN and is redrawn (cpu::resample_rejected): attempt r = 1 .. kAttempts - 1 of element i takes
+// the first accepted of the kPerBlock normals of block stream_block(r, i), and the last attempt
+// inverts the CDF with that block's first two words (probability
+// (1 - mass)^(kPerBlock (kAttempts - 1)) per redrawn element: 0.2^28 for float at mass 0.8).
+// Every value is a proposal conditioned on the interval or an exact inversion: the law is exact.
+template <typename T>
+struct TruncNormalWide {
+  static constexpr int kPerBlock = Normal<T>::kPerBlock;
+  static constexpr uint32_t kAttempts = 8;
+  Normal<T> normal;
+  T accept_lo, accept_hi;  // the sampling interval, rounded inwards to T
+  T lo, hi;
+  TruncNormal<T, double> inverse;
+
+  // v clamped to [lo, hi] when inside the sampling interval, else NaN. (& rather than &&: no
+  // branch, so the SIMD loop stays vectorized.)
+  C10_HOST_DEVICE T accept(T v) const {
+    const bool inside = (v >= accept_lo) & (v <= accept_hi);
+    const T clamped = v < lo ? lo : (v > hi ? hi : v);
+    return inside ? clamped : T(NAN);
+  }
+  C10_HOST_DEVICE void operator()(PhiloxBlock b, T* out) const {
+    normal(b, out);
+    for (int k = 0; k < kPerBlock; ++k) out[k] = accept(out[k]);
+  }
+  C10_HOST_DEVICE T last_attempt(PhiloxBlock b) const { return inverse.sample(b.w[0], b.w[1]); }
+};
+
 // Far tails, where the interval's nearest point to 0 is 30 sigma out or more and Phi nears
 // double's underflow: rejection from the proposal alpha + Exp(rate alpha) truncated at beta
 // (Robert 1995), accepted with probability exp(-(z - alpha)^2 / 2), which is 99.9% on average.

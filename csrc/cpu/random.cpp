@@ -61,6 +61,15 @@ void trunc_normal_cpu(at::Tensor& self, double mean, double std, double a, doubl
         plan.double_quantile ? fill(double()) : fill(acc_t());
         break;
       }
+      case TruncNormalPlan::Method::kWide: {
+        const TruncNormalWide<acc_t> dist{
+            {static_cast<acc_t>(mean), static_cast<acc_t>(std)},
+            static_cast<acc_t>(plan.accept_lo), static_cast<acc_t>(plan.accept_hi), lo, hi,
+            {plan.lower_cdf, plan.upper_sf, plan.mass, static_cast<acc_t>(mean),
+             static_cast<acc_t>(std), lo, hi}};
+        random_fill_resampled<scalar_t, acc_t>(self, dist, key);
+        break;
+      }
       case TruncNormalPlan::Method::kFarTail: {
         const TruncNormalFarTail<acc_t> dist{plan.far_alpha, plan.far_trunc, plan.far_sign,
                                              mean, std, lo, hi};
