@@ -75,9 +75,10 @@ C10_HOST_DEVICE inline float log_f32_of_f64(double x) {
   return log_f32_parts(static_cast<int32_t>(bits >> 52) - 1023, static_cast<float>(m));
 }
 
+// The exponent is an int32: int64 -> double conversion has no SIMD form without AVX-512DQ.
 C10_HOST_DEVICE inline double log_f64(double x) {
   const uint64_t bits = c10::bit_cast<uint64_t>(x);
-  int64_t e = static_cast<int64_t>(bits >> 52) - 1023;
+  int32_t e = static_cast<int32_t>(bits >> 52) - 1023;
   double m = c10::bit_cast<double>((bits & 0xFFFFFFFFFFFFFull) | 0x3FF0000000000000ull);
   const bool big = m > 1.4142135623730951;
   m = big ? m * 0.5 : m;
@@ -324,6 +325,37 @@ struct TruncNormal {
     out[0] = sample(b.w[0], b.w[1]);
     out[1] = sample(b.w[2], b.w[3]);
   }
+};
+
+// Wide intervals, where the normal itself puts mass >= kWideMass inside: rejection from the
+// normal. Element i's first proposal is normal_'s value of element i (block i / kPerBlock, so the
+// SIMD pass is normal_'s own); one outside the sampling interval [accept_lo, accept_hi] comes out
+// NaN and is redrawn (cpu::resample_rejected): attempt r = 1 .. kAttempts - 1 of element i takes
+// the first accepted of the kPerBlock normals of block stream_block(r, i), and the last attempt
+// inverts the CDF with that block's first two words (probability
+// (1 - mass)^(kPerBlock (kAttempts - 1)) per redrawn element: 0.2^28 for float at mass 0.8).
+// Every value is a proposal conditioned on the interval or an exact inversion: the law is exact.
+template <typename T>
+struct TruncNormalWide {
+  static constexpr int kPerBlock = Normal<T>::kPerBlock;
+  static constexpr uint32_t kAttempts = 8;
+  Normal<T> normal;
+  T accept_lo, accept_hi;  // the sampling interval, rounded inwards to T
+  T lo, hi;
+  TruncNormal<T, double> inverse;
+
+  // v clamped to [lo, hi] when inside the sampling interval, else NaN. (& rather than &&: no
+  // branch, so the SIMD loop stays vectorized.)
+  C10_HOST_DEVICE T accept(T v) const {
+    const bool inside = (v >= accept_lo) & (v <= accept_hi);
+    const T clamped = v < lo ? lo : (v > hi ? hi : v);
+    return inside ? clamped : T(NAN);
+  }
+  C10_HOST_DEVICE void operator()(PhiloxBlock b, T* out) const {
+    normal(b, out);
+    for (int k = 0; k < kPerBlock; ++k) out[k] = accept(out[k]);
+  }
+  C10_HOST_DEVICE T last_attempt(PhiloxBlock b) const { return inverse.sample(b.w[0], b.w[1]); }
 };
 
 // Far tails, where the interval's nearest point to 0 is 30 sigma out or more and Phi nears

@@ -75,6 +75,9 @@ TRUNC_CASES = [  # mean, std, a, b
     (0.0, 1.0, 40.0, 41.0),  # beyond inversion's range: the far-tail sampler
     (0.0, 1.0, -math.inf, -35.0),
     (3.0, 0.5, -math.inf, 2.0),  # mean above b
+    (0.0, 1.0, -1.2816, 1.2816),  # normal mass 0.80002: rejection from the normal (float)
+    (0.0, 1.0, -1.2815, 1.2815),  # 0.79995: inversion
+    (2.0, 0.5, 1.0, 3.5),  # asymmetric, rejection from the normal
 ]
 
 

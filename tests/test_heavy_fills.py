@@ -67,6 +67,11 @@ ROUNDED_CASES = [  # dtype, mean, std, a, b
     (torch.bfloat16, 0.0, 1.0, 5.0, 6.0),
     (torch.float16, 0.0, 0.02, -0.04, 0.04),
     (torch.float32, 0.0, 1.0, 0.3, 0.30001),  # a few hundred float32 values
+    # Rejection from the normal (mass >= 0.8), bounds between the dtype's values:
+    (torch.float16, 0.0, 1.0, -2.0, 2.0),
+    (torch.bfloat16, 0.0, 1.0, -1.2816, 1.2816),  # mass 0.80002, at the switch
+    (torch.bfloat16, 0.0, 1.0, -1.2815, 1.2815),  # mass 0.79995: inversion
+    (torch.float16, 0.5, 1.0, -1.01, 3.0),
 ]
 
 
@@ -103,6 +108,37 @@ def test_trunc_normal_quantiles_match_scipy():
         dist = stats.truncnorm(-3.0, 1.5)
         probs = (np.arange(xs.size) + 0.5) / xs.size
         assert np.max(np.abs(dist.cdf(xs) - probs)) < 6 / math.sqrt(xs.size) + tol
+
+
+WIDE_SWITCH = 1.2815515655446004  # Phi^-1(0.9): [-b, b] has normal mass 0.8 = kWideMass
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("b,wide", [(2.0, True), (WIDE_SWITCH + 1e-4, True), (WIDE_SWITCH - 1e-4, False)])
+def test_trunc_normal_wide_keeps_normal_values(dtype, b, wide):
+    # With mass >= 0.8, element i's value is normal_'s (computed in float32, then rounded)
+    # wherever that float lies in [-b, b], and only the rejected elements are redrawn; below the
+    # switch, inversion shares nothing with normal_.
+    x = init.trunc_normal_(torch.empty(300_000, dtype=dtype), 0, 1, -b, b, generator=_gen(11))
+    y = init.normal_(torch.empty(300_000), 0.0, 1.0, generator=_gen(11))
+    inside = (y.double() >= -b) & (y.double() <= b)
+    assert x.abs().max() <= b
+    if wide:
+        assert torch.equal(x[inside], y[inside].to(dtype))
+        assert (x[~inside].float() != y[~inside]).all()
+    else:
+        assert (x == y.to(dtype)).double().mean() < 0.01
+
+
+def test_trunc_normal_wide_views_and_chunks():
+    # Redraws are indexed by logical element: a transposed view, written through the strided
+    # path in chunks that start anywhere in a Philox block, equals the contiguous fill.
+    for dtype in (torch.float32, torch.bfloat16):
+        base = torch.empty(1001, 777, dtype=dtype)
+        view = init.trunc_normal_(base.t(), 0.0, 1.0, -1.3, 1.3, generator=_gen(12))
+        flat = torch.empty(777, 1001, dtype=dtype)
+        init.trunc_normal_(flat, 0.0, 1.0, -1.3, 1.3, generator=_gen(12))
+        assert torch.equal(view, flat)
 
 
 def test_trunc_normal_a_equal_b_is_constant():
@@ -180,13 +216,14 @@ def test_sparse_view_is_written_in_place_and_nothing_else():
 FILLS = {
     "trunc_normal_": lambda t, g: init.trunc_normal_(t, generator=g),
     "trunc_normal_ far tail": lambda t, g: init.trunc_normal_(t, 0.0, 1.0, -math.inf, -31.0, generator=g),
+    "trunc_normal_ wide, 20% rejected": lambda t, g: init.trunc_normal_(t, 0.0, 1.0, -1.29, 1.29, generator=g),
     "sparse_": lambda t, g: init.sparse_(t, 0.8, generator=g),
     "sparse_ dense": lambda t, g: init.sparse_(t, 0.2, generator=g),
 }
 
 
 @pytest.mark.parametrize("name", FILLS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_thread_count_invariance(name, dtype):
     results = []
     for threads in (1, 2, 3):

@@ -1,4 +1,4 @@
-// Philox4x32-10 on kLanes consecutive blocks at once, with AVX-512 or AVX2 when the CPU has them
+// Philox4x32-10 on kLanes blocks at once, with AVX-512 or AVX2 when the CPU has them
 // (chosen at run time by GCC function multiversioning). Integer arithmetic only: every version
 // returns exactly philox4x32_10's words.
 #pragma once
@@ -16,13 +16,13 @@ namespace torchinit::cpu {
 
 constexpr int kLanes = 16;
 
-// Word k of blocks first_block .. first_block + kLanes - 1 goes to words[k][lane].
+// Word k of block blocks[lane] goes to words[k][lane].
 #if TORCHINIT_X86_MULTIVERSION
 __attribute__((target("default")))
 #endif
-inline void philox_lanes(PhiloxKey key, uint64_t first_block, uint32_t (*words)[kLanes]) {
+inline void philox_lanes(PhiloxKey key, const uint64_t* blocks, uint32_t (*words)[kLanes]) {
   for (int j = 0; j < kLanes; ++j) {
-    const PhiloxBlock b = philox4x32_10(first_block + j, key);
+    const PhiloxBlock b = philox4x32_10(blocks[j], key);
     for (int k = 0; k < 4; ++k) words[k][j] = b.w[k];
   }
 }
@@ -49,12 +49,11 @@ __attribute__((target("avx2"))) inline void mulhilo(__m256i a, __m256i m, __m256
 
 }  // namespace philox_simd
 
-__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxKey key, uint64_t first_block,
+__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxKey key, const uint64_t* blocks,
                                                              uint32_t (*words)[kLanes]) {
   using namespace philox_simd;
-  const __m512i lane = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m512i b_lo = _mm512_add_epi64(_mm512_set1_epi64(first_block), lane);
-  const __m512i b_hi = _mm512_add_epi64(_mm512_set1_epi64(first_block + 8), lane);
+  const __m512i b_lo = _mm512_loadu_si512(blocks);
+  const __m512i b_hi = _mm512_loadu_si512(blocks + 8);
   // Split the 64-bit block numbers into their low and high words, lanes in order.
   const __m512i idx_lo = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i idx_hi = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
@@ -81,7 +80,7 @@ __attribute__((target("avx512f"))) inline void philox_lanes(PhiloxKey key, uint6
   _mm512_storeu_si512(words[3], c3);
 }
 
-__attribute__((target("avx2"))) inline void philox_lanes(PhiloxKey key, uint64_t first_block,
+__attribute__((target("avx2"))) inline void philox_lanes(PhiloxKey key, const uint64_t* blocks,
                                                           uint32_t (*words)[kLanes]) {
   using namespace philox_simd;
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(philox_detail::kMul0));
@@ -89,8 +88,8 @@ __attribute__((target("avx2"))) inline void philox_lanes(PhiloxKey key, uint64_t
   for (int half = 0; half < kLanes; half += 8) {
     alignas(32) uint32_t lo_words[8], hi_words[8];
     for (int j = 0; j < 8; ++j) {
-      lo_words[j] = static_cast<uint32_t>(first_block + half + j);
-      hi_words[j] = static_cast<uint32_t>((first_block + half + j) >> 32);
+      lo_words[j] = static_cast<uint32_t>(blocks[half + j]);
+      hi_words[j] = static_cast<uint32_t>(blocks[half + j] >> 32);
     }
     __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo_words));
     __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi_words));
@@ -114,5 +113,12 @@ __attribute__((target("avx2"))) inline void philox_lanes(PhiloxKey key, uint64_t
   }
 }
 #endif
+
+// Blocks first_block .. first_block + kLanes - 1.
+inline void philox_lanes(PhiloxKey key, uint64_t first_block, uint32_t (*words)[kLanes]) {
+  uint64_t blocks[kLanes];
+  for (int j = 0; j < kLanes; ++j) blocks[j] = first_block + j;
+  philox_lanes(key, blocks, words);
+}
 
 }  // namespace torchinit::cpu

@@ -53,6 +53,16 @@ void produce(const ElementwiseFill& fill, acc_t* dst, int64_t begin, int64_t end
       plan.double_quantile ? inverse(double()) : inverse(acc_t());
       return;
     }
+    case TruncNormalPlan::Method::kWide: {
+      const TruncNormalWide<acc_t> dist{
+          {static_cast<acc_t>(fill.mean), static_cast<acc_t>(fill.std)},
+          static_cast<acc_t>(plan.accept_lo), static_cast<acc_t>(plan.accept_hi), lo, hi,
+          {plan.lower_cdf, plan.upper_sf, plan.mass, static_cast<acc_t>(fill.mean),
+           static_cast<acc_t>(fill.std), lo, hi}};
+      generate_range(dist, key, dst, begin, end);
+      resample_rejected(dist, key, dst, begin, end);  // ranges are at most kChunk long
+      return;
+    }
     case TruncNormalPlan::Method::kFarTail: {
       const TruncNormalFarTail<acc_t> dist{plan.far_alpha, plan.far_trunc, plan.far_sign,
                                            fill.mean, fill.std, lo, hi};

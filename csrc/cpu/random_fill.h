@@ -28,14 +28,15 @@ inline PhiloxKey draw_philox_key(const std::optional<at::Generator>& generator) 
   return {key, offset};
 }
 
-// Blocks first_block .. first_block + kLanes - 1, transformed by dist into out.
+// Blocks blocks[0 .. kLanes), transformed by dist into out, Dist::kPerBlock values each.
 template <typename Dist, typename acc_t>
-TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxKey key, uint64_t first_block,
+TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxKey key, const uint64_t* blocks,
                                           acc_t* out) {
   uint32_t words[4][kLanes];
-  philox_lanes(key, first_block, words);
+  philox_lanes(key, blocks, words);
+  const Dist local = dist;  // stores to out can't change its fields: no alias checks in the loop
   for (int j = 0; j < kLanes; ++j) {
-    dist(PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}},
+    local(PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}},
          out + j * Dist::kPerBlock);
   }
 }
@@ -47,10 +48,87 @@ void generate_range(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, 
   acc_t batch[kPerBatch];
   int64_t first = begin - begin % Dist::kPerBlock;  // first element of the current batch
   for (int64_t i = begin; i < end; first += kPerBatch) {
-    generate_batch(dist, key, static_cast<uint64_t>(first / Dist::kPerBlock), batch);
+    uint64_t blocks[kLanes];
+    for (int j = 0; j < kLanes; ++j) blocks[j] = static_cast<uint64_t>(first / Dist::kPerBlock + j);
+    generate_batch(dist, key, blocks, batch);
     const int64_t stop = std::min(end, first + kPerBatch);
     std::copy(batch + (i - first), batch + (stop - first), dst + (i - begin));
     i = stop;
+  }
+}
+
+// The offsets k < n with x[k] NaN, ascending, to out (room for n + 16); returns their count.
+// AVX-512 compresses 16 offsets at a time, so the scan costs a small fraction of the fill.
+// (float64 has only the scalar scan: TruncNormalWide, the one user, is float-only in practice.)
+template <typename T>
+int32_t find_nans_scalar(const T* x, int32_t n, int32_t* out) {
+  int32_t count = 0;
+  for (int32_t k = 0; k < n; ++k) {
+    out[count] = k;
+    count += x[k] != x[k];
+  }
+  return count;
+}
+
+inline int32_t find_nans(const double* x, int32_t n, int32_t* out) {
+  return find_nans_scalar(x, n, out);
+}
+
+#if TORCHINIT_X86_MULTIVERSION
+__attribute__((target("default")))
+#endif
+inline int32_t find_nans(const float* x, int32_t n, int32_t* out) {
+  return find_nans_scalar(x, n, out);
+}
+
+#if TORCHINIT_X86_MULTIVERSION
+__attribute__((target("avx512f"))) inline int32_t find_nans(const float* x, int32_t n,
+                                                            int32_t* out) {
+  __m512i offsets = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int32_t count = 0;
+  for (int32_t k = 0; k < n; k += 16) {
+    const __mmask16 valid = static_cast<__mmask16>(n - k >= 16 ? 0xFFFF : (1u << (n - k)) - 1);
+    const __m512 v = _mm512_maskz_loadu_ps(valid, x + k);
+    const __mmask16 nan = _mm512_mask_cmp_ps_mask(valid, v, v, _CMP_UNORD_Q);
+    _mm512_storeu_si512(out + count, _mm512_maskz_compress_epi32(nan, offsets));
+    count += __builtin_popcount(nan);
+    offsets = _mm512_add_epi32(offsets, _mm512_set1_epi32(16));
+  }
+  return count;
+}
+#endif
+
+// Redraws the elements [begin, end) in dst that a rejection sampler left NaN (TruncNormalWide's
+// contract): attempt r = 1 .. kAttempts - 1 of element i evaluates dist on block
+// stream_block(r, i) and takes the first of its values that is not NaN; the last attempt is
+// dist.last_attempt of block stream_block(kAttempts, i). The pending elements of an attempt are
+// batched kLanes at a time, so redraws run in SIMD too.
+template <typename acc_t, typename Dist>
+void resample_rejected(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, int64_t end) {
+  TORCH_INTERNAL_ASSERT_DEBUG_ONLY(end - begin <= kChunk);
+  int32_t pending[kChunk + 16];  // offsets from begin of the elements still rejected
+  int64_t count = find_nans(dst, static_cast<int32_t>(end - begin), pending);
+  for (uint32_t attempt = 1; count > 0 && attempt < Dist::kAttempts; ++attempt) {
+    int64_t still = 0;
+    for (int64_t s = 0; s < count; s += kLanes) {
+      const int64_t lanes = std::min<int64_t>(kLanes, count - s);
+      uint64_t blocks[kLanes] = {};  // lanes past `lanes` compute block 0, unused
+      for (int64_t j = 0; j < lanes; ++j) blocks[j] = stream_block(attempt, begin + pending[s + j]);
+      acc_t proposals[kLanes * Dist::kPerBlock];
+      generate_batch(dist, key, blocks, proposals);
+      for (int64_t j = 0; j < lanes; ++j) {
+        const acc_t* p = proposals + j * Dist::kPerBlock;
+        int k = 0;
+        while (k < Dist::kPerBlock && p[k] != p[k]) ++k;
+        if (k < Dist::kPerBlock) dst[pending[s + j]] = p[k];
+        else pending[still++] = pending[s + j];
+      }
+    }
+    count = still;
+  }
+  for (int64_t r = 0; r < count; ++r) {
+    const uint64_t i = static_cast<uint64_t>(begin + pending[r]);
+    dst[pending[r]] = dist.last_attempt(philox4x32_10(stream_block(Dist::kAttempts, i), key));
   }
 }
 
