@@ -36,6 +36,9 @@ constexpr int64_t kDrawBatch = 4 * kLanes;
 constexpr uint64_t kWordRange = uint64_t{1} << 32;
 // Normals generated at a time ahead of placing them (a multiple of every generate_range batch).
 constexpr int64_t kValueBatch = 1024;
+// Tensors at least this large are written with non-temporal stores where possible: they would
+// only evict the caches.
+constexpr int64_t kStreamBytes = int64_t{8} << 20;
 
 // A uniform integer in [0, n) from 64 random bits: the high half of the 128-bit product (bias
 // below n / 2^64).
@@ -135,7 +138,8 @@ class NormalQueue {
   NormalQueue(const Normal<acc_t>& normal, PhiloxKey key, int64_t next, int64_t end)
       : normal_(normal), key_(key), next_(next), end_(end) {}
 
-  // The queued normals: at least kGroupColumns of them unless the stream ends first.
+  // The queued normals: at least kGroupColumns of them unless the stream ends first, and
+  // kGroupColumns more slots readable (for full-vector loads).
   const acc_t* front() {
     while (have_ - used_ < kGroupColumns && next_ < end_) {
       std::copy(values_ + used_, values_ + have_, values_);
@@ -153,7 +157,7 @@ class NormalQueue {
   void pop(int64_t count) { used_ += count; }
 
  private:
-  acc_t values_[kValueBatch + kGroupColumns];
+  acc_t values_[kValueBatch + 2 * kGroupColumns];
   int64_t used_ = 0;  // values_[used_, have_) are queued
   int64_t have_ = 0;
   Normal<acc_t> normal_;
@@ -194,6 +198,41 @@ TORCHINIT_SIMD_CLONES void write_rows(const SparseRows<scalar_t>& p, int64_t row
   }
 }
 
+#if TORCHINIT_X86_MULTIVERSION
+// write_rows for float rows with unit column stride on AVX-512 CPUs: each 16-column quarter of a
+// segment is one expand of the next normals into the zero vector, stored whole. With `stream`
+// (64-byte aligned rows of a tensor far larger than the caches) the stores are non-temporal:
+// no read for ownership, so memory sees only the writes.
+__attribute__((target("avx512f"))) void write_rows_avx512(const SparseRows<float>& p,
+                                                          int64_t row_begin, int64_t row_end,
+                                                          bool stream) {
+  NormalQueue<float> queue(p.normal, p.key, p.nonzeros_before(row_begin), p.total_nonzeros);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    for (int64_t group = 0; group < p.groups; ++group) {
+      const int64_t c0 = group * kGroupColumns;
+      const int64_t width = std::min(kGroupColumns, p.cols - c0);
+      float* const dst = p.data + r * p.row_stride + c0;
+      const float* values = queue.front();
+      const uint64_t bits = p.nonzero_bits(group, r);
+      for (int64_t q = 0; q < width; q += 16) {
+        const __mmask16 take = static_cast<__mmask16>(bits >> q);
+        const __m512 v = _mm512_maskz_expand_ps(take, _mm512_loadu_ps(values));
+        values += __builtin_popcount(take);
+        if (width - q < 16) {
+          _mm512_mask_storeu_ps(dst + q, static_cast<__mmask16>((1u << (width - q)) - 1), v);
+        } else if (stream) {
+          _mm512_stream_ps(dst + q, v);
+        } else {
+          _mm512_storeu_ps(dst + q, v);
+        }
+      }
+      queue.pop(__builtin_popcountll(bits));
+    }
+  }
+  if (stream) _mm_sfence();
+}
+#endif
+
 template <typename scalar_t>
 void sparse_fill(const at::Tensor& self, int64_t zeros, double std, PhiloxKey key) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -222,7 +261,21 @@ void sparse_fill(const at::Tensor& self, int64_t zeros, double std, PhiloxKey ke
                                   ~uint64_t{0} >> (kGroupColumns * groups - cols), cols * nonzeros,
                                   self.data_ptr<scalar_t>(), self.stride(0), self.stride(1), cols,
                                   Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)}, key};
+  bool avx512 = false;
+  bool stream = false;
+#if TORCHINIT_X86_MULTIVERSION
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    avx512 = plan.col_stride == 1 && __builtin_cpu_supports("avx512f");
+    stream = reinterpret_cast<uintptr_t>(plan.data) % 64 == 0 && plan.row_stride % 16 == 0 &&
+             rows * cols * int64_t{sizeof(float)} >= kStreamBytes;
+  }
+#endif
   at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t row_begin, int64_t row_end) {
+#if TORCHINIT_X86_MULTIVERSION
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (avx512) return write_rows_avx512(plan, row_begin, row_end, stream);
+    }
+#endif
     write_rows(plan, row_begin, row_end);
   });
 }
