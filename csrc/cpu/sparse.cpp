@@ -90,12 +90,12 @@ TORCHINIT_SIMD_CLONES void choose_rows(PhiloxKey key, int64_t rows, int64_t coun
       }
     }
     // Only this loop is sequential: a candidate already chosen is replaced by the range's top.
+    const uint64_t flags[2] = {columns[0].flag, columns[1].flag};  // kept in registers
     for (int64_t i = 0; i < draws; ++i) {
       const uint64_t top = n0 - 1 + i;
       for (int k = 0; k < 2; ++k) {
-        const uint64_t flag = columns[k].flag;
-        const uint64_t row = row_masks[candidates[k][i]] & flag ? top : candidates[k][i];
-        row_masks[row] |= flag;
+        const uint64_t row = row_masks[candidates[k][i]] & flags[k] ? top : candidates[k][i];
+        row_masks[row] |= flags[k];
       }
     }
   }
