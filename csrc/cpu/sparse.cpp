@@ -121,11 +121,12 @@ struct SparseRows {
     return ~bits & (group + 1 == groups ? last_group_bits : ~uint64_t{0});
   }
 
-  // Nonzeros in the rows above `row`: the number of the first normal that row takes.
+  // Nonzeros in the rows above `row`: the number of the first normal that row takes. (Group by
+  // group, so the masks are read sequentially.)
   int64_t nonzeros_before(int64_t row) const {
     int64_t count = 0;
-    for (int64_t r = 0; r < row; ++r) {
-      for (int64_t group = 0; group < groups; ++group) count += __builtin_popcountll(nonzero_bits(group, r));
+    for (int64_t group = 0; group < groups; ++group) {
+      for (int64_t r = 0; r < row; ++r) count += __builtin_popcountll(nonzero_bits(group, r));
     }
     return count;
   }
