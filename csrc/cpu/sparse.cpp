@@ -1,19 +1,25 @@
 // CPU kernel of sparse_: in every column exactly ceil(sparsity * rows) zeros at uniformly random
-// rows, independently across columns; the other entries N(0, std^2). Parallel over tiles of
-// columns, one pass over memory, and randomness only for what is needed: the positions of the
-// smaller of the two sets (Floyd's algorithm) and one normal per nonzero.
+// rows, independently across columns; the other entries N(0, std^2). Two parallel passes:
+//  1. over groups of 64 columns: Floyd's algorithm picks the smaller of the zero / nonzero sets of
+//     each column, one bit per column in the group's 64-bit row masks (1 bit per element);
+//  2. over rows: each row is written once, left to right, 64 elements at a time from the masks
+//     and a running batch of normals, so memory sees one sequential pass, as in fill_.
+// Randomness only for what is needed: one 32-bit draw per minority element, one normal per nonzero.
 //
-// RNG contract (key and offset drawn once per call): the j-th nonzero of column c, counting rows
-// top-down, is normal number c * nonzeros + j of the normal_ stream (stream 0). Column c's
-// selection draws d = 0, 1, ... are 64-bit words from stream 1, block c * ceil(draws / 2) + d / 2,
-// words 2 (d % 2) and 2 (d % 2) + 1.
+// RNG contract (key and offset drawn once per call). Column c's set of size k (the smaller one) is
+// Floyd's: draw d = 0 .. k - 1 picks p from [0, n), n = rows - k + d + 1, and adds p, or n - 1 if
+// p is in already. Draws come in batches of 64 from 16 blocks of stream 1: draw d = 64 b + i of
+// column c takes word i / 16 of block 16 (c ceil(k / 64) + b) + i % 16, x, and p = floor(x n / 2^32)
+// unless x n mod 2^32 < 2^32 mod n (Lemire's rejection) or n >= 2^32; then p = floor(y n / 2^64),
+// y the 64-bit word (w1:w0) of stream 2's block c k + d. The j-th nonzero of the tensor in
+// row-major order is normal number j of the normal_ stream (stream 0).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
+#include <memory>
 
 #include "../checks.h"
 #include "../transforms.h"
@@ -22,8 +28,17 @@
 namespace torchinit::cpu {
 namespace {
 
-// Columns a task owns: a 64-byte line of float32 per row, so tiles never share a cache line.
-constexpr int64_t kTileColumns = 16;
+// Columns of a group: one bit each in a 64-bit row mask.
+constexpr int64_t kGroupColumns = 64;
+// Floyd draws per philox_lanes call: the 4 words of kLanes blocks.
+constexpr int64_t kDrawBatch = 4 * kLanes;
+// Values of a 32-bit word.
+constexpr uint64_t kWordRange = uint64_t{1} << 32;
+// Normals generated at a time ahead of placing them (a multiple of every generate_range batch).
+constexpr int64_t kValueBatch = 1024;
+// Tensors at least this large are written with non-temporal stores where possible: they would
+// only evict the caches.
+constexpr int64_t kStreamBytes = int64_t{8} << 20;
 
 // A uniform integer in [0, n) from 64 random bits: the high half of the 128-bit product (bias
 // below n / 2^64).
@@ -32,26 +47,192 @@ inline uint64_t below(uint64_t n, uint32_t lo, uint32_t hi) {
   return static_cast<uint64_t>((static_cast<unsigned __int128>(bits) * n) >> 64);
 }
 
-// Marks a uniformly random `count`-subset of [0, rows) in `chosen` (Floyd's algorithm: one draw
-// per chosen element, no permutation array).
-void choose_rows(PhiloxKey key, int64_t column, int64_t rows, int64_t count,
-                 std::vector<uint64_t>& chosen) {
-  std::fill(chosen.begin(), chosen.end(), 0);
-  const int64_t blocks_per_column = (count + 1) / 2;
-  const uint64_t first_block = stream_block(1, static_cast<uint64_t>(column * blocks_per_column));
-  uint32_t words[4][kLanes];
-  for (int64_t d = 0; d < count; ++d) {
-    const int64_t block = d / 2;
-    if (block % kLanes == 0 && d % 2 == 0) philox_lanes(key, first_block + block, words);
-    const int lane = static_cast<int>(block % kLanes);
-    const int word = 2 * static_cast<int>(d % 2);
-    const int64_t top = rows - count + d;  // draw from [0, top]
-    int64_t row = static_cast<int64_t>(below(static_cast<uint64_t>(top + 1), words[word][lane],
-                                             words[word + 1][lane]));
-    if (chosen[row >> 6] >> (row & 63) & 1) row = top;
-    chosen[row >> 6] |= uint64_t{1} << (row & 63);
+struct FloydColumn {
+  int64_t column;
+  uint64_t flag;  // the column's bit in row_masks; 0 for none (its draws then change nothing)
+};
+
+// Sets each column's flag in row_masks[r] for a uniformly random `count`-subset of rows r in
+// [0, rows) (Floyd's algorithm: one draw per chosen row, no permutation array). Two columns at
+// once: their sequential membership tests interleave, nearly twice as fast as one after the other.
+// Draw d picks from [0, n), n = rows - count + d + 1, as floor(x n / 2^32) of a 32-bit word x, 64
+// at a time in SIMD; it is exactly uniform by Lemire's rejection ("Fast random integer generation
+// in an interval", 2019): a rejected draw (probability below n / 2^32), or one with n >= 2^32, is
+// below(n) of a 64-bit word of stream 2 instead.
+TORCHINIT_SIMD_CLONES void choose_rows(PhiloxKey key, int64_t rows, int64_t count,
+                                       const FloydColumn (&columns)[2], uint64_t* row_masks) {
+  const int64_t batches = (count + kDrawBatch - 1) / kDrawBatch;
+  uint32_t words[2][4][kLanes];
+  uint64_t candidates[2][kDrawBatch];
+  for (int64_t batch = 0; batch < batches; ++batch) {
+    const int64_t d0 = batch * kDrawBatch;
+    const int64_t draws = std::min(kDrawBatch, count - d0);
+    const uint64_t n0 = static_cast<uint64_t>(rows - count + d0 + 1);  // draw d0's range
+    for (int k = 0; k < 2; ++k) {
+      const int64_t column = columns[k].column;
+      const uint64_t first_block = static_cast<uint64_t>((column * batches + batch) * kLanes);
+      philox_lanes(key, stream_block(1, first_block), words[k]);
+      const uint32_t* const x = words[k][0];  // draw d0 + i: word i / kLanes of block i % kLanes
+      uint32_t check = static_cast<uint64_t>(rows) >= kWordRange;
+      for (int64_t i = 0; i < kDrawBatch; ++i) {
+        const uint32_t n = static_cast<uint32_t>(n0 + i);
+        const uint64_t product = static_cast<uint64_t>(x[i]) * n;
+        candidates[k][i] = product >> 32;
+        check |= static_cast<uint32_t>(product) < n;  // may be rejected
+      }
+      for (int64_t i = 0; check && i < draws; ++i) {
+        const uint64_t n = n0 + i;
+        if (n >= kWordRange || (static_cast<uint64_t>(x[i]) * n) % kWordRange < kWordRange % n) {
+          const uint64_t block = static_cast<uint64_t>(column * count + d0 + i);
+          const PhiloxBlock y = philox4x32_10(stream_block(2, block), key);
+          candidates[k][i] = below(n, y.w[0], y.w[1]);
+        }
+      }
+    }
+    // Only this loop is sequential: a candidate already chosen is replaced by the range's top.
+    const uint64_t flags[2] = {columns[0].flag, columns[1].flag};  // kept in registers
+    for (int64_t i = 0; i < draws; ++i) {
+      const uint64_t top = n0 - 1 + i;
+      for (int k = 0; k < 2; ++k) {
+        const uint64_t row = row_masks[candidates[k][i]] & flags[k] ? top : candidates[k][i];
+        row_masks[row] |= flags[k];
+      }
+    }
   }
 }
+
+// Phase 2's view of a call: the chosen-set masks and where the values go.
+template <typename scalar_t>
+struct SparseRows {
+  using acc_t = at::opmath_type<scalar_t>;
+  const uint64_t* masks;  // bit c % 64 of masks[(c / 64) * rows + r]: (r, c) is chosen
+  bool chosen_are_zeros;
+  int64_t rows, groups;
+  uint64_t last_group_bits;  // the real columns of the last group
+  int64_t total_nonzeros;
+  scalar_t* data;
+  int64_t row_stride, col_stride, cols;
+  Normal<acc_t> normal;
+  PhiloxKey key;
+
+  uint64_t nonzero_bits(int64_t group, int64_t r) const {
+    const uint64_t bits = masks[group * rows + r];
+    if (!chosen_are_zeros) return bits;
+    return ~bits & (group + 1 == groups ? last_group_bits : ~uint64_t{0});
+  }
+
+  // Nonzeros in the rows above `row`: the number of the first normal that row takes. (Group by
+  // group, so the masks are read sequentially.)
+  int64_t nonzeros_before(int64_t row) const {
+    int64_t count = 0;
+    for (int64_t group = 0; group < groups; ++group) {
+      for (int64_t r = 0; r < row; ++r) count += __builtin_popcountll(nonzero_bits(group, r));
+    }
+    return count;
+  }
+};
+
+// Normals next, next + 1, ... (up to end) of the normal_ stream, generated kValueBatch at a time.
+template <typename acc_t>
+class NormalQueue {
+ public:
+  NormalQueue(const Normal<acc_t>& normal, PhiloxKey key, int64_t next, int64_t end)
+      : normal_(normal), key_(key), next_(next), end_(end) {}
+
+  // The queued normals: at least kGroupColumns of them unless the stream ends first, and
+  // kGroupColumns more slots readable (for full-vector loads).
+  const acc_t* front() {
+    while (have_ - used_ < kGroupColumns && next_ < end_) {
+      std::copy(values_ + used_, values_ + have_, values_);
+      have_ -= used_;
+      used_ = 0;
+      // Up to a multiple of kValueBatch, so only the first call generates a partial batch.
+      const int64_t count = std::min(kValueBatch - next_ % kValueBatch, end_ - next_);
+      generate_range(normal_, key_, values_ + have_, next_, next_ + count);
+      have_ += count;
+      next_ += count;
+    }
+    return values_ + used_;
+  }
+
+  void pop(int64_t count) { used_ += count; }
+
+ private:
+  acc_t values_[kValueBatch + 2 * kGroupColumns];
+  int64_t used_ = 0;  // values_[used_, have_) are queued
+  int64_t have_ = 0;
+  Normal<acc_t> normal_;
+  PhiloxKey key_;
+  int64_t next_;
+  int64_t end_;
+};
+
+// Writes rows [row_begin, row_end) left to right, 64 columns at a time: zeros, then each nonzero
+// where it goes (in place for contiguous rows of acc_t, else through a segment converted on the
+// way out).
+template <typename scalar_t>
+TORCHINIT_SIMD_CLONES void write_rows(const SparseRows<scalar_t>& p, int64_t row_begin,
+                                      int64_t row_end) {
+  using acc_t = typename SparseRows<scalar_t>::acc_t;
+  const bool in_place = std::is_same_v<scalar_t, acc_t> && p.col_stride == 1;
+  NormalQueue<acc_t> queue(p.normal, p.key, p.nonzeros_before(row_begin), p.total_nonzeros);
+  acc_t segment[kGroupColumns];
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    for (int64_t group = 0; group < p.groups; ++group) {
+      const int64_t c0 = group * kGroupColumns;
+      const int64_t width = std::min(kGroupColumns, p.cols - c0);
+      scalar_t* const dst = p.data + r * p.row_stride + c0 * p.col_stride;
+      acc_t* const out = in_place ? reinterpret_cast<acc_t*>(dst) : segment;
+      if (width == kGroupColumns) {
+        for (int64_t c = 0; c < kGroupColumns; ++c) out[c] = acc_t(0);
+      } else {
+        for (int64_t c = 0; c < width; ++c) out[c] = acc_t(0);
+      }
+      const acc_t* values = queue.front();
+      const uint64_t bits = p.nonzero_bits(group, r);
+      for (uint64_t rest = bits; rest; rest &= rest - 1) out[__builtin_ctzll(rest)] = *values++;
+      queue.pop(__builtin_popcountll(bits));
+      if (!in_place) {
+        for (int64_t c = 0; c < width; ++c) dst[c * p.col_stride] = static_cast<scalar_t>(segment[c]);
+      }
+    }
+  }
+}
+
+#if TORCHINIT_X86_MULTIVERSION
+// write_rows for float rows with unit column stride on AVX-512 CPUs: each 16-column quarter of a
+// segment is one expand of the next normals into the zero vector, stored whole. With `stream`
+// (64-byte aligned rows of a tensor far larger than the caches) the stores are non-temporal:
+// no read for ownership, so memory sees only the writes.
+__attribute__((target("avx512f"))) void write_rows_avx512(const SparseRows<float>& p,
+                                                          int64_t row_begin, int64_t row_end,
+                                                          bool stream) {
+  NormalQueue<float> queue(p.normal, p.key, p.nonzeros_before(row_begin), p.total_nonzeros);
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    for (int64_t group = 0; group < p.groups; ++group) {
+      const int64_t c0 = group * kGroupColumns;
+      const int64_t width = std::min(kGroupColumns, p.cols - c0);
+      float* const dst = p.data + r * p.row_stride + c0;
+      const float* values = queue.front();
+      const uint64_t bits = p.nonzero_bits(group, r);
+      for (int64_t q = 0; q < width; q += 16) {
+        const __mmask16 take = static_cast<__mmask16>(bits >> q);
+        const __m512 v = _mm512_maskz_expand_ps(take, _mm512_loadu_ps(values));
+        values += __builtin_popcount(take);
+        if (width - q < 16) {
+          _mm512_mask_storeu_ps(dst + q, static_cast<__mmask16>((1u << (width - q)) - 1), v);
+        } else if (stream) {
+          _mm512_stream_ps(dst + q, v);
+        } else {
+          _mm512_storeu_ps(dst + q, v);
+        }
+      }
+      queue.pop(__builtin_popcountll(bits));
+    }
+  }
+  if (stream) _mm_sfence();
+}
+#endif
 
 template <typename scalar_t>
 void sparse_fill(const at::Tensor& self, int64_t zeros, double std, PhiloxKey key) {
@@ -60,42 +241,43 @@ void sparse_fill(const at::Tensor& self, int64_t zeros, double std, PhiloxKey ke
   const int64_t cols = self.size(1);
   const int64_t nonzeros = rows - zeros;
   const bool choose_zeros = zeros < nonzeros;
-  const int64_t row_stride = self.stride(0);
-  const int64_t col_stride = self.stride(1);
-  scalar_t* const data = self.data_ptr<scalar_t>();
-  const Normal<acc_t> normal{acc_t(0), static_cast<acc_t>(std)};
-  const int64_t tiles = (cols + kTileColumns - 1) / kTileColumns;
-  at::parallel_for(0, tiles, 1, [&](int64_t tile_begin, int64_t tile_end) {
-    std::vector<uint64_t> chosen((rows + 63) / 64);
-    std::vector<acc_t> values(nonzeros);
-    for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-      const int64_t c0 = tile * kTileColumns;
-      const int64_t c1 = std::min(cols, c0 + kTileColumns);
-      // Zero the tile row by row (whole cache lines), then place each column's nonzeros.
-      for (int64_t r = 0; r < rows; ++r) {
-        scalar_t* row = data + r * row_stride;
-        if (col_stride == 1) {
-          std::fill(row + c0, row + c1, scalar_t(0));
-        } else {
-          for (int64_t c = c0; c < c1; ++c) row[c * col_stride] = scalar_t(0);
-        }
-      }
-      for (int64_t c = c0; c < c1; ++c) {
-        choose_rows(key, c, rows, choose_zeros ? zeros : nonzeros, chosen);
-        generate_range(normal, key, values.data(), c * nonzeros, (c + 1) * nonzeros);
-        scalar_t* column = data + c * col_stride;
-        int64_t j = 0;
-        for (size_t w = 0; w < chosen.size(); ++w) {
-          uint64_t nonzero_bits = choose_zeros ? ~chosen[w] : chosen[w];
-          if (w + 1 == chosen.size() && rows % 64) nonzero_bits &= (uint64_t{1} << (rows % 64)) - 1;
-          while (nonzero_bits) {
-            const int64_t r = static_cast<int64_t>(w) * 64 + __builtin_ctzll(nonzero_bits);
-            column[r * row_stride] = static_cast<scalar_t>(values[j++]);
-            nonzero_bits &= nonzero_bits - 1;
-          }
-        }
+  const int64_t groups = (cols + kGroupColumns - 1) / kGroupColumns;
+  const std::unique_ptr<uint64_t[]> masks(new uint64_t[groups * rows]);
+  at::parallel_for(0, groups, 1, [&](int64_t group_begin, int64_t group_end) {
+    for (int64_t group = group_begin; group < group_end; ++group) {
+      uint64_t* const row_masks = masks.get() + group * rows;
+      std::fill(row_masks, row_masks + rows, 0);
+      const int64_t c0 = group * kGroupColumns;
+      const int64_t c1 = std::min(cols, c0 + kGroupColumns);
+      for (int64_t c = c0; c < c1; c += 2) {
+        const uint64_t flag = uint64_t{1} << (c - c0);
+        const FloydColumn pair[2] = {{c, flag},
+                                     c + 1 < c1 ? FloydColumn{c + 1, flag << 1} : FloydColumn{c, 0}};
+        choose_rows(key, rows, choose_zeros ? zeros : nonzeros, pair, row_masks);
       }
     }
+  });
+
+  const SparseRows<scalar_t> plan{masks.get(), choose_zeros, rows, groups,
+                                  ~uint64_t{0} >> (kGroupColumns * groups - cols), cols * nonzeros,
+                                  self.data_ptr<scalar_t>(), self.stride(0), self.stride(1), cols,
+                                  Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)}, key};
+  bool avx512 = false;
+  bool stream = false;
+#if TORCHINIT_X86_MULTIVERSION
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    avx512 = plan.col_stride == 1 && __builtin_cpu_supports("avx512f");
+    stream = reinterpret_cast<uintptr_t>(plan.data) % 64 == 0 && plan.row_stride % 16 == 0 &&
+             rows * cols * int64_t{sizeof(float)} >= kStreamBytes;
+  }
+#endif
+  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t row_begin, int64_t row_end) {
+#if TORCHINIT_X86_MULTIVERSION
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (avx512) return write_rows_avx512(plan, row_begin, row_end, stream);
+    }
+#endif
+    write_rows(plan, row_begin, row_end);
   });
 }
 
