@@ -75,8 +75,8 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
     """Runs an elementwise fill: in a materialize() session (deferred), on a DTensor's local
     shard, with the compiled op, or with stock's stock() when no kernel takes the tensor."""
     session = active_session()
-    if session is not None and session.defers(tensor):
-        return session.defer(tensor, law, params, generator)
+    if session is not None and session.try_defer(tensor, law, params, generator):
+        return tensor
     if _sharded.is_dtensor(tensor) and compiled(_sharded.local_tensor(tensor)):
         shard = _sharded.block(tensor)
         if shard is not None:
@@ -135,12 +135,12 @@ def normal(tensor: Tensor, mean: float, std: float, generator) -> Tensor:
 
 
 def fill(tensor: Tensor, val) -> Tensor:
-    if isinstance(val, Tensor) or not is_float(tensor) or isinstance(val, (bool, complex)):
-        if compiled(tensor) and not isinstance(val, Tensor):
-            return call(ops.constant_, tensor, val)
-        with torch.no_grad():
-            return tensor.fill_(val)
-    return elementwise(tensor, "constant", (val,), None, lambda: tensor.fill_(val))
+    if is_float(tensor) and isinstance(val, (int, float)) and not isinstance(val, bool):
+        return elementwise(tensor, "constant", (val,), None, lambda: tensor.fill_(val))
+    if compiled(tensor) and not isinstance(val, Tensor):
+        return call(ops.constant_, tensor, val)
+    with torch.no_grad():
+        return tensor.fill_(val)
 
 
 def is_float(tensor: Tensor) -> bool:

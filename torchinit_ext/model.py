@@ -115,23 +115,24 @@ class _Session:
     def __init__(self, named: dict[str, Tensor], seed: int | None):
         self.seed = seed
         self.names = {_extent(t): name for name, t in named.items() if _storage_id(t)}
-        self.pending: dict[tuple, tuple] = {}  # extent -> (local, law, params, key, block)
-        self.pending_storage: set[int] = set()
+        # storage -> {extent: (local, law, params, key, block)}: the queue, by memory touched.
+        self.pending: dict[int, dict[tuple, tuple]] = {}
         self.written: set[int] = set()
 
     def _name(self, tensor: Tensor) -> str | None:
         """The qualified name of `tensor` when it is one of the module's tensors, whole."""
         return self.names.get(_extent(tensor)) if _storage_id(tensor) else None
 
-    def defers(self, tensor: Tensor) -> bool:
+    def try_defer(self, tensor: Tensor, law: str, params: tuple, generator) -> bool:
+        """Queues the fill when `tensor` is one of the module's tensors that fill_many_ takes;
+        returns whether it did."""
         local = _sharded.local_tensor(tensor)
-        return (
-            _dispatch.is_float(local) and compiled(local) and self._name(tensor) is not None
-            and _sharded.block(tensor) is not None
-        )
-
-    def defer(self, tensor: Tensor, law: str, params: tuple, generator) -> Tensor:
-        local = _sharded.local_tensor(tensor)
+        name = self._name(tensor)
+        if name is None or not (_dispatch.is_float(local) and compiled(local)):
+            return False
+        block = _sharded.block(tensor)
+        if block is None:
+            return False
         # Argument errors are raised here, at the call, by the meta kernel's checks.
         # (A factory op, so the check doesn't count as touching a queued tensor.)
         meta = torch.empty_strided(local.shape, local.stride(), dtype=local.dtype, device="meta")
@@ -139,14 +140,14 @@ class _Session:
         if law == "constant":
             key = [0, 0]
         elif self.seed is not None:
-            key = list(seed_key(self.seed, self._name(tensor)))
+            key = list(seed_key(self.seed, name))
         else:
             key = ops.philox_key(generator)  # drawn now, as an immediate fill would
+        storage = _storage_id(tensor)
         # A later fill of the same tensor replaces an earlier one.
-        self.pending[_extent(tensor)] = (local, law, params, key, _sharded.block(tensor))
-        self.pending_storage.add(_storage_id(tensor))
-        self.written.add(_storage_id(tensor))
-        return tensor
+        self.pending.setdefault(storage, {})[_extent(tensor)] = (local, law, params, key, block)
+        self.written.add(storage)
+        return True
 
     def generator_for(self, tensor: Tensor, generator):
         """The generator of a fill that is not elementwise: with a seed, one keyed by the name."""
@@ -160,9 +161,9 @@ class _Session:
     def flush(self) -> None:
         if not self.pending:
             return
-        local, laws, params, keys, blocks = zip(*self.pending.values())
+        queued = [fill for fills in self.pending.values() for fill in fills.values()]
         self.pending.clear()
-        self.pending_storage.clear()
+        local, laws, params, keys, blocks = zip(*queued)
         _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(blocks))
 
 
@@ -183,7 +184,7 @@ class _Tracker(TorchDispatchMode):
                     if not isinstance(t, Tensor):
                         continue
                     storage = _storage_id(t)
-                    if storage in session.pending_storage:
+                    if storage in session.pending:
                         session.flush()
                     info = schema_arg.alias_info
                     if info is not None and info.is_write:
