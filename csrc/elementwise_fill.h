@@ -16,6 +16,7 @@
 
 #include "checks.h"
 #include "philox.h"
+#include "transforms.h"
 #include "trunc_normal_plan.h"
 
 namespace torchinit {
@@ -68,6 +69,56 @@ inline ElementwiseFill trunc_normal_fill(const at::Tensor& self, double mean, do
   return f;
 }
 
+// Every element the same value: constant fills, and trunc_normal_ on a one-value interval.
+template <typename T>
+struct Constant {
+  T value;
+};
+
+// Calls visit(dist) with the distribution of `fill` in compute type acc_t: a Constant, Uniform,
+// Normal, TruncNormal (float or double quantile), TruncNormalWide or TruncNormalFarTail. Each
+// backend overloads on the type to evaluate it its own way; the law itself is decided here only.
+template <typename acc_t, typename Visit>
+C10_HOST_DEVICE void visit_law(const ElementwiseFill& fill, const Visit& visit) {
+  using Law = ElementwiseFill::Law;
+  using Method = TruncNormalPlan::Method;
+  const auto mean = static_cast<acc_t>(fill.mean);
+  const auto sigma = static_cast<acc_t>(fill.std);
+  switch (fill.law) {
+    case Law::kConstant:
+      return visit(Constant<acc_t>{static_cast<acc_t>(fill.value)});
+    case Law::kUniform: {
+      const auto a = static_cast<acc_t>(fill.a);
+      return visit(Uniform<acc_t>{a, static_cast<acc_t>(fill.b) - a});
+    }
+    case Law::kNormal:
+      return visit(Normal<acc_t>{mean, sigma});
+    case Law::kTruncNormal:
+      break;
+  }
+  const TruncNormalPlan& plan = fill.trunc;
+  const auto lo = static_cast<acc_t>(plan.lo);
+  const auto hi = static_cast<acc_t>(plan.hi);
+  switch (plan.method) {
+    case Method::kConstant:
+      return visit(Constant<acc_t>{lo});
+    case Method::kInverse:
+      if (plan.double_quantile) {
+        return visit(TruncNormal<acc_t, double>{plan.lower_cdf, plan.upper_sf, plan.mass, mean,
+                                                sigma, lo, hi});
+      }
+      return visit(TruncNormal<acc_t, acc_t>{plan.lower_cdf, plan.upper_sf, plan.mass, mean, sigma,
+                                             lo, hi});
+    case Method::kWide:
+      return visit(TruncNormalWide<acc_t>{
+          {mean, sigma}, static_cast<acc_t>(plan.accept_lo), static_cast<acc_t>(plan.accept_hi),
+          lo, hi, {plan.lower_cdf, plan.upper_sf, plan.mass, mean, sigma, lo, hi}});
+    case Method::kFarTail:
+      return visit(TruncNormalFarTail<acc_t>{plan.far_alpha, plan.far_trunc, plan.far_sign,
+                                             fill.mean, fill.std, lo, hi});
+  }
+}
+
 // The fill fill_many_ asks of a target: law by name, parameters params[0..4) in the order of
 // the single op's arguments.
 inline ElementwiseFill named_fill(const at::Tensor& self, c10::string_view law,
@@ -108,10 +159,15 @@ class BlockIndex {
     }
   }
 
+  bool is_identity() const { return full_strides_.empty(); }
+  c10::IntArrayRef sizes() const { return sizes_; }
+  c10::IntArrayRef starts() const { return starts_; }
+  c10::IntArrayRef full_strides() const { return full_strides_; }
+
   // Calls run(dst_offset, full_begin, full_end) for the runs that cover local [begin, end).
   template <typename Run>
   void for_each_run(int64_t begin, int64_t end, const Run& run) const {
-    if (full_strides_.empty()) {
+    if (is_identity()) {
       run(int64_t{0}, begin, end);
       return;
     }

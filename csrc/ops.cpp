@@ -23,8 +23,9 @@ TORCH_LIBRARY(torchinit_ext, m) {
   // block of a larger tensor starting there and gets that block of the larger tensor's values.
   m.def("fill_many_(Tensor(a!)[] selves, str[] laws, float[] params, int[] keys, "
         "int[] full_sizes=[], int[] block_starts=[]) -> ()");
-  // The (key, offset) a fill would draw from `generator` now, as signed 64-bit integers.
-  m.def("philox_key(Generator? generator=None) -> int[]");
+  // The (key, offset) a random fill of self would draw from `generator` now (advancing it as
+  // that fill would), as signed 64-bit integers.
+  m.def("philox_key(Tensor self, Generator? generator=None) -> int[]");
   // The raw Philox4x32-10 stream of the RNG contract: blocks [0, num_blocks) as int32 words.
   m.def("philox_blocks(int key, int offset, int num_blocks) -> Tensor");
 }

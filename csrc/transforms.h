@@ -330,7 +330,7 @@ struct TruncNormal {
 // Wide intervals, where the normal itself puts mass >= kWideMass inside: rejection from the
 // normal. Element i's first proposal is normal_'s value of element i (block i / kPerBlock, so the
 // SIMD pass is normal_'s own); one outside the sampling interval [accept_lo, accept_hi] comes out
-// NaN and is redrawn (cpu::resample_rejected): attempt r = 1 .. kAttempts - 1 of element i takes
+// NaN and is redrawn (redraw): attempt r = 1 .. kAttempts - 1 of element i takes
 // the first accepted of the kPerBlock normals of block stream_block(r, i), and the last attempt
 // inverts the CDF with that block's first two words (probability
 // (1 - mass)^(kPerBlock (kAttempts - 1)) per redrawn element: 0.2^28 for float at mass 0.8).
@@ -356,6 +356,19 @@ struct TruncNormalWide {
     for (int k = 0; k < kPerBlock; ++k) out[k] = accept(out[k]);
   }
   C10_HOST_DEVICE T last_attempt(PhiloxBlock b) const { return inverse.sample(b.w[0], b.w[1]); }
+
+  // The value of element i whose first proposal was rejected, one element at a time (the GPU's
+  // way; cpu::resample_rejected computes the same values in SIMD batches).
+  C10_HOST_DEVICE T redraw(PhiloxKey key, uint64_t i) const {
+    for (uint32_t attempt = 1; attempt < kAttempts; ++attempt) {
+      T proposals[kPerBlock];
+      (*this)(philox4x32_10(stream_block(attempt, i), key), proposals);
+      for (int k = 0; k < kPerBlock; ++k) {
+        if (proposals[k] == proposals[k]) return proposals[k];
+      }
+    }
+    return last_attempt(philox4x32_10(stream_block(kAttempts, i), key));
+  }
 };
 
 // Far tails, where the interval's nearest point to 0 is 30 sigma out or more and Phi nears

@@ -294,7 +294,7 @@ def test_fill_many_equals_the_single_ops_with_the_drawn_key():
         expected = torch.empty(300, 7)
         single(expected, *params, torch.Generator().manual_seed(4))
         got = torch.empty(300, 7)
-        ops.fill_many_([got], [law], LAWS[law], ops.philox_key(torch.Generator().manual_seed(4)))
+        ops.fill_many_([got], [law], LAWS[law], ops.philox_key(got, torch.Generator().manual_seed(4)))
         assert torch.equal(got, expected), law
 
 

@@ -81,7 +81,7 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
         shard = _sharded.block(tensor)
         if shard is not None:
             local = _sharded.local_tensor(tensor)
-            key = ops.philox_key(generator) if tensor.numel() else [0, 0]
+            key = ops.philox_key(local, generator) if tensor.numel() else [0, 0]
             call_many([local], [law], [params], [key], [shard])
             return tensor
     if compiled(tensor) and not tensor.is_complex():

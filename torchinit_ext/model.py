@@ -142,7 +142,7 @@ class _Session:
         elif self.seed is not None:
             key = list(seed_key(self.seed, name))
         else:
-            key = ops.philox_key(generator)  # drawn now, as an immediate fill would
+            key = ops.philox_key(local, generator)  # drawn now, as an immediate fill would
         storage = _storage_id(tensor)
         # A later fill of the same tensor replaces an earlier one.
         self.pending.setdefault(storage, {})[_extent(tensor)] = (local, law, params, key, block)

@@ -15,62 +15,30 @@
 namespace torchinit::cpu {
 namespace {
 
-// Writes the values of elements [begin, end) of the logical tensor `fill` fills to dst.
+// Writes the values of elements [begin, end) of the logical tensor a law fills to dst: whole
+// SIMD batches of Philox blocks, then the rejected redrawn (TruncNormalWide) or element by
+// element (TruncNormalFarTail, whose attempts vary in number).
 template <typename acc_t>
-void produce(const ElementwiseFill& fill, acc_t* dst, int64_t begin, int64_t end) {
-  const PhiloxKey key = fill.key;
-  switch (fill.law) {
-    case ElementwiseFill::Law::kConstant:
-      std::fill(dst, dst + (end - begin), static_cast<acc_t>(fill.value));
-      return;
-    case ElementwiseFill::Law::kUniform: {
-      const auto a = static_cast<acc_t>(fill.a);
-      generate_range(Uniform<acc_t>{a, static_cast<acc_t>(fill.b) - a}, key, dst, begin, end);
-      return;
-    }
-    case ElementwiseFill::Law::kNormal:
-      generate_range(Normal<acc_t>{static_cast<acc_t>(fill.mean), static_cast<acc_t>(fill.std)},
-                     key, dst, begin, end);
-      return;
-    case ElementwiseFill::Law::kTruncNormal:
-      break;
+struct Produce {
+  PhiloxKey key;
+  acc_t* dst;
+  int64_t begin, end;
+
+  void operator()(const Constant<acc_t>& dist) const {
+    std::fill(dst, dst + (end - begin), dist.value);
   }
-  const TruncNormalPlan& plan = fill.trunc;
-  const auto lo = static_cast<acc_t>(plan.lo);
-  const auto hi = static_cast<acc_t>(plan.hi);
-  switch (plan.method) {
-    case TruncNormalPlan::Method::kConstant:
-      std::fill(dst, dst + (end - begin), lo);
-      return;
-    case TruncNormalPlan::Method::kInverse: {
-      const auto inverse = [&](auto quantile_precision) {
-        using Q = decltype(quantile_precision);
-        const TruncNormal<acc_t, Q> dist{plan.lower_cdf, plan.upper_sf, plan.mass,
-                                         static_cast<acc_t>(fill.mean), static_cast<acc_t>(fill.std),
-                                         lo, hi};
-        generate_range(dist, key, dst, begin, end);
-      };
-      plan.double_quantile ? inverse(double()) : inverse(acc_t());
-      return;
-    }
-    case TruncNormalPlan::Method::kWide: {
-      const TruncNormalWide<acc_t> dist{
-          {static_cast<acc_t>(fill.mean), static_cast<acc_t>(fill.std)},
-          static_cast<acc_t>(plan.accept_lo), static_cast<acc_t>(plan.accept_hi), lo, hi,
-          {plan.lower_cdf, plan.upper_sf, plan.mass, static_cast<acc_t>(fill.mean),
-           static_cast<acc_t>(fill.std), lo, hi}};
-      generate_range(dist, key, dst, begin, end);
-      resample_rejected(dist, key, dst, begin, end);  // ranges are at most kChunk long
-      return;
-    }
-    case TruncNormalPlan::Method::kFarTail: {
-      const TruncNormalFarTail<acc_t> dist{plan.far_alpha, plan.far_trunc, plan.far_sign,
-                                           fill.mean, fill.std, lo, hi};
-      for (int64_t i = begin; i < end; ++i) dst[i - begin] = dist.sample(key, i);
-      return;
-    }
+  void operator()(const TruncNormalWide<acc_t>& dist) const {
+    generate_range(dist, key, dst, begin, end);
+    resample_rejected(dist, key, dst, begin, end);  // ranges are at most kChunk long
   }
-}
+  void operator()(const TruncNormalFarTail<acc_t>& dist) const {
+    for (int64_t i = begin; i < end; ++i) dst[i - begin] = dist.sample(key, i);
+  }
+  template <typename Dist>
+  void operator()(const Dist& dist) const {
+    generate_range(dist, key, dst, begin, end);
+  }
+};
 
 // Writes local elements [begin, end) of one target.
 void fill_target_range(const FillTarget& target, int64_t begin, int64_t end) {
@@ -80,7 +48,7 @@ void fill_target_range(const FillTarget& target, int64_t begin, int64_t end) {
         target.self,
         [&](acc_t* dst, int64_t local_begin, int64_t local_end) {
           target.block.for_each_run(local_begin, local_end, [&](int64_t at, int64_t b, int64_t e) {
-            produce(target.fill, dst + at, b, e);
+            visit_law<acc_t>(target.fill, Produce<acc_t>{target.fill.key, dst + at, b, e});
           });
         },
         begin, end);
@@ -128,7 +96,7 @@ void fill_many_cpu(at::TensorList selves, const std::vector<std::string>& laws,
   fill_targets(plan_fill_many(selves, laws, params, keys, full_sizes, block_starts));
 }
 
-std::vector<int64_t> philox_key(std::optional<at::Generator> generator) {
+std::vector<int64_t> philox_key_cpu(const at::Tensor&, std::optional<at::Generator> generator) {
   const PhiloxKey key = draw_philox_key(generator);
   return {static_cast<int64_t>(key.key), static_cast<int64_t>(key.offset)};
 }
@@ -154,11 +122,11 @@ TORCH_LIBRARY_IMPL(torchinit_ext, CPU, m) {
   m.impl("normal_", &normal_cpu);
   m.impl("trunc_normal_", &trunc_normal_cpu);
   m.impl("fill_many_", &fill_many_cpu);
+  m.impl("philox_key", &philox_key_cpu);
 }
 
 TORCH_LIBRARY_IMPL(torchinit_ext, CompositeExplicitAutograd, m) {
   m.impl("philox_blocks", &philox_blocks);
-  m.impl("philox_key", &philox_key);
 }
 
 }  // namespace torchinit::cpu

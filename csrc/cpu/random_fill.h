@@ -1,32 +1,15 @@
-// Counter-based random fills on the CPU: keys drawn from a torch CPU generator, Philox blocks
-// generated in SIMD batches, transformed by the shared distributions of transforms.h.
+// Counter-based random fills on the CPU: Philox blocks generated in SIMD batches, transformed by
+// the shared distributions of transforms.h.
 #pragma once
 
-#include <ATen/CPUGeneratorImpl.h>
-#include <ATen/core/DistributionsHelper.h>
-#include <ATen/core/Generator.h>
-
 #include <algorithm>
-#include <mutex>
-#include <optional>
 
+#include "../generator_key.h"
 #include "../philox.h"
 #include "loops.h"
 #include "philox_lanes.h"
 
 namespace torchinit::cpu {
-
-// Draws a fresh (key, offset) from `generator`, or from torch's default CPU generator when it is
-// None, so torch.manual_seed(s) and torch.Generator().manual_seed(s) give the same values and
-// successive calls differ.
-inline PhiloxKey draw_philox_key(const std::optional<at::Generator>& generator) {
-  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
-      generator, at::detail::getDefaultCPUGenerator());
-  std::lock_guard<std::mutex> lock(gen->mutex_);
-  const uint64_t key = gen->random64();
-  const uint64_t offset = gen->random64();
-  return {key, offset};
-}
 
 // Blocks blocks[0 .. kLanes), transformed by dist into out, Dist::kPerBlock values each.
 template <typename Dist, typename acc_t>

@@ -22,6 +22,7 @@
 #include <memory>
 
 #include "../checks.h"
+#include "../sparse_draws.h"
 #include "../transforms.h"
 #include "random_fill.h"
 
@@ -30,22 +31,14 @@ namespace {
 
 // Columns of a group: one bit each in a 64-bit row mask.
 constexpr int64_t kGroupColumns = 64;
-// Floyd draws per philox_lanes call: the 4 words of kLanes blocks.
-constexpr int64_t kDrawBatch = 4 * kLanes;
-// Values of a 32-bit word.
-constexpr uint64_t kWordRange = uint64_t{1} << 32;
+// A batch of Floyd draws is one philox_lanes call.
+static_assert(kLanes == kFloydBlocksPerBatch);
+constexpr int64_t kDrawBatch = kFloydBatch;
 // Normals generated at a time ahead of placing them (a multiple of every generate_range batch).
 constexpr int64_t kValueBatch = 1024;
 // Tensors at least this large are written with non-temporal stores where possible: they would
 // only evict the caches.
 constexpr int64_t kStreamBytes = int64_t{8} << 20;
-
-// A uniform integer in [0, n) from 64 random bits: the high half of the 128-bit product (bias
-// below n / 2^64).
-inline uint64_t below(uint64_t n, uint32_t lo, uint32_t hi) {
-  const uint64_t bits = (static_cast<uint64_t>(hi) << 32) | lo;
-  return static_cast<uint64_t>((static_cast<unsigned __int128>(bits) * n) >> 64);
-}
 
 struct FloydColumn {
   int64_t column;
@@ -58,7 +51,7 @@ struct FloydColumn {
 // Draw d picks from [0, n), n = rows - count + d + 1, as floor(x n / 2^32) of a 32-bit word x, 64
 // at a time in SIMD; it is exactly uniform by Lemire's rejection ("Fast random integer generation
 // in an interval", 2019): a rejected draw (probability below n / 2^32), or one with n >= 2^32, is
-// below(n) of a 64-bit word of stream 2 instead.
+// floyd_fallback_draw's, from a 64-bit word of stream 2, instead.
 TORCHINIT_SIMD_CLONES void choose_rows(PhiloxKey key, int64_t rows, int64_t count,
                                        const FloydColumn (&columns)[2], uint64_t* row_masks) {
   const int64_t batches = (count + kDrawBatch - 1) / kDrawBatch;
@@ -70,10 +63,9 @@ TORCHINIT_SIMD_CLONES void choose_rows(PhiloxKey key, int64_t rows, int64_t coun
     const uint64_t n0 = static_cast<uint64_t>(rows - count + d0 + 1);  // draw d0's range
     for (int k = 0; k < 2; ++k) {
       const int64_t column = columns[k].column;
-      const uint64_t first_block = static_cast<uint64_t>((column * batches + batch) * kLanes);
-      philox_lanes(key, stream_block(1, first_block), words[k]);
+      philox_lanes(key, floyd_batch_block(column, batches, batch), words[k]);
       const uint32_t* const x = words[k][0];  // draw d0 + i: word i / kLanes of block i % kLanes
-      uint32_t check = static_cast<uint64_t>(rows) >= kWordRange;
+      uint32_t check = static_cast<uint64_t>(rows) >> 32 != 0;
       for (int64_t i = 0; i < kDrawBatch; ++i) {
         const uint32_t n = static_cast<uint32_t>(n0 + i);
         const uint64_t product = static_cast<uint64_t>(x[i]) * n;
@@ -81,11 +73,8 @@ TORCHINIT_SIMD_CLONES void choose_rows(PhiloxKey key, int64_t rows, int64_t coun
         check |= static_cast<uint32_t>(product) < n;  // may be rejected
       }
       for (int64_t i = 0; check && i < draws; ++i) {
-        const uint64_t n = n0 + i;
-        if (n >= kWordRange || (static_cast<uint64_t>(x[i]) * n) % kWordRange < kWordRange % n) {
-          const uint64_t block = static_cast<uint64_t>(column * count + d0 + i);
-          const PhiloxBlock y = philox4x32_10(stream_block(2, block), key);
-          candidates[k][i] = below(n, y.w[0], y.w[1]);
+        if (floyd_word_rejected(x[i], n0 + i)) {
+          candidates[k][i] = floyd_fallback_draw(key, column, count, d0 + i, n0 + i);
         }
       }
     }
@@ -116,9 +105,8 @@ struct SparseRows {
   PhiloxKey key;
 
   uint64_t nonzero_bits(int64_t group, int64_t r) const {
-    const uint64_t bits = masks[group * rows + r];
-    if (!chosen_are_zeros) return bits;
-    return ~bits & (group + 1 == groups ? last_group_bits : ~uint64_t{0});
+    return torchinit::nonzero_bits(masks[group * rows + r], chosen_are_zeros,
+                                   group + 1 == groups ? last_group_bits : ~uint64_t{0});
   }
 
   // Nonzeros in the rows above `row`: the number of the first normal that row takes. (Group by
