@@ -9,7 +9,7 @@ PY := $(shell if [ -x .venv/bin/python ]; then echo .venv/bin/python; \
 DEPS := numpy scipy pytest ninja matplotlib expecttest setuptools wheel
 ARGS ?=
 
-.PHONY: env build test bench clean
+.PHONY: env build test bench cuda-check clean
 
 env:
 	@if [ "$(PY)" = ".venv/bin/python" ] && [ ! -x .venv/bin/python ]; then \
@@ -30,6 +30,26 @@ test: build
 
 bench: build
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/bench.py $(ARGS)
+
+# Compiles every csrc/**/*.cu with nvcc against torch's headers, as setup.py would, without a GPU
+# or a CUDA torch: the CPU wheel lacks only c10/cuda/impl/cuda_cmake_macros.h, which a one-line
+# stub in a build-only include folder supplies. CI runs it so CUDA code that doesn't compile can't
+# land.
+CUDA_STUB := build/cuda-stub
+NVCC_FLAGS := -std=c++20 -O3 --fmad=false -Xcompiler -ffp-contract=off --expt-relaxed-constexpr \
+	-arch=sm_90 \
+	-D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
+	-D__CUDA_NO_HALF2_OPERATORS__ -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C
+
+cuda-check: env
+	@mkdir -p $(CUDA_STUB)/c10/cuda/impl
+	@echo '#pragma once' > $(CUDA_STUB)/c10/cuda/impl/cuda_cmake_macros.h
+	@includes=$$($(PY) -c "from torch.utils.cpp_extension import include_paths; \
+		print(' '.join('-I' + p for p in include_paths()))"); \
+	for src in $$(find csrc -name '*.cu' | sort); do \
+		echo "== nvcc compile check: $$src"; \
+		nvcc $(NVCC_FLAGS) -I$(CUDA_STUB) $$includes -c $$src -o /dev/null || exit 1; \
+	done
 
 clean:
 	rm -rf build *.egg-info torchinit_ext/*.so

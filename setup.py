@@ -1,4 +1,6 @@
-"""Builds torchinit_ext and its compiled extension, torchinit_ext._C (CPU kernels).
+"""Builds torchinit_ext and its compiled extension, torchinit_ext._C: CPU kernels, plus the CUDA
+kernels of csrc/cuda when torch was built with CUDA and nvcc is found (TORCHINIT_CUDA=0 skips
+them, TORCHINIT_CUDA=1 insists on them).
 
 Build against the torch already installed (pip install --no-build-isolation .), never an
 isolated environment: pip would download a multi-GB CUDA torch into it.
@@ -7,36 +9,58 @@ isolated environment: pip would download a multi-GB CUDA torch into it.
 import glob
 import os
 
+import torch
 from setuptools import find_packages, setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# No FMA contraction: every SIMD clone (and, later, the GPU) computes the same bits.
-# No errno from sqrt/log and no FP traps (values unchanged), so loops with selects vectorize. No -march: the build must run on any x86-64;
-# SIMD paths are chosen at run time (target_clones in csrc/cpu/loops.h).
+# No FMA contraction: every SIMD clone and the GPU compute the same bits. No errno from sqrt/log
+# and no FP traps (values unchanged), so loops with selects vectorize. No -march: the build must
+# run on any x86-64; SIMD paths are chosen at run time (target_clones in csrc/cpu/loops.h).
 # -fopenmp: at::parallel_for is inline and runs on one thread without it.
 CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
 
-sources = sorted(
-    os.path.relpath(p, HERE)
-    for p in glob.glob(os.path.join(HERE, "csrc", "*.cpp"))
-    + glob.glob(os.path.join(HERE, "csrc", "cpu", "*.cpp"))
-)
+# The GPU computes the CPU's bits only without FMA contraction, in device and host code alike.
+NVCC_FLAGS = ["-O3", "--fmad=false", "-Xcompiler", "-ffp-contract=off", "--expt-relaxed-constexpr"]
+
+
+def build_cuda() -> bool:
+    wanted = os.environ.get("TORCHINIT_CUDA")
+    available = torch.version.cuda is not None and CUDA_HOME is not None
+    if wanted == "1" and not available:
+        raise RuntimeError("TORCHINIT_CUDA=1, but torch has no CUDA or nvcc was not found")
+    return available and wanted != "0"
+
+
+def sources(*patterns: str) -> list[str]:
+    return sorted(
+        os.path.relpath(path, HERE)
+        for pattern in patterns
+        for path in glob.glob(os.path.join(HERE, pattern))
+    )
+
+
+cpu_sources = sources("csrc/*.cpp", "csrc/cpu/*.cpp")
+if build_cuda():
+    extension = CUDAExtension(
+        "torchinit_ext._C",
+        cpu_sources + sources("csrc/cuda/*.cu"),
+        extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
+        extra_link_args=["-fopenmp"],
+    )
+else:
+    extension = CppExtension(
+        "torchinit_ext._C", cpu_sources, extra_compile_args={"cxx": CXX_FLAGS},
+        extra_link_args=["-fopenmp"],
+    )
 
 setup(
     name="torchinit_ext",
     version="0.1.0",
     description="A drop-in torch.nn.init with compiled, parallel, counter-based-RNG kernels",
     packages=find_packages(include=["torchinit_ext", "torchinit_ext.*"]),
-    ext_modules=[
-        CppExtension(
-            "torchinit_ext._C",
-            sources,
-            extra_compile_args={"cxx": CXX_FLAGS},
-            extra_link_args=["-fopenmp"],
-        )
-    ],
+    ext_modules=[extension],
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
     install_requires=["torch>=2.11"],

@@ -155,7 +155,10 @@ class _Session:
         if name is None:
             return generator
         key = seed_key(self.seed, name)[0] & (2**63 - 1)
-        device = _sharded.local_tensor(tensor).device
+        # The compiled kernels take a CPU generator on any device, with the CPU's values; stock
+        # wants the tensor's own device.
+        local = _sharded.local_tensor(tensor)
+        device = "cpu" if compiled(local) else local.device
         return torch.Generator(device=device).manual_seed(key)
 
     def flush(self) -> None:

@@ -1,0 +1,181 @@
+// The GPU's elementwise fills (fill_many_ and the single uniform_/normal_/trunc_normal_) as
+// host-device code: what one thread computes and stores. The kernels in random.cu only hand out
+// chunks; tests run this same code on the host against the CPU kernels (test_cuda_logic.py).
+#pragma once
+
+#include <ATen/OpMathType.h>
+#include <c10/core/ScalarType.h>
+#include <c10/macros/Macros.h>
+
+#include <cstdint>
+#include <optional>
+#include <type_traits>
+
+#include "../elementwise_fill.h"
+#include "strided_layout.h"
+
+namespace torchinit::cuda {
+
+// Elements per thread step: one Philox block of float values, stored as one vector.
+constexpr int64_t kSpan = 4;
+// Elements per chunk, the unit a thread block takes (a multiple of kSpan, so spans are aligned to
+// Philox blocks).
+constexpr int64_t kChunk = 8192;
+
+// A target's logical index -> index in the logical tensor whose values it takes (BlockIndex).
+struct FullIndex {
+  int32_t ndim;  // 0: the identity
+  int64_t sizes[kMaxDims];
+  int64_t starts[kMaxDims];
+  int64_t full_strides[kMaxDims];
+
+  C10_HOST_DEVICE uint64_t operator()(int64_t i) const {
+    if (ndim == 0) return static_cast<uint64_t>(i);
+    int64_t full = 0;
+    for (int32_t d = ndim - 1; d >= 0; --d) {
+      full += (i % sizes[d] + starts[d]) * full_strides[d];
+      i /= sizes[d];
+    }
+    return static_cast<uint64_t>(full);
+  }
+};
+
+// One target of a GPU fill, as plain data.
+struct FillDesc {
+  void* data;
+  c10::ScalarType dtype;
+  bool vector_stores;  // contiguous, and aligned for kSpan-element stores
+  int64_t numel;
+  ElementwiseFill fill;
+  StridedLayout layout;
+  FullIndex full;
+};
+
+// The target's description; nullopt when its layout needs a contiguous temporary (then describe
+// the temporary). Throws, before anything is written, for blocks of tensors over kMaxDims dims.
+inline std::optional<FillDesc> describe(const at::Tensor& self, const ElementwiseFill& fill,
+                                        const BlockIndex& block) {
+  const std::optional<StridedLayout> layout = strided_layout(self);
+  if (!layout) return std::nullopt;
+  FillDesc desc{};
+  desc.data = self.data_ptr();
+  desc.dtype = self.scalar_type();
+  desc.numel = self.numel();
+  desc.vector_stores = layout->ndim == 0 &&
+                       reinterpret_cast<uintptr_t>(desc.data) % (kSpan * self.element_size()) == 0;
+  desc.fill = fill;
+  desc.layout = *layout;
+  if (!block.is_identity()) {
+    const auto ndim = static_cast<int32_t>(block.sizes().size());
+    TORCH_CHECK_VALUE(ndim <= kMaxDims, "fill_many_: blocks of tensors with more than ", kMaxDims,
+                      " dimensions are not supported on CUDA, got ", ndim);
+    desc.full.ndim = ndim;
+    std::copy(block.sizes().begin(), block.sizes().end(), desc.full.sizes);
+    std::copy(block.starts().begin(), block.starts().end(), desc.full.starts);
+    std::copy(block.full_strides().begin(), block.full_strides().end(), desc.full.full_strides);
+  }
+  return desc;
+}
+
+// ---- values of elements, one thread's view ------------------------------------------------------
+
+// Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
+// values are kept, so consecutive elements cost one block per kPerBlock of them.
+template <typename acc_t, typename Dist>
+struct BlockValues {
+  Dist dist;
+  PhiloxKey key;
+  uint64_t block = ~uint64_t{0};
+  acc_t values[Dist::kPerBlock];
+
+  C10_HOST_DEVICE BlockValues(const Dist& d, PhiloxKey k) : dist(d), key(k) {}
+  C10_HOST_DEVICE acc_t operator()(uint64_t i) {
+    const uint64_t b = i / Dist::kPerBlock;
+    if (b != block) {
+      dist(philox4x32_10(b, key), values);
+      block = b;
+    }
+    return values[i % Dist::kPerBlock];
+  }
+};
+
+template <typename acc_t, typename Dist>
+struct ElementValues : BlockValues<acc_t, Dist> {
+  using BlockValues<acc_t, Dist>::BlockValues;
+};
+
+template <typename acc_t>
+struct ElementValues<acc_t, Constant<acc_t>> {
+  Constant<acc_t> dist;
+  C10_HOST_DEVICE ElementValues(const Constant<acc_t>& d, PhiloxKey) : dist(d) {}
+  C10_HOST_DEVICE acc_t operator()(uint64_t) const { return dist.value; }
+};
+
+// A rejected first proposal (NaN) is redrawn from the element's own streams.
+template <typename acc_t>
+struct ElementValues<acc_t, TruncNormalWide<acc_t>> {
+  BlockValues<acc_t, TruncNormalWide<acc_t>> first;
+  C10_HOST_DEVICE ElementValues(const TruncNormalWide<acc_t>& d, PhiloxKey k) : first(d, k) {}
+  C10_HOST_DEVICE acc_t operator()(uint64_t i) {
+    const acc_t v = first(i);
+    return v == v ? v : first.dist.redraw(first.key, i);
+  }
+};
+
+template <typename acc_t>
+struct ElementValues<acc_t, TruncNormalFarTail<acc_t>> {
+  TruncNormalFarTail<acc_t> dist;
+  PhiloxKey key;
+  C10_HOST_DEVICE ElementValues(const TruncNormalFarTail<acc_t>& d, PhiloxKey k) : dist(d), key(k) {}
+  C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(key, i); }
+};
+
+template <typename T>
+struct alignas(kSpan * sizeof(T)) Span {
+  T v[kSpan];
+};
+
+// Elements [begin, end) of target t, key `key`: this thread (lane `lane` of `lanes`) takes spans
+// lane, lane + lanes, ... of kSpan elements.
+template <typename scalar_t>
+C10_HOST_DEVICE void fill_chunk(const FillDesc& t, PhiloxKey key, int64_t begin, int64_t end,
+                                int64_t lane, int64_t lanes) {
+  using acc_t = at::opmath_type<scalar_t>;
+  auto* const data = static_cast<scalar_t*>(t.data);
+  visit_law<acc_t>(t.fill, [&](const auto& dist) {
+    ElementValues<acc_t, std::decay_t<decltype(dist)>> values(dist, key);
+    for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
+      Span<scalar_t> span;
+      const int64_t count = end - s < kSpan ? end - s : kSpan;
+      for (int64_t k = 0; k < count; ++k) span.v[k] = static_cast<scalar_t>(values(t.full(s + k)));
+      if (t.vector_stores && count == kSpan) {
+        *reinterpret_cast<Span<scalar_t>*>(data + s) = span;
+      } else {
+        for (int64_t k = 0; k < count; ++k) data[t.layout.offset(s + k)] = span.v[k];
+      }
+    }
+  });
+}
+
+// fill_chunk for the target's dtype.
+C10_HOST_DEVICE inline void fill_chunk_any(const FillDesc& t, PhiloxKey key, int64_t begin,
+                                           int64_t end, int64_t lane, int64_t lanes) {
+  switch (t.dtype) {
+    case c10::ScalarType::Float: return fill_chunk<float>(t, key, begin, end, lane, lanes);
+    case c10::ScalarType::Double: return fill_chunk<double>(t, key, begin, end, lane, lanes);
+    case c10::ScalarType::Half: return fill_chunk<c10::Half>(t, key, begin, end, lane, lanes);
+    case c10::ScalarType::BFloat16: return fill_chunk<c10::BFloat16>(t, key, begin, end, lane, lanes);
+    default: return;  // plan_fill_many admits no other dtype
+  }
+}
+
+// Chunk c of a target: elements [c kChunk, min(numel, (c + 1) kChunk)).
+C10_HOST_DEVICE inline int64_t chunk_end(const FillDesc& t, int64_t c) {
+  return (c + 1) * kChunk < t.numel ? (c + 1) * kChunk : t.numel;
+}
+
+inline int64_t num_chunks(int64_t numel) {
+  return (numel + kChunk - 1) / kChunk;
+}
+
+}  // namespace torchinit::cuda

@@ -1,0 +1,93 @@
+// The GPU kernels' per-thread code (csrc/cuda/*.h, all host-device) run on the host, one
+// simulated thread after another, so tests can compare it with the CPU kernels on machines
+// without a GPU. The kernels themselves only hand these functions their indices.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "cuda/fill_spans.h"
+#include "cuda/sparse_columns.h"
+#include "cuda/strided_layout.h"
+#include "elementwise_fill.h"
+#include "identity_layout.h"
+
+using namespace torchinit;
+using namespace torchinit::cuda;
+
+namespace {
+
+constexpr int64_t kLanes = 256;  // threads per block, as the kernels launch
+
+// fill_many_ as fill_many_kernel runs it: every chunk of every target, every lane of the chunk.
+void fill_many(std::vector<at::Tensor> selves, const std::vector<std::string>& laws,
+               const std::vector<double>& params, const std::vector<int64_t>& keys,
+               const std::vector<int64_t>& full_sizes, const std::vector<int64_t>& starts) {
+  for (const FillTarget& target : plan_fill_many(selves, laws, params, keys, full_sizes, starts)) {
+    if (target.self.numel() == 0) continue;
+    const std::optional<FillDesc> desc = describe(target.self, target.fill, target.block);
+    at::Tensor temporary = desc ? at::Tensor() : at::empty(target.self.sizes(), target.self.options());
+    const FillDesc d = desc ? *desc : *describe(temporary, target.fill, target.block);
+    for (int64_t c = 0; c < num_chunks(d.numel); ++c) {
+      for (int64_t lane = 0; lane < kLanes; ++lane) {
+        fill_chunk_any(d, d.fill.key, c * kChunk, chunk_end(d, c), lane, kLanes);
+      }
+    }
+    if (temporary.defined()) at::Tensor(target.self).copy_(temporary);
+  }
+}
+
+// sparse_ as its three kernels and the scan between them run it.
+void sparse(at::Tensor self, double sparsity, double std, int64_t key, int64_t offset) {
+  const int64_t rows = self.size(0);
+  const int64_t zeros = static_cast<int64_t>(std::ceil(sparsity * static_cast<double>(rows)));
+  const bool choose_zeros = zeros < rows - zeros;
+  const SparseColumns p{rows, self.size(1), choose_zeros ? zeros : rows - zeros, choose_zeros};
+  const PhiloxKey k{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
+  std::vector<uint64_t> masks(p.groups() * rows, 0);
+  for (int64_t c = 0; c < p.cols; ++c) {
+    uint64_t* const row_masks = masks.data() + (c / 64) * rows;
+    const uint64_t flag = uint64_t{1} << (c % 64);
+    p.choose(k, c, [&](uint64_t r) {
+      const bool was = row_masks[r] & flag;
+      row_masks[r] |= flag;
+      return was;
+    });
+  }
+  std::vector<int64_t> ends(rows * p.groups());
+  int64_t total = 0;
+  for (int64_t i = 0; i < rows * p.groups(); ++i) {
+    total += popcount64(p.nonzeros(masks.data(), i % p.groups(), i / p.groups()));
+    ends[i] = total;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const Normal<acc_t> normal{acc_t(0), static_cast<acc_t>(std)};
+    auto* data = self.data_ptr<scalar_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < p.cols; ++c) {
+        data[r * self.stride(0) + c * self.stride(1)] =
+            static_cast<scalar_t>(p.value(masks.data(), ends.data(), normal, k, r, c));
+      }
+    }
+  });
+}
+
+// eye_ (groups = 0) or dirac_ as identity_kernel runs it.
+void identity(at::Tensor self, int64_t groups) {
+  const IdentityLayout ones = groups == 0 ? IdentityLayout::eye(self) : IdentityLayout::dirac(self, groups);
+  const StridedLayout layout = strided_layout(self).value();
+  AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, self.scalar_type(), "identity", [&] {
+    for (int64_t i = 0; i < self.numel(); ++i) {
+      self.data_ptr<scalar_t>()[layout.offset(i)] = ones.is_one(i) ? scalar_t(1) : scalar_t(0);
+    }
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("fill_many", &fill_many);
+  m.def("sparse", &sparse);
+  m.def("identity", &identity);
+}

@@ -1,0 +1,110 @@
+"""The CUDA kernels' logic, checked without a GPU.
+
+Everything a CUDA thread computes lives in host-device headers (csrc/cuda/*.h); the .cu files only
+hand out indices. tests/cuda_logic_host.cpp runs that code on the host, thread after simulated
+thread, and it must equal the CPU kernels bit for bit. (test_cuda.py runs the real kernels when
+a GPU is present.)
+"""
+
+import os
+
+import pytest
+import torch
+from torch.utils.cpp_extension import load
+
+import torchinit_ext  # noqa: F401  (registers torch.ops.torchinit_ext)
+
+ops = torch.ops.torchinit_ext
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+
+# (law, params): every sampler the planner can choose.
+LAWS = [
+    ("constant", (0.37,)),
+    ("uniform", (-0.3, 0.7)),
+    ("normal", (0.1, 2.0)),
+    ("trunc_normal", (0.0, 1.0, -2.0, 2.0)),    # wide: normal proposals, some redrawn
+    ("trunc_normal", (0.0, 1.0, -1.3, 1.3)),    # wide, near the switch: many redrawn
+    ("trunc_normal", (0.0, 1.0, -0.5, 0.5)),    # inversion
+    ("trunc_normal", (0.2, 0.5, 3.0, 3.01)),    # narrow: double quantile
+    ("trunc_normal", (0.0, 1.0, -45.0, -40.0)),  # far tail
+    ("trunc_normal", (0.0, 1.0, 1.0, 1.0)),     # a single value
+]
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    return load(
+        name="torchinit_cuda_logic_host",
+        sources=[os.path.join(ROOT, "tests", "cuda_logic_host.cpp")],
+        extra_include_paths=[os.path.join(ROOT, "csrc")],
+        extra_cflags=["-O2", "-ffp-contract=off"],
+        build_directory=str(tmp_path_factory.mktemp("cuda_logic_host")),
+    )
+
+
+def _pad(params):
+    return [float(p) for p in (*params, 0.0, 0.0, 0.0, 0.0)[:4]]
+
+
+def _targets(dtype):
+    """Contiguous with a ragged tail, transposed, sliced, 0-d, and 10 dims no two of which
+    merge (more than a kernel's layout keeps: a contiguous temporary)."""
+    return [
+        torch.empty(8193 * 3 + 1, dtype=dtype),
+        torch.empty(300, 70, dtype=dtype).t(),
+        torch.empty(50, 64, dtype=dtype)[:, 3:61],
+        torch.empty((), dtype=dtype),
+        torch.empty((3,) * 10, dtype=dtype)[(slice(0, 2),) * 10],
+    ]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("law,params", LAWS)
+def test_fill_many_equals_cpu(host, dtype, law, params):
+    cpu, gpu_logic = _targets(dtype), _targets(dtype)
+    n = len(cpu)
+    keys = [k for t in range(n) for k in (0x1234 + t, -7 * t - 3)]
+    args = ([law] * n, _pad(params) * n, keys)
+    ops.fill_many_(cpu, *args)
+    host.fill_many(gpu_logic, *args, [], [])
+    for a, b in zip(cpu, gpu_logic):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("law,params", LAWS[1:5])
+def test_fill_many_blocks_equal_cpu(host, law, params):
+    full = [33, 1030]
+    blocks = [([11, 514], [22, 3]), ([33, 1030], [0, 0]), ([1, 7], [32, 1023])]
+    cpu = [torch.empty(size) for size, _ in blocks]
+    gpu_logic = [torch.empty(size) for size, _ in blocks]
+    args = ([law] * 3, _pad(params) * 3, [99, 5] * 3)
+    sizes = full * 3
+    starts = [s for _, start in blocks for s in start]
+    ops.fill_many_(cpu, *args, sizes, starts)
+    host.fill_many(gpu_logic, *args, sizes, starts)
+    for a, b in zip(cpu, gpu_logic):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(100, 70), (257, 130), (64, 1)])
+@pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.9, 1.0])
+def test_sparse_equals_cpu(host, dtype, shape, sparsity):
+    cpu = torch.empty(shape, dtype=dtype)
+    key = ops.philox_key(cpu, torch.Generator().manual_seed(3))
+    ops.sparse_(cpu, sparsity, 0.5, torch.Generator().manual_seed(3))
+    gpu_logic = torch.empty(shape[::-1], dtype=dtype).t()  # strided, too
+    host.sparse(gpu_logic, sparsity, 0.5, *key)
+    assert torch.equal(cpu, gpu_logic)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool, torch.bfloat16])
+@pytest.mark.parametrize("shape,groups", [((5, 7), 0), ((7, 5), 0), ((6, 4, 3, 3), 2),
+                                          ((4, 4, 5), 1), ((2, 6, 3, 2, 3), 2)])
+def test_identity_equals_cpu(host, dtype, shape, groups):
+    cpu = torch.full(shape, 3, dtype=dtype)
+    (ops.eye_(cpu) if groups == 0 else ops.dirac_(cpu, groups))
+    gpu_logic = torch.full(shape[::-1], 3, dtype=dtype).permute(*reversed(range(len(shape))))
+    host.identity(gpu_logic, groups)
+    assert torch.equal(cpu, gpu_logic)
