@@ -99,7 +99,8 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     dtype: torch.dtype = torch.float32
     view: Optional[Callable] = None  # fill this view of the allocated tensor
-    full_only: bool = False  # skipped by --quick
+    full_only: bool = False  # skipped by --quick on the CPU (slow there)
+    devices: tuple = ("cpu", "cuda")
     # ext's batched form of fn (no stock counterpart): `batch` tensors of `shape`, stock calls
     # fn on each in a loop, ext fills all of them in one batch_fn call.
     batch_fn: Optional[str] = None
@@ -161,6 +162,8 @@ class ModelCase:
     ext: str
     full_only: bool = False
 
+    devices = ("cpu", "cuda")
+
     @property
     def name(self):
         return f"GPT model: {self.label}"
@@ -195,6 +198,8 @@ class ModelCase:
 LINEAR = (4096, 4096)
 EMBEDDING = (50000, 4096)
 CONV = (512, 512, 3, 3)
+GPU_FILL = (2**14, 2**14)  # 2^28 float32, 1 GiB: the GPU fill-bandwidth rows
+GPU_DIRAC = (1024, 1024, 3, 3)
 LSTM = (4 * 1024, 1024)  # weight_ih and weight_hh of nn.LSTM(1024, 1024)
 LSTM_K = 1 / math.sqrt(1024)  # nn.LSTM.reset_parameters bound
 SQRT5 = math.sqrt(5)  # nn.Linear / nn.Conv2d kaiming_uniform_ slope
@@ -240,6 +245,10 @@ CASES = [
          view=lambda w: w[1024:2048]),
     Case("normal_ lstm w.t() 1024x4096 f32", "normal_", LSTM, view=torch.t),
     Case("normal_ 4096x4096 bf16", "normal_", LINEAR, dtype=torch.bfloat16),
+    *(Case(f"{fn} 2^28 f32", fn, GPU_FILL, devices=("cuda",))
+      for fn in ("uniform_", "normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+                 "xavier_normal_", "trunc_normal_")),
+    Case("dirac_ 1024x1024x3x3 f32", "dirac_", GPU_DIRAC, devices=("cuda",)),
     ModelCase("eager vs patched()", "eager", "patched"),
     ModelCase("eager vs materialize()", "eager", "materialize"),
     ModelCase("meta+reset vs materialize()", "meta_reset", "materialize"),
@@ -266,8 +275,8 @@ class Row:
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="fewer runs, skip the 50000x4096 and 4096x4096 "
-                             "orthogonal_ cases")
+                        help="fewer runs; on the CPU, skip the 50000x4096 and "
+                             "4096x4096 orthogonal_ cases")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"),
                         default="all", help="default: all available")
     parser.add_argument("--filter", default="", metavar="SUBSTR",
@@ -474,8 +483,7 @@ def write_chart(path, title, rows):
 def main():
     args = parse_args()
     cfg = QUICK if args.quick else FULL
-    cases = [c for c in CASES
-             if args.filter in c.name and not (args.quick and c.full_only)]
+    cases = [c for c in CASES if args.filter in c.name]
     if not cases:
         sys.exit(f"no case matches --filter {args.filter!r}")
     devices = select_devices(args.device)
@@ -483,7 +491,9 @@ def main():
     start = time.perf_counter()
     all_rows = []
     for device in devices:
-        rows, bandwidth = run_device(device, cases, cfg)
+        on_device = [c for c in cases if device in c.devices
+                     and not (args.quick and c.full_only and device == "cpu")]
+        rows, bandwidth = run_device(device, on_device, cfg)
         all_rows += rows
         paths = write_results(args.out, device, rows,
                               machine_info(device, args, bandwidth, cfg))
