@@ -9,6 +9,8 @@ from scipy import stats
 
 import torchinit_ext as init
 
+ops = torch.ops.torchinit_ext
+
 P_MIN = 1e-4  # fixed seeds: deterministic p-values; the threshold guards regressions
 
 
@@ -197,6 +199,18 @@ def test_sparse_nonzeros_are_normal():
     w = init.sparse_(torch.empty(300, 700), 0.25, std=0.5, generator=_gen(7))
     nonzero = w[w != 0].double().numpy()
     assert stats.kstest(nonzero, stats.norm(0, 0.5).cdf).pvalue > P_MIN
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("sparsity", [0.2, 0.9])  # choose the zeros / choose the nonzeros
+def test_sparse_nonzeros_follow_the_numbering_contract(dtype, sparsity):
+    # The j-th nonzero in row-major order is normal_'s element j under the call's key.
+    rows, cols, std = 90, 150, 0.5
+    w = init.sparse_(torch.empty(rows, cols, dtype=dtype), sparsity, std=std, generator=_gen(9))
+    normals = torch.empty(cols * (rows - math.ceil(sparsity * rows)), dtype=dtype)
+    key = ops.philox_key(w, _gen(9))
+    ops.fill_many_([normals], ["normal"], [0.0, std, 0.0, 0.0], key)
+    assert torch.equal(w[w != 0], normals)
 
 
 def test_sparse_view_is_written_in_place_and_nothing_else():
