@@ -79,10 +79,15 @@ inline std::optional<FillDesc> describe(const at::Tensor& self, const Elementwis
 
 // ---- values of elements, one thread's view ------------------------------------------------------
 
+// Each law gives element i's value (operator(), any i) and the values of the aligned span
+// [first, first + kSpan) (span(), first a multiple of kSpan: the fast path of whole tensors, with
+// fixed indices only, so everything stays in registers).
+
 // Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
 // values are kept, so consecutive elements cost one block per kPerBlock of them.
 template <typename acc_t, typename Dist>
 struct BlockValues {
+  static_assert(kSpan % Dist::kPerBlock == 0);
   Dist dist;
   PhiloxKey key;
   uint64_t block = ~uint64_t{0};
@@ -97,6 +102,12 @@ struct BlockValues {
     }
     return values[i % Dist::kPerBlock];
   }
+  C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
+    TORCHINIT_UNROLL
+    for (int64_t j = 0; j < kSpan / Dist::kPerBlock; ++j) {
+      dist(philox4x32_10(first / Dist::kPerBlock + j, key), out + j * Dist::kPerBlock);
+    }
+  }
 };
 
 template <typename acc_t, typename Dist>
@@ -109,6 +120,10 @@ struct ElementValues<acc_t, Constant<acc_t>> {
   Constant<acc_t> dist;
   C10_HOST_DEVICE ElementValues(const Constant<acc_t>& d, PhiloxKey) : dist(d) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t) const { return dist.value; }
+  C10_HOST_DEVICE void span(uint64_t, acc_t* out) const {
+    TORCHINIT_UNROLL
+    for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.value;
+  }
 };
 
 // A rejected first proposal (NaN) is redrawn from the element's own streams.
@@ -120,6 +135,13 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>> {
     const acc_t v = first(i);
     return v == v ? v : first.dist.redraw(first.key, i);
   }
+  C10_HOST_DEVICE void span(uint64_t begin, acc_t* out) const {
+    first.span(begin, out);
+    TORCHINIT_UNROLL
+    for (int64_t k = 0; k < kSpan; ++k) {
+      if (out[k] != out[k]) out[k] = first.dist.redraw(first.key, begin + k);
+    }
+  }
 };
 
 template <typename acc_t>
@@ -128,6 +150,9 @@ struct ElementValues<acc_t, TruncNormalFarTail<acc_t>> {
   PhiloxKey key;
   C10_HOST_DEVICE ElementValues(const TruncNormalFarTail<acc_t>& d, PhiloxKey k) : dist(d), key(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(key, i); }
+  C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
+    for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(key, first + k);
+  }
 };
 
 template <typename T>
@@ -147,7 +172,14 @@ C10_HOST_DEVICE void fill_chunk(const FillDesc& t, PhiloxKey key, int64_t begin,
     for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
       Span<scalar_t> span;
       const int64_t count = end - s < kSpan ? end - s : kSpan;
-      for (int64_t k = 0; k < count; ++k) span.v[k] = static_cast<scalar_t>(values(t.full(s + k)));
+      if (count == kSpan && t.full.ndim == 0) {
+        acc_t v[kSpan];
+        values.span(static_cast<uint64_t>(s), v);
+        TORCHINIT_UNROLL
+        for (int64_t k = 0; k < kSpan; ++k) span.v[k] = static_cast<scalar_t>(v[k]);
+      } else {
+        for (int64_t k = 0; k < count; ++k) span.v[k] = static_cast<scalar_t>(values(t.full(s + k)));
+      }
       if (t.vector_stores && count == kSpan) {
         *reinterpret_cast<Span<scalar_t>*>(data + s) = span;
       } else {
