@@ -41,7 +41,8 @@ TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxKey key, const
   }
 }
 
-// Writes the values of logical elements [begin, end) of a fill with `dist` to dst.
+// Writes the values of logical elements [begin, end) of a fill with `dist` to dst: whole batches
+// straight to dst, the partial ones at the ends through a buffer.
 template <typename acc_t, typename Dist>
 void generate_range(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, int64_t end) {
   constexpr int64_t kPerBatch = kWideLanes * Dist::kPerBlock;
@@ -50,9 +51,13 @@ void generate_range(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, 
   for (int64_t i = begin; i < end; first += kPerBatch) {
     uint64_t blocks[kWideLanes];
     for (int j = 0; j < kWideLanes; ++j) blocks[j] = static_cast<uint64_t>(first / Dist::kPerBlock + j);
-    generate_batch<kWideLanes>(dist, key, blocks, batch);
     const int64_t stop = std::min(end, first + kPerBatch);
-    std::copy(batch + (i - first), batch + (stop - first), dst + (i - begin));
+    if (i == first && stop == first + kPerBatch) {
+      generate_batch<kWideLanes>(dist, key, blocks, dst + (i - begin));
+    } else {
+      generate_batch<kWideLanes>(dist, key, blocks, batch);
+      std::copy(batch + (i - first), batch + (stop - first), dst + (i - begin));
+    }
     i = stop;
   }
 }
