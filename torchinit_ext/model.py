@@ -30,6 +30,7 @@ _REPLACEMENTS = {
     for name in _init.__all__
     if getattr(torch.nn.init, name, None) is not getattr(_init, name)
 }
+_STOCK_IDS = frozenset(_REPLACEMENTS)
 _patch_lock = threading.Lock()
 _patch_depth = 0
 _rebound: list[tuple[dict, str, object]] = []  # (module namespace, name, stock function)
@@ -46,6 +47,9 @@ def patch() -> None:
         for module in list(sys.modules.values()):
             namespace = getattr(module, "__dict__", None)
             if not isinstance(namespace, dict) or module is _init:
+                continue
+            # Few modules bind any of them: rule the others out in C, without a Python loop.
+            if _STOCK_IDS.isdisjoint(map(id, namespace.values())):
                 continue
             for name, value in list(namespace.items()):
                 stock, ours = _REPLACEMENTS.get(id(value), (None, None))
@@ -118,6 +122,7 @@ class _Session:
         # storage -> {extent: (local, law, params, key, block)}: the queue, by memory touched.
         self.pending: dict[int, dict[tuple, tuple]] = {}
         self.written: set[int] = set()
+        self.checked: set[tuple] = set()  # (law, params, dtype, shape, strides) that passed
 
     def _name(self, tensor: Tensor) -> str | None:
         """The qualified name of `tensor` when it is one of the module's tensors, whole."""
@@ -133,10 +138,7 @@ class _Session:
         block = _sharded.block(tensor)
         if block is None:
             return False
-        # Argument errors are raised here, at the call, by the meta kernel's checks.
-        # (A factory op, so the check doesn't count as touching a queued tensor.)
-        meta = torch.empty_strided(local.shape, local.stride(), dtype=local.dtype, device="meta")
-        _dispatch.call_many([meta], [law], [params], [[0, 0]], [(list(local.shape), [0] * local.dim())])
+        self._check(local, law, params)
         if law == "constant":
             key = [0, 0]
         elif self.seed is not None:
@@ -148,6 +150,18 @@ class _Session:
         self.pending.setdefault(storage, {})[_extent(tensor)] = (local, law, params, key, block)
         self.written.add(storage)
         return True
+
+    def _check(self, local: Tensor, law: str, params: tuple) -> None:
+        """Raises the fill's argument errors now, at the call, by the meta kernel's checks. They
+        depend only on the law, its parameters, and the tensor's dtype, shape and strides (for
+        overlap), so a model's many same-shaped layers are checked once."""
+        signature = (law, tuple(map(float, params)), local.dtype, local.shape, local.stride())
+        if signature in self.checked:
+            return
+        # (A factory op, so the check doesn't count as touching a queued tensor.)
+        meta = torch.empty_strided(local.shape, local.stride(), dtype=local.dtype, device="meta")
+        _dispatch.call_many([meta], [law], [params], [[0, 0]], [(list(local.shape), [0] * local.dim())])
+        self.checked.add(signature)
 
     def generator_for(self, tensor: Tensor, generator):
         """The generator of a fill that is not elementwise: with a seed, one keyed by the name."""

@@ -11,31 +11,36 @@
 
 namespace torchinit::cpu {
 
-// Blocks blocks[0 .. kLanes), transformed by dist into out, Dist::kPerBlock values each.
-template <typename Dist, typename acc_t>
+// Blocks blocks[0 .. Lanes), transformed by dist into out, Dist::kPerBlock values each.
+template <int Lanes, typename Dist, typename acc_t>
 TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxKey key, const uint64_t* blocks,
                                           acc_t* out) {
-  uint32_t words[4][kLanes];
+  uint32_t words[4][Lanes];
   philox_lanes(key, blocks, words);
   const Dist local = dist;  // stores to out can't change its fields: no alias checks in the loop
-  for (int j = 0; j < kLanes; ++j) {
+  for (int j = 0; j < Lanes; ++j) {
     local(PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}},
          out + j * Dist::kPerBlock);
   }
 }
 
-// Writes the values of logical elements [begin, end) of a fill with `dist` to dst.
+// Writes the values of logical elements [begin, end) of a fill with `dist` to dst: whole batches
+// straight to dst, the partial ones at the ends through a buffer.
 template <typename acc_t, typename Dist>
 void generate_range(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, int64_t end) {
-  constexpr int64_t kPerBatch = kLanes * Dist::kPerBlock;
+  constexpr int64_t kPerBatch = kWideLanes * Dist::kPerBlock;
   acc_t batch[kPerBatch];
   int64_t first = begin - begin % Dist::kPerBlock;  // first element of the current batch
   for (int64_t i = begin; i < end; first += kPerBatch) {
-    uint64_t blocks[kLanes];
-    for (int j = 0; j < kLanes; ++j) blocks[j] = static_cast<uint64_t>(first / Dist::kPerBlock + j);
-    generate_batch(dist, key, blocks, batch);
+    uint64_t blocks[kWideLanes];
+    for (int j = 0; j < kWideLanes; ++j) blocks[j] = static_cast<uint64_t>(first / Dist::kPerBlock + j);
     const int64_t stop = std::min(end, first + kPerBatch);
-    std::copy(batch + (i - first), batch + (stop - first), dst + (i - begin));
+    if (i == first && stop == first + kPerBatch) {
+      generate_batch<kWideLanes>(dist, key, blocks, dst + (i - begin));
+    } else {
+      generate_batch<kWideLanes>(dist, key, blocks, batch);
+      std::copy(batch + (i - first), batch + (stop - first), dst + (i - begin));
+    }
     i = stop;
   }
 }
@@ -98,7 +103,7 @@ void resample_rejected(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begi
       uint64_t blocks[kLanes] = {};  // lanes past `lanes` compute block 0, unused
       for (int64_t j = 0; j < lanes; ++j) blocks[j] = stream_block(attempt, begin + pending[s + j]);
       acc_t proposals[kLanes * Dist::kPerBlock];
-      generate_batch(dist, key, blocks, proposals);
+      generate_batch<kLanes>(dist, key, blocks, proposals);
       for (int64_t j = 0; j < lanes; ++j) {
         const acc_t* p = proposals + j * Dist::kPerBlock;
         int k = 0;
