@@ -55,26 +55,32 @@ struct FloydColumn {
 TORCHINIT_SIMD_CLONES void choose_rows(PhiloxKey key, int64_t rows, int64_t count,
                                        const FloydColumn (&columns)[2], uint64_t* row_masks) {
   const int64_t batches = (count + kDrawBatch - 1) / kDrawBatch;
-  uint32_t words[2][4][kLanes];
+  static_assert(kWideLanes == 2 * kLanes);
+  uint32_t words[4][kWideLanes];  // both columns' blocks in one call: column k's in lanes 16k..
+  uint32_t x[2][kDrawBatch];      // draw d0 + i of column k: word i / kLanes of block i % kLanes
   uint64_t candidates[2][kDrawBatch];
   for (int64_t batch = 0; batch < batches; ++batch) {
     const int64_t d0 = batch * kDrawBatch;
     const int64_t draws = std::min(kDrawBatch, count - d0);
     const uint64_t n0 = static_cast<uint64_t>(rows - count + d0 + 1);  // draw d0's range
+    uint64_t blocks[kWideLanes];
     for (int k = 0; k < 2; ++k) {
-      const int64_t column = columns[k].column;
-      philox_lanes(key, floyd_batch_block(column, batches, batch), words[k]);
-      const uint32_t* const x = words[k][0];  // draw d0 + i: word i / kLanes of block i % kLanes
+      const uint64_t first = floyd_batch_block(columns[k].column, batches, batch);
+      for (int j = 0; j < kLanes; ++j) blocks[kLanes * k + j] = first + j;
+    }
+    philox_lanes(key, blocks, words);
+    for (int k = 0; k < 2; ++k) {
+      for (int w = 0; w < 4; ++w) std::copy_n(words[w] + kLanes * k, kLanes, x[k] + kLanes * w);
       uint32_t check = static_cast<uint64_t>(rows) >> 32 != 0;
       for (int64_t i = 0; i < kDrawBatch; ++i) {
         const uint32_t n = static_cast<uint32_t>(n0 + i);
-        const uint64_t product = static_cast<uint64_t>(x[i]) * n;
+        const uint64_t product = static_cast<uint64_t>(x[k][i]) * n;
         candidates[k][i] = product >> 32;
         check |= static_cast<uint32_t>(product) < n;  // may be rejected
       }
       for (int64_t i = 0; check && i < draws; ++i) {
-        if (floyd_word_rejected(x[i], n0 + i)) {
-          candidates[k][i] = floyd_fallback_draw(key, column, count, d0 + i, n0 + i);
+        if (floyd_word_rejected(x[k][i], n0 + i)) {
+          candidates[k][i] = floyd_fallback_draw(key, columns[k].column, count, d0 + i, n0 + i);
         }
       }
     }
