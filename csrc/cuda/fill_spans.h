@@ -160,32 +160,41 @@ struct alignas(kSpan * sizeof(T)) Span {
   T v[kSpan];
 };
 
-// Elements [begin, end) of target t, key `key`: this thread (lane `lane` of `lanes`) takes spans
-// lane, lane + lanes, ... of kSpan elements.
+// Elements [begin, end) of target t, law `dist`, key `key`: this thread (lane `lane` of `lanes`)
+// takes spans lane, lane + lanes, ... of kSpan elements.
+template <typename scalar_t, typename Dist>
+C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, PhiloxKey key,
+                                     int64_t begin, int64_t end, int64_t lane, int64_t lanes) {
+  using acc_t = at::opmath_type<scalar_t>;
+  auto* const data = static_cast<scalar_t*>(t.data);
+  ElementValues<acc_t, Dist> values(dist, key);
+  for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
+    if (end - s < kSpan || t.full.ndim != 0) {  // a chunk's tail, or a block of a larger tensor
+      for (int64_t k = 0; k < kSpan && s + k < end; ++k) {
+        data[t.layout.offset(s + k)] = static_cast<scalar_t>(values(t.full(s + k)));
+      }
+      continue;
+    }
+    acc_t v[kSpan];
+    values.span(static_cast<uint64_t>(s), v);
+    if (t.vector_stores) {
+      Span<scalar_t> span;
+      TORCHINIT_UNROLL
+      for (int64_t k = 0; k < kSpan; ++k) span.v[k] = static_cast<scalar_t>(v[k]);
+      *reinterpret_cast<Span<scalar_t>*>(data + s) = span;
+    } else {
+      TORCHINIT_UNROLL
+      for (int64_t k = 0; k < kSpan; ++k) data[t.layout.offset(s + k)] = static_cast<scalar_t>(v[k]);
+    }
+  }
+}
+
+// fill_chunk_with the law of t.fill (chosen per chunk: fill_many_'s targets differ).
 template <typename scalar_t>
 C10_HOST_DEVICE void fill_chunk(const FillDesc& t, PhiloxKey key, int64_t begin, int64_t end,
                                 int64_t lane, int64_t lanes) {
-  using acc_t = at::opmath_type<scalar_t>;
-  auto* const data = static_cast<scalar_t*>(t.data);
-  visit_law<acc_t>(t.fill, [&](const auto& dist) {
-    ElementValues<acc_t, std::decay_t<decltype(dist)>> values(dist, key);
-    for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
-      Span<scalar_t> span;
-      const int64_t count = end - s < kSpan ? end - s : kSpan;
-      if (count == kSpan && t.full.ndim == 0) {
-        acc_t v[kSpan];
-        values.span(static_cast<uint64_t>(s), v);
-        TORCHINIT_UNROLL
-        for (int64_t k = 0; k < kSpan; ++k) span.v[k] = static_cast<scalar_t>(v[k]);
-      } else {
-        for (int64_t k = 0; k < count; ++k) span.v[k] = static_cast<scalar_t>(values(t.full(s + k)));
-      }
-      if (t.vector_stores && count == kSpan) {
-        *reinterpret_cast<Span<scalar_t>*>(data + s) = span;
-      } else {
-        for (int64_t k = 0; k < count; ++k) data[t.layout.offset(s + k)] = span.v[k];
-      }
-    }
+  visit_law<at::opmath_type<scalar_t>>(t.fill, [&](const auto& dist) {
+    fill_chunk_with<scalar_t>(t, dist, key, begin, end, lane, lanes);
   });
 }
 

@@ -2,6 +2,8 @@
 // from the generator's philox state at run time, so they can be captured in CUDA graphs), and
 // fill_many_, which fills a list of tensors in one launch: thread blocks take chunks of any
 // target, as in apex's multi_tensor_apply. The per-thread work is fill_spans.h's.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/cuda/CUDAException.h>
@@ -22,11 +24,14 @@ namespace torchinit::cuda {
 namespace {
 
 
-__global__ void fill_one_kernel(FillDesc target, KeySource source) {
+// One kernel per (dtype, law) for single fills, so each holds only its own law's registers.
+template <typename scalar_t, typename Dist>
+__global__ void fill_one_kernel(FillDesc target, Dist dist, KeySource source) {
   const PhiloxKey key = resolve(source);
   const int64_t chunks = (target.numel + kChunk - 1) / kChunk;
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-    fill_chunk_any(target, key, c * kChunk, chunk_end(target, c), threadIdx.x, blockDim.x);
+    fill_chunk_with<scalar_t>(target, dist, key, c * kChunk, chunk_end(target, c), threadIdx.x,
+                              blockDim.x);
   }
 }
 
@@ -75,9 +80,13 @@ void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
   const c10::cuda::CUDAGuard guard(self.device());
   const PlannedTarget target = plan_target(self, fill, BlockIndex());
   const KeySource source = draw_key_source(self, generator);
-  fill_one_kernel<<<grid_for(num_chunks(self.numel())), kThreads, 0,
-                    c10::cuda::getCurrentCUDAStream()>>>(target.desc, source);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "fill_", [&] {
+    visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
+      fill_one_kernel<scalar_t><<<grid_for(num_chunks(self.numel())), kThreads, 0,
+                                  c10::cuda::getCurrentCUDAStream()>>>(target.desc, dist, source);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
   copy_temporaries({target});
 }
 
