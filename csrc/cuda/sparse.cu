@@ -74,8 +74,10 @@ void sparse_cuda(at::Tensor& self, double sparsity, double std,
   const auto long_options = self.options().dtype(at::kLong);
   at::Tensor masks = at::zeros({p.groups(), rows}, long_options);
   auto* const mask_data = reinterpret_cast<uint64_t*>(masks.data_ptr<int64_t>());
-  choose_kernel<<<blocks_for(p.cols), kThreads, 0, stream>>>(p, source,
-                                                             reinterpret_cast<Mask*>(mask_data));
+  // One thread block per 64-column group: the columns spread over many SMs (their Floyd loops are
+  // long and latency-bound), and a block's atomics share one group's masks.
+  choose_kernel<<<static_cast<unsigned>(p.groups()), 64, 0, stream>>>(
+      p, source, reinterpret_cast<Mask*>(mask_data));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::Tensor counts = at::empty({rows * p.groups()}, long_options);
   count_kernel<<<blocks_for(counts.numel()), kThreads, 0, stream>>>(p, mask_data,
