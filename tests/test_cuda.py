@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import torchinit_ext as init
+from fill_laws import LAWS, padded
 from torchinit_ext._dispatch import COMPILED_DEVICES
 
 pytestmark = pytest.mark.skipif(
@@ -15,20 +16,6 @@ pytestmark = pytest.mark.skipif(
 
 ops = torch.ops.torchinit_ext
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-LAWS = [
-    ("constant", (0.37,)),
-    ("uniform", (-0.3, 0.7)),
-    ("normal", (0.1, 2.0)),
-    ("trunc_normal", (0.0, 1.0, -2.0, 2.0)),
-    ("trunc_normal", (0.0, 1.0, -1.3, 1.3)),
-    ("trunc_normal", (0.0, 1.0, -0.5, 0.5)),
-    ("trunc_normal", (0.2, 0.5, 3.0, 3.01)),
-    ("trunc_normal", (0.0, 1.0, -45.0, -40.0)),
-]
-
-
-def _pad(params):
-    return [float(p) for p in (*params, 0.0, 0.0, 0.0, 0.0)[:4]]
 
 
 def _cpu_gen(seed=11):
@@ -42,7 +29,7 @@ def test_fill_many_equals_cpu(dtype, law, params):
     cpu = [torch.empty(s, dtype=dtype) for s in shapes]
     gpu = [torch.empty(s, dtype=dtype, device="cuda") for s in shapes]
     gpu[1] = torch.empty(70, 300, dtype=dtype, device="cuda").t()  # strided
-    args = ([law] * 4, _pad(params) * 4, [5, 9, -3, 1, 0, 0, 77, 1 << 40])
+    args = ([law] * 4, padded(params) * 4, [5, 9, -3, 1, 0, 0, 77, 1 << 40])
     ops.fill_many_(cpu, *args)
     ops.fill_many_(gpu, *args)
     for a, b in zip(cpu, gpu):

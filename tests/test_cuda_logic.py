@@ -13,23 +13,11 @@ import torch
 from torch.utils.cpp_extension import load
 
 import torchinit_ext  # noqa: F401  (registers torch.ops.torchinit_ext)
+from fill_laws import LAWS, padded
 
 ops = torch.ops.torchinit_ext
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-
-# (law, params): every sampler the planner can choose.
-LAWS = [
-    ("constant", (0.37,)),
-    ("uniform", (-0.3, 0.7)),
-    ("normal", (0.1, 2.0)),
-    ("trunc_normal", (0.0, 1.0, -2.0, 2.0)),    # wide: normal proposals, some redrawn
-    ("trunc_normal", (0.0, 1.0, -1.3, 1.3)),    # wide, near the switch: many redrawn
-    ("trunc_normal", (0.0, 1.0, -0.5, 0.5)),    # inversion
-    ("trunc_normal", (0.2, 0.5, 3.0, 3.01)),    # narrow: double quantile
-    ("trunc_normal", (0.0, 1.0, -45.0, -40.0)),  # far tail
-    ("trunc_normal", (0.0, 1.0, 1.0, 1.0)),     # a single value
-]
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +29,6 @@ def host(tmp_path_factory):
         extra_cflags=["-O2", "-ffp-contract=off"],
         build_directory=str(tmp_path_factory.mktemp("cuda_logic_host")),
     )
-
-
-def _pad(params):
-    return [float(p) for p in (*params, 0.0, 0.0, 0.0, 0.0)[:4]]
 
 
 def _targets(dtype):
@@ -65,7 +49,7 @@ def test_fill_many_equals_cpu(host, dtype, law, params):
     cpu, gpu_logic = _targets(dtype), _targets(dtype)
     n = len(cpu)
     keys = [k for t in range(n) for k in (0x1234 + t, -7 * t - 3)]
-    args = ([law] * n, _pad(params) * n, keys)
+    args = ([law] * n, padded(params) * n, keys)
     ops.fill_many_(cpu, *args)
     host.fill_many(gpu_logic, *args, [], [])
     for a, b in zip(cpu, gpu_logic):
@@ -78,7 +62,7 @@ def test_fill_many_blocks_equal_cpu(host, law, params):
     blocks = [([11, 514], [22, 3]), ([33, 1030], [0, 0]), ([1, 7], [32, 1023])]
     cpu = [torch.empty(size) for size, _ in blocks]
     gpu_logic = [torch.empty(size) for size, _ in blocks]
-    args = ([law] * 3, _pad(params) * 3, [99, 5] * 3)
+    args = ([law] * 3, padded(params) * 3, [99, 5] * 3)
     sizes = full * 3
     starts = [s for _, start in blocks for s in start]
     ops.fill_many_(cpu, *args, sizes, starts)
