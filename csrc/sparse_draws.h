@@ -6,11 +6,26 @@
 
 #include <c10/macros/Macros.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "philox.h"
 
 namespace torchinit {
+
+// What Floyd's algorithm picks in each column of a `rows`-row fill: its ceil(sparsity rows)
+// zeros, or its nonzeros when those are fewer (one draw per chosen row).
+struct FloydChoice {
+  int64_t nonzeros;  // per column
+  int64_t count;     // rows chosen per column
+  bool chosen_are_zeros;
+};
+
+inline FloydChoice floyd_choice(int64_t rows, double sparsity) {
+  const int64_t zeros = static_cast<int64_t>(std::ceil(sparsity * static_cast<double>(rows)));
+  const bool zeros_fewer = zeros < rows - zeros;
+  return {rows - zeros, zeros_fewer ? zeros : rows - zeros, zeros_fewer};
+}
 
 // Draws come in batches of 64 from 16 consecutive blocks of stream 1: draw 64 b + i of a column
 // is word i / 16 of block i % 16 of its batch b.

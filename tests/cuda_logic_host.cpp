@@ -25,24 +25,22 @@ void fill_many(std::vector<at::Tensor> selves, const std::vector<std::string>& l
                const std::vector<int64_t>& full_sizes, const std::vector<int64_t>& starts) {
   for (const FillTarget& target : plan_fill_many(selves, laws, params, keys, full_sizes, starts)) {
     if (target.self.numel() == 0) continue;
-    const std::optional<FillDesc> desc = describe(target.self, target.fill, target.block);
-    at::Tensor temporary = desc ? at::Tensor() : at::empty(target.self.sizes(), target.self.options());
-    const FillDesc d = desc ? *desc : *describe(temporary, target.fill, target.block);
+    const PlannedTarget planned = plan_target(target.self, target.fill, target.block);
+    const FillDesc& d = planned.desc;
     for (int64_t c = 0; c < num_chunks(d.numel); ++c) {
       for (int64_t lane = 0; lane < kLanes; ++lane) {
         fill_chunk_any(d, d.fill.key, c * kChunk, chunk_end(d, c), lane, kLanes);
       }
     }
-    if (temporary.defined()) at::Tensor(target.self).copy_(temporary);
+    copy_temporaries({planned});
   }
 }
 
 // sparse_ as its three kernels and the scan between them run it.
 void sparse(at::Tensor self, double sparsity, double std, int64_t key, int64_t offset) {
   const int64_t rows = self.size(0);
-  const int64_t zeros = static_cast<int64_t>(std::ceil(sparsity * static_cast<double>(rows)));
-  const bool choose_zeros = zeros < rows - zeros;
-  const SparseColumns p{rows, self.size(1), choose_zeros ? zeros : rows - zeros, choose_zeros};
+  const FloydChoice choice = floyd_choice(rows, sparsity);
+  const SparseColumns p{rows, self.size(1), choice.count, choice.chosen_are_zeros};
   const PhiloxKey k{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
   std::vector<uint64_t> masks(p.groups() * rows, 0);
   for (int64_t c = 0; c < p.cols; ++c) {

@@ -18,7 +18,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <memory>
 
 #include "../checks.h"
@@ -229,12 +228,10 @@ __attribute__((target("avx512f"))) void write_rows_avx512(const SparseRows<float
 #endif
 
 template <typename scalar_t>
-void sparse_fill(const at::Tensor& self, int64_t zeros, double std, PhiloxKey key) {
+void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, PhiloxKey key) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t rows = self.size(0);
   const int64_t cols = self.size(1);
-  const int64_t nonzeros = rows - zeros;
-  const bool choose_zeros = zeros < nonzeros;
   const int64_t groups = (cols + kGroupColumns - 1) / kGroupColumns;
   const std::unique_ptr<uint64_t[]> masks(new uint64_t[groups * rows]);
   at::parallel_for(0, groups, 1, [&](int64_t group_begin, int64_t group_end) {
@@ -247,13 +244,14 @@ void sparse_fill(const at::Tensor& self, int64_t zeros, double std, PhiloxKey ke
         const uint64_t flag = uint64_t{1} << (c - c0);
         const FloydColumn pair[2] = {{c, flag},
                                      c + 1 < c1 ? FloydColumn{c + 1, flag << 1} : FloydColumn{c, 0}};
-        choose_rows(key, rows, choose_zeros ? zeros : nonzeros, pair, row_masks);
+        choose_rows(key, rows, choice.count, pair, row_masks);
       }
     }
   });
 
-  const SparseRows<scalar_t> plan{masks.get(), choose_zeros, rows, groups,
-                                  ~uint64_t{0} >> (kGroupColumns * groups - cols), cols * nonzeros,
+  const SparseRows<scalar_t> plan{masks.get(), choice.chosen_are_zeros, rows, groups,
+                                  ~uint64_t{0} >> (kGroupColumns * groups - cols),
+                                  cols * choice.nonzeros,
                                   self.data_ptr<scalar_t>(), self.stride(0), self.stride(1), cols,
                                   Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)}, key};
   bool avx512 = false;
@@ -280,9 +278,9 @@ void sparse_cpu(at::Tensor& self, double sparsity, double std,
   check_sparse_args(self, sparsity, std);
   if (self.numel() == 0) return;
   const PhiloxKey key = draw_philox_key(generator);
-  const int64_t zeros = static_cast<int64_t>(std::ceil(sparsity * static_cast<double>(self.size(0))));
+  const FloydChoice choice = floyd_choice(self.size(0), sparsity);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse_", [&] {
-    sparse_fill<scalar_t>(self, zeros, std, key);
+    sparse_fill<scalar_t>(self, choice, std, key);
   });
 }
 

@@ -4,12 +4,15 @@
 #pragma once
 
 #include <ATen/OpMathType.h>
+#include <ATen/ops/empty.h>
 #include <c10/core/ScalarType.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
 #include <optional>
 #include <type_traits>
+#include <vector>
 
 #include "../elementwise_fill.h"
 #include "strided_layout.h"
@@ -75,6 +78,28 @@ inline std::optional<FillDesc> describe(const at::Tensor& self, const Elementwis
     std::copy(block.full_strides().begin(), block.full_strides().end(), desc.full.full_strides);
   }
   return desc;
+}
+
+// A target as the kernels see it: the tensor itself, or (for layouts describe() doesn't take) a
+// contiguous temporary, copied into the tensor after the launch by copy_temporaries.
+struct PlannedTarget {
+  FillDesc desc;
+  at::Tensor self;
+  at::Tensor temporary;
+};
+
+inline PlannedTarget plan_target(const at::Tensor& self, const ElementwiseFill& fill,
+                                 const BlockIndex& block) {
+  if (const auto desc = describe(self, fill, block)) return {*desc, self, {}};
+  at::Tensor temporary = at::empty(self.sizes(), self.options());
+  return {*describe(temporary, fill, block), self, temporary};
+}
+
+inline void copy_temporaries(const std::vector<PlannedTarget>& targets) {
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  for (const PlannedTarget& t : targets) {
+    if (t.temporary.defined()) at::Tensor(t.self).copy_(t.temporary);
+  }
 }
 
 // ---- values of elements, one thread's view ------------------------------------------------------

@@ -5,13 +5,11 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -49,28 +47,6 @@ __global__ void fill_many_kernel(const FillDesc* targets, const int64_t* first_c
     const int64_t local = c - first_chunk[t];
     fill_chunk_any(target, target.fill.key, local * kChunk, chunk_end(target, local), threadIdx.x,
                    blockDim.x);
-  }
-}
-
-// A target as the kernels see it: the tensor itself, or (for layouts fill_spans.h doesn't take)
-// a contiguous temporary copied into it after the launch.
-struct PlannedTarget {
-  FillDesc desc;
-  at::Tensor self;
-  at::Tensor temporary;
-};
-
-PlannedTarget plan_target(const at::Tensor& self, const ElementwiseFill& fill,
-                          const BlockIndex& block) {
-  if (const auto desc = describe(self, fill, block)) return {*desc, self, {}};
-  at::Tensor temporary = at::empty(self.sizes(), self.options());
-  return {*describe(temporary, fill, block), self, temporary};
-}
-
-void copy_temporaries(const std::vector<PlannedTarget>& targets) {
-  at::AutoDispatchBelowADInplaceOrView below_autograd;
-  for (const PlannedTarget& t : targets) {
-    if (t.temporary.defined()) at::Tensor(t.self).copy_(t.temporary);
   }
 }
 

@@ -11,8 +11,6 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <cmath>
-
 #include "../checks.h"
 #include "key_source.cuh"
 #include "launch.cuh"
@@ -66,9 +64,8 @@ void sparse_cuda(at::Tensor& self, double sparsity, double std,
   if (self.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(self.device());
   const int64_t rows = self.size(0);
-  const int64_t zeros = static_cast<int64_t>(std::ceil(sparsity * static_cast<double>(rows)));
-  const bool choose_zeros = zeros < rows - zeros;
-  const SparseColumns p{rows, self.size(1), choose_zeros ? zeros : rows - zeros, choose_zeros};
+  const FloydChoice choice = floyd_choice(rows, sparsity);
+  const SparseColumns p{rows, self.size(1), choice.count, choice.chosen_are_zeros};
   const KeySource source = draw_key_source(self, generator);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto long_options = self.options().dtype(at::kLong);
