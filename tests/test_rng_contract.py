@@ -91,6 +91,25 @@ def test_views_get_their_logical_values_and_nothing_else(dtype, fill):
         assert (t[untouched] == 7.0).all(), name
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("fill", [init.uniform_, init.normal_, init.ones_])
+def test_fresh_memory_gets_the_same_values_and_its_neighbours_are_kept(dtype, fill):
+    # Contiguous CPU fills map a fresh buffer's pages ahead of writing them (prefault.h): a view
+    # starting and ending mid-page inside a large, never-written buffer, whose first and last
+    # pages alone hold data, gets the values a written buffer gets, and the data is kept.
+    kwargs = {} if fill is init.ones_ else {"generator": torch.Generator().manual_seed(4)}
+    fresh = torch.empty(3 << 20, dtype=torch.uint8).view(dtype)  # 3 MiB: its own mapping
+    edge = 1000  # elements, not a whole number of pages
+    fresh[:edge] = 7
+    fresh[-edge:] = 7
+    fill(fresh[edge:-edge], **kwargs)
+    if "generator" in kwargs:
+        kwargs["generator"].manual_seed(4)
+    expected = fill(torch.zeros(fresh.numel() - 2 * edge, dtype=dtype), **kwargs)
+    assert torch.equal(fresh[edge:-edge], expected)
+    assert (fresh[:edge] == 7).all() and (fresh[-edge:] == 7).all()
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_types_are_float_values_rounded(dtype):
     a = init.normal_(torch.empty(4099, dtype=dtype), 0.5, 2.0, generator=torch.Generator().manual_seed(2))

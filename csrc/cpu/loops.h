@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "prefault.h"
+
 // Runtime-selected SIMD builds of the hot loops. The default build must run on any x86-64, and
 // since kernels use only IEEE basic operations without FMA contraction, every clone computes the
 // same bits.
@@ -76,20 +78,27 @@ class StridedWriter {
 
 // Writes logical elements [begin, end) of `self` on the calling thread with produce(dst, begin,
 // end), which writes the values of logical elements [begin, end) to dst as acc_t. Contiguous
-// tensors of type acc_t are produced into directly.
+// tensors of type acc_t are produced into directly; contiguous memory is mapped ahead of the
+// writes a piece at a time (prefault.h).
 template <typename scalar_t, typename acc_t, typename Produce>
 void fill_logical_range(const at::Tensor& self, const Produce& produce, int64_t begin, int64_t end) {
-  if (std::is_same_v<scalar_t, acc_t> && self.is_contiguous()) {
-    auto* data = reinterpret_cast<acc_t*>(self.data_ptr<scalar_t>());
-    for (int64_t i = begin; i < end; i += kChunk) produce(data + i, i, std::min(end, i + kChunk));
-    return;
-  }
+  const bool contiguous = self.is_contiguous();
+  auto* data = self.data_ptr<scalar_t>();
   const StridedWriter<scalar_t> writer(self);
+  constexpr int64_t kPiece = static_cast<int64_t>(kPrefaultBytes / sizeof(scalar_t));
   acc_t buffer[kChunk];
-  for (int64_t i = begin; i < end; i += kChunk) {
-    const int64_t stop = std::min(end, i + kChunk);
-    produce(buffer, i, stop);
-    writer.store(i, stop - i, buffer);
+  for (int64_t piece = begin; piece < end; piece += kPiece) {
+    const int64_t piece_end = std::min(end, piece + kPiece);
+    if (contiguous) prefault_for_write(data + piece, (piece_end - piece) * sizeof(scalar_t));
+    for (int64_t i = piece; i < piece_end; i += kChunk) {
+      const int64_t stop = std::min(piece_end, i + kChunk);
+      if (std::is_same_v<scalar_t, acc_t> && contiguous) {
+        produce(reinterpret_cast<acc_t*>(data) + i, i, stop);
+      } else {
+        produce(buffer, i, stop);
+        writer.store(i, stop - i, buffer);
+      }
+    }
   }
 }
 

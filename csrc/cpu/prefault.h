@@ -1,0 +1,61 @@
+// Maps the missing pages of memory about to be written in one kernel entry per piece instead of
+// one page fault per 4 KiB page. Fresh memory (a model's parameters right after allocation) costs
+// a fault per page on first write, and where page tables are virtualized a fault costs more than
+// writing the page: on this project's VM, 1.5 µs per page against 0.15 µs to write it.
+// MADV_POPULATE_WRITE (Linux 5.14+) maps a range as writing it would, without touching the data;
+// measured on 2 threads, fresh pages cost a third less. It walks resident pages slowly, so mincore
+// first skips pieces that are already mapped. Only an optimization: any failure leaves the pages
+// to ordinary faults.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#endif
+
+namespace torchinit::cpu {
+
+// Bytes mapped at a time: the size a thread writes before mapping the next piece, small enough
+// that the kernel's zeroing of a piece is still in cache when the fill overwrites it.
+constexpr size_t kPrefaultBytes = size_t{1} << 20;
+
+#if defined(__linux__)
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // linux/mman.h; older C libraries lack the name
+#endif
+
+// Maps the pages lying wholly inside [begin, begin + bytes), which must be at most
+// kPrefaultBytes, unless they all are mapped already.
+inline void prefault_for_write(void* begin, size_t bytes) {
+  static std::atomic<bool> unsupported{sysconf(_SC_PAGESIZE) != 4096};
+  constexpr size_t kPage = 4096;
+  if (unsupported.load(std::memory_order_relaxed)) return;
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + kPage - 1) & ~(kPage - 1);
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + bytes) & ~(kPage - 1);
+  if (last <= first) return;
+  unsigned char resident[kPrefaultBytes / kPage];
+  const size_t pages = (last - first) / kPage;
+  if (mincore(reinterpret_cast<void*>(first), last - first, resident) != 0) return;
+  bool all_resident = true;
+  for (size_t p = 0; p < pages; ++p) all_resident &= (resident[p] & 1) != 0;
+  if (all_resident) return;
+  if (madvise(reinterpret_cast<void*>(first), last - first, MADV_POPULATE_WRITE) != 0 &&
+      errno == EINVAL) {
+    unsupported.store(true, std::memory_order_relaxed);  // a kernel before 5.14: stop trying
+  }
+}
+
+#else
+
+inline void prefault_for_write(void*, size_t) {}
+
+#endif
+
+}  // namespace torchinit::cpu
