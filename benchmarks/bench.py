@@ -12,8 +12,13 @@ What is measured
     on the CPU; GPT-2 XL, 1.5B, on a GPU) in each call, stock's way (eager
     construction, or meta + to_empty + every reset_parameters) against
     ext's (construction under ``patched()``, or ``materialize()`` from
-    meta); these include allocation and first-touch page faults, as a real
-    model build does.
+    meta). Each of their calls starts from fresh memory, as a process that
+    builds its model once does: the garbage collector runs and the memory
+    malloc keeps from freed allocations goes back to the OS (glibc's
+    ``malloc_trim``; on CUDA, the caching allocator's ``empty_cache``) before
+    the clock starts, so allocation and first-touch page faults are paid in
+    every call and not only when the allocator happens to have no free
+    memory. The model is released after the clock stops.
 
 How
     Each case is warmed up (stock, ext) and then timed as interleaved runs
@@ -21,7 +26,9 @@ How
     runs. The number of runs adapts to the cost of the case (a time budget,
     clamped to a minimum and maximum count). CPU calls are timed with
     ``time.perf_counter``; CUDA calls with CUDA events after a device
-    synchronize, so host-side Python overhead inside a call is included.
+    synchronize, so host-side Python overhead inside a call is included. As
+    in ``timeit``, the garbage collector is off during a timed call, so a
+    collection of the whole process triggered by chance is not charged to it.
 
     Each device's fill bandwidth is measured once at start as the best of
     several ``fill_(1.0)`` on a preallocated 1 GiB float32 buffer (larger
@@ -44,7 +51,9 @@ Usage
 """
 
 import argparse
+import ctypes
 import datetime
+import gc
 import json
 import math
 import platform
@@ -75,6 +84,11 @@ import torchinit_ext as ext  # noqa: E402
 warnings.filterwarnings("ignore", message="mean is more than 2 std")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+try:
+    _malloc_trim = ctypes.CDLL(None).malloc_trim  # glibc
+except (AttributeError, OSError, TypeError):
+    _malloc_trim = None
 FILL_NUMEL = 256 * 2**20  # 1 GiB of float32: larger than CPU L3 / GPU L2
 
 
@@ -105,6 +119,8 @@ class Case:
     # fn on each in a loop, ext fills all of them in one batch_fn call.
     batch_fn: Optional[str] = None
     batch: int = 1
+
+    fresh_memory = False  # see ModelCase
 
     def calls(self, device):
         """The stock and ext calls of this case and the tensors they write."""
@@ -163,6 +179,7 @@ class ModelCase:
     full_only: bool = False
 
     devices = ("cpu", "cuda")
+    fresh_memory = True  # each call allocates its model in memory the OS hands out anew
 
     @property
     def name(self):
@@ -171,23 +188,26 @@ class ModelCase:
     def calls(self, device):
         config = GPT_CONFIGS[device][1]
 
+        # Each returns the model, so that freeing it is not timed.
         def eager():
             with torch.device(device):
-                GPT(**config)
+                return GPT(**config)
 
         def meta():
             with torch.device("meta"):
                 return GPT(**config)
 
         def meta_reset():
-            reset_every_module(meta().to_empty(device=device))
+            model = meta().to_empty(device=device)
+            reset_every_module(model)
+            return model
 
         def patched():
             with ext.patched(), torch.device(device):
-                GPT(**config)
+                return GPT(**config)
 
         def materialize():
-            ext.materialize(meta(), device=device)
+            return ext.materialize(meta(), device=device)
 
         ways = {"eager": eager, "meta_reset": meta_reset, "patched": patched,
                 "materialize": materialize}
@@ -319,23 +339,42 @@ def device_slug(device):
 
 
 def make_timer(device):
-    """Return timed(fn) -> seconds for one call of fn on `device`."""
+    """Return timed(fn) -> seconds for one call of fn on `device`, with the garbage collector off;
+    fn's result is released after the clock stops."""
     if device == "cuda":
-        def timed(fn):
+        def clocked(fn):
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize()
             start.record()
-            fn()
+            result = fn()
             end.record()
             end.synchronize()
-            return start.elapsed_time(end) / 1e3
+            return start.elapsed_time(end) / 1e3, result
     else:
-        def timed(fn):
+        def clocked(fn):
             start = time.perf_counter()
-            fn()
-            return time.perf_counter() - start
+            result = fn()
+            return time.perf_counter() - start, result
+
+    def timed(fn):
+        gc.disable()
+        try:
+            seconds, _ = clocked(fn)
+        finally:
+            gc.enable()
+        return seconds
     return timed
+
+
+def release_freed_memory(device):
+    """Collects garbage and hands the memory kept from freed allocations back to the OS, so
+    that the next allocations get fresh memory whatever ran before."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    elif _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def fill_bandwidth(device, timed, repeats):
@@ -349,13 +388,19 @@ def fill_bandwidth(device, timed, repeats):
 def time_case(case, device, timed, cfg):
     """Median stock and ext seconds and the bytes written for one case."""
     stock_fn, ext_fn, targets = case.calls(device)
+
+    def run(fn):
+        if case.fresh_memory:
+            release_freed_memory(device)
+        return timed(fn)
+
     for _ in range(cfg.warmup):
-        pair_s = timed(stock_fn) + timed(ext_fn)
+        pair_s = run(stock_fn) + run(ext_fn)
     runs = min(cfg.max_runs, max(cfg.min_runs, int(cfg.budget_s / pair_s)))
     stock_s, ext_s = [], []
     for _ in range(runs):
-        stock_s.append(timed(stock_fn))
-        ext_s.append(timed(ext_fn))
+        stock_s.append(run(stock_fn))
+        ext_s.append(run(ext_fn))
     nbytes = sum(t.numel() * t.element_size() for t in targets)
     numel = sum(t.numel() for t in targets)
     return statistics.median(stock_s), statistics.median(ext_s), nbytes, numel
