@@ -38,9 +38,15 @@ def build_model():
     )
 
 
-def materialized(seed=None, shard=None):
+def build_tied_model():
+    model = build_model()
+    model[3].weight = model[0].weight  # the output layer shares the embedding (GPT-2's tie)
+    return model
+
+
+def materialized(seed=None, shard=None, build=build_model):
     with torch.device("meta"):
-        model = build_model()
+        model = build()
     if shard is not None:
         shard(model)
     return ti.materialize(model, device="cpu", seed=seed)
@@ -92,6 +98,18 @@ def main(rank: int, world_size: int, store: str) -> int:
         torch.manual_seed(rank)  # seeded values don't depend on the global RNG
         bad = mismatches(materialized(seed=7, shard=shard), reference)
         failures += [f"{label} seed=7: {n}" for n in bad]
+    def fsdp_tied(model):
+        # The tied embedding and output layer belong to the root's group, as FSDP2 requires of
+        # a parameter that two modules share.
+        for layer in model[1:3]:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+
+    reference = materialized(seed=7, build=build_tied_model)
+    tied = materialized(seed=7, shard=fsdp_tied, build=build_tied_model)
+    failures += [f"fsdp2 tied: {n}" for n in mismatches(tied, reference)]
+    if tied[3].weight is not tied[0].weight:
+        failures.append("fsdp2 tied: the tie is lost")
     # Without a seed, ranks whose generators agree agree with one process.
     torch.manual_seed(3)
     reference = materialized()

@@ -249,6 +249,42 @@ def test_a_real_module_is_reinitialized_in_place_or_moved():
     assert ti.materialize(meta, device="cpu").weight.device.type == "cpu"
 
 
+class _TiedLM(nn.Module):
+    """A language model whose output layer shares the token embedding, tied after both layers
+    are built (GPT-2's way), and a block reused twice (shared module)."""
+
+    def __init__(self):
+        super().__init__()
+        self.token = nn.Embedding(50, 16)
+        self.block = nn.Linear(16, 16)
+        self.blocks = nn.ModuleList([self.block, self.block])
+        self.head = nn.Linear(16, 50, bias=False)
+        self.head.weight = self.token.weight
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+@pytest.mark.parametrize("source", ["meta", "real"])
+def test_materialize_keeps_tied_weights_tied_with_the_values_of_eager_construction(source, seed):
+    # From meta, to_empty unties them; a real module keeps them through its resets, where the
+    # head's would write last: either way the result is eager construction's.
+    torch.manual_seed(4)
+    with ti.patched():
+        eager = _TiedLM()
+    model = _from_meta(_TiedLM) if source == "meta" else _TiedLM()
+    torch.manual_seed(4)
+    ti.materialize(model, seed=seed)
+    assert model.head.weight is model.token.weight
+    assert model.blocks[0] is model.blocks[1] is model.block
+    assert list(dict(model.named_parameters())) == list(dict(eager.named_parameters()))
+    if seed is None:  # the embedding's normal values, as eager construction keeps them
+        for name, want in eager.named_parameters():
+            assert torch.equal(dict(model.named_parameters())[name], want), name
+    else:  # keyed by the name that names the tied tensor
+        want = torch.empty(50, 16)
+        ops.fill_many_([want], ["normal"], [0, 1, 0, 0], list(seed_key(seed, "token.weight")))
+        assert torch.equal(model.token.weight, want)
+
+
 def test_fill_errors_inside_a_reset_are_raised_at_the_call():
     class BadStd(nn.Module):
         def __init__(self):

@@ -114,10 +114,12 @@ class _Session:
     """The fills of one materialize() call. Elementwise fills of the module's tensors are queued
     and run together in one fill_many_ (flush()); with a seed, each tensor's fills use the key of
     its name. A dispatch mode (_Tracker) flushes the queue before any other op touches a queued
-    tensor, and records which memory was written."""
+    tensor, and records which memory was written. Fills of `scratch` memory (see _untie) draw
+    their keys as any fill does, and write nothing."""
 
-    def __init__(self, named: dict[str, Tensor], seed: int | None):
+    def __init__(self, named: dict[str, Tensor], seed: int | None, scratch: set[int]):
         self.seed = seed
+        self.scratch = scratch
         self.names = {_extent(t): name for name, t in named.items() if _storage_id(t)}
         # storage -> {extent: (local, law, params, key, block)}: the queue, by memory touched.
         self.pending: dict[int, dict[tuple, tuple]] = {}
@@ -146,6 +148,8 @@ class _Session:
         else:
             key = ops.philox_key(local, generator)  # drawn now, as an immediate fill would
         storage = _storage_id(tensor)
+        if storage in self.scratch:
+            return True
         # A later fill of the same tensor replaces an earlier one.
         self.pending.setdefault(storage, {})[_extent(tensor)] = (local, law, params, key, block)
         self.written.add(storage)
@@ -232,6 +236,50 @@ def _on_meta(tensor: Tensor) -> bool:
     return _sharded.local_tensor(tensor).is_meta
 
 
+# A tensor slot of a module: (the module, "_parameters" or "_buffers", the attribute name).
+_Slot = tuple[nn.Module, str, str]
+
+
+def _shared_slots(module: nn.Module) -> list[list[_Slot]]:
+    """The slots that hold one tensor object together (tied weights), each group in
+    named_parameters() order: the first is the slot that names the tensor."""
+    holders: dict[int, list[_Slot]] = {}
+    seen: set[tuple[int, str]] = set()
+    for submodule in module.modules(remove_duplicate=False):
+        for kind in ("_parameters", "_buffers"):
+            for name, tensor in getattr(submodule, kind).items():
+                if tensor is not None and (id(submodule), name) not in seen:
+                    seen.add((id(submodule), name))
+                    holders.setdefault(id(tensor), []).append((submodule, kind, name))
+    return [slots for slots in holders.values() if len(slots) > 1]
+
+
+def _untie(groups: list[list[_Slot]]) -> set[int]:
+    """Gives each slot of a group but the first a scratch tensor of its own (to_empty from meta
+    gives plain tensors one already), so that every holder's reset runs, drawing its keys as in
+    eager construction, while only the first holder's reset writes the tied tensor. Returns the
+    scratch tensors' memory: their elementwise fills are skipped, so it is never touched."""
+    scratch = set()
+    for (owner, kind, name), *others in groups:
+        tensor = getattr(owner, kind)[name]
+        for submodule, other_kind, other_name in others:
+            slots = getattr(submodule, other_kind)
+            if slots[other_name] is tensor:
+                own = torch.empty_like(tensor)
+                slots[other_name] = nn.Parameter(own, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else own
+            scratch.add(_storage_id(slots[other_name]))
+    scratch.discard(0)
+    return scratch
+
+
+def _tie(groups: list[list[_Slot]]) -> None:
+    """Makes each group's slots hold the first slot's tensor again."""
+    for (owner, kind, name), *others in groups:
+        tensor = getattr(owner, kind)[name]
+        for submodule, other_kind, other_name in others:
+            getattr(submodule, other_kind)[other_name] = tensor
+
+
 def materialize(
     module: nn.Module,
     device: torch.device | str | None = None,
@@ -245,6 +293,10 @@ def materialize(
     moved first when `device` differs. Elementwise fills of all tensors run together in one
     parallel region. DTensor parameters (FSDP2, tensor parallel) get their local shards only.
 
+    A tensor held by several modules (tied weights) stays one tensor, with the values that the
+    reset of the module first in named_parameters() order gives it, which are the values eager
+    construction keeps when the model ties its weights after building its layers.
+
     With `seed` (an int), each parameter and buffer is keyed by (seed, its qualified name) and
     each element by its index in the full tensor: values then do not depend on device, thread
     count, initialization order or sharding, nor on the global RNG.
@@ -256,6 +308,9 @@ def materialize(
         raise TypeError(f"materialize: seed must be an int or None, got {type(seed).__name__}")
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     from_meta = {name for name, t in tensors.items() if _on_meta(t)}
+    # Tied tensors: each holder's reset runs as in eager construction, where ties are made after
+    # the layers are built and the first holder's values are kept (_untie, then _tie).
+    tied = _shared_slots(module)
     if from_meta:
         if device is None:
             device = torch.get_default_device()
@@ -263,8 +318,9 @@ def materialize(
         module.to_empty(device=device)
     elif device is not None:
         module.to(device)
+    scratch = _untie(tied)
     named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    session = _Session(named, seed)
+    session = _Session(named, seed, scratch)
     previous = _dispatch.active_session()
     with patched(), torch.no_grad():
         _dispatch.set_session(session)
@@ -275,11 +331,13 @@ def materialize(
                 session.flush()
         finally:
             _dispatch.set_session(previous)
+            _tie(tied)
     params = dict(module.named_parameters())
+    buffers = dict(module.named_buffers())
     missed = [
         name for name, t in named.items()
         if t.numel() and _storage_id(t) not in session.written
-        and (name in params or name in from_meta)
+        and (name in params or (name in buffers and name in from_meta))
     ]
     if missed:
         raise RuntimeError(
