@@ -12,13 +12,14 @@ What is measured
     on the CPU; GPT-2 XL, 1.5B, on a GPU) in each call, stock's way (eager
     construction, or meta + to_empty + every reset_parameters) against
     ext's (construction under ``patched()``, or ``materialize()`` from
-    meta). Each of their calls starts from fresh memory, as a process that
-    builds its model once does: the garbage collector runs and the memory
-    malloc keeps from freed allocations goes back to the OS (glibc's
-    ``malloc_trim``; on CUDA, the caching allocator's ``empty_cache``) before
-    the clock starts, so allocation and first-touch page faults are paid in
-    every call and not only when the allocator happens to have no free
-    memory. The model is released after the clock stops.
+    meta). On the CPU each of their calls starts from fresh memory, as a
+    process that builds its model once does: the garbage collector runs and
+    the memory malloc keeps from freed allocations goes back to the OS
+    (glibc's ``malloc_trim``) before the clock starts, so first-touch page
+    faults are paid in every call and not only when malloc happens to have no
+    free memory. (On CUDA the caching allocator serves every call after the
+    warm-up from the same cached blocks, so calls are alike already.) The
+    model is released after the clock stops.
 
 How
     Each case is warmed up (stock, ext) and then timed as interleaved runs
@@ -179,7 +180,7 @@ class ModelCase:
     full_only: bool = False
 
     devices = ("cpu", "cuda")
-    fresh_memory = True  # each call allocates its model in memory the OS hands out anew
+    fresh_memory = True  # each call starts after release_freed_memory()
 
     @property
     def name(self):
@@ -368,12 +369,10 @@ def make_timer(device):
 
 
 def release_freed_memory(device):
-    """Collects garbage and hands the memory kept from freed allocations back to the OS, so
-    that the next allocations get fresh memory whatever ran before."""
+    """Collects garbage and, on the CPU, hands the memory malloc kept from freed allocations
+    back to the OS, so that the next allocations get fresh pages whatever ran before."""
     gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    elif _malloc_trim is not None:
+    if device == "cpu" and _malloc_trim is not None:
         _malloc_trim(0)
 
 
