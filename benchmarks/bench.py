@@ -19,7 +19,9 @@ What is measured
     faults are paid in every call and not only when malloc happens to have no
     free memory. (On CUDA the caching allocator serves every call after the
     warm-up from the same cached blocks, so calls are alike already.) The
-    model is released after the clock stops.
+    model is released after the clock stops. The last model row times the
+    init alone: one model built for the row is re-initialized in place,
+    every module's reset_parameters (stock) against ``materialize()``.
 
 How
     Each case is warmed up (stock, ext) and then timed as interleaved runs
@@ -171,9 +173,12 @@ def reset_every_module(model):
 
 @dataclass(frozen=True)
 class ModelCase:
-    """Whole-model init of GPT_CONFIGS[device]: stock's way (`stock`: "eager" construction, or
-    "meta_reset", meta construction + to_empty + every reset_parameters) against ext's
-    (`ext`: "patched" construction, or "materialize" from meta). Each call builds a new model."""
+    """Whole-model init of GPT_CONFIGS[device]: stock's way (`stock`: "eager" construction,
+    "meta_reset", meta construction + to_empty + every reset_parameters, or "reset", every
+    reset_parameters of a built model) against ext's (`ext`: "patched" construction,
+    "materialize" from meta, or "materialize_in_place" of a built model). The in-place ways
+    re-initialize one model built for the case, with neither construction nor allocation timed;
+    the others build a new model in each call."""
     label: str
     stock: str
     ext: str
@@ -210,8 +215,10 @@ class ModelCase:
         def materialize():
             return ext.materialize(meta(), device=device)
 
+        built = eager() if self.stock == "reset" else None
         ways = {"eager": eager, "meta_reset": meta_reset, "patched": patched,
-                "materialize": materialize}
+                "materialize": materialize, "reset": partial(reset_every_module, built),
+                "materialize_in_place": partial(ext.materialize, built)}
         params = list(meta().parameters())
         return ways[self.stock], ways[self.ext], params
 
@@ -273,6 +280,7 @@ CASES = [
     ModelCase("eager vs patched()", "eager", "patched"),
     ModelCase("eager vs materialize()", "eager", "materialize"),
     ModelCase("meta+reset vs materialize()", "meta_reset", "materialize"),
+    ModelCase("reset vs materialize() in place", "reset", "materialize_in_place"),
 ]
 
 
