@@ -266,7 +266,9 @@ def _untie(groups: list[list[_Slot]]) -> set[int]:
             slots = getattr(submodule, other_kind)
             if slots[other_name] is tensor:
                 own = torch.empty_like(tensor)
-                slots[other_name] = nn.Parameter(own, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else own
+                if isinstance(tensor, nn.Parameter):
+                    own = nn.Parameter(own, tensor.requires_grad)
+                slots[other_name] = own
             scratch.add(_storage_id(slots[other_name]))
     scratch.discard(0)
     return scratch
