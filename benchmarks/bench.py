@@ -87,12 +87,12 @@ import torchinit_ext as ext  # noqa: E402
 warnings.filterwarnings("ignore", message="mean is more than 2 std")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+FILL_NUMEL = 256 * 2**20  # 1 GiB of float32: larger than CPU L3 / GPU L2
 
 try:
     _malloc_trim = ctypes.CDLL(None).malloc_trim  # glibc
 except (AttributeError, OSError, TypeError):
     _malloc_trim = None
-FILL_NUMEL = 256 * 2**20  # 1 GiB of float32: larger than CPU L3 / GPU L2
 
 
 @dataclass(frozen=True)

@@ -334,12 +334,11 @@ def materialize(
         finally:
             _dispatch.set_session(previous)
             _tie(tied)
-    params = dict(module.named_parameters())
-    buffers = dict(module.named_buffers())
+    params = dict(module.named_parameters())  # tied again: no scratch names
     missed = [
         name for name, t in named.items()
         if t.numel() and _storage_id(t) not in session.written
-        and (name in params or (name in buffers and name in from_meta))
+        and (name in params or name in from_meta)
     ]
     if missed:
         raise RuntimeError(
