@@ -6,19 +6,77 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <vector>
 
 namespace torchinit {
+
+// The most elements a random fill may number (a block of a larger tensor counts the larger
+// tensor's): the RNG contract numbers element indices and their streams' blocks below 2^56, and
+// sparse_ takes up to 16 blocks per column. No tensor in memory comes near; meta tensors can.
+constexpr int64_t kMaxElements = int64_t{1} << 52;
+
+// Fake tensors with symbolic shapes (torch.compile) are checked when the real call runs.
+inline bool has_symbolic_shape(const at::Tensor& self) {
+  return self.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
+}
+
+inline void check_element_count(const at::Tensor& self, const char* op) {
+  if (has_symbolic_shape(self)) return;
+  TORCH_CHECK_VALUE(self.numel() <= kMaxElements, op, ": ", self.numel(),
+                    " elements is more than the RNG contract numbers (2^52)");
+}
 
 inline bool is_supported_float(c10::ScalarType t) {
   return t == c10::kFloat || t == c10::kDouble || t == c10::kHalf || t == c10::kBFloat16;
 }
 
+// Whether two elements of self lie at the same memory offset. ATen decides only dense and
+// expanded layouts; for the rest, strides that each step past the whole span of the smaller
+// ones can't overlap (slices, transposes), and any other layout (as_strided) is decided exactly,
+// one bit per offset of its span.
+inline bool elements_overlap(const at::Tensor& self) {
+  const at::MemOverlap status = at::has_internal_overlap(self);
+  if (status != at::MemOverlap::TooHard) return status == at::MemOverlap::Yes;
+  if (has_symbolic_shape(self) || self.numel() <= 1) return false;
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size) of dims with size > 1
+  for (int64_t d = 0; d < self.dim(); ++d) {
+    if (self.size(d) > 1) dims.emplace_back(self.stride(d), self.size(d));
+  }
+  std::sort(dims.begin(), dims.end());
+  int64_t span = 0;  // largest offset reached by the dims so far
+  bool nested = true;
+  for (const auto& [stride, size] : dims) {
+    if (stride <= span) nested = false;
+    span += stride * (size - 1);  // at most the storage's (or, on meta, the sizes') extent
+  }
+  if (nested) return false;
+  // One bit per offset: bounded by the memory the tensor spans, 1/8 of it for bytes.
+  constexpr int64_t kMaxSpanBits = int64_t{1} << 34;
+  if (span >= kMaxSpanBits) return true;
+  std::vector<bool> seen(static_cast<size_t>(span) + 1);
+  std::vector<int64_t> index(dims.size(), 0);
+  for (int64_t offset = 0;;) {
+    if (seen[offset]) return true;
+    seen[offset] = true;
+    size_t d = 0;
+    for (; d < dims.size(); ++d) {
+      offset += dims[d].first;
+      if (++index[d] < dims[d].second) break;
+      offset -= dims[d].first * index[d];
+      index[d] = 0;
+    }
+    if (d == dims.size()) return false;
+  }
+}
+
 inline void check_no_overlap(const at::Tensor& self, const char* op) {
-  TORCH_CHECK_VALUE(at::has_internal_overlap(self) != at::MemOverlap::Yes, op,
-                    ": tensor has elements that share memory (e.g. made by expand()); "
-                    "clone() it first");
+  TORCH_CHECK_VALUE(!elements_overlap(self), op,
+                    ": tensor has elements that share memory (e.g. made by expand() or "
+                    "as_strided()); clone() it first");
 }
 
 // Random fills: a float16/bfloat16/float32/float64 tensor whose elements don't alias each other.
@@ -26,6 +84,7 @@ inline void check_random_target(const at::Tensor& self, const char* op) {
   TORCH_CHECK_TYPE(is_supported_float(self.scalar_type()), op,
                    ": tensor must be float16, bfloat16, float32 or float64 for a random fill, got ",
                    self.scalar_type());
+  check_element_count(self, op);
   check_no_overlap(self, op);
 }
 
@@ -46,10 +105,12 @@ inline void check_uniform_args(const at::Tensor& self, double a, double b) {
   TORCH_CHECK_VALUE(std::isfinite(b) && std::abs(b) <= limit, "uniform_: b=", b,
                     " is not a finite ", self.scalar_type(), " value");
   TORCH_CHECK_VALUE(a <= b, "uniform_: expects a <= b, but got a=", a, " > b=", b);
-  // The width b - a is computed in float for the float types.
-  TORCH_CHECK_VALUE(self.scalar_type() == c10::kDouble ||
-                        std::isfinite(static_cast<float>(b) - static_cast<float>(a)),
-                    "uniform_: b - a = ", b - a, " overflows float");
+  // The width b - a is computed in float for the float types, in double for double.
+  const bool width_finite = self.scalar_type() == c10::kDouble
+                                ? std::isfinite(b - a)
+                                : std::isfinite(static_cast<float>(b) - static_cast<float>(a));
+  TORCH_CHECK_VALUE(width_finite, "uniform_: b - a overflows ", self.scalar_type(), " (a=", a,
+                    ", b=", b, ")");
 }
 
 inline void check_normal_args(const at::Tensor& self, double std) {

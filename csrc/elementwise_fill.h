@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
 #include <c10/util/SmallVector.h>
+#include <c10/util/safe_numerics.h>
 #include <c10/util/string_view.h>
 
 #include <algorithm>
@@ -76,7 +77,7 @@ struct Constant {
 };
 
 // Calls visit(dist) with the distribution of `fill` in compute type acc_t: a Constant, Uniform,
-// Normal, TruncNormal (float or double quantile), TruncNormalWide or TruncNormalFarTail. Each
+// Normal, TruncNormal (float or double quantile), TruncNormalWide or TruncNormalRejection. Each
 // backend overloads on the type to evaluate it its own way; the law itself is decided here only.
 template <typename acc_t, typename Visit>
 C10_HOST_DEVICE void visit_law(const ElementwiseFill& fill, const Visit& visit) {
@@ -104,18 +105,20 @@ C10_HOST_DEVICE void visit_law(const ElementwiseFill& fill, const Visit& visit) 
       return visit(Constant<acc_t>{lo});
     case Method::kInverse:
       if (plan.double_quantile) {
-        return visit(TruncNormal<acc_t, double>{plan.lower_cdf, plan.upper_sf, plan.mass, mean,
-                                                sigma, lo, hi});
+        return visit(TruncNormal<acc_t, double>{plan.lower_cdf, plan.upper_sf, plan.mass, fill.mean,
+                                                fill.std, lo, hi});
       }
       return visit(TruncNormal<acc_t, acc_t>{plan.lower_cdf, plan.upper_sf, plan.mass, mean, sigma,
                                              lo, hi});
     case Method::kWide:
       return visit(TruncNormalWide<acc_t>{
           {mean, sigma}, static_cast<acc_t>(plan.accept_lo), static_cast<acc_t>(plan.accept_hi),
-          lo, hi, {plan.lower_cdf, plan.upper_sf, plan.mass, mean, sigma, lo, hi}});
+          lo, hi, {plan.lower_cdf, plan.upper_sf, plan.mass, fill.mean, fill.std, lo, hi}});
     case Method::kFarTail:
-      return visit(TruncNormalFarTail<acc_t>{plan.far_alpha, plan.far_trunc, plan.far_sign,
-                                             fill.mean, fill.std, lo, hi});
+    case Method::kFlat:
+      return visit(TruncNormalRejection<acc_t>{plan.method == Method::kFlat, plan.near_alpha,
+                                               plan.width, plan.trunc, plan.near, plan.span,
+                                               fill.std, plan.sign, lo, hi});
   }
 }
 
@@ -139,7 +142,9 @@ class BlockIndex {
   // The whole tensor: the identity.
   BlockIndex() = default;
 
-  // self is the block of a tensor of sizes `full_sizes` that starts at `starts`.
+  // self is the block of a tensor of sizes `full_sizes` that starts at `starts`. Every bound is
+  // checked without overflow, and the larger tensor within the RNG contract's element count, so
+  // every index the map computes lies in [0, its numel).
   BlockIndex(const at::Tensor& self, c10::IntArrayRef full_sizes, c10::IntArrayRef starts)
       : sizes_(self.sizes().begin(), self.sizes().end()), starts_(starts.begin(), starts.end()),
         full_strides_(full_sizes.size()) {
@@ -149,13 +154,17 @@ class BlockIndex {
                       "fill_many_: a tensor of shape ", self.sizes(),
                       " needs full sizes and block starts of length ", ndim, ", got ", full_sizes,
                       " and ", starts);
-    int64_t stride = 1;
+    int64_t full_numel = 1;
     for (int64_t d = ndim - 1; d >= 0; --d) {
-      TORCH_CHECK_VALUE(starts[d] >= 0 && starts[d] + self.size(d) <= full_sizes[d],
+      TORCH_CHECK_VALUE(full_sizes[d] >= 0 && starts[d] >= 0 &&
+                            starts[d] <= full_sizes[d] - self.size(d),
                         "fill_many_: a block of shape ", self.sizes(), " at ", starts,
                         " does not fit in a tensor of shape ", full_sizes);
-      full_strides_[d] = stride;
-      stride *= full_sizes[d];
+      full_strides_[d] = full_numel;
+      TORCH_CHECK_VALUE(!c10::mul_overflows(full_numel, full_sizes[d], &full_numel) &&
+                            full_numel <= kMaxElements,
+                        "fill_many_: full_sizes ", full_sizes,
+                        " has more elements than the RNG contract numbers (2^52)");
     }
   }
 
@@ -209,6 +218,12 @@ inline std::vector<FillTarget> plan_fill_many(at::TensorList selves, const std::
   TORCH_CHECK_VALUE(full_sizes.size() == starts.size(),
                     "fill_many_: full_sizes and block_starts differ in length");
   const bool blocks = !full_sizes.empty();
+  // One device: the dispatcher runs one backend's kernel for the whole list.
+  for (size_t t = 1; t < n; ++t) {
+    TORCH_CHECK_VALUE(selves[t].device() == selves[0].device(), "fill_many_: selves[", t,
+                      "] is on ", selves[t].device(), " but selves[0] is on ", selves[0].device(),
+                      "; all tensors of one call must be on one device");
+  }
   std::vector<FillTarget> targets;
   targets.reserve(n);
   size_t dims = 0;

@@ -310,15 +310,16 @@ struct TruncNormal {
   double lower_cdf;  // Phi(alpha)
   double upper_sf;   // Phi^c(beta) = 1 - Phi(beta)
   double mass;       // Phi(beta) - Phi(alpha)
-  T mean, std, lo, hi;
+  Q mean, std;       // in Q: mean and std may lie beyond float's range when Q is double
+  T lo, hi;
 
   C10_HOST_DEVICE T sample(uint32_t w0, uint32_t w1) const {
     const double u = unit_f64(w0, w1);
     const double p = lower_cdf + u * mass;
     const double q = upper_sf + (1.0 - u) * mass;
     const bool below = p < 0.5;
-    const T z = static_cast<T>(normal_quantile<Q>(below ? p - 0.5 : 0.5 - q, below ? p : q));
-    const T v = z * std + mean;
+    const Q z = normal_quantile<Q>(below ? p - 0.5 : 0.5 - q, below ? p : q);
+    const T v = static_cast<T>(z * std + mean);
     return v < lo ? lo : (v > hi ? hi : v);
   }
   C10_HOST_DEVICE void operator()(PhiloxBlock b, T* out) const {
@@ -371,32 +372,48 @@ struct TruncNormalWide {
   }
 };
 
-// Far tails, where the interval's nearest point to 0 is 30 sigma out or more and Phi nears
-// double's underflow: rejection from the proposal alpha + Exp(rate alpha) truncated at beta
-// (Robert 1995), accepted with probability exp(-(z - alpha)^2 / 2), which is 99.9% on average.
-// Attempt r of element i uses block stream_block(r, i), r = 1, 2, ...; after 255 rejections
-// (probability below 1e-700) alpha is returned. An interval below 0 is mirrored: sign = -1.
+// Per-element rejection, for the regimes where inversion loses its precision. In standard units
+// measured from the interval's near bound alpha (mirrored to alpha >= 0 when the interval lies
+// below the mean: sign = -1), a proposal e in [0, width] is accepted with probability
+// exp(-t(e)), the target density over the proposal's, normalized to at most 1:
+// - far tails (alpha >= 30 sigma, Phi near double's underflow): e ~ Exp(rate alpha) truncated at
+//   width (Robert 1995), t = e^2 / 2, accepted 99.9% of the time on average;
+// - flat intervals (the density varies by less than 2^-20 across them, e.g. std far larger than
+//   the interval): e ~ U(0, width), t = e (alpha + e / 2), or (alpha + e)^2 / 2 when the mean lies
+//   inside (alpha < 0).
+// The value is near + sign e std: measured from the bound, not the mean, so it keeps full
+// precision when the mean or std is huge. Attempt r of element i uses block stream_block(r, i),
+// r = 1, 2, ...; after 255 rejections (probability below 1e-700) the last proposal is kept.
 template <typename T>
-struct TruncNormalFarTail {
+struct TruncNormalRejection {
   static constexpr uint32_t kMaxAttempts = 255;
-  double alpha;  // near bound, >= 30
-  double trunc;  // 1 - exp(-alpha (beta - alpha)): the proposal's mass inside [alpha, beta]
-  double sign;
-  double mean, std;
+  bool uniform;   // the proposal: uniform (flat) or exponential (far tail)
+  double alpha;   // the near bound in standard units
+  double width;   // the interval's width in standard units
+  double trunc;   // exponential: 1 - exp(-alpha width), the proposal's mass inside the interval
+  double near;    // the near bound in the tensor's units
+  double span;    // uniform: the interval's width in the tensor's units (width std)
+  double std, sign;
   T lo, hi;
 
   C10_HOST_DEVICE T sample(PhiloxKey key, uint64_t index) const {
-    double z = alpha;
+    double offset = 0.0;  // e std
     for (uint32_t attempt = 1; attempt <= kMaxAttempts; ++attempt) {
       const PhiloxBlock b = philox4x32_10(stream_block(attempt, index), key);
-      const double candidate = alpha - log_f64(1.0 - unit_f64(b.w[0], b.w[1]) * trunc) / alpha;
-      const double excess = candidate - alpha;
-      if (log_f64(open_unit_f64(b.w[2], b.w[3])) <= -0.5 * excess * excess) {
-        z = candidate;
-        break;
+      const double u = unit_f64(b.w[0], b.w[1]);
+      double e, t;
+      if (uniform) {
+        e = u * width;
+        offset = u * span;
+        t = alpha >= 0.0 ? e * (alpha + 0.5 * e) : 0.5 * (alpha + e) * (alpha + e);
+      } else {
+        e = -log_f64(1.0 - u * trunc) / alpha;
+        offset = e * std;
+        t = 0.5 * e * e;
       }
+      if (log_f64(open_unit_f64(b.w[2], b.w[3])) <= -t) break;
     }
-    const T v = static_cast<T>(sign * z * std + mean);
+    const T v = static_cast<T>(near + sign * offset);
     return v < lo ? lo : (v > hi ? hi : v);
   }
 };

@@ -21,8 +21,9 @@ namespace torchinit {
 // double's underflow for inversion, and the far-tail rejection sampler takes over.
 constexpr double kFarTailSigma = 30.0;
 
-// Intervals narrower than this, relative to their bounds, hold fewer than ~10^5 float values:
-// float's quantile (error ~1e-7 relative) would skew their rounded law, so double is used.
+// Intervals narrower than this, relative to their distance from the mean (their bounds, when
+// the mean is 0), hold fewer than ~10^5 float values or lie where float's quantile (error ~1e-7
+// relative) would skew their rounded law, so double is used.
 constexpr double kNarrowInterval = 1e-2;
 
 // Where the normal puts at least this much mass inside the interval, rejection from the normal
@@ -30,8 +31,12 @@ constexpr double kNarrowInterval = 1e-2;
 // break-even near 0.77. Not for float64: its Box-Muller costs as much as its PPND16 inversion.
 constexpr double kWideMass = 0.8;
 
+// Where the density varies across the interval by a factor below exp(2^-20), inversion has no
+// precision left (Phi barely moves across it) and uniform proposals are all but always accepted.
+constexpr double kFlatDensity = 0x1p-20;
+
 struct TruncNormalPlan {
-  enum class Method { kConstant, kInverse, kWide, kFarTail };
+  enum class Method { kConstant, kInverse, kWide, kFarTail, kFlat };
   Method method;
   // Output-dtype values nearest inside [a, b]: every result is clamped to [lo, hi].
   double lo, hi;
@@ -42,9 +47,10 @@ struct TruncNormalPlan {
   // kWide: the sampling interval rounded inwards to the compute type (float, or double for
   // float64), where proposals are accepted.
   double accept_lo, accept_hi;
-  // kFarTail: the near bound (>= kFarTailSigma), the proposal's mass inside the interval, and
-  // -1 when the interval lies below 0 and is mirrored.
-  double far_alpha, far_trunc, far_sign;
+  // kFarTail, kFlat (TruncNormalRejection): the near bound in standard units and in the
+  // tensor's, the interval's width in both, the exponential proposal's mass inside it, and -1
+  // when the interval lies below the mean and is mirrored.
+  double near_alpha, near, width, span, trunc, sign;
 };
 
 namespace trunc_normal_detail {
@@ -157,15 +163,31 @@ inline TruncNormalPlan plan_trunc_normal(const at::Tensor& self, double mean, do
   }
   const double alpha = (c.sample_lo - mean) / std;
   const double beta = (c.sample_hi - mean) / std;
-  if (alpha >= kFarTailSigma || beta <= -kFarTailSigma) {
-    const bool mirrored = beta <= -kFarTailSigma;
-    plan.method = TruncNormalPlan::Method::kFarTail;
-    plan.far_alpha = mirrored ? -beta : alpha;
-    plan.far_trunc = -std::expm1(-plan.far_alpha * (beta - alpha));
-    plan.far_sign = mirrored ? -1.0 : 1.0;
+  // From the bounds, not alpha and beta, which are equal when the mean is far from a narrow
+  // interval.
+  const double span = c.sample_hi - c.sample_lo;
+  const double width = span / std;
+  const bool mirrored = beta <= 0.0;
+  // The near bound in standard units: its distance from the mean, negative when inside.
+  const double near_alpha = mirrored ? (mean - c.sample_hi) / std : alpha;
+  if (alpha >= kFarTailSigma || beta <= -kFarTailSigma ||
+      width * (std::max(near_alpha, 0.0) + 0.5 * width) <= kFlatDensity) {
+    const bool far = std::max(alpha, -beta) >= kFarTailSigma;
+    plan.method = far ? TruncNormalPlan::Method::kFarTail : TruncNormalPlan::Method::kFlat;
+    plan.near_alpha = near_alpha;
+    plan.near = mirrored ? c.sample_hi : c.sample_lo;
+    plan.width = width;
+    plan.span = span;
+    plan.trunc = far ? -std::expm1(-near_alpha * width) : 0.0;
+    plan.sign = mirrored ? -1.0 : 1.0;
     return plan;
   }
-  plan.double_quantile = c.hi - c.lo < kNarrowInterval * std::max(std::abs(c.lo), std::abs(c.hi));
+  // Float's quantile and arithmetic need the mean and std within float's range, and an
+  // interval wide enough for float's precision at its distance from the mean.
+  const double float_max = std::numeric_limits<float>::max();
+  const bool float_range = std::abs(mean) <= float_max && std <= float_max;
+  plan.double_quantile = !float_range || c.hi - c.lo < kNarrowInterval * std::max(std::abs(c.lo - mean),
+                                                                                  std::abs(c.hi - mean));
   plan.lower_cdf = ndtr(alpha);
   plan.upper_sf = ndtr(-beta);
   // Phi(beta) - Phi(alpha) from the side where both terms are small, so nothing cancels.
@@ -173,7 +195,7 @@ inline TruncNormalPlan plan_trunc_normal(const at::Tensor& self, double mean, do
                       : alpha >= 0.0 ? ndtr(-alpha) - plan.upper_sf
                                      : 1.0 - plan.lower_cdf - plan.upper_sf;
   plan.mass = std::max(mass, 0.0);
-  plan.method = plan.mass >= kWideMass && self.scalar_type() != c10::kDouble
+  plan.method = plan.mass >= kWideMass && self.scalar_type() != c10::kDouble && float_range
                     ? TruncNormalPlan::Method::kWide
                     : TruncNormalPlan::Method::kInverse;
   plan.accept_lo = c.accept_lo;

@@ -170,10 +170,10 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>> {
 };
 
 template <typename acc_t>
-struct ElementValues<acc_t, TruncNormalFarTail<acc_t>> {
-  TruncNormalFarTail<acc_t> dist;
+struct ElementValues<acc_t, TruncNormalRejection<acc_t>> {
+  TruncNormalRejection<acc_t> dist;
   PhiloxKey key;
-  C10_HOST_DEVICE ElementValues(const TruncNormalFarTail<acc_t>& d, PhiloxKey k) : dist(d), key(k) {}
+  C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, PhiloxKey k) : dist(d), key(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(key, i); }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
     for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(key, first + k);
