@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "parallel.h"
 #include "prefault.h"
 
 // Runtime-selected SIMD builds of the hot loops. The default build must run on any x86-64, and
@@ -106,7 +107,7 @@ void fill_logical_range(const at::Tensor& self, const Produce& produce, int64_t 
 // elements per task; pass numel to stay on one thread.
 template <typename scalar_t, typename acc_t, typename Produce>
 void fill_logical(const at::Tensor& self, const Produce& produce, int64_t grain = kGrain) {
-  at::parallel_for(0, self.numel(), grain, [&](int64_t begin, int64_t end) {
+  parallel_for(0, self.numel(), grain, [&](int64_t begin, int64_t end) {
     fill_logical_range<scalar_t, acc_t>(self, produce, begin, end);
   });
 }

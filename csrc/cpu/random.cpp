@@ -18,7 +18,7 @@ namespace {
 
 // Writes the values of elements [begin, end) of the logical tensor a law fills to dst: whole
 // SIMD batches of Philox blocks, then the rejected redrawn (TruncNormalWide) or element by
-// element (TruncNormalFarTail, whose attempts vary in number).
+// element (TruncNormalRejection, whose attempts vary in number).
 template <typename acc_t>
 struct Produce {
   PhiloxKey key;
@@ -32,7 +32,7 @@ struct Produce {
     generate_range(dist, key, dst, begin, end);
     resample_rejected(dist, key, dst, begin, end);  // ranges are at most kChunk long
   }
-  void operator()(const TruncNormalFarTail<acc_t>& dist) const {
+  void operator()(const TruncNormalRejection<acc_t>& dist) const {
     for (int64_t i = begin; i < end; ++i) dst[i - begin] = dist.sample(key, i);
   }
   template <typename Dist>
@@ -70,7 +70,7 @@ void fill_targets(const std::vector<FillTarget>& targets) {
   const int64_t task_size = std::max(kGrain, total / (kTasksPerThread * threads));
   const int64_t tasks = (total + task_size - 1) / task_size;
   std::atomic<int64_t> next_task{0};
-  at::parallel_for(0, std::min(tasks, threads), 1, [&](int64_t, int64_t) {
+  parallel_for(0, std::min(tasks, threads), 1, [&](int64_t, int64_t) {
     for (int64_t task = next_task++; task < tasks; task = next_task++) {
       const int64_t begin = task * task_size;
       const int64_t end = std::min(begin + task_size, total);
@@ -120,7 +120,7 @@ at::Tensor philox_blocks(int64_t key, int64_t offset, int64_t num_blocks) {
   at::Tensor out = at::empty({num_blocks, 4}, at::kInt);
   auto* words = reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>());
   const PhiloxKey k{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
-  at::parallel_for(0, num_blocks, kGrain / 4, [&](int64_t begin, int64_t end) {
+  parallel_for(0, num_blocks, kGrain / 4, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const PhiloxBlock block = philox4x32_10(static_cast<uint64_t>(b), k);
       std::copy(block.w, block.w + 4, words + 4 * b);

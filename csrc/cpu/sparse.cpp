@@ -234,7 +234,7 @@ void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, 
   const int64_t cols = self.size(1);
   const int64_t groups = (cols + kGroupColumns - 1) / kGroupColumns;
   const std::unique_ptr<uint64_t[]> masks(new uint64_t[groups * rows]);
-  at::parallel_for(0, groups, 1, [&](int64_t group_begin, int64_t group_end) {
+  parallel_for(0, groups, 1, [&](int64_t group_begin, int64_t group_end) {
     for (int64_t group = group_begin; group < group_end; ++group) {
       uint64_t* const row_masks = masks.get() + group * rows;
       std::fill(row_masks, row_masks + rows, 0);
@@ -263,7 +263,7 @@ void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, 
              rows * cols * int64_t{sizeof(float)} >= kStreamBytes;
   }
 #endif
-  at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t row_begin, int64_t row_end) {
+  parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t row_begin, int64_t row_end) {
 #if TORCHINIT_X86_MULTIVERSION
     if constexpr (std::is_same_v<scalar_t, float>) {
       if (avx512) return write_rows_avx512(plan, row_begin, row_end, stream);
