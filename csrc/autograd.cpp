@@ -1,8 +1,13 @@
-// Autograd registration. Fills are not differentiable, but they write in place: the version
-// counter of every written argument is bumped (so autograd rejects stale saved tensors), and a
-// call on a tensor that requires grad outside no_grad is refused clearly. (Stock's fallbacks
-// bump only aliased *returns*, and these ops return nothing.)
+// The layers above the kernels, as ATen has them for its own in-place ops. Fills are not
+// differentiable but write in place, and the ops return nothing (see ops.cpp), so torch's
+// generic fallbacks, which look for the written tensor among the returns, can't serve them:
+// - Autograd: a call on a tensor that requires grad outside no_grad is refused clearly.
+// - ADInplaceOrView: inference tensors are refused outside InferenceMode as ATen refuses them,
+//   before anything is written, and every written tensor's version counter is bumped after.
+// - Negative / Conjugate: a view with a math bit (z.conj(), z.conj().imag) is filled through a
+//   plain temporary of its layout, then copied in, which applies the bit.
 #include <ATen/core/grad_mode.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
 
@@ -10,35 +15,100 @@
 
 namespace {
 
-void fill_without_grad(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
-                       torch::jit::Stack* stack) {
+constexpr const char* kOps[] = {"uniform_", "normal_", "trunc_normal_", "sparse_", "constant_",
+                                "eye_", "dirac_", "orthogonal_", "orthogonal_batch_", "fill_many_"};
+
+// Calls visit(tensor) for every tensor the op writes: each Tensor(a!) argument, or each tensor of
+// a Tensor(a!)[] list, on the stack of a boxed call.
+template <typename Visit>
+void for_each_written(const c10::OperatorHandle& op, torch::jit::Stack* stack, const Visit& visit) {
   const auto& args = op.schema().arguments();
   const size_t first = stack->size() - args.size();
-  std::vector<at::Tensor> written;
   for (size_t i = 0; i < args.size(); ++i) {
     const auto* alias = args[i].alias_info();
     if (!alias || !alias->isWrite()) continue;
-    const c10::IValue& arg = (*stack)[first + i];
+    c10::IValue& arg = (*stack)[first + i];
     if (arg.isTensorList()) {
-      for (const at::Tensor& t : arg.toTensorVector()) written.push_back(t);
+      auto list = arg.toTensorList();
+      for (size_t k = 0; k < list.size(); ++k) {
+        at::Tensor t = list.get(k);
+        if (visit(t)) list.set(k, t);
+      }
     } else {
-      written.push_back(arg.toTensor());
+      at::Tensor t = arg.toTensor();
+      if (visit(t)) arg = t;
     }
   }
-  for (const auto& t : written) {
+}
+
+void refuse_differentiable(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                           torch::jit::Stack* stack) {
+  for_each_written(op, stack, [&](const at::Tensor& t) {
     TORCH_CHECK(!(at::GradMode::is_enabled() && t.requires_grad()), op.schema().name(),
                 ": fills are not differentiable; call it under torch.no_grad() on a tensor "
                 "that requires grad");
-  }
+    return false;
+  });
+  op.redispatchBoxed(keys & c10::after_autograd_keyset, stack);
+}
+
+void bump_versions(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                   torch::jit::Stack* stack) {
+  std::vector<at::Tensor> written;
+  for_each_written(op, stack, [&](const at::Tensor& t) {
+    // Inference tensors have no version counter: bumping one outside InferenceMode raises
+    // ATen's own error, here before any element is written.
+    if (t.is_inference() && !c10::InferenceMode::is_enabled()) {
+      torch::autograd::impl::bump_version(t);
+    }
+    written.push_back(t);
+    return false;
+  });
   op.redispatchBoxed(keys & c10::after_ADInplaceOrView_keyset, stack);
   for (const auto& t : written) torch::autograd::impl::bump_version(t);
+}
+
+void fill_through_plain_temporaries(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
+                                    torch::jit::Stack* stack) {
+  std::vector<std::pair<at::Tensor, at::Tensor>> views;  // (view with a math bit, temporary)
+  for_each_written(op, stack, [&](at::Tensor& t) {
+    if (!t.is_conj() && !t.is_neg()) return false;
+    // Same sizes and strides, so the kernel's checks (overlap included) see the view's layout.
+    at::Tensor temporary = at::empty_strided(t.sizes(), t.strides(), t.options());
+    views.emplace_back(t, temporary);
+    t = temporary;
+    return true;
+  });
+  // Below both keys: Negative is dispatched before Conjugate.
+  op.redispatchBoxed(keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER,
+                                                c10::DispatchKey::Conjugate),
+                     stack);
+  at::AutoDispatchBelowADInplaceOrView below_autograd;  // versions are bumped above
+  for (auto& [view, temporary] : views) view.copy_(temporary);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torchinit_ext, Autograd, m) {
-  for (const char* op : {"uniform_", "normal_", "trunc_normal_", "sparse_", "constant_", "eye_",
-                         "dirac_", "orthogonal_", "orthogonal_batch_", "fill_many_"}) {
-    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&fill_without_grad>());
+  for (const char* op : kOps) {
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&refuse_differentiable>());
+  }
+}
+
+TORCH_LIBRARY_IMPL(torchinit_ext, ADInplaceOrView, m) {
+  for (const char* op : kOps) {
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&bump_versions>());
+  }
+}
+
+TORCH_LIBRARY_IMPL(torchinit_ext, Negative, m) {
+  for (const char* op : kOps) {
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&fill_through_plain_temporaries>());
+  }
+}
+
+TORCH_LIBRARY_IMPL(torchinit_ext, Conjugate, m) {
+  for (const char* op : kOps) {
+    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&fill_through_plain_temporaries>());
   }
 }
