@@ -8,6 +8,8 @@ import torch.nn.init as stock
 
 import torchinit_ext as init
 
+ops = torch.ops.torchinit_ext
+
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool,
           torch.complex64]
 
@@ -73,7 +75,7 @@ BAD_INPUT = [  # (call, error type, words the message must contain)
     (lambda t: init.sparse_(t, math.nan), ValueError, "sparsity"),
     (lambda t: init.dirac_(t.view(4, 2, 3), groups=0), ValueError, "groups"),
     (lambda t: init.dirac_(t.view(4, 2, 3), groups=-2), ValueError, "groups"),
-    (lambda t: init.normal_(t.to(torch.int64)), TypeError, "float"),
+    (lambda t: init.normal_(t.to(torch.int64)), NotImplementedError, "Long"),
 ]
 
 
@@ -89,13 +91,21 @@ def test_bad_input_raises_and_leaves_tensor_untouched(call, error, words):
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.uint8])
 @pytest.mark.parametrize("fill", [init.uniform_, init.normal_, init.trunc_normal_, init.xavier_uniform_,
                                   init.kaiming_normal_])
-def test_integer_tensors_refused_for_random_fills(dtype, fill):
+def test_integer_tensors_get_stocks_error_for_random_fills(dtype, fill):
     t = torch.ones(4, 6, dtype=dtype)
-    with pytest.raises(TypeError, match="tensor must be float16, bfloat16, float32 or float64"):
+    with pytest.raises((NotImplementedError, RuntimeError)) as ours:
         fill(t)
     assert (t == 1).all()
-    with pytest.raises(NotImplementedError):  # what stock raises, so old handlers still work
-        fill(t)
+    with pytest.raises((NotImplementedError, RuntimeError)) as theirs:
+        getattr(stock, fill.__name__)(t)
+    assert type(ours.value) is type(theirs.value) and str(ours.value) == str(theirs.value)
+
+
+def test_the_ops_themselves_refuse_integer_tensors_as_init_type_errors():
+    t = torch.ones(4, 6, dtype=torch.int64)
+    with pytest.raises(TypeError, match="tensor must be float16, bfloat16, float32 or float64"):
+        ops.normal_(t, 0.0, 1.0)
+    assert (t == 1).all()
 
 
 @pytest.mark.parametrize("fill", [init.uniform_, init.normal_, init.xavier_normal_, init.kaiming_uniform_,

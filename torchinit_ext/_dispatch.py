@@ -1,10 +1,12 @@
 """Routes each fill to the compiled op when one exists for the tensor, else to stock torch.
 
-The compiled ops (torch.ops.torchinit_ext.*) run on plain tensors and Parameters on devices that
-have kernels. Tensor subclasses (DTensor, FakeTensor, ...), other devices and complex dtypes
-take stock torch's path, so every tensor stock accepts still works.
+The compiled ops (torch.ops.torchinit_ext.*) run on plain strided tensors and Parameters of the
+dtypes they write, on devices that have kernels. Everything else (tensor subclasses such as
+DTensor or FakeTensor, sparse, nested and quantized tensors, other devices and dtypes) takes
+stock torch's path, so every tensor stock accepts still works, with stock's values and errors.
 """
 
+import functools
 import threading
 from collections.abc import Callable
 
@@ -17,7 +19,12 @@ from . import _sharded
 ops = torch.ops.torchinit_ext
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# The dtypes of the random fills, and those that constant_, eye_ and dirac_ write.
+FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+FILL_DTYPES = FLOAT_DTYPES | {
+    torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+    torch.complex64, torch.complex128,
+}
 
 
 def _devices_with_kernels() -> frozenset:
@@ -40,9 +47,15 @@ class InitTypeError(TypeError, NotImplementedError):
     """A tensor of the wrong dtype. Also a NotImplementedError, as stock torch raises."""
 
 
-def compiled(tensor: Tensor) -> bool:
-    """Whether `tensor` takes the compiled kernels."""
-    return type(tensor) in _PLAIN_TYPES and tensor.device.type in COMPILED_DEVICES
+def compiled(tensor: Tensor, dtypes: frozenset = FLOAT_DTYPES) -> bool:
+    """Whether `tensor` takes the compiled kernels of a fill that writes `dtypes`."""
+    return (
+        type(tensor) in _PLAIN_TYPES
+        and tensor.dtype in dtypes
+        and tensor.layout == torch.strided
+        and not tensor.is_nested
+        and tensor.device.type in COMPILED_DEVICES
+    )
 
 
 def call(op, tensor: Tensor, *args) -> Tensor:
@@ -84,7 +97,7 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
             key = ops.philox_key(local, generator) if tensor.numel() else [0, 0]
             call_many([local], [law], [params], [key], [shard])
             return tensor
-    if compiled(tensor) and not tensor.is_complex():
+    if compiled(tensor):
         if law == "constant":
             return call(ops.constant_, tensor, *params)
         return call(getattr(ops, law + "_"), tensor, *params, generator)
@@ -134,14 +147,17 @@ def normal(tensor: Tensor, mean: float, std: float, generator) -> Tensor:
     )
 
 
-def fill(tensor: Tensor, val) -> Tensor:
+def fill(tensor: Tensor, val, stock: Callable[..., Tensor], *stock_args) -> Tensor:
+    """Fills `tensor` with the constant `val`, or calls stock(tensor, *stock_args) for the
+    tensors no kernel takes (stock's zeros_ calls zero_, which sparse tensors have and fill_
+    doesn't, and the other way round for quantized ones)."""
+    fallback = functools.partial(stock, tensor, *stock_args)
     if is_float(tensor) and isinstance(val, (int, float)) and not isinstance(val, bool):
-        return elementwise(tensor, "constant", (val,), None, lambda: tensor.fill_(val))
-    if compiled(tensor) and not isinstance(val, Tensor):
+        return elementwise(tensor, "constant", (val,), None, fallback)
+    if compiled(tensor, FILL_DTYPES) and not isinstance(val, Tensor):
         return call(ops.constant_, tensor, val)
-    with torch.no_grad():
-        return tensor.fill_(val)
+    return fallback()
 
 
 def is_float(tensor: Tensor) -> bool:
-    return tensor.dtype in _FLOAT_DTYPES
+    return tensor.dtype in FLOAT_DTYPES

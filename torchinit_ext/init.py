@@ -18,7 +18,7 @@ from torch.nn.init import _calculate_correct_fan, _calculate_fan_in_and_fan_out,
 from typing_extensions import ParamSpec
 
 from . import _dispatch
-from ._dispatch import InitValueError, call, compiled, ops
+from ._dispatch import FILL_DTYPES, InitValueError, call, compiled, ops
 
 __all__ = [
     "calculate_gain",
@@ -53,6 +53,17 @@ __all__ = [
 # Stock's functions as imported, before patch() can swap torch.nn.init's attributes for ours.
 _stock = SimpleNamespace(**{name: getattr(_stock_module, name) for name in dir(_stock_module)})
 
+# TorchScript can't compile our functions (they dispatch in Python). Where stock's function is
+# scriptable, a scripted call of ours runs stock's, compiled by TorchScript from these names
+# (module globals: patch() leaves this module's names alone).
+_script_uniform_ = _stock.uniform_
+_script_normal_ = _stock.normal_
+_script_constant_ = _stock.constant_
+_script_ones_ = _stock.ones_
+_script_zeros_ = _stock.zeros_
+_script_xavier_uniform_ = _stock.xavier_uniform_
+_script_xavier_normal_ = _stock.xavier_normal_
+
 _R = TypeVar("_R")
 _P = ParamSpec("_P")
 # Stock's annotation types, so signatures compare equal.
@@ -68,6 +79,8 @@ def uniform_(
 ) -> Tensor:
     r"""Fill the input Tensor with values drawn from the uniform distribution
     :math:`\mathcal{U}(a, b)`. See :func:`torch.nn.init.uniform_`."""
+    if torch.jit.is_scripting():
+        return _script_uniform_(tensor, a, b, generator)
     if torch.overrides.has_torch_function_variadic(tensor):
         return torch.overrides.handle_torch_function(
             uniform_, (tensor,), tensor=tensor, a=a, b=b, generator=generator
@@ -83,6 +96,8 @@ def normal_(
 ) -> Tensor:
     r"""Fill the input Tensor with values drawn from the normal distribution
     :math:`\mathcal{N}(\text{mean}, \text{std}^2)`. See :func:`torch.nn.init.normal_`."""
+    if torch.jit.is_scripting():
+        return _script_normal_(tensor, mean, std, generator)
     if torch.overrides.has_torch_function_variadic(tensor):
         return torch.overrides.handle_torch_function(
             normal_, (tensor,), tensor=tensor, mean=mean, std=std, generator=generator
@@ -119,21 +134,27 @@ def trunc_normal_(
 
 def constant_(tensor: Tensor, val: float) -> Tensor:
     r"""Fill the input Tensor with the value :math:`\text{val}`. See :func:`torch.nn.init.constant_`."""
+    if torch.jit.is_scripting():
+        return _script_constant_(tensor, val)
     if torch.overrides.has_torch_function_variadic(tensor):
         return torch.overrides.handle_torch_function(
             constant_, (tensor,), tensor=tensor, val=val
         )
-    return _dispatch.fill(tensor, val)
+    return _dispatch.fill(tensor, val, _stock.constant_, val)
 
 
 def ones_(tensor: Tensor) -> Tensor:
     r"""Fill the input Tensor with the scalar value `1`. See :func:`torch.nn.init.ones_`."""
-    return _dispatch.fill(tensor, 1.0)
+    if torch.jit.is_scripting():
+        return _script_ones_(tensor)
+    return _dispatch.fill(tensor, 1.0, _stock.ones_)
 
 
 def zeros_(tensor: Tensor) -> Tensor:
     r"""Fill the input Tensor with the scalar value `0`. See :func:`torch.nn.init.zeros_`."""
-    return _dispatch.fill(tensor, 0)
+    if torch.jit.is_scripting():
+        return _script_zeros_(tensor)
+    return _dispatch.fill(tensor, 0, _stock.zeros_)
 
 
 def eye_(tensor: Tensor) -> Tensor:
@@ -145,7 +166,7 @@ def eye_(tensor: Tensor) -> Tensor:
 
 
 def _eye(tensor: Tensor) -> None:
-    if compiled(tensor):
+    if compiled(tensor, FILL_DTYPES):
         call(ops.eye_, tensor)
     else:
         _stock.eye_(tensor)
@@ -165,7 +186,7 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
 
 
 def _dirac(tensor: Tensor, groups: int) -> None:
-    if compiled(tensor):
+    if compiled(tensor, FILL_DTYPES):
         call(ops.dirac_, tensor, groups)
     else:
         _stock.dirac_(tensor, groups)
@@ -178,6 +199,8 @@ def xavier_uniform_(
 ) -> Tensor:
     r"""Fill the input `Tensor` with values from a Xavier (Glorot) uniform distribution.
     See :func:`torch.nn.init.xavier_uniform_`."""
+    if torch.jit.is_scripting():
+        return _script_xavier_uniform_(tensor, gain, generator)
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
     a = math.sqrt(3.0) * std  # Calculate uniform bounds from standard deviation
@@ -191,6 +214,8 @@ def xavier_normal_(
 ) -> Tensor:
     r"""Fill the input `Tensor` with values from a Xavier (Glorot) normal distribution.
     See :func:`torch.nn.init.xavier_normal_`."""
+    if torch.jit.is_scripting():
+        return _script_xavier_normal_(tensor, gain, generator)
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
     return _dispatch.normal(tensor, 0.0, std, generator)
