@@ -27,7 +27,9 @@ LAWS = {
     "trunc-inverse": ("trunc_normal", [0.0, 1.0, -0.5, 0.5]),
     "trunc-tail": ("trunc_normal", [0.0, 1.0, 5.0, 6.0]),
     "trunc-narrow": ("trunc_normal", [0.0, 1.0, 1.0, 1.001]),
+    "trunc-narrow-scaled": ("trunc_normal", [0.1, 0.3, 0.4, 0.401]),
     "trunc-far-tail": ("trunc_normal", [0.0, 1.0, -41.0, -40.0]),
+    "trunc-far-tail-scaled": ("trunc_normal", [0.5, 0.02, 1.3, 1.4]),
     "trunc-flat": ("trunc_normal", [0.0, 1e15, -2.0, 2.0]),
     "trunc-huge-mean": ("trunc_normal", [1e30, 1e29, -2.0, 2.0]),
 }
