@@ -78,6 +78,7 @@ TRUNC_CASES = [  # mean, std, a, b
     (0.0, 1.0, -1.2816, 1.2816),  # normal mass 0.80002: rejection from the normal (float)
     (0.0, 1.0, -1.2815, 1.2815),  # 0.79995: inversion
     (2.0, 0.5, 1.0, 3.5),  # asymmetric, rejection from the normal
+    (0.0, 1.0, 2.0, 3.0),  # narrow, in the tail
 ]
 
 
@@ -111,3 +112,26 @@ def test_sparse_is_reproducible_from_generator():
     a = init.sparse_(torch.empty(64, 32), 0.5, generator=torch.Generator().manual_seed(9))
     b = init.sparse_(torch.empty(64, 32), 0.5, generator=torch.Generator().manual_seed(9))
     assert torch.equal(a, b)
+
+
+ND_SHAPES = [(20_000,), (125, 160), (10, 8, 25, 10)]
+ND_LAWS = [  # fill, kwargs (none of them exact in float32), the law
+    (init.uniform_, {"a": -1.37, "b": 2.21}, stats.uniform(-1.37, 3.58)),
+    (init.normal_, {"mean": -1.37, "std": 0.61}, stats.norm(-1.37, 0.61)),
+    (init.trunc_normal_, {"mean": 0.41, "std": 0.73, "a": -0.62, "b": 1.05},
+     stats.truncnorm((-0.62 - 0.41) / 0.73, (1.05 - 0.41) / 0.73, loc=0.41, scale=0.73)),
+]
+
+
+@pytest.mark.parametrize("fill,kwargs,dist", ND_LAWS)
+@pytest.mark.parametrize("shape", ND_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_multidimensional_fills_follow_the_law(fill, kwargs, dist, shape, dtype):
+    w = fill(torch.empty(shape, dtype=dtype), generator=torch.Generator().manual_seed(21), **kwargs)
+    x = w.double().flatten().numpy()
+    if fill is init.trunc_normal_:  # [a, b] exactly, not only at the dtype's precision
+        assert x.min() >= kwargs["a"] and x.max() <= kwargs["b"]
+    elif fill is init.uniform_:
+        lo, hi = (torch.tensor(kwargs[k], dtype=dtype).item() for k in ("a", "b"))
+        assert x.min() >= lo and x.max() <= hi
+    assert stats.kstest(x, dist.cdf).pvalue > P_MIN

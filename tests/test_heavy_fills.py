@@ -74,6 +74,7 @@ ROUNDED_CASES = [  # dtype, mean, std, a, b
     (torch.bfloat16, 0.0, 1.0, -1.2816, 1.2816),  # mass 0.80002, at the switch
     (torch.bfloat16, 0.0, 1.0, -1.2815, 1.2815),  # mass 0.79995: inversion
     (torch.float16, 0.5, 1.0, -1.01, 3.0),
+    (torch.float16, 0.0, 1.0, 2.0, 3.0),  # narrow, in the tail: 2% of the normal's mass
 ]
 
 
@@ -93,6 +94,36 @@ def test_trunc_normal_bounds_do_not_pile_up():
     next_below = x[x < top].max().item()
     density_below = (x == next_below).double().mean().item()
     assert top <= 0.3 and density_at_top < 1.2 * density_below
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_trunc_normal_distinct_values_match_the_rounded_law(dtype):
+    # n draws of [-2, 2] (both on the grid) hit sum_v 1 - (1 - p_v)^n distinct values in
+    # expectation, p_v the mass of v's rounding cell; the count's variance is below its mean.
+    n = 10_000
+    x = init.trunc_normal_(torch.empty(n, dtype=dtype), 0.0, 1.0, -2.0, 2.0, generator=_gen(13))
+    assert torch.isfinite(x).all() and x.min() >= -2.0 and x.max() <= 2.0
+    grid = _grid_values(dtype, -2.0, 2.0)
+    edges = np.concatenate([[-2.0], (grid[1:] + grid[:-1]) / 2, [2.0]])
+    masses = np.diff(stats.truncnorm(-2.0, 2.0).cdf(edges))
+    expected = (1 - (1 - masses) ** n).sum()
+    assert abs(x.unique().numel() - expected) < 5 * math.sqrt(expected)
+
+
+@pytest.mark.parametrize("dtype,collisions", [(torch.float32, 20), (torch.float64, 0)])
+def test_trunc_normal_full_precision_values_are_distinct(dtype, collisions):
+    n = 10_000
+    x = init.trunc_normal_(torch.empty(n, dtype=dtype), 0.0, 1.0, -2.0, 2.0, generator=_gen(14))
+    assert torch.isfinite(x).all() and x.min() >= -2.0 and x.max() <= 2.0
+    assert x.unique().numel() >= n - collisions
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_trunc_normal_bounds_20_std_away_are_never_returned(dtype):
+    # Nothing is clamped onto a bound: with std 0.1, +-2 lie 20 std out of reach.
+    x = init.trunc_normal_(torch.empty(20_000, dtype=dtype), 0.0, 0.1, -2.0, 2.0, generator=_gen(15))
+    assert (x != -2.0).all() and (x != 2.0).all()
+    assert x.abs().max().item() < 0.7
 
 
 def test_trunc_normal_far_tail_values_are_exact_and_in_range():
@@ -193,6 +224,22 @@ def test_sparse_columns_are_independent_and_rows_uniform():
     shared = (z[:, 1:] * z[:, :-1]).sum(0).numpy()
     expected = zeros * zeros / rows
     assert abs(shared.mean() - expected) < 6 * shared.std() / math.sqrt(shared.size)
+
+
+def test_sparse_default_std_is_one_hundredth():
+    w = init.sparse_(torch.empty(100, 250), 0.2, generator=_gen(16))
+    assert ((w == 0).sum(0) == 20).all()
+    nonzero = w[w != 0].double().numpy()
+    assert stats.kstest(nonzero, stats.norm(0, 0.01).cdf).pvalue > P_MIN
+    assert stats.kstest(nonzero, stats.norm(0, 0.011).cdf).pvalue < P_MIN  # the std is what is checked
+
+
+@pytest.mark.parametrize("shape", [(), (6,), (3, 4, 5)])
+def test_sparse_refuses_tensors_that_are_not_2d(shape):
+    t = torch.full(shape, 2.0)
+    with pytest.raises(ValueError, match="Only tensors with 2 dimensions are supported"):
+        init.sparse_(t, 0.5)
+    assert (t == 2.0).all()
 
 
 def test_sparse_nonzeros_are_normal():
