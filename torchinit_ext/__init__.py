@@ -20,5 +20,5 @@ __all__ = list(_init_all) + [
     "InitTypeError",
     "InitValueError",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 del _init
