@@ -9,8 +9,8 @@
 #include "cuda/fill_spans.h"
 #include "cuda/sparse_columns.h"
 #include "cuda/strided_layout.h"
-#include "elementwise_fill.h"
-#include "identity_layout.h"
+#include "plan/elementwise_fill.h"
+#include "plan/identity_layout.h"
 
 using namespace torchinit;
 using namespace torchinit::cuda;

@@ -5,8 +5,8 @@
 
 #include <algorithm>
 
-#include "../checks.h"
-#include "../identity_layout.h"
+#include "../plan/checks.h"
+#include "../plan/identity_layout.h"
 #include "loops.h"
 
 namespace torchinit::cpu {

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "../philox.h"
+#include "../rng/philox.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define TORCHINIT_X86_MULTIVERSION 1

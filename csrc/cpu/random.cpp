@@ -9,8 +9,9 @@
 #include <atomic>
 #include <vector>
 
-#include "../elementwise_fill.h"
-#include "../transforms.h"
+#include "../plan/elementwise_fill.h"
+#include "../dist/uniform_normal.h"
+#include "../dist/trunc_normal.h"
 #include "random_fill.h"
 
 namespace torchinit::cpu {

@@ -1,11 +1,11 @@
 // Counter-based random fills on the CPU: Philox blocks generated in SIMD batches, transformed by
-// the shared distributions of transforms.h.
+// the shared distributions of csrc/dist.
 #pragma once
 
 #include <algorithm>
 
-#include "../generator_key.h"
-#include "../philox.h"
+#include "../rng/generator_key.h"
+#include "../rng/philox.h"
 #include "loops.h"
 #include "philox_lanes.h"
 

@@ -20,9 +20,9 @@
 #include <algorithm>
 #include <memory>
 
-#include "../checks.h"
-#include "../sparse_draws.h"
-#include "../transforms.h"
+#include "../plan/checks.h"
+#include "../dist/sparse_draws.h"
+#include "../dist/uniform_normal.h"
 #include "random_fill.h"
 
 namespace torchinit::cpu {

@@ -7,7 +7,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../identity_layout.h"
+#include "../plan/identity_layout.h"
 #include "launch.cuh"
 #include "strided_layout.h"
 

@@ -14,7 +14,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "../elementwise_fill.h"
+#include "../plan/elementwise_fill.h"
 #include "strided_layout.h"
 
 namespace torchinit::cuda {

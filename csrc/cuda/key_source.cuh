@@ -11,7 +11,7 @@
 #include <optional>
 #include <tuple>
 
-#include "../generator_key.h"
+#include "../rng/generator_key.h"
 
 namespace torchinit::cuda {
 

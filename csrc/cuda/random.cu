@@ -13,7 +13,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../elementwise_fill.h"
+#include "../plan/elementwise_fill.h"
 #include "fill_spans.h"
 #include "key_source.cuh"
 #include "launch.cuh"

@@ -11,7 +11,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include "../checks.h"
+#include "../plan/checks.h"
 #include "key_source.cuh"
 #include "launch.cuh"
 #include "sparse_columns.h"

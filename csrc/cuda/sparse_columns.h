@@ -7,8 +7,8 @@
 
 #include <cstdint>
 
-#include "../sparse_draws.h"
-#include "../transforms.h"
+#include "../dist/sparse_draws.h"
+#include "../dist/uniform_normal.h"
 
 namespace torchinit::cuda {
 

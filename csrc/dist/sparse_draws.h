@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "philox.h"
+#include "../rng/philox.h"
 
 namespace torchinit {
 

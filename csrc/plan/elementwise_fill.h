@@ -16,9 +16,10 @@
 #include <vector>
 
 #include "checks.h"
-#include "philox.h"
-#include "transforms.h"
-#include "trunc_normal_plan.h"
+#include "../rng/philox.h"
+#include "../dist/uniform_normal.h"
+#include "../dist/trunc_normal.h"
+#include "../dist/trunc_normal_plan.h"
 
 namespace torchinit {
 
