@@ -18,10 +18,10 @@
 namespace torchinit {
 namespace {
 
-// Reflectors per compact-WY block: 64 measured fastest of 32/64/128/256 on 1024x1024 and
-// 4096x512 float32 (2 cores, MKL); smaller blocks starve the GEMMs, larger ones spend more in
+// Reflectors per compact-WY panel: 64 measured fastest of 32/64/128/256 on 1024x1024 and
+// 4096x512 float32 (2 cores, MKL); smaller panels starve the GEMMs, larger ones spend more in
 // the Gram matrices (k/n of the flops) and the k x k factors.
-constexpr int64_t kBlock = 64;
+constexpr int64_t kPanel = 64;
 
 // The project's own normal fill, through the dispatcher so the values obey the RNG contract on
 // whichever backend the tensor lives.
@@ -35,7 +35,7 @@ void fill_standard_normal(at::Tensor& out, const std::optional<at::Generator>& g
 
 // H_j0 ... H_{j1-1} = I - V T V^T (compact WY), V: (batch, m - j0, k) with zeros above the
 // diagonal of its top k x k, T: (batch, k, k) upper triangular.
-struct BlockReflectors {
+struct PanelReflectors {
   at::Tensor v;
   at::Tensor t;
 };
@@ -43,7 +43,7 @@ struct BlockReflectors {
 // Turns columns [j0, j1) of `gaussian` (batch, m, n), in place, into the unnormalized reflectors
 // v_j = x_j + d_j e_j, x_j = column j from row j down, d_j = s_j ||x_j|| with s_j = sign(x_j[0])
 // (+1 at 0; no cancellation), d_j = 1 (v_j = e_j) where x_j = 0. Rows < j0 are never read.
-BlockReflectors block_reflectors(at::Tensor& gaussian, int64_t j0, int64_t j1) {
+PanelReflectors panel_reflectors(at::Tensor& gaussian, int64_t j0, int64_t j1) {
   const int64_t k = j1 - j0;
   at::Tensor v = gaussian.slice(1, j0).slice(2, j0, j1);
   at::Tensor top = v.narrow(1, 0, k).tril_();
@@ -69,18 +69,18 @@ BlockReflectors block_reflectors(at::Tensor& gaussian, int64_t j0, int64_t j1) {
 
 // Q = H_0 H_1 ... H_{n-1} [D; 0], D = diag(-s_j * gain): the reflectors of the Gaussian
 // columns, times sign(R_jj) = -s_j (Mezzadri's fix, which makes Q Haar) and gain, both folded
-// into the starting matrix. Blocked and backward like LAPACK orgqr: while block [j0, j1) is
+// into the starting matrix. Blocked and backward like LAPACK orgqr: while panel [j0, j1) is
 // applied, the columns < j0 of Q are still columns of [D; 0], zero in rows >= j0, so only
 // Q[j0:, j0:] changes.
 at::Tensor haar_from_gaussian(at::Tensor& gaussian, double gain) {
   const int64_t n = gaussian.size(2);
   at::Tensor q = at::zeros_like(gaussian);
   q.diagonal(0, -2, -1).fill_(-gain).masked_fill_(gaussian.diagonal(0, -2, -1) < 0, gain);
-  for (int64_t j0 = (n - 1) / kBlock * kBlock; j0 >= 0; j0 -= kBlock) {
-    const BlockReflectors block = block_reflectors(gaussian, j0, std::min(j0 + kBlock, n));
+  for (int64_t j0 = (n - 1) / kPanel * kPanel; j0 >= 0; j0 -= kPanel) {
+    const PanelReflectors panel = panel_reflectors(gaussian, j0, std::min(j0 + kPanel, n));
     at::Tensor trailing = q.slice(1, j0).slice(2, j0);
-    const at::Tensor w = at::bmm(block.t, at::bmm(block.v.transpose(1, 2), trailing));
-    trailing.baddbmm_(block.v, w, /*beta=*/1, /*alpha=*/-1);
+    const at::Tensor w = at::bmm(panel.t, at::bmm(panel.v.transpose(1, 2), trailing));
+    trailing.baddbmm_(panel.v, w, /*beta=*/1, /*alpha=*/-1);
   }
   return q;
 }

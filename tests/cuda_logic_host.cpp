@@ -17,7 +17,7 @@ using namespace torchinit::cuda;
 
 namespace {
 
-constexpr int64_t kLanes = 256;  // threads per block, as the kernels launch
+constexpr int64_t kThreads = 256;  // threads per block, as the kernels launch
 
 // fill_many_ as fill_many_kernel runs it: every chunk of every target, every lane of the chunk.
 void fill_many(std::vector<at::Tensor> selves, const std::vector<std::string>& laws,
@@ -25,11 +25,11 @@ void fill_many(std::vector<at::Tensor> selves, const std::vector<std::string>& l
                const std::vector<int64_t>& full_sizes, const std::vector<int64_t>& starts) {
   for (const FillTarget& target : plan_fill_many(selves, laws, params, keys, full_sizes, starts)) {
     if (target.self.numel() == 0) continue;
-    const PlannedTarget planned = plan_target(target.self, target.fill, target.block);
+    const PlannedTarget planned = plan_target(target.self, target.fill, target.shard);
     const FillDesc& d = planned.desc;
     for (int64_t c = 0; c < num_chunks(d.numel); ++c) {
-      for (int64_t lane = 0; lane < kLanes; ++lane) {
-        fill_chunk_any(d, d.fill.key, c * kChunk, chunk_end(d, c), lane, kLanes);
+      for (int64_t lane = 0; lane < kThreads; ++lane) {
+        fill_chunk_any(d, d.fill.state, c * kChunk, chunk_end(d, c), lane, kThreads);
       }
     }
     copy_temporaries({planned});
@@ -37,11 +37,11 @@ void fill_many(std::vector<at::Tensor> selves, const std::vector<std::string>& l
 }
 
 // sparse_ as its three kernels and the scan between them run it.
-void sparse(at::Tensor self, double sparsity, double std, int64_t key, int64_t offset) {
+void sparse(at::Tensor self, double sparsity, double std, int64_t state, int64_t offset) {
   const int64_t rows = self.size(0);
   const FloydChoice choice = floyd_choice(rows, sparsity);
   const SparseColumns p{rows, self.size(1), choice.count, choice.chosen_are_zeros};
-  const PhiloxKey k{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
+  const PhiloxState k{static_cast<uint64_t>(state), static_cast<uint64_t>(offset)};
   std::vector<uint64_t> masks(p.groups() * rows, 0);
   for (int64_t c = 0; c < p.cols; ++c) {
     uint64_t* const row_masks = masks.data() + (c / 64) * rows;

@@ -24,7 +24,7 @@
 namespace torchinit::cpu {
 
 // Elements a task generates into its stack buffer before storing them.
-constexpr int64_t kChunk = 2048;
+constexpr int64_t kBufferElements = 2048;
 // Elements below which a fill runs on one thread.
 constexpr int64_t kGrain = 1 << 15;
 
@@ -87,12 +87,12 @@ void fill_logical_range(const at::Tensor& self, const Produce& produce, int64_t 
   auto* data = self.data_ptr<scalar_t>();
   const StridedWriter<scalar_t> writer(self);
   constexpr int64_t kPiece = static_cast<int64_t>(kPrefaultBytes / sizeof(scalar_t));
-  acc_t buffer[kChunk];
+  acc_t buffer[kBufferElements];
   for (int64_t piece = begin; piece < end; piece += kPiece) {
     const int64_t piece_end = std::min(end, piece + kPiece);
     if (contiguous) prefault_for_write(data + piece, (piece_end - piece) * sizeof(scalar_t));
-    for (int64_t i = piece; i < piece_end; i += kChunk) {
-      const int64_t stop = std::min(piece_end, i + kChunk);
+    for (int64_t i = piece; i < piece_end; i += kBufferElements) {
+      const int64_t stop = std::min(piece_end, i + kBufferElements);
       if (std::is_same_v<scalar_t, acc_t> && contiguous) {
         produce(reinterpret_cast<acc_t*>(data) + i, i, stop);
       } else {

@@ -23,9 +23,9 @@ constexpr int kWideLanes = 2 * kLanes;
 namespace philox_impl {
 
 template <int N>
-inline void philox_scalar(PhiloxKey key, const uint64_t* blocks, uint32_t (*words)[N]) {
+inline void philox_scalar(PhiloxState state, const uint64_t* blocks, uint32_t (*words)[N]) {
   for (int j = 0; j < N; ++j) {
-    const PhiloxBlock b = philox4x32_10(blocks[j], key);
+    const PhiloxBlock b = philox4x32_10(blocks[j], state);
     for (int k = 0; k < 4; ++k) words[k][j] = b.w[k];
   }
 }
@@ -50,7 +50,7 @@ __attribute__((target("avx2"))) inline void mulhilo(__m256i a, __m256i m, __m256
 
 // N / 16 groups of 16 lanes, round by round.
 template <int N>
-__attribute__((target("avx512f"))) inline void philox_avx512(PhiloxKey key, const uint64_t* blocks,
+__attribute__((target("avx512f"))) inline void philox_avx512(PhiloxState state, const uint64_t* blocks,
                                                               uint32_t (*words)[N]) {
   constexpr int G = N / 16;
   // Split the 64-bit block numbers into their low and high words, lanes in order.
@@ -64,12 +64,12 @@ __attribute__((target("avx512f"))) inline void philox_avx512(PhiloxKey key, cons
     const __m512i b_hi = _mm512_loadu_si512(blocks + 16 * g + 8);
     c0[g] = _mm512_permutex2var_epi32(b_lo, idx_lo, b_hi);
     c1[g] = _mm512_permutex2var_epi32(b_lo, idx_hi, b_hi);
-    c2[g] = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.offset)));
-    c3[g] = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.offset >> 32)));
+    c2[g] = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(state.offset)));
+    c3[g] = _mm512_set1_epi32(static_cast<int>(static_cast<uint32_t>(state.offset >> 32)));
   }
   for (int r = 0; r < 10; ++r) {
-    const __m512i k0 = _mm512_set1_epi32(static_cast<int>(round_key0(key, r)));
-    const __m512i k1 = _mm512_set1_epi32(static_cast<int>(round_key1(key, r)));
+    const __m512i k0 = _mm512_set1_epi32(static_cast<int>(round_key0(state, r)));
+    const __m512i k1 = _mm512_set1_epi32(static_cast<int>(round_key1(state, r)));
     for (int g = 0; g < G; ++g) {
       __m512i hi0, lo0, hi1, lo1;
       mulhilo(c0[g], m0, hi0, lo0);
@@ -90,7 +90,7 @@ __attribute__((target("avx512f"))) inline void philox_avx512(PhiloxKey key, cons
 
 // Groups of 8 lanes, one after the other.
 template <int N>
-__attribute__((target("avx2"))) inline void philox_avx2(PhiloxKey key, const uint64_t* blocks,
+__attribute__((target("avx2"))) inline void philox_avx2(PhiloxState state, const uint64_t* blocks,
                                                         uint32_t (*words)[N]) {
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(philox_detail::kMul0));
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(philox_detail::kMul1));
@@ -102,14 +102,14 @@ __attribute__((target("avx2"))) inline void philox_avx2(PhiloxKey key, const uin
     }
     __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo_words));
     __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi_words));
-    __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.offset)));
-    __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(key.offset >> 32)));
+    __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(state.offset)));
+    __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(state.offset >> 32)));
     for (int r = 0; r < 10; ++r) {
       __m256i hi0, lo0, hi1, lo1;
       mulhilo(c0, m0, hi0, lo0);
       mulhilo(c2, m1, hi1, lo1);
-      const __m256i k0 = _mm256_set1_epi32(static_cast<int>(round_key0(key, r)));
-      const __m256i k1 = _mm256_set1_epi32(static_cast<int>(round_key1(key, r)));
+      const __m256i k0 = _mm256_set1_epi32(static_cast<int>(round_key0(state, r)));
+      const __m256i k1 = _mm256_set1_epi32(static_cast<int>(round_key1(state, r)));
       c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), k0);
       c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), k1);
       c1 = lo1;
@@ -129,44 +129,44 @@ __attribute__((target("avx2"))) inline void philox_avx2(PhiloxKey key, const uin
 #if TORCHINIT_X86_MULTIVERSION
 __attribute__((target("default")))
 #endif
-inline void philox_lanes(PhiloxKey key, const uint64_t* blocks, uint32_t (*words)[kLanes]) {
-  philox_impl::philox_scalar<kLanes>(key, blocks, words);
+inline void philox_lanes(PhiloxState state, const uint64_t* blocks, uint32_t (*words)[kLanes]) {
+  philox_impl::philox_scalar<kLanes>(state, blocks, words);
 }
 
 #if TORCHINIT_X86_MULTIVERSION
 __attribute__((target("default")))
 #endif
-inline void philox_lanes(PhiloxKey key, const uint64_t* blocks, uint32_t (*words)[kWideLanes]) {
-  philox_impl::philox_scalar<kWideLanes>(key, blocks, words);
+inline void philox_lanes(PhiloxState state, const uint64_t* blocks, uint32_t (*words)[kWideLanes]) {
+  philox_impl::philox_scalar<kWideLanes>(state, blocks, words);
 }
 
 #if TORCHINIT_X86_MULTIVERSION
-__attribute__((target("avx2"))) inline void philox_lanes(PhiloxKey key, const uint64_t* blocks,
+__attribute__((target("avx2"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
                                                           uint32_t (*words)[kLanes]) {
-  philox_impl::philox_avx2<kLanes>(key, blocks, words);
+  philox_impl::philox_avx2<kLanes>(state, blocks, words);
 }
 
-__attribute__((target("avx2"))) inline void philox_lanes(PhiloxKey key, const uint64_t* blocks,
+__attribute__((target("avx2"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
                                                           uint32_t (*words)[kWideLanes]) {
-  philox_impl::philox_avx2<kWideLanes>(key, blocks, words);
+  philox_impl::philox_avx2<kWideLanes>(state, blocks, words);
 }
 
-__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxKey key, const uint64_t* blocks,
+__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
                                                              uint32_t (*words)[kLanes]) {
-  philox_impl::philox_avx512<kLanes>(key, blocks, words);
+  philox_impl::philox_avx512<kLanes>(state, blocks, words);
 }
 
-__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxKey key, const uint64_t* blocks,
+__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
                                                              uint32_t (*words)[kWideLanes]) {
-  philox_impl::philox_avx512<kWideLanes>(key, blocks, words);
+  philox_impl::philox_avx512<kWideLanes>(state, blocks, words);
 }
 #endif
 
 // Blocks first_block .. first_block + kLanes - 1.
-inline void philox_lanes(PhiloxKey key, uint64_t first_block, uint32_t (*words)[kLanes]) {
+inline void philox_lanes(PhiloxState state, uint64_t first_block, uint32_t (*words)[kLanes]) {
   uint64_t blocks[kLanes];
   for (int j = 0; j < kLanes; ++j) blocks[j] = first_block + j;
-  philox_lanes(key, blocks, words);
+  philox_lanes(state, blocks, words);
 }
 
 }  // namespace torchinit::cpu

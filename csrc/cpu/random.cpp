@@ -22,7 +22,7 @@ namespace {
 // element (TruncNormalRejection, whose attempts vary in number).
 template <typename acc_t>
 struct Produce {
-  PhiloxKey key;
+  PhiloxState state;
   acc_t* dst;
   int64_t begin, end;
 
@@ -30,15 +30,15 @@ struct Produce {
     std::fill(dst, dst + (end - begin), dist.value);
   }
   void operator()(const TruncNormalWide<acc_t>& dist) const {
-    generate_range(dist, key, dst, begin, end);
-    resample_rejected(dist, key, dst, begin, end);  // ranges are at most kChunk long
+    generate_range(dist, state, dst, begin, end);
+    resample_rejected(dist, state, dst, begin, end);  // ranges are at most kBufferElements long
   }
   void operator()(const TruncNormalRejection<acc_t>& dist) const {
-    for (int64_t i = begin; i < end; ++i) dst[i - begin] = dist.sample(key, i);
+    for (int64_t i = begin; i < end; ++i) dst[i - begin] = dist.sample(state, i);
   }
   template <typename Dist>
   void operator()(const Dist& dist) const {
-    generate_range(dist, key, dst, begin, end);
+    generate_range(dist, state, dst, begin, end);
   }
 };
 
@@ -49,8 +49,8 @@ void fill_target_range(const FillTarget& target, int64_t begin, int64_t end) {
     fill_logical_range<scalar_t, acc_t>(
         target.self,
         [&](acc_t* dst, int64_t local_begin, int64_t local_end) {
-          target.block.for_each_run(local_begin, local_end, [&](int64_t at, int64_t b, int64_t e) {
-            visit_law<acc_t>(target.fill, Produce<acc_t>{target.fill.key, dst + at, b, e});
+          target.shard.for_each_run(local_begin, local_end, [&](int64_t at, int64_t b, int64_t e) {
+            visit_law<acc_t>(target.fill, Produce<acc_t>{target.fill.state, dst + at, b, e});
           });
         },
         begin, end);
@@ -88,8 +88,8 @@ void fill_targets(const std::vector<FillTarget>& targets) {
 // Draws the key of a single-tensor fill (none for an empty tensor, as stock) and runs it.
 void fill_one(const at::Tensor& self, ElementwiseFill fill, const std::optional<at::Generator>& generator) {
   if (self.numel() == 0) return;
-  fill.key = draw_philox_key(generator);
-  fill_targets({FillTarget{self, fill, BlockIndex()}});
+  fill.state = draw_philox_state(generator);
+  fill_targets({FillTarget{self, fill, ShardIndex()}});
 }
 
 void uniform_cpu(at::Tensor& self, double a, double b, std::optional<at::Generator> generator) {
@@ -112,15 +112,15 @@ void fill_many_cpu(at::TensorList selves, const std::vector<std::string>& laws,
 }
 
 std::vector<int64_t> philox_key_cpu(const at::Tensor&, std::optional<at::Generator> generator) {
-  const PhiloxKey key = draw_philox_key(generator);
-  return {static_cast<int64_t>(key.key), static_cast<int64_t>(key.offset)};
+  const PhiloxState state = draw_philox_state(generator);
+  return {static_cast<int64_t>(state.key), static_cast<int64_t>(state.offset)};
 }
 
 at::Tensor philox_blocks(int64_t key, int64_t offset, int64_t num_blocks) {
   TORCH_CHECK_VALUE(num_blocks >= 0, "philox_blocks: num_blocks must be >= 0, got ", num_blocks);
   at::Tensor out = at::empty({num_blocks, 4}, at::kInt);
   auto* words = reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>());
-  const PhiloxKey k{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
+  const PhiloxState k{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
   parallel_for(0, num_blocks, kGrain / 4, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       const PhiloxBlock block = philox4x32_10(static_cast<uint64_t>(b), k);

@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "../rng/generator_key.h"
+#include "../rng/generator_state.h"
 #include "../rng/philox.h"
 #include "loops.h"
 #include "philox_lanes.h"
@@ -13,10 +13,10 @@ namespace torchinit::cpu {
 
 // Blocks blocks[0 .. Lanes), transformed by dist into out, Dist::kPerBlock values each.
 template <int Lanes, typename Dist, typename acc_t>
-TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxKey key, const uint64_t* blocks,
+TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxState state, const uint64_t* blocks,
                                           acc_t* out) {
   uint32_t words[4][Lanes];
-  philox_lanes(key, blocks, words);
+  philox_lanes(state, blocks, words);
   const Dist local = dist;  // stores to out can't change its fields: no alias checks in the loop
   for (int j = 0; j < Lanes; ++j) {
     local(PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}},
@@ -27,7 +27,7 @@ TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxKey key, const
 // Writes the values of logical elements [begin, end) of a fill with `dist` to dst: whole batches
 // straight to dst, the partial ones at the ends through a buffer.
 template <typename acc_t, typename Dist>
-void generate_range(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, int64_t end) {
+void generate_range(const Dist& dist, PhiloxState state, acc_t* dst, int64_t begin, int64_t end) {
   constexpr int64_t kPerBatch = kWideLanes * Dist::kPerBlock;
   acc_t batch[kPerBatch];
   int64_t first = begin - begin % Dist::kPerBlock;  // first element of the current batch
@@ -36,9 +36,9 @@ void generate_range(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, 
     for (int j = 0; j < kWideLanes; ++j) blocks[j] = static_cast<uint64_t>(first / Dist::kPerBlock + j);
     const int64_t stop = std::min(end, first + kPerBatch);
     if (i == first && stop == first + kPerBatch) {
-      generate_batch<kWideLanes>(dist, key, blocks, dst + (i - begin));
+      generate_batch<kWideLanes>(dist, state, blocks, dst + (i - begin));
     } else {
-      generate_batch<kWideLanes>(dist, key, blocks, batch);
+      generate_batch<kWideLanes>(dist, state, blocks, batch);
       std::copy(batch + (i - first), batch + (stop - first), dst + (i - begin));
     }
     i = stop;
@@ -92,9 +92,9 @@ __attribute__((target("avx512f"))) inline int32_t find_nans(const float* x, int3
 // dist.last_attempt of block stream_block(kAttempts, i). The pending elements of an attempt are
 // batched kLanes at a time, so redraws run in SIMD too.
 template <typename acc_t, typename Dist>
-void resample_rejected(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begin, int64_t end) {
-  TORCH_INTERNAL_ASSERT_DEBUG_ONLY(end - begin <= kChunk);
-  int32_t pending[kChunk + 16];  // offsets from begin of the elements still rejected
+void resample_rejected(const Dist& dist, PhiloxState state, acc_t* dst, int64_t begin, int64_t end) {
+  TORCH_INTERNAL_ASSERT_DEBUG_ONLY(end - begin <= kBufferElements);
+  int32_t pending[kBufferElements + 16];  // offsets from begin of the elements still rejected
   int64_t count = find_nans(dst, static_cast<int32_t>(end - begin), pending);
   for (uint32_t attempt = 1; count > 0 && attempt < Dist::kAttempts; ++attempt) {
     int64_t still = 0;
@@ -103,7 +103,7 @@ void resample_rejected(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begi
       uint64_t blocks[kLanes] = {};  // lanes past `lanes` compute block 0, unused
       for (int64_t j = 0; j < lanes; ++j) blocks[j] = stream_block(attempt, begin + pending[s + j]);
       acc_t proposals[kLanes * Dist::kPerBlock];
-      generate_batch<kLanes>(dist, key, blocks, proposals);
+      generate_batch<kLanes>(dist, state, blocks, proposals);
       for (int64_t j = 0; j < lanes; ++j) {
         const acc_t* p = proposals + j * Dist::kPerBlock;
         int k = 0;
@@ -116,7 +116,7 @@ void resample_rejected(const Dist& dist, PhiloxKey key, acc_t* dst, int64_t begi
   }
   for (int64_t r = 0; r < count; ++r) {
     const uint64_t i = static_cast<uint64_t>(begin + pending[r]);
-    dst[pending[r]] = dist.last_attempt(philox4x32_10(stream_block(Dist::kAttempts, i), key));
+    dst[pending[r]] = dist.last_attempt(philox4x32_10(stream_block(Dist::kAttempts, i), state));
   }
 }
 

@@ -37,7 +37,7 @@ constexpr int64_t kDrawBatch = kFloydBatch;
 constexpr int64_t kValueBatch = 1024;
 // Tensors at least this large are written with non-temporal stores where possible: they would
 // only evict the caches.
-constexpr int64_t kStreamBytes = int64_t{8} << 20;
+constexpr int64_t kNonTemporalBytes = int64_t{8} << 20;
 
 struct FloydColumn {
   int64_t column;
@@ -51,7 +51,7 @@ struct FloydColumn {
 // at a time in SIMD; it is exactly uniform by Lemire's rejection ("Fast random integer generation
 // in an interval", 2019): a rejected draw (probability below n / 2^32), or one with n >= 2^32, is
 // floyd_fallback_draw's, from a 64-bit word of stream 2, instead.
-TORCHINIT_SIMD_CLONES void choose_rows(PhiloxKey key, int64_t rows, int64_t count,
+TORCHINIT_SIMD_CLONES void choose_rows(PhiloxState state, int64_t rows, int64_t count,
                                        const FloydColumn (&columns)[2], uint64_t* row_masks) {
   const int64_t batches = (count + kDrawBatch - 1) / kDrawBatch;
   static_assert(kWideLanes == 2 * kLanes);
@@ -67,7 +67,7 @@ TORCHINIT_SIMD_CLONES void choose_rows(PhiloxKey key, int64_t rows, int64_t coun
       const uint64_t first = floyd_batch_block(columns[k].column, batches, batch);
       for (int j = 0; j < kLanes; ++j) blocks[kLanes * k + j] = first + j;
     }
-    philox_lanes(key, blocks, words);
+    philox_lanes(state, blocks, words);
     for (int k = 0; k < 2; ++k) {
       for (int w = 0; w < 4; ++w) std::copy_n(words[w] + kLanes * k, kLanes, x[k] + kLanes * w);
       uint32_t check = static_cast<uint64_t>(rows) >> 32 != 0;
@@ -79,7 +79,7 @@ TORCHINIT_SIMD_CLONES void choose_rows(PhiloxKey key, int64_t rows, int64_t coun
       }
       for (int64_t i = 0; check && i < draws; ++i) {
         if (floyd_word_rejected(x[k][i], n0 + i)) {
-          candidates[k][i] = floyd_fallback_draw(key, columns[k].column, count, d0 + i, n0 + i);
+          candidates[k][i] = floyd_fallback_draw(state, columns[k].column, count, d0 + i, n0 + i);
         }
       }
     }
@@ -107,7 +107,7 @@ struct SparseRows {
   scalar_t* data;
   int64_t row_stride, col_stride, cols;
   Normal<acc_t> normal;
-  PhiloxKey key;
+  PhiloxState state;
 
   uint64_t nonzero_bits(int64_t group, int64_t r) const {
     return torchinit::nonzero_bits(masks[group * rows + r], chosen_are_zeros,
@@ -129,8 +129,8 @@ struct SparseRows {
 template <typename acc_t>
 class NormalQueue {
  public:
-  NormalQueue(const Normal<acc_t>& normal, PhiloxKey key, int64_t next, int64_t end)
-      : normal_(normal), key_(key), next_(next), end_(end) {}
+  NormalQueue(const Normal<acc_t>& normal, PhiloxState state, int64_t next, int64_t end)
+      : normal_(normal), state_(state), next_(next), end_(end) {}
 
   // The queued normals: at least kGroupColumns of them unless the stream ends first, and
   // kGroupColumns more slots readable (for full-vector loads).
@@ -141,7 +141,7 @@ class NormalQueue {
       used_ = 0;
       // Up to a multiple of kValueBatch, so only the first call generates a partial batch.
       const int64_t count = std::min(kValueBatch - next_ % kValueBatch, end_ - next_);
-      generate_range(normal_, key_, values_ + have_, next_, next_ + count);
+      generate_range(normal_, state_, values_ + have_, next_, next_ + count);
       have_ += count;
       next_ += count;
     }
@@ -155,7 +155,7 @@ class NormalQueue {
   int64_t used_ = 0;  // values_[used_, have_) are queued
   int64_t have_ = 0;
   Normal<acc_t> normal_;
-  PhiloxKey key_;
+  PhiloxState state_;
   int64_t next_;
   int64_t end_;
 };
@@ -168,7 +168,7 @@ TORCHINIT_SIMD_CLONES void write_rows(const SparseRows<scalar_t>& p, int64_t row
                                       int64_t row_end) {
   using acc_t = typename SparseRows<scalar_t>::acc_t;
   const bool in_place = std::is_same_v<scalar_t, acc_t> && p.col_stride == 1;
-  NormalQueue<acc_t> queue(p.normal, p.key, p.nonzeros_before(row_begin), p.total_nonzeros);
+  NormalQueue<acc_t> queue(p.normal, p.state, p.nonzeros_before(row_begin), p.total_nonzeros);
   acc_t segment[kGroupColumns];
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int64_t group = 0; group < p.groups; ++group) {
@@ -194,13 +194,13 @@ TORCHINIT_SIMD_CLONES void write_rows(const SparseRows<scalar_t>& p, int64_t row
 
 #if TORCHINIT_X86_MULTIVERSION
 // write_rows for float rows with unit column stride on AVX-512 CPUs: each 16-column quarter of a
-// segment is one expand of the next normals into the zero vector, stored whole. With `stream`
+// segment is one expand of the next normals into the zero vector, stored whole. With `non_temporal`
 // (64-byte aligned rows of a tensor far larger than the caches) the stores are non-temporal:
 // no read for ownership, so memory sees only the writes.
 __attribute__((target("avx512f"))) void write_rows_avx512(const SparseRows<float>& p,
                                                           int64_t row_begin, int64_t row_end,
-                                                          bool stream) {
-  NormalQueue<float> queue(p.normal, p.key, p.nonzeros_before(row_begin), p.total_nonzeros);
+                                                          bool non_temporal) {
+  NormalQueue<float> queue(p.normal, p.state, p.nonzeros_before(row_begin), p.total_nonzeros);
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int64_t group = 0; group < p.groups; ++group) {
       const int64_t c0 = group * kGroupColumns;
@@ -214,7 +214,7 @@ __attribute__((target("avx512f"))) void write_rows_avx512(const SparseRows<float
         values += __builtin_popcount(take);
         if (width - q < 16) {
           _mm512_mask_storeu_ps(dst + q, static_cast<__mmask16>((1u << (width - q)) - 1), v);
-        } else if (stream) {
+        } else if (non_temporal) {
           _mm512_stream_ps(dst + q, v);
         } else {
           _mm512_storeu_ps(dst + q, v);
@@ -223,12 +223,12 @@ __attribute__((target("avx512f"))) void write_rows_avx512(const SparseRows<float
       queue.pop(__builtin_popcountll(bits));
     }
   }
-  if (stream) _mm_sfence();
+  if (non_temporal) _mm_sfence();
 }
 #endif
 
 template <typename scalar_t>
-void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, PhiloxKey key) {
+void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, PhiloxState state) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t rows = self.size(0);
   const int64_t cols = self.size(1);
@@ -244,7 +244,7 @@ void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, 
         const uint64_t flag = uint64_t{1} << (c - c0);
         const FloydColumn pair[2] = {{c, flag},
                                      c + 1 < c1 ? FloydColumn{c + 1, flag << 1} : FloydColumn{c, 0}};
-        choose_rows(key, rows, choice.count, pair, row_masks);
+        choose_rows(state, rows, choice.count, pair, row_masks);
       }
     }
   });
@@ -253,20 +253,20 @@ void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, 
                                   ~uint64_t{0} >> (kGroupColumns * groups - cols),
                                   cols * choice.nonzeros,
                                   self.data_ptr<scalar_t>(), self.stride(0), self.stride(1), cols,
-                                  Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)}, key};
+                                  Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)}, state};
   bool avx512 = false;
-  bool stream = false;
+  bool non_temporal = false;
 #if TORCHINIT_X86_MULTIVERSION
   if constexpr (std::is_same_v<scalar_t, float>) {
     avx512 = plan.col_stride == 1 && __builtin_cpu_supports("avx512f");
-    stream = reinterpret_cast<uintptr_t>(plan.data) % 64 == 0 && plan.row_stride % 16 == 0 &&
-             rows * cols * int64_t{sizeof(float)} >= kStreamBytes;
+    non_temporal = reinterpret_cast<uintptr_t>(plan.data) % 64 == 0 && plan.row_stride % 16 == 0 &&
+             rows * cols * int64_t{sizeof(float)} >= kNonTemporalBytes;
   }
 #endif
   parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t row_begin, int64_t row_end) {
 #if TORCHINIT_X86_MULTIVERSION
     if constexpr (std::is_same_v<scalar_t, float>) {
-      if (avx512) return write_rows_avx512(plan, row_begin, row_end, stream);
+      if (avx512) return write_rows_avx512(plan, row_begin, row_end, non_temporal);
     }
 #endif
     write_rows(plan, row_begin, row_end);
@@ -277,10 +277,10 @@ void sparse_cpu(at::Tensor& self, double sparsity, double std,
                 std::optional<at::Generator> generator) {
   check_sparse_args(self, sparsity, std);
   if (self.numel() == 0) return;
-  const PhiloxKey key = draw_philox_key(generator);
+  const PhiloxState state = draw_philox_state(generator);
   const FloydChoice choice = floyd_choice(self.size(0), sparsity);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse_", [&] {
-    sparse_fill<scalar_t>(self, choice, std, key);
+    sparse_fill<scalar_t>(self, choice, std, state);
   });
 }
 

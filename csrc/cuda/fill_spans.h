@@ -25,7 +25,7 @@ constexpr int64_t kSpan = 4;
 // Philox blocks).
 constexpr int64_t kChunk = 8192;
 
-// A target's logical index -> index in the logical tensor whose values it takes (BlockIndex).
+// A target's logical index -> index in the logical tensor whose values it takes (ShardIndex).
 struct FullIndex {
   int32_t ndim;  // 0: the identity
   int64_t sizes[kMaxDims];
@@ -57,7 +57,7 @@ struct FillDesc {
 // The target's description; nullopt when its layout needs a contiguous temporary (then describe
 // the temporary). Throws, before anything is written, for blocks of tensors over kMaxDims dims.
 inline std::optional<FillDesc> describe(const at::Tensor& self, const ElementwiseFill& fill,
-                                        const BlockIndex& block) {
+                                        const ShardIndex& shard) {
   const std::optional<StridedLayout> layout = strided_layout(self);
   if (!layout) return std::nullopt;
   FillDesc desc{};
@@ -68,14 +68,14 @@ inline std::optional<FillDesc> describe(const at::Tensor& self, const Elementwis
                        reinterpret_cast<uintptr_t>(desc.data) % (kSpan * self.element_size()) == 0;
   desc.fill = fill;
   desc.layout = *layout;
-  if (!block.is_identity()) {
-    const auto ndim = static_cast<int32_t>(block.sizes().size());
+  if (!shard.is_identity()) {
+    const auto ndim = static_cast<int32_t>(shard.sizes().size());
     TORCH_CHECK_VALUE(ndim <= kMaxDims, "fill_many_: blocks of tensors with more than ", kMaxDims,
                       " dimensions are not supported on CUDA, got ", ndim);
     desc.full.ndim = ndim;
-    std::copy(block.sizes().begin(), block.sizes().end(), desc.full.sizes);
-    std::copy(block.starts().begin(), block.starts().end(), desc.full.starts);
-    std::copy(block.full_strides().begin(), block.full_strides().end(), desc.full.full_strides);
+    std::copy(shard.sizes().begin(), shard.sizes().end(), desc.full.sizes);
+    std::copy(shard.starts().begin(), shard.starts().end(), desc.full.starts);
+    std::copy(shard.full_strides().begin(), shard.full_strides().end(), desc.full.full_strides);
   }
   return desc;
 }
@@ -89,10 +89,10 @@ struct PlannedTarget {
 };
 
 inline PlannedTarget plan_target(const at::Tensor& self, const ElementwiseFill& fill,
-                                 const BlockIndex& block) {
-  if (const auto desc = describe(self, fill, block)) return {*desc, self, {}};
+                                 const ShardIndex& shard) {
+  if (const auto desc = describe(self, fill, shard)) return {*desc, self, {}};
   at::Tensor temporary = at::empty(self.sizes(), self.options());
-  return {*describe(temporary, fill, block), self, temporary};
+  return {*describe(temporary, fill, shard), self, temporary};
 }
 
 inline void copy_temporaries(const std::vector<PlannedTarget>& targets) {
@@ -114,15 +114,15 @@ template <typename acc_t, typename Dist>
 struct BlockValues {
   static_assert(kSpan % Dist::kPerBlock == 0);
   Dist dist;
-  PhiloxKey key;
+  PhiloxState state;
   uint64_t block = ~uint64_t{0};
   acc_t values[Dist::kPerBlock];
 
-  C10_HOST_DEVICE BlockValues(const Dist& d, PhiloxKey k) : dist(d), key(k) {}
+  C10_HOST_DEVICE BlockValues(const Dist& d, PhiloxState k) : dist(d), state(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) {
     const uint64_t b = i / Dist::kPerBlock;
     if (b != block) {
-      dist(philox4x32_10(b, key), values);
+      dist(philox4x32_10(b, state), values);
       block = b;
     }
     return values[i % Dist::kPerBlock];
@@ -130,7 +130,7 @@ struct BlockValues {
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
     TORCHINIT_UNROLL
     for (int64_t j = 0; j < kSpan / Dist::kPerBlock; ++j) {
-      dist(philox4x32_10(first / Dist::kPerBlock + j, key), out + j * Dist::kPerBlock);
+      dist(philox4x32_10(first / Dist::kPerBlock + j, state), out + j * Dist::kPerBlock);
     }
   }
 };
@@ -143,7 +143,7 @@ struct ElementValues : BlockValues<acc_t, Dist> {
 template <typename acc_t>
 struct ElementValues<acc_t, Constant<acc_t>> {
   Constant<acc_t> dist;
-  C10_HOST_DEVICE ElementValues(const Constant<acc_t>& d, PhiloxKey) : dist(d) {}
+  C10_HOST_DEVICE ElementValues(const Constant<acc_t>& d, PhiloxState) : dist(d) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t) const { return dist.value; }
   C10_HOST_DEVICE void span(uint64_t, acc_t* out) const {
     TORCHINIT_UNROLL
@@ -155,16 +155,16 @@ struct ElementValues<acc_t, Constant<acc_t>> {
 template <typename acc_t>
 struct ElementValues<acc_t, TruncNormalWide<acc_t>> {
   BlockValues<acc_t, TruncNormalWide<acc_t>> first;
-  C10_HOST_DEVICE ElementValues(const TruncNormalWide<acc_t>& d, PhiloxKey k) : first(d, k) {}
+  C10_HOST_DEVICE ElementValues(const TruncNormalWide<acc_t>& d, PhiloxState k) : first(d, k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) {
     const acc_t v = first(i);
-    return v == v ? v : first.dist.redraw(first.key, i);
+    return v == v ? v : first.dist.redraw(first.state, i);
   }
   C10_HOST_DEVICE void span(uint64_t begin, acc_t* out) const {
     first.span(begin, out);
     TORCHINIT_UNROLL
     for (int64_t k = 0; k < kSpan; ++k) {
-      if (out[k] != out[k]) out[k] = first.dist.redraw(first.key, begin + k);
+      if (out[k] != out[k]) out[k] = first.dist.redraw(first.state, begin + k);
     }
   }
 };
@@ -172,11 +172,11 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>> {
 template <typename acc_t>
 struct ElementValues<acc_t, TruncNormalRejection<acc_t>> {
   TruncNormalRejection<acc_t> dist;
-  PhiloxKey key;
-  C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, PhiloxKey k) : dist(d), key(k) {}
-  C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(key, i); }
+  PhiloxState state;
+  C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, PhiloxState k) : dist(d), state(k) {}
+  C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(state, i); }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
-    for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(key, first + k);
+    for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(state, first + k);
   }
 };
 
@@ -188,13 +188,13 @@ struct alignas(kSpan * sizeof(T)) Span {
 // Elements [begin, end) of target t, law `dist`, key `key`: this thread (lane `lane` of `lanes`)
 // takes spans lane, lane + lanes, ... of kSpan elements.
 template <typename scalar_t, typename Dist>
-C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, PhiloxKey key,
+C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, PhiloxState state,
                                      int64_t begin, int64_t end, int64_t lane, int64_t lanes) {
   using acc_t = at::opmath_type<scalar_t>;
   auto* const data = static_cast<scalar_t*>(t.data);
-  ElementValues<acc_t, Dist> values(dist, key);
+  ElementValues<acc_t, Dist> values(dist, state);
   for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
-    if (end - s < kSpan || t.full.ndim != 0) {  // a chunk's tail, or a block of a larger tensor
+    if (end - s < kSpan || t.full.ndim != 0) {  // a chunk's tail, or a shard of a larger tensor
       for (int64_t k = 0; k < kSpan && s + k < end; ++k) {
         data[t.layout.offset(s + k)] = static_cast<scalar_t>(values(t.full(s + k)));
       }
@@ -216,21 +216,21 @@ C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, Philox
 
 // fill_chunk_with the law of t.fill (chosen per chunk: fill_many_'s targets differ).
 template <typename scalar_t>
-C10_HOST_DEVICE void fill_chunk(const FillDesc& t, PhiloxKey key, int64_t begin, int64_t end,
+C10_HOST_DEVICE void fill_chunk(const FillDesc& t, PhiloxState state, int64_t begin, int64_t end,
                                 int64_t lane, int64_t lanes) {
   visit_law<at::opmath_type<scalar_t>>(t.fill, [&](const auto& dist) {
-    fill_chunk_with<scalar_t>(t, dist, key, begin, end, lane, lanes);
+    fill_chunk_with<scalar_t>(t, dist, state, begin, end, lane, lanes);
   });
 }
 
 // fill_chunk for the target's dtype.
-C10_HOST_DEVICE inline void fill_chunk_any(const FillDesc& t, PhiloxKey key, int64_t begin,
+C10_HOST_DEVICE inline void fill_chunk_any(const FillDesc& t, PhiloxState state, int64_t begin,
                                            int64_t end, int64_t lane, int64_t lanes) {
   switch (t.dtype) {
-    case c10::ScalarType::Float: return fill_chunk<float>(t, key, begin, end, lane, lanes);
-    case c10::ScalarType::Double: return fill_chunk<double>(t, key, begin, end, lane, lanes);
-    case c10::ScalarType::Half: return fill_chunk<c10::Half>(t, key, begin, end, lane, lanes);
-    case c10::ScalarType::BFloat16: return fill_chunk<c10::BFloat16>(t, key, begin, end, lane, lanes);
+    case c10::ScalarType::Float: return fill_chunk<float>(t, state, begin, end, lane, lanes);
+    case c10::ScalarType::Double: return fill_chunk<double>(t, state, begin, end, lane, lanes);
+    case c10::ScalarType::Half: return fill_chunk<c10::Half>(t, state, begin, end, lane, lanes);
+    case c10::ScalarType::BFloat16: return fill_chunk<c10::BFloat16>(t, state, begin, end, lane, lanes);
     default: return;  // plan_fill_many admits no other dtype
   }
 }

@@ -11,7 +11,7 @@
 #include <optional>
 #include <tuple>
 
-#include "../rng/generator_key.h"
+#include "../rng/generator_state.h"
 
 namespace torchinit::cuda {
 
@@ -23,13 +23,13 @@ constexpr uint64_t kOffsetStep = 4;
 // ours; mixing the seed keeps their streams and ours apart.
 constexpr uint64_t kSeedMix = 0x9E3779B97F4A7C15ull;
 
-C10_HOST_DEVICE inline PhiloxKey key_of_cuda_state(uint64_t seed, uint64_t offset) {
+C10_HOST_DEVICE inline PhiloxState key_of_cuda_state(uint64_t seed, uint64_t offset) {
   return {seed ^ kSeedMix, offset};
 }
 
 struct KeySource {
-  PhiloxKey key;  // unless from_cuda_state
-  at::PhiloxCudaState state;
+  PhiloxState drawn;  // unless from_cuda_state
+  at::PhiloxCudaState cuda;
   bool from_cuda_state;
 };
 
@@ -37,7 +37,7 @@ struct KeySource {
 inline KeySource draw_key_source(const at::Tensor& self,
                                  const std::optional<at::Generator>& generator) {
   if (generator.has_value() && generator->device().is_cpu()) {
-    return {draw_philox_key(generator), {}, false};
+    return {draw_philox_state(generator), {}, false};
   }
   auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
       generator, at::cuda::detail::getDefaultCUDAGenerator(self.get_device()));
@@ -45,9 +45,9 @@ inline KeySource draw_key_source(const at::Tensor& self,
   return {{}, gen->philox_cuda_state(kOffsetStep), true};
 }
 
-__device__ inline PhiloxKey resolve(const KeySource& source) {
-  if (!source.from_cuda_state) return source.key;
-  const std::tuple<uint64_t, uint64_t> seed_offset = at::cuda::philox::unpack(source.state);
+__device__ inline PhiloxState resolve(const KeySource& source) {
+  if (!source.from_cuda_state) return source.drawn;
+  const std::tuple<uint64_t, uint64_t> seed_offset = at::cuda::philox::unpack(source.cuda);
   return key_of_cuda_state(std::get<0>(seed_offset), std::get<1>(seed_offset));
 }
 

@@ -25,10 +25,10 @@ namespace {
 // One kernel per (dtype, law) for single fills, so each holds only its own law's registers.
 template <typename scalar_t, typename Dist>
 __global__ void fill_one_kernel(FillDesc target, Dist dist, KeySource source) {
-  const PhiloxKey key = resolve(source);
+  const PhiloxState state = resolve(source);
   const int64_t chunks = (target.numel + kChunk - 1) / kChunk;
   for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
-    fill_chunk_with<scalar_t>(target, dist, key, c * kChunk, chunk_end(target, c), threadIdx.x,
+    fill_chunk_with<scalar_t>(target, dist, state, c * kChunk, chunk_end(target, c), threadIdx.x,
                               blockDim.x);
   }
 }
@@ -45,7 +45,7 @@ __global__ void fill_many_kernel(const FillDesc* targets, const int64_t* first_c
     }
     const FillDesc& target = targets[t];
     const int64_t local = c - first_chunk[t];
-    fill_chunk_any(target, target.fill.key, local * kChunk, chunk_end(target, local), threadIdx.x,
+    fill_chunk_any(target, target.fill.state, local * kChunk, chunk_end(target, local), threadIdx.x,
                    blockDim.x);
   }
 }
@@ -54,7 +54,7 @@ void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
               const std::optional<at::Generator>& generator) {
   if (self.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(self.device());
-  const PlannedTarget target = plan_target(self, fill, BlockIndex());
+  const PlannedTarget target = plan_target(self, fill, ShardIndex());
   const KeySource source = draw_key_source(self, generator);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "fill_", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
@@ -95,7 +95,7 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
   const c10::cuda::CUDAGuard guard(device);
   std::vector<PlannedTarget> planned;
   for (const FillTarget& target : targets) {
-    if (target.self.numel() > 0) planned.push_back(plan_target(target.self, target.fill, target.block));
+    if (target.self.numel() > 0) planned.push_back(plan_target(target.self, target.fill, target.shard));
   }
   if (planned.empty()) return;
   const size_t n = planned.size();
@@ -122,13 +122,13 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
 // Read on the host, so not during graph capture.
 std::vector<int64_t> philox_key_cuda(const at::Tensor& self, std::optional<at::Generator> generator) {
   const KeySource source = draw_key_source(self, generator);
-  PhiloxKey key = source.key;
+  PhiloxState state = source.drawn;
   if (source.from_cuda_state) {
-    TORCH_CHECK(!source.state.captured_,
+    TORCH_CHECK(!source.cuda.captured_,
                 "philox_key: a CUDA generator's key can't be read during CUDA graph capture");
-    key = key_of_cuda_state(source.state.seed_.val, source.state.offset_.val);
+    state = key_of_cuda_state(source.cuda.seed_.val, source.cuda.offset_.val);
   }
-  return {static_cast<int64_t>(key.key), static_cast<int64_t>(key.offset)};
+  return {static_cast<int64_t>(state.key), static_cast<int64_t>(state.offset)};
 }
 
 }  // namespace

@@ -23,12 +23,12 @@ using Mask = unsigned long long;  // atomicOr's 64-bit type
 static_assert(sizeof(Mask) == sizeof(uint64_t));
 
 __global__ void choose_kernel(SparseColumns p, KeySource source, Mask* masks) {
-  const PhiloxKey key = resolve(source);
+  const PhiloxState state = resolve(source);
   for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < p.cols;
        c += int64_t{gridDim.x} * blockDim.x) {
     Mask* const row_masks = masks + (c / 64) * p.rows;
     const Mask flag = Mask{1} << (c % 64);
-    p.choose(key, c, [&](uint64_t r) { return (atomicOr(&row_masks[r], flag) & flag) != 0; });
+    p.choose(state, c, [&](uint64_t r) { return (atomicOr(&row_masks[r], flag) & flag) != 0; });
   }
 }
 
@@ -44,13 +44,13 @@ template <typename scalar_t>
 __global__ void write_kernel(SparseColumns p, KeySource source, const uint64_t* masks,
                              const int64_t* ends, Normal<at::opmath_type<scalar_t>> normal,
                              scalar_t* data, int64_t row_stride, int64_t col_stride) {
-  const PhiloxKey key = resolve(source);
+  const PhiloxState state = resolve(source);
   for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < p.rows * p.cols;
        e += int64_t{gridDim.x} * blockDim.x) {
     const int64_t r = e / p.cols;
     const int64_t c = e % p.cols;
     data[r * row_stride + c * col_stride] =
-        static_cast<scalar_t>(p.value(masks, ends, normal, key, r, c));
+        static_cast<scalar_t>(p.value(masks, ends, normal, state, r, c));
   }
 }
 

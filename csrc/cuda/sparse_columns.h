@@ -41,7 +41,7 @@ struct SparseColumns {
   // Floyd's algorithm for `column`: test_and_set(r) sets the column's bit of row r's mask and
   // returns whether it was set already.
   template <typename TestAndSet>
-  C10_HOST_DEVICE void choose(PhiloxKey key, int64_t column, const TestAndSet& test_and_set) const {
+  C10_HOST_DEVICE void choose(PhiloxState state, int64_t column, const TestAndSet& test_and_set) const {
     const int64_t batches = (count + kFloydBatch - 1) / kFloydBatch;
     for (int64_t batch = 0; batch < batches; ++batch) {
       const int64_t d0 = batch * kFloydBatch;
@@ -49,13 +49,13 @@ struct SparseColumns {
       uint32_t words[kFloydBatch];  // draw d0 + i: word i / 16 of block i % 16
       const uint64_t first = floyd_batch_block(column, batches, batch);
       for (int64_t j = 0; j < kFloydBlocksPerBatch && j < draws; ++j) {
-        const PhiloxBlock b = philox4x32_10(first + j, key);
+        const PhiloxBlock b = philox4x32_10(first + j, state);
         for (int w = 0; w < 4; ++w) words[w * kFloydBlocksPerBatch + j] = b.w[w];
       }
       for (int64_t i = 0; i < draws; ++i) {
         const uint64_t n = static_cast<uint64_t>(rows - count + d0 + i + 1);
         const uint64_t row = floyd_word_rejected(words[i], n)
-                                 ? floyd_fallback_draw(key, column, count, d0 + i, n)
+                                 ? floyd_fallback_draw(state, column, count, d0 + i, n)
                                  : floyd_word_draw(words[i], n);
         if (test_and_set(row)) test_and_set(n - 1);
       }
@@ -66,7 +66,7 @@ struct SparseColumns {
   // + g] counts the nonzeros up to and including row r's group g (an inclusive scan).
   template <typename acc_t>
   C10_HOST_DEVICE acc_t value(const uint64_t* masks, const int64_t* ends, const Normal<acc_t>& normal,
-                              PhiloxKey key, int64_t r, int64_t c) const {
+                              PhiloxState state, int64_t r, int64_t c) const {
     const int64_t g = c / 64;
     const int bit = static_cast<int>(c % 64);
     const uint64_t bits = nonzeros(masks, g, r);
@@ -74,7 +74,7 @@ struct SparseColumns {
     const int64_t j = ends[r * groups() + g] - popcount64(bits) +
                       popcount64(bits & ((uint64_t{1} << bit) - 1));
     acc_t values[Normal<acc_t>::kPerBlock];
-    normal(philox4x32_10(static_cast<uint64_t>(j / Normal<acc_t>::kPerBlock), key), values);
+    normal(philox4x32_10(static_cast<uint64_t>(j / Normal<acc_t>::kPerBlock), state), values);
     return values[j % Normal<acc_t>::kPerBlock];
   }
 };

@@ -80,15 +80,15 @@ struct TruncNormalWide {
 
   // The value of element i whose first proposal was rejected, one element at a time (the GPU's
   // way; cpu::resample_rejected computes the same values in SIMD batches).
-  C10_HOST_DEVICE T redraw(PhiloxKey key, uint64_t i) const {
+  C10_HOST_DEVICE T redraw(PhiloxState state, uint64_t i) const {
     for (uint32_t attempt = 1; attempt < kAttempts; ++attempt) {
       T proposals[kPerBlock];
-      (*this)(philox4x32_10(stream_block(attempt, i), key), proposals);
+      (*this)(philox4x32_10(stream_block(attempt, i), state), proposals);
       for (int k = 0; k < kPerBlock; ++k) {
         if (proposals[k] == proposals[k]) return proposals[k];
       }
     }
-    return last_attempt(philox4x32_10(stream_block(kAttempts, i), key));
+    return last_attempt(philox4x32_10(stream_block(kAttempts, i), state));
   }
 };
 
@@ -116,10 +116,10 @@ struct TruncNormalRejection {
   double std, sign;
   T lo, hi;
 
-  C10_HOST_DEVICE T sample(PhiloxKey key, uint64_t index) const {
+  C10_HOST_DEVICE T sample(PhiloxState state, uint64_t index) const {
     double offset = 0.0;  // e std
     for (uint32_t attempt = 1; attempt <= kMaxAttempts; ++attempt) {
-      const PhiloxBlock b = philox4x32_10(stream_block(attempt, index), key);
+      const PhiloxBlock b = philox4x32_10(stream_block(attempt, index), state);
       const double u = unit_f64(b.w[0], b.w[1]);
       double e, t;
       if (uniform) {

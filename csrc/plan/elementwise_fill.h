@@ -1,6 +1,6 @@
 // Elementwise fills (constant, uniform, normal, truncated normal) as plain data: which law, its
 // parameters and Philox key, and which elements of a logical tensor the target holds (all of it,
-// or a block of a larger tensor, such as one rank's shard). Planned and checked on the host by
+// or a shard: a block of a larger tensor, such as one rank's part of it). Planned and checked on the host by
 // every backend before any element is written; the per-device kernels only run the plan.
 #pragma once
 
@@ -29,7 +29,7 @@ struct ElementwiseFill {
   // kConstant: value; kUniform: [a, b); kNormal and kTruncNormal: mean, std.
   double value, a, b, mean, std;
   TruncNormalPlan trunc;
-  PhiloxKey key;  // set by the caller once the checks have passed
+  PhiloxState state;  // set by the caller once the checks have passed
 };
 
 inline ElementwiseFill constant_fill(const at::Tensor& self, double value) {
@@ -138,15 +138,15 @@ inline ElementwiseFill named_fill(const at::Tensor& self, c10::string_view law,
 // Maps a target's logical (row-major) element indices to those of the logical tensor whose fill
 // it takes. Along the last dimension consecutive elements stay consecutive, so the map works in
 // runs.
-class BlockIndex {
+class ShardIndex {
  public:
   // The whole tensor: the identity.
-  BlockIndex() = default;
+  ShardIndex() = default;
 
   // self is the block of a tensor of sizes `full_sizes` that starts at `starts`. Every bound is
   // checked without overflow, and the larger tensor within the RNG contract's element count, so
   // every index the map computes lies in [0, its numel).
-  BlockIndex(const at::Tensor& self, c10::IntArrayRef full_sizes, c10::IntArrayRef starts)
+  ShardIndex(const at::Tensor& self, c10::IntArrayRef full_sizes, c10::IntArrayRef starts)
       : sizes_(self.sizes().begin(), self.sizes().end()), starts_(starts.begin(), starts.end()),
         full_strides_(full_sizes.size()) {
     const int64_t ndim = self.dim();
@@ -204,7 +204,7 @@ class BlockIndex {
 struct FillTarget {
   at::Tensor self;
   ElementwiseFill fill;
-  BlockIndex block;
+  ShardIndex shard;
 };
 
 // The targets of fill_many_, planned and checked (including that no two of them share memory)
@@ -218,7 +218,7 @@ inline std::vector<FillTarget> plan_fill_many(at::TensorList selves, const std::
                     " keys, got ", laws.size(), ", ", params.size(), " and ", keys.size());
   TORCH_CHECK_VALUE(full_sizes.size() == starts.size(),
                     "fill_many_: full_sizes and block_starts differ in length");
-  const bool blocks = !full_sizes.empty();
+  const bool shards = !full_sizes.empty();
   // One device: the dispatcher runs one backend's kernel for the whole list.
   for (size_t t = 1; t < n; ++t) {
     TORCH_CHECK_VALUE(selves[t].device() == selves[0].device(), "fill_many_: selves[", t,
@@ -231,15 +231,15 @@ inline std::vector<FillTarget> plan_fill_many(at::TensorList selves, const std::
   for (size_t t = 0; t < n; ++t) {
     const at::Tensor& self = selves[t];
     ElementwiseFill fill = named_fill(self, laws[t], params.slice(4 * t, 4));
-    fill.key = {static_cast<uint64_t>(keys[2 * t]), static_cast<uint64_t>(keys[2 * t + 1])};
-    BlockIndex block;
-    if (blocks) {
+    fill.state = {static_cast<uint64_t>(keys[2 * t]), static_cast<uint64_t>(keys[2 * t + 1])};
+    ShardIndex shard;
+    if (shards) {
       const auto ndim = static_cast<size_t>(self.dim());
       TORCH_CHECK_VALUE(dims + ndim <= full_sizes.size(), "fill_many_: full_sizes is too short");
-      block = BlockIndex(self, full_sizes.slice(dims, ndim), starts.slice(dims, ndim));
+      shard = ShardIndex(self, full_sizes.slice(dims, ndim), starts.slice(dims, ndim));
       dims += ndim;
     }
-    targets.push_back({self, fill, std::move(block)});
+    targets.push_back({self, fill, std::move(shard)});
   }
   TORCH_CHECK_VALUE(dims == full_sizes.size(), "fill_many_: full_sizes is too long");
   // Tensors that share memory are next to each other in storage order.

@@ -18,7 +18,7 @@ namespace torchinit {
 // What one call of a fill draws from its generator. Block `b` of a fill is
 // philox(counter = {lo(b), hi(b), lo(offset), hi(offset)}, key): the value of every element is a
 // pure function of (key, offset, element index).
-struct PhiloxKey {
+struct PhiloxState {
   uint64_t key;
   uint64_t offset;
 };
@@ -56,14 +56,14 @@ C10_HOST_DEVICE inline void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c
 }
 
 // Round r uses the key bumped r times by the Weyl constants.
-C10_HOST_DEVICE inline uint32_t round_key0(PhiloxKey k, int r) {
+C10_HOST_DEVICE inline uint32_t round_key0(PhiloxState k, int r) {
   return static_cast<uint32_t>(k.key) + static_cast<uint32_t>(r) * philox_detail::kWeyl0;
 }
-C10_HOST_DEVICE inline uint32_t round_key1(PhiloxKey k, int r) {
+C10_HOST_DEVICE inline uint32_t round_key1(PhiloxState k, int r) {
   return static_cast<uint32_t>(k.key >> 32) + static_cast<uint32_t>(r) * philox_detail::kWeyl1;
 }
 
-C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, PhiloxKey k) {
+C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, PhiloxState k) {
   uint32_t c0 = static_cast<uint32_t>(block);
   uint32_t c1 = static_cast<uint32_t>(block >> 32);
   uint32_t c2 = static_cast<uint32_t>(k.offset);

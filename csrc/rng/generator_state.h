@@ -16,7 +16,7 @@ namespace torchinit {
 // Draws a fresh (key, offset) from `generator`, or from torch's default CPU generator when it is
 // None, so torch.manual_seed(s) and torch.Generator().manual_seed(s) give the same values and
 // successive calls differ.
-inline PhiloxKey draw_philox_key(const std::optional<at::Generator>& generator) {
+inline PhiloxState draw_philox_state(const std::optional<at::Generator>& generator) {
   auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(
       generator, at::detail::getDefaultCPUGenerator());
   std::lock_guard<std::mutex> lock(gen->mutex_);
