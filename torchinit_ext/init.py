@@ -1,5 +1,5 @@
 """The torch.nn.init API on compiled kernels: same names, signatures, defaults, errors, warnings
-and return values as stock, with values from the counter-based RNG (see README, "RNG contract").
+and return values as stock, with values from the counter-based RNG (docs/rng-contract.md).
 
 Argument checks, fans, gains, warnings and __torch_function__ handling follow stock
 torch/nn/init.py line for line; only the element writes differ.

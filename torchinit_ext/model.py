@@ -93,7 +93,8 @@ def patched() -> Iterator[None]:
 
 def seed_key(seed: int, name: str) -> tuple[int, int]:
     """The Philox (key, offset) of the tensor named `name` under materialize(seed=seed): the
-    first 16 bytes of BLAKE2b("<seed>/<name>"), as two little-endian signed 64-bit integers."""
+    16-byte BLAKE2b digest (digest_size=16) of "<seed>/<name>", as two little-endian signed
+    64-bit integers (docs/rng-contract.md, "Seeded keys")."""
     digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()
     return struct.unpack("<qq", digest)
 
@@ -301,7 +302,8 @@ def materialize(
 
     With `seed` (an int), each parameter and buffer is keyed by (seed, its qualified name) and
     each element by its index in the full tensor: values then do not depend on device, thread
-    count, initialization order or sharding, nor on the global RNG.
+    count, initialization order or sharding, nor on the global RNG (orthogonal_ up to the
+    rounding of the device's BLAS).
 
     Raises RuntimeError naming any parameter, or any buffer that had no storage, which no
     reset method wrote; the module is then partly initialized.

@@ -5,14 +5,7 @@
 //  2. over rows: each row is written once, left to right, 64 elements at a time from the masks
 //     and a running batch of normals, so memory sees one sequential pass, as in fill_.
 // Randomness only for what is needed: one 32-bit draw per minority element, one normal per nonzero.
-//
-// RNG contract (key and offset drawn once per call). Column c's set of size k (the smaller one) is
-// Floyd's: draw d = 0 .. k - 1 picks p from [0, n), n = rows - k + d + 1, and adds p, or n - 1 if
-// p is in already. Draws come in batches of 64 from 16 blocks of stream 1: draw d = 64 b + i of
-// column c takes word i / 16 of block 16 (c ceil(k / 64) + b) + i % 16, x, and p = floor(x n / 2^32)
-// unless x n mod 2^32 < 2^32 mod n (Lemire's rejection) or n >= 2^32; then p = floor(y n / 2^64),
-// y the 64-bit word (w1:w0) of stream 2's block c k + d. The j-th nonzero of the tensor in
-// row-major order is normal number j of the normal_ stream (stream 0).
+// Which draw and which normal each element takes: docs/rng-contract.md, "sparse_ numbering".
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>

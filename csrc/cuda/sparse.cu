@@ -1,4 +1,4 @@
-// CUDA kernel of sparse_ (the contract is in cpu/sparse.cpp's header), with no host sync:
+// CUDA kernel of sparse_ (docs/rng-contract.md, "sparse_ numbering"), with no host sync:
 // Floyd's picks, one thread per column, into 64-column row masks (atomicOr: 64 columns share a
 // word); each (row, group)'s nonzero count; their scan, giving every nonzero its rank in
 // row-major order; then one thread per element writes 0 or its normal.

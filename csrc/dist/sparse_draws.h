@@ -1,7 +1,5 @@
-// sparse_'s random draws, shared by every backend (the contract is in cpu/sparse.cpp's header):
-// Floyd's algorithm picks column c's set of k rows with draws d = 0 .. k - 1 from [0, n),
-// n = rows - k + d + 1, each taking a 32-bit word of stream 1 and, when Lemire's test rejects it,
-// a 64-bit word of stream 2.
+// sparse_'s random draws, shared by every backend: Floyd's algorithm picks each column's rows
+// (numbering: docs/rng-contract.md, "sparse_ numbering").
 #pragma once
 
 #include <c10/macros/Macros.h>
