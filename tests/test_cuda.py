@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import torchinit_ext as init
+from common import FLOATS, gen, ops
 from fill_laws import LAWS, padded
 from torchinit_ext._dispatch import COMPILED_DEVICES
 
@@ -13,13 +14,6 @@ pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and "cuda" in COMPILED_DEVICES),
     reason="needs a CUDA GPU and the extension's CUDA kernels",
 )
-
-ops = torch.ops.torchinit_ext
-FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-
-
-def _cpu_gen(seed=11):
-    return torch.Generator().manual_seed(seed)
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -46,8 +40,8 @@ def test_fill_many_equals_cpu(dtype, law, params):
     lambda t, g: init.sparse_(t, 0.9, generator=g),
 ])
 def test_cpu_generator_gives_cpu_values_on_gpu(fill):
-    cpu = fill(torch.empty(513, 257), _cpu_gen())
-    gpu = fill(torch.empty(513, 257, device="cuda"), _cpu_gen())
+    cpu = fill(torch.empty(513, 257), gen(11))
+    gpu = fill(torch.empty(513, 257, device="cuda"), gen(11))
     assert torch.equal(cpu, gpu.cpu())
 
 

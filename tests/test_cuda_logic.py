@@ -13,11 +13,10 @@ import torch
 from torch.utils.cpp_extension import load
 
 import torchinit_ext  # noqa: F401  (registers torch.ops.torchinit_ext)
+from common import FLOATS, ops
 from fill_laws import LAWS, padded
 
-ops = torch.ops.torchinit_ext
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import torch
 import torch.nn.init as stock
 
 import torchinit_ext as init
-
-ops = torch.ops.torchinit_ext
+from common import ops
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool,
           torch.complex64]

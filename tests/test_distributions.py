@@ -8,9 +8,9 @@ import torch
 from scipy import stats
 
 import torchinit_ext as init
+from common import P_MIN
 
 N = 200_000
-P_MIN = 1e-4  # fixed seeds: these p-values are deterministic, the threshold guards regressions
 
 
 def _sample(fill, dtype=torch.float32, n=N, seed=0, **kw):

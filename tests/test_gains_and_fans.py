@@ -11,13 +11,10 @@ import torch
 from scipy import stats
 
 import torchinit_ext as init
+from common import gen
 
 P_MIN = 1e-3  # fixed seeds: deterministic p-values; the threshold guards regressions
 P_REJECT = 1e-6  # a law the sample must clearly not follow
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def _fans(shape):
@@ -112,7 +109,7 @@ def test_fewer_than_two_dims_refused_before_any_write(fill, shape):
 def test_kaiming_of_zero_elements_warns_and_returns_the_tensor(fill, shape):
     w = torch.empty(shape)
     with pytest.warns(UserWarning, match="Initializing zero-element tensors is a no-op"):
-        assert fill(w, generator=_gen(0)) is w
+        assert fill(w, generator=gen(0)) is w
 
 
 # ---- xavier_ ------------------------------------------------------------------------------------
@@ -122,7 +119,7 @@ def test_kaiming_of_zero_elements_warns_and_returns_the_tensor(fill, shape):
 @pytest.mark.parametrize("fill,law", [(init.xavier_uniform_, _uniform_law), (init.xavier_normal_, _normal_law)])
 def test_xavier_law(fill, law, shape, gain):
     kwargs = {} if gain is None else {"gain": gain}
-    w = fill(torch.empty(shape), generator=_gen(1), **kwargs)
+    w = fill(torch.empty(shape), generator=gen(1), **kwargs)
     fan_in, fan_out = _fans(shape)
     std = (1.0 if gain is None else gain) * math.sqrt(2.0 / (fan_in + fan_out))
     assert _pvalue(w, law(std)) > P_MIN
@@ -133,7 +130,7 @@ def test_xavier_law(fill, law, shape, gain):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_xavier_uniform_stays_inside_and_reaches_its_bounds(shape):
     gain = 1.3
-    w = init.xavier_uniform_(torch.empty(shape, dtype=torch.float64), gain=gain, generator=_gen(2))
+    w = init.xavier_uniform_(torch.empty(shape, dtype=torch.float64), gain=gain, generator=gen(2))
     bound = gain * math.sqrt(6.0 / sum(_fans(shape)))
     assert w.abs().max().item() <= bound
     assert w.max().item() > 0.99 * bound and w.min().item() < -0.99 * bound
@@ -156,7 +153,7 @@ KAIMING_CASES = [  # shape, kwargs, the gain they imply
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
 @pytest.mark.parametrize("shape,kwargs,gain", KAIMING_CASES)
 def test_kaiming_law(fill, law, mode, shape, kwargs, gain):
-    w = fill(torch.empty(shape), mode=mode, generator=_gen(3), **kwargs)
+    w = fill(torch.empty(shape), mode=mode, generator=gen(3), **kwargs)
     fan_in, fan_out = _fans(shape)
     fan, other = (fan_in, fan_out) if mode == "fan_in" else (fan_out, fan_in)
     assert _pvalue(w, law(gain / math.sqrt(fan))) > P_MIN
@@ -165,8 +162,8 @@ def test_kaiming_law(fill, law, mode, shape, kwargs, gain):
 
 def test_kaiming_defaults_are_fan_in_and_leaky_relu_with_zero_slope():
     shape = (60, 20, 3, 3)
-    explicit = init.kaiming_normal_(torch.empty(shape), 0, "fan_in", "leaky_relu", generator=_gen(4))
-    default = init.kaiming_normal_(torch.empty(shape), generator=_gen(4))
+    explicit = init.kaiming_normal_(torch.empty(shape), 0, "fan_in", "leaky_relu", generator=gen(4))
+    default = init.kaiming_normal_(torch.empty(shape), generator=gen(4))
     assert torch.equal(default, explicit)
     assert _pvalue(default, _normal_law(math.sqrt(2.0 / _fans(shape)[0]))) > P_MIN
 
@@ -174,7 +171,7 @@ def test_kaiming_defaults_are_fan_in_and_leaky_relu_with_zero_slope():
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
 def test_kaiming_uniform_stays_inside_and_reaches_its_bound(mode):
     shape = (32, 8, 3, 3, 5)
-    w = init.kaiming_uniform_(torch.empty(shape, dtype=torch.float64), a=0.3, mode=mode, generator=_gen(5))
+    w = init.kaiming_uniform_(torch.empty(shape, dtype=torch.float64), a=0.3, mode=mode, generator=gen(5))
     fan = _fans(shape)[0 if mode == "fan_in" else 1]
     bound = math.sqrt(3.0) * math.sqrt(2.0 / 1.09) / math.sqrt(fan)
     assert w.abs().max().item() <= bound

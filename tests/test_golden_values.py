@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 import torchinit_ext as init
+from common import ops
 
-ops = torch.ops.torchinit_ext
 GOLDEN = pathlib.Path(__file__).with_name("golden_values.json")
 KEY = [0x0123456789ABCDE, -0x0FEDCBA98765432]
 

@@ -3,7 +3,6 @@ fork after parallel fills, edge values of the laws, overlapping layouts, inferen
 the tensors stock fills that the compiled kernels don't take."""
 
 import hashlib
-import math
 import multiprocessing
 import os
 import subprocess
@@ -16,61 +15,12 @@ import torch
 from scipy import stats
 
 import torchinit_ext as init
-from philox_reference import block
+from common import gen, ops
 
-ops = torch.ops.torchinit_ext
-INT64_MAX = 2**63 - 1
-
-
-def _gen(seed=0):
-    return torch.Generator().manual_seed(seed)
+# (fill_many_'s own arguments that overflow, blocks and devices, are in test_fill_many.py.)
 
 
-# ---- fill_many_'s block arithmetic ------------------------------------------------------------
-
-# (shape, full_sizes, block_starts) that a careless check lets through by int64 overflow.
-OVERFLOWING_BLOCKS = {
-    "start-plus-size-wraps": ((4,), [4], [INT64_MAX - 2]),
-    "start-past-the-end": ((4,), [4], [2]),
-    "empty-block-past-the-end": ((0,), [3], [5]),
-    "negative-full-size": ((0,), [-5], [0]),
-    "negative-start": ((2,), [4], [-1]),
-    "stride-product-wraps": ((2, 2), [2**62, 2**62], [0, 0]),
-    "product-beyond-the-contract": ((2, 2), [2**27, 2**27], [0, 0]),
-    "full-size-near-int64-max": ((1, 2), [INT64_MAX, 2], [INT64_MAX - 1, 0]),
-}
-
-
-@pytest.mark.parametrize("law", ["uniform", "trunc_normal"])
-@pytest.mark.parametrize("case", list(OVERFLOWING_BLOCKS))
-def test_fill_many_refuses_blocks_that_overflow_and_writes_nothing(case, law):
-    shape, full, starts = OVERFLOWING_BLOCKS[case]
-    guard = torch.full((64,), 7.0)
-    target = guard[8 : 8 + math.prod(shape)].view(shape)
-    with pytest.raises(ValueError, match="fill_many_"):
-        ops.fill_many_([target], [law], [0.0, 1.0, -2.0, 2.0], [1, 2], full, starts)
-    assert (guard == 7.0).all()
-
-
-def test_fill_many_block_at_the_far_end_of_a_large_full_tensor_is_its_slice():
-    # The block's indices reach 2^40: the values are the full tensor's there (uniform float32:
-    # element i is (word i % 4 of block i // 4) >> 8, times 2^-24).
-    full = [2**20, 2**20]
-    starts = [2**20 - 1, 2**20 - 3]
-    got = torch.empty(1, 3)
-    ops.fill_many_([got], ["uniform"], [0.0, 1.0, 0.0, 0.0], [5, 6], full, starts)
-    first = (2**20 - 1) * 2**20 + 2**20 - 3
-    expected = [(block(5, 6, i // 4)[i % 4] >> 8) * 2.0**-24 for i in range(first, first + 3)]
-    assert got.view(-1).tolist() == expected
-
-
-def test_fill_many_refuses_tensors_on_different_devices_and_writes_nothing():
-    cpu = torch.zeros(4)
-    meta = torch.empty(4, device="meta")
-    for selves in ([cpu, meta], [meta, cpu]):
-        with pytest.raises(ValueError, match="one device"):
-            ops.fill_many_(selves, ["uniform"] * 2, [0.0, 1.0, 0.0, 0.0] * 2, [1, 2, 3, 4])
-    assert (cpu == 0).all()
+# ---- arguments beyond the contract ----------------------------------------------------------
 
 
 def test_single_ops_refuse_meta_tensors_beyond_the_contract():
@@ -88,8 +38,8 @@ def test_neg_view_gets_the_values_through_its_bit():
         z = torch.zeros(64, dtype=torch.complex64)
         view = z.conj().imag
         assert view.is_neg()
-        init.normal_(view, generator=_gen(3))
-        plain = init.normal_(torch.empty(64), generator=_gen(3))
+        init.normal_(view, generator=gen(3))
+        plain = init.normal_(torch.empty(64), generator=gen(3))
         assert torch.equal(view, plain)
         assert torch.equal(z.imag, -plain)
         assert (z.real == 0).all()
@@ -110,11 +60,11 @@ def test_conj_view_constant_and_fill_many():
 @pytest.mark.parametrize(
     "fill",
     [
-        lambda t: init.orthogonal_(t, generator=_gen(1)),
-        lambda t: init.sparse_(t, 0.5, generator=_gen(1)),
+        lambda t: init.orthogonal_(t, generator=gen(1)),
+        lambda t: init.sparse_(t, 0.5, generator=gen(1)),
         lambda t: init.eye_(t),
-        lambda t: init.trunc_normal_(t, generator=_gen(1)),
-        lambda t: init.uniform_(t, generator=_gen(1)),
+        lambda t: init.trunc_normal_(t, generator=gen(1)),
+        lambda t: init.uniform_(t, generator=gen(1)),
     ],
     ids=["orthogonal_", "sparse_", "eye_", "trunc_normal_", "uniform_"],
 )
@@ -167,7 +117,7 @@ def test_fork_after_parallel_fills_completes_with_the_same_values():
 
 
 def _fill_in_worker(queue):
-    filled = init.kaiming_uniform_(torch.empty(1024, 1024), generator=_gen(7))
+    filled = init.kaiming_uniform_(torch.empty(1024, 1024), generator=gen(7))
     queue.put(hashlib.sha256(filled.numpy().tobytes()).hexdigest())
 
 
@@ -182,7 +132,7 @@ def test_multiprocessing_fork_worker_fills_after_the_parent_did():
     if worker.is_alive():
         worker.kill()
         pytest.fail("the forked worker hung in its fill")
-    expected = init.kaiming_uniform_(torch.empty(1024, 1024), generator=_gen(7))
+    expected = init.kaiming_uniform_(torch.empty(1024, 1024), generator=gen(7))
     assert queue.get(timeout=5) == hashlib.sha256(expected.numpy().tobytes()).hexdigest()
 
 
@@ -197,7 +147,7 @@ def _ks_pvalue(values, law):
 @pytest.mark.parametrize("mean,std", [(0.0, 1e15), (0.0, 1e17), (0.0, 1e39), (1e30, 1e29), (-3.0, 1e300)])
 def test_trunc_normal_with_a_std_far_larger_than_the_interval_is_uniform(dtype, mean, std):
     # The density varies by a factor below exp(1e-13) across [-2, 2]: the law is U(-2, 2).
-    t = init.trunc_normal_(torch.empty(20000, dtype=dtype), mean, std, -2.0, 2.0, generator=_gen(11))
+    t = init.trunc_normal_(torch.empty(20000, dtype=dtype), mean, std, -2.0, 2.0, generator=gen(11))
     assert torch.isfinite(t).all() and t.min() >= -2 and t.max() <= 2
     assert t.unique().numel() > 19900
     assert _ks_pvalue(t, stats.uniform(-2, 4)) > 1e-3
@@ -206,9 +156,9 @@ def test_trunc_normal_with_a_std_far_larger_than_the_interval_is_uniform(dtype, 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_trunc_normal_with_a_huge_mean_takes_the_near_bound(dtype):
     # N(1e300, 1) truncated to [-2, 2] is 2 minus about 1e-300: the bound itself, in any dtype.
-    t = init.trunc_normal_(torch.empty(1000, dtype=dtype), 1e300, 1.0, -2.0, 2.0, generator=_gen(2))
+    t = init.trunc_normal_(torch.empty(1000, dtype=dtype), 1e300, 1.0, -2.0, 2.0, generator=gen(2))
     assert (t == 2.0).all()
-    t = init.trunc_normal_(torch.empty(1000, dtype=dtype), -1e300, 1.0, -2.0, 2.0, generator=_gen(2))
+    t = init.trunc_normal_(torch.empty(1000, dtype=dtype), -1e300, 1.0, -2.0, 2.0, generator=gen(2))
     assert (t == -2.0).all()
 
 
@@ -217,7 +167,7 @@ def test_trunc_normal_with_a_huge_mean_takes_the_near_bound(dtype):
     [(0.0, 1e39, -3e38, 3e38), (1e39, 1e38, -3e38, 3e38), (100.0, 10.0, 0.0, 1e-3), (0.0, 5e38, -1e38, 2e38)],
 )
 def test_trunc_normal_float32_beyond_float_range_parameters_follow_the_law(mean, std, a, b):
-    t = init.trunc_normal_(torch.empty(20000), mean, std, a, b, generator=_gen(4))
+    t = init.trunc_normal_(torch.empty(20000), mean, std, a, b, generator=gen(4))
     assert torch.isfinite(t).all() and t.min() >= a and t.max() <= b
     law = stats.truncnorm((a - mean) / std, (b - mean) / std, loc=mean, scale=std)
     assert _ks_pvalue(t, law) > 1e-3
@@ -226,7 +176,7 @@ def test_trunc_normal_float32_beyond_float_range_parameters_follow_the_law(mean,
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_trunc_normal_far_tails_keep_following_the_law(dtype):
     for a, b in [(40.0, 41.0), (-61.0, -60.0)]:
-        t = init.trunc_normal_(torch.empty(20000, dtype=dtype), 0.0, 1.0, a, b, generator=_gen(6))
+        t = init.trunc_normal_(torch.empty(20000, dtype=dtype), 0.0, 1.0, a, b, generator=gen(6))
         assert t.min() >= a and t.max() <= b
         assert _ks_pvalue(t, stats.truncnorm(a, b)) > 1e-3
 
@@ -267,8 +217,8 @@ def test_as_strided_layouts_that_do_not_overlap_are_filled_in_logical_order():
     # Offsets {0, 2, 4, 3, 5, 7}: no two equal, though the strides are not nested.
     storage = torch.zeros(8)
     t = storage.as_strided((2, 3), (3, 2))
-    init.normal_(t, generator=_gen(9))
-    assert torch.equal(t, init.normal_(torch.empty(2, 3), generator=_gen(9)))
+    init.normal_(t, generator=gen(9))
+    assert torch.equal(t, init.normal_(torch.empty(2, 3), generator=gen(9)))
     assert storage[1] == 0 and storage[6] == 0
 
 
@@ -310,9 +260,9 @@ def test_normal_tensors_inside_inference_mode_are_filled_and_versioned():
     t = torch.zeros(8)
     version = t._version
     with torch.inference_mode():
-        init.normal_(t, generator=_gen(0))
+        init.normal_(t, generator=gen(0))
     assert t._version > version
-    assert torch.equal(t, init.normal_(torch.empty(8), generator=_gen(0)))
+    assert torch.equal(t, init.normal_(torch.empty(8), generator=gen(0)))
 
 
 # ---- tensors only stock fills: same results, same errors -------------------------------------
@@ -382,13 +332,13 @@ def test_tensors_the_kernels_do_not_take_behave_as_in_stock(kind, function):
 # ---- TorchScript ------------------------------------------------------------------------------
 
 SCRIPTABLE = {
-    "uniform_": lambda f, t: f(t, -1.0, 2.0, _gen(1)),
-    "normal_": lambda f, t: f(t, 0.5, 2.0, _gen(1)),
+    "uniform_": lambda f, t: f(t, -1.0, 2.0, gen(1)),
+    "normal_": lambda f, t: f(t, 0.5, 2.0, gen(1)),
     "constant_": lambda f, t: f(t, 0.25),
     "ones_": lambda f, t: f(t),
     "zeros_": lambda f, t: f(t),
-    "xavier_uniform_": lambda f, t: f(t, 1.5, _gen(1)),
-    "xavier_normal_": lambda f, t: f(t, 1.5, _gen(1)),
+    "xavier_uniform_": lambda f, t: f(t, 1.5, gen(1)),
+    "xavier_normal_": lambda f, t: f(t, 1.5, gen(1)),
 }
 
 
@@ -402,8 +352,8 @@ def test_functions_stock_lets_torchscript_compile_compile_too(name):
 
 
 def test_eager_calls_still_take_the_compiled_kernels():
-    values = init.uniform_(torch.empty(1000), generator=_gen(1))
-    stock = torch.nn.init.uniform_(torch.empty(1000), generator=_gen(1))
+    values = init.uniform_(torch.empty(1000), generator=gen(1))
+    stock = torch.nn.init.uniform_(torch.empty(1000), generator=gen(1))
     assert not torch.equal(values, stock)
 
 

@@ -10,18 +10,14 @@ import torch
 import torch.nn.functional as F
 
 import torchinit_ext as init
+from common import FLOATS, gen
 
-FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def _noise(shape, dtype=torch.float32, seed=0):
     """Nonzero starting content, so that every fill has something to overwrite."""
-    return (torch.rand(shape, generator=_gen(seed), dtype=torch.float64) + 0.5).to(dtype)
+    return (torch.rand(shape, generator=gen(seed), dtype=torch.float64) + 0.5).to(dtype)
 
 
 # ---- constant_, ones_, zeros_ ---------------------------------------------------------------------
@@ -91,7 +87,7 @@ def test_dirac_weight_makes_a_grouped_conv_the_identity(dims, groups):
     # channel c of its own group, so with "same" padding the conv returns its input.
     channels, kernel = 6, 3
     weight = init.dirac_(_noise((channels, channels // groups) + (kernel,) * dims, torch.float64), groups)
-    x = torch.randn((2, channels) + (5,) * dims, generator=_gen(1), dtype=torch.float64)
+    x = torch.randn((2, channels) + (5,) * dims, generator=gen(1), dtype=torch.float64)
     y = CONV[dims](x, weight, padding=kernel // 2, groups=groups)
     assert torch.equal(y, x)
 
@@ -104,7 +100,7 @@ def test_dirac_groups_copy_the_input_into_each_block_of_outputs(dims, groups, pe
     # output channels starts with a copy of the first min(per_group, 4) input channels, then zeros.
     in_channels, kernel = 4, 3
     weight = init.dirac_(_noise((groups * per_group, in_channels) + (kernel,) * dims, torch.float64), groups)
-    x = torch.randn((3, in_channels) + (6,) * dims, generator=_gen(2), dtype=torch.float64)
+    x = torch.randn((3, in_channels) + (6,) * dims, generator=gen(2), dtype=torch.float64)
     y = CONV[dims](x, weight)  # no padding: the output is the input cropped by kernel // 2
     crop = (slice(None), slice(None)) + (slice(1, -1),) * dims
     copied = min(per_group, in_channels)

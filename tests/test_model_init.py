@@ -1,5 +1,6 @@
 """Whole-model initialization: patch()/unpatch()/patched(), and materialize() from the meta
-device, with and without a seed."""
+device, with and without a seed. (fill_many_, the op under materialize(), is in
+test_fill_many.py.)"""
 
 import math
 
@@ -9,10 +10,9 @@ import torch
 from torch import nn
 
 import torchinit_ext as ti
+from common import ops
 from torchinit_ext import _dispatch
 from torchinit_ext.model import seed_key
-
-ops = torch.ops.torchinit_ext
 
 
 # ---- patching --------------------------------------------------------------------------------
@@ -296,65 +296,3 @@ def test_fill_errors_inside_a_reset_are_raised_at_the_call():
 
     with pytest.raises(ValueError, match="std"):
         ti.materialize(_from_meta(BadStd))
-
-
-# ---- fill_many_: the batched, shard-aware engine under materialize() and DTensor init --------
-
-LAWS = {
-    "constant": [0.75, 0, 0, 0],
-    "uniform": [-1.0, 3.0, 0, 0],
-    "normal": [0.5, 2.0, 0, 0],
-    "trunc_normal": [0.0, 1.0, -0.5, 0.5],
-}
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("law", sorted(LAWS))
-def test_fill_many_blocks_are_slices_of_the_full_fill(law, dtype):
-    full = torch.empty(13, 9, 7, dtype=dtype)
-    ops.fill_many_([full], [law], LAWS[law], [21, -5])
-    starts = [(0, 0, 0), (4, 2, 3), (12, 8, 6)]
-    sizes = [(13, 9, 7), (5, 6, 2), (1, 1, 1)]
-    blocks = [torch.empty(s[::-1], dtype=dtype).permute(2, 1, 0) for s in sizes]  # strided
-    ops.fill_many_(blocks, [law] * 3, LAWS[law] * 3, [21, -5] * 3,
-                   [n for _ in blocks for n in full.shape], [i for s in starts for i in s])
-    for block, start, size in zip(blocks, starts, sizes):
-        window = full[tuple(slice(b, b + n) for b, n in zip(start, size))]
-        assert torch.equal(block, window)
-
-
-def test_fill_many_equals_the_single_ops_with_the_drawn_key():
-    for law, single in [("uniform", ops.uniform_), ("normal", ops.normal_),
-                        ("trunc_normal", ops.trunc_normal_)]:
-        params = [p for p in LAWS[law] if p] if law != "trunc_normal" else LAWS[law]
-        expected = torch.empty(300, 7)
-        single(expected, *params, torch.Generator().manual_seed(4))
-        got = torch.empty(300, 7)
-        ops.fill_many_([got], [law], LAWS[law], ops.philox_key(got, torch.Generator().manual_seed(4)))
-        assert torch.equal(got, expected), law
-
-
-@pytest.mark.parametrize(
-    "bad, match",
-    [
-        (lambda a, b: ([a, b], ["normal", "normal"], [0, -1, 0, 0] * 2, [1, 2] * 2), "std"),
-        (lambda a, b: ([a, b], ["normal", "gamma"], [0, 1, 0, 0] * 2, [1, 2] * 2), "unknown law"),
-        (lambda a, b: ([a, a[1:]], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2), "share memory"),
-        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2]), "keys"),
-        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2, [6, 3], [0, 0]),
-         "does not fit"),
-        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2, [6], [0]), "too short"),
-    ],
-)
-def test_fill_many_checks_everything_before_writing(bad, match):
-    a, b = torch.zeros(6), torch.zeros(4)
-    with pytest.raises(ValueError, match=match):
-        ops.fill_many_(*bad(a, b))
-    assert not a.any() and not b.any()
-
-
-def test_fill_many_refuses_a_block_outside_the_full_tensor():
-    t = torch.zeros(3, 4)
-    with pytest.raises(ValueError, match="does not fit"):
-        ops.fill_many_([t], ["normal"], [0, 1, 0, 0], [1, 2], [5, 5], [3, 0])
-    assert not t.any()

@@ -10,15 +10,10 @@ import torch
 from scipy import stats
 
 import torchinit_ext as init
+from common import P_MIN, gen, ops
 
-ops = torch.ops.torchinit_ext
-P_MIN = 1e-4
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 SHAPES = [(64, 64), (32, 96), (96, 32), (16, 4, 3, 3), (1, 1), (1, 5), (5, 1), (200, 130)]
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 def _assert_orthogonal(w, gain, dtype):
@@ -31,14 +26,14 @@ def _assert_orthogonal(w, gain, dtype):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", list(TOLERANCE))
 def test_orthogonal_is_orthogonal(shape, dtype):
-    w = init.orthogonal_(torch.empty(shape, dtype=dtype), gain=2.0, generator=_gen(1))
+    w = init.orthogonal_(torch.empty(shape, dtype=dtype), gain=2.0, generator=gen(1))
     _assert_orthogonal(w, 2.0, dtype)
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_orthogonal_batch_members_are_orthogonal(shape, dtype):
-    batch = init.orthogonal_batch_(torch.empty((3, *shape), dtype=dtype), gain=0.5, generator=_gen(1))
+    batch = init.orthogonal_batch_(torch.empty((3, *shape), dtype=dtype), gain=0.5, generator=gen(1))
     for w in batch:
         _assert_orthogonal(w, 0.5, dtype)
 
@@ -46,7 +41,7 @@ def test_orthogonal_batch_members_are_orthogonal(shape, dtype):
 def test_orthogonal_writes_a_view_in_place_and_nothing_else():
     base = torch.zeros(40, 64)
     view = base[:, 8:40].t()  # 32 x 40, non-contiguous
-    out = init.orthogonal_(view, gain=3.0, generator=_gen(2))
+    out = init.orthogonal_(view, gain=3.0, generator=gen(2))
     assert out is view
     _assert_orthogonal(base[:, 8:40].t(), 3.0, torch.float32)
     assert (base[:, :8] == 0).all() and (base[:, 40:] == 0).all()
@@ -55,7 +50,7 @@ def test_orthogonal_writes_a_view_in_place_and_nothing_else():
 def test_orthogonal_batch_writes_views_in_place():
     base = torch.zeros(4, 20, 12)
     batch = base[:, 2:18, 1:11].transpose(1, 2)  # 4 x 10 x 16, non-contiguous
-    assert init.orthogonal_batch_(batch, generator=_gen(3)) is batch
+    assert init.orthogonal_batch_(batch, generator=gen(3)) is batch
     for w in batch:
         _assert_orthogonal(w, 1.0, torch.float32)
     untouched = torch.ones_like(base, dtype=torch.bool)
@@ -81,10 +76,10 @@ def test_orthogonal_matches_the_unblocked_definition_and_draws_one_normal_fill(s
     rows, cols = shape
     m, n = max(rows, cols), min(rows, cols)
     batch = 3
-    generator = _gen(4)
+    generator = gen(4)
     got = init.orthogonal_batch_(torch.empty(batch, *shape, dtype=torch.float64), 1.5, generator)
     # The whole call consumes one normal fill of shape (batch, m, n).
-    replay = _gen(4)
+    replay = gen(4)
     gaussian = torch.empty(batch, m, n, dtype=torch.float64)
     ops.normal_(gaussian, 0.0, 1.0, replay)
     assert torch.equal(generator.get_state(), replay.get_state())
@@ -95,10 +90,10 @@ def test_orthogonal_matches_the_unblocked_definition_and_draws_one_normal_fill(s
 
 
 def test_wide_is_the_transpose_of_tall_and_a_batch_of_one_is_a_single_call():
-    tall = init.orthogonal_(torch.empty(96, 32), generator=_gen(5))
-    wide = init.orthogonal_(torch.empty(32, 96), generator=_gen(5))
+    tall = init.orthogonal_(torch.empty(96, 32), generator=gen(5))
+    wide = init.orthogonal_(torch.empty(32, 96), generator=gen(5))
     assert torch.equal(wide, tall.t())
-    one = init.orthogonal_batch_([torch.empty(96, 32)], generator=_gen(5))[0]
+    one = init.orthogonal_batch_([torch.empty(96, 32)], generator=gen(5))[0]
     assert torch.equal(one, tall)
 
 
@@ -126,7 +121,7 @@ def _stiefel_check(matrices):
 
 def test_orthogonal_haar_law():
     n, trials = 8, 4000
-    g = _gen(2)
+    g = gen(2)
     q = torch.stack([init.orthogonal_(torch.empty(n, n, dtype=torch.float64), generator=g)
                      for _ in range(trials)])
     _haar_checks(q, n)
@@ -134,14 +129,14 @@ def test_orthogonal_haar_law():
 
 @pytest.mark.parametrize("shape", [(6, 3), (3, 6)])
 def test_orthogonal_stiefel_law(shape):
-    g = _gen(6)
+    g = gen(6)
     _stiefel_check(torch.stack([init.orthogonal_(torch.empty(shape, dtype=torch.float64), generator=g)
                                 for _ in range(3000)]))
 
 
 def test_orthogonal_batch_haar_law_and_independent_members():
     n, trials = 8, 8000
-    q = init.orthogonal_batch_(torch.empty(trials, n, n, dtype=torch.float64), generator=_gen(7))
+    q = init.orthogonal_batch_(torch.empty(trials, n, n, dtype=torch.float64), generator=gen(7))
     _haar_checks(q, n)
     traces = q.diagonal(dim1=-2, dim2=-1).sum(-1).numpy()
     assert abs(np.corrcoef(traces[:-1], traces[1:])[0, 1]) < 4 / math.sqrt(trials)
@@ -151,7 +146,7 @@ def test_orthogonal_batch_haar_law_and_independent_members():
 @pytest.mark.parametrize("shape", [(6, 3), (3, 6)])
 def test_orthogonal_batch_stiefel_law(shape):
     _stiefel_check(init.orthogonal_batch_(torch.empty(3000, *shape, dtype=torch.float64),
-                                          generator=_gen(8)))
+                                          generator=gen(8)))
 
 
 @pytest.mark.parametrize("fill,make", [
@@ -159,19 +154,19 @@ def test_orthogonal_batch_stiefel_law(shape):
     (init.orthogonal_batch_, lambda: torch.empty(3, 70, 150)),
 ])
 def test_reproducible_from_the_generator_and_thread_count(fill, make):
-    first = fill(make(), generator=_gen(9))
-    assert torch.equal(first, fill(make(), generator=_gen(9)))
-    assert not torch.equal(first, fill(make(), generator=_gen(10)))
+    first = fill(make(), generator=gen(9))
+    assert torch.equal(first, fill(make(), generator=gen(9)))
+    assert not torch.equal(first, fill(make(), generator=gen(10)))
     torch.manual_seed(9)
     assert torch.equal(first, fill(make()))
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        assert torch.equal(first, fill(make(), generator=_gen(9)))
+        assert torch.equal(first, fill(make(), generator=gen(9)))
 
 
 def test_orthogonal_batch_of_a_list_fills_each_member():
     weights = [torch.nn.Linear(48, 32).weight for _ in range(3)]
-    assert init.orthogonal_batch_(weights, gain=2.0, generator=_gen(11)) is weights
+    assert init.orthogonal_batch_(weights, gain=2.0, generator=gen(11)) is weights
     for w in weights:
         _assert_orthogonal(w.detach(), 2.0, torch.float32)
     assert not torch.equal(weights[0], weights[1])

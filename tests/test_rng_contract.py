@@ -5,10 +5,8 @@ import pytest
 import torch
 
 import torchinit_ext as init
+from common import FLOATS, ops
 from philox_reference import block, philox
-
-ops = torch.ops.torchinit_ext
-FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 
 
 def _signed(v):

@@ -1,4 +1,5 @@
-"""trunc_normal_ and sparse_: exact laws on the dtype's grid, exact zero counts, reproducibility."""
+"""trunc_normal_: the exact law on the dtype's grid, bounds, the wide (rejection) and inversion
+regimes, bad input, and the RNG contract (threads, default generator, prefix)."""
 
 import math
 
@@ -8,14 +9,7 @@ import torch
 from scipy import stats
 
 import torchinit_ext as init
-
-ops = torch.ops.torchinit_ext
-
-P_MIN = 1e-4  # fixed seeds: deterministic p-values; the threshold guards regressions
-
-
-def _gen(seed):
-    return torch.Generator().manual_seed(seed)
+from common import FLOATS, P_MIN, gen
 
 
 def _grid_values(dtype, a, b):
@@ -80,7 +74,7 @@ ROUNDED_CASES = [  # dtype, mean, std, a, b
 
 @pytest.mark.parametrize("dtype,mean,std,a,b", ROUNDED_CASES)
 def test_trunc_normal_rounded_law_and_bounds(dtype, mean, std, a, b):
-    x = init.trunc_normal_(torch.empty(400_000, dtype=dtype), mean, std, a, b, generator=_gen(0))
+    x = init.trunc_normal_(torch.empty(400_000, dtype=dtype), mean, std, a, b, generator=gen(0))
     x = x.double().numpy()
     assert x.min() >= a and x.max() <= b
     assert _rounded_law_pvalue(x, dtype, mean, std, a, b) > P_MIN
@@ -88,7 +82,7 @@ def test_trunc_normal_rounded_law_and_bounds(dtype, mean, std, a, b):
 
 def test_trunc_normal_bounds_do_not_pile_up():
     # [-0.3, 0.3] in bfloat16: the outermost values inside get their cell's mass, no more.
-    x = init.trunc_normal_(torch.empty(1 << 20, dtype=torch.bfloat16), 0.0, 1.0, -0.3, 0.3, generator=_gen(1))
+    x = init.trunc_normal_(torch.empty(1 << 20, dtype=torch.bfloat16), 0.0, 1.0, -0.3, 0.3, generator=gen(1))
     top = x.max().item()
     density_at_top = (x == top).double().mean().item()
     next_below = x[x < top].max().item()
@@ -101,7 +95,7 @@ def test_trunc_normal_distinct_values_match_the_rounded_law(dtype):
     # n draws of [-2, 2] (both on the grid) hit sum_v 1 - (1 - p_v)^n distinct values in
     # expectation, p_v the mass of v's rounding cell; the count's variance is below its mean.
     n = 10_000
-    x = init.trunc_normal_(torch.empty(n, dtype=dtype), 0.0, 1.0, -2.0, 2.0, generator=_gen(13))
+    x = init.trunc_normal_(torch.empty(n, dtype=dtype), 0.0, 1.0, -2.0, 2.0, generator=gen(13))
     assert torch.isfinite(x).all() and x.min() >= -2.0 and x.max() <= 2.0
     grid = _grid_values(dtype, -2.0, 2.0)
     edges = np.concatenate([[-2.0], (grid[1:] + grid[:-1]) / 2, [2.0]])
@@ -113,21 +107,21 @@ def test_trunc_normal_distinct_values_match_the_rounded_law(dtype):
 @pytest.mark.parametrize("dtype,collisions", [(torch.float32, 20), (torch.float64, 0)])
 def test_trunc_normal_full_precision_values_are_distinct(dtype, collisions):
     n = 10_000
-    x = init.trunc_normal_(torch.empty(n, dtype=dtype), 0.0, 1.0, -2.0, 2.0, generator=_gen(14))
+    x = init.trunc_normal_(torch.empty(n, dtype=dtype), 0.0, 1.0, -2.0, 2.0, generator=gen(14))
     assert torch.isfinite(x).all() and x.min() >= -2.0 and x.max() <= 2.0
     assert x.unique().numel() >= n - collisions
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_trunc_normal_bounds_20_std_away_are_never_returned(dtype):
     # Nothing is clamped onto a bound: with std 0.1, +-2 lie 20 std out of reach.
-    x = init.trunc_normal_(torch.empty(20_000, dtype=dtype), 0.0, 0.1, -2.0, 2.0, generator=_gen(15))
+    x = init.trunc_normal_(torch.empty(20_000, dtype=dtype), 0.0, 0.1, -2.0, 2.0, generator=gen(15))
     assert (x != -2.0).all() and (x != 2.0).all()
     assert x.abs().max().item() < 0.7
 
 
 def test_trunc_normal_far_tail_values_are_exact_and_in_range():
-    x = init.trunc_normal_(torch.empty(200_000, dtype=torch.float64), 0.0, 1.0, 40.0, math.inf, generator=_gen(2))
+    x = init.trunc_normal_(torch.empty(200_000, dtype=torch.float64), 0.0, 1.0, 40.0, math.inf, generator=gen(2))
     assert x.min() >= 40.0 and torch.isfinite(x).all()
     # Conditional on exceeding 40, (X - 40) * 40 is close to Exp(1): mean ~ 1 - 2/1600.
     assert abs(((x - 40) * 40).mean().item() - 1) < 0.01
@@ -136,7 +130,7 @@ def test_trunc_normal_far_tail_values_are_exact_and_in_range():
 def test_trunc_normal_quantiles_match_scipy():
     # The inversion itself, on a grid of probabilities: z at u = 0 is a, at u -> 1 it is b.
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 3e-6)):
-        x = init.trunc_normal_(torch.empty(1 << 16, dtype=dtype), 0.0, 1.0, -3.0, 1.5, generator=_gen(3))
+        x = init.trunc_normal_(torch.empty(1 << 16, dtype=dtype), 0.0, 1.0, -3.0, 1.5, generator=gen(3))
         xs = np.sort(x.double().numpy())
         dist = stats.truncnorm(-3.0, 1.5)
         probs = (np.arange(xs.size) + 0.5) / xs.size
@@ -152,8 +146,8 @@ def test_trunc_normal_wide_keeps_normal_values(dtype, b, wide):
     # With mass >= 0.8, element i's value is normal_'s (computed in float32, then rounded)
     # wherever that float lies in [-b, b], and only the rejected elements are redrawn; below the
     # switch, inversion shares nothing with normal_.
-    x = init.trunc_normal_(torch.empty(300_000, dtype=dtype), 0, 1, -b, b, generator=_gen(11))
-    y = init.normal_(torch.empty(300_000), 0.0, 1.0, generator=_gen(11))
+    x = init.trunc_normal_(torch.empty(300_000, dtype=dtype), 0, 1, -b, b, generator=gen(11))
+    y = init.normal_(torch.empty(300_000), 0.0, 1.0, generator=gen(11))
     inside = (y.double() >= -b) & (y.double() <= b)
     assert x.abs().max() <= b
     if wide:
@@ -168,9 +162,9 @@ def test_trunc_normal_wide_views_and_chunks():
     # path in chunks that start anywhere in a Philox block, equals the contiguous fill.
     for dtype in (torch.float32, torch.bfloat16):
         base = torch.empty(1001, 777, dtype=dtype)
-        view = init.trunc_normal_(base.t(), 0.0, 1.0, -1.3, 1.3, generator=_gen(12))
+        view = init.trunc_normal_(base.t(), 0.0, 1.0, -1.3, 1.3, generator=gen(12))
         flat = torch.empty(777, 1001, dtype=dtype)
-        init.trunc_normal_(flat, 0.0, 1.0, -1.3, 1.3, generator=_gen(12))
+        init.trunc_normal_(flat, 0.0, 1.0, -1.3, 1.3, generator=gen(12))
         assert torch.equal(view, flat)
 
 
@@ -193,103 +187,22 @@ def test_trunc_normal_bad_input_leaves_tensor_untouched(kwargs, words):
     assert (t == 3.0).all()
 
 
-# ---- sparse_ ------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("rows,cols,sparsity", [(40, 300, 0.3), (40, 300, 0.9), (7, 3, 0.5), (1, 5, 0.0),
-                                                (5, 1, 1.0), (130, 70, 0.999), (64, 17, 0.01)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_sparse_exact_zero_count_per_column(rows, cols, sparsity, dtype):
-    w = init.sparse_(torch.empty(rows, cols, dtype=dtype), sparsity, std=1.0, generator=_gen(4))
-    assert ((w == 0).sum(0) == math.ceil(sparsity * rows)).all()
-
-
-@pytest.mark.parametrize("sparsity", [1 / 3, 2 / 3])  # choose the zeros / choose the nonzeros
-def test_sparse_zero_sets_are_uniform_subsets(sparsity):
-    # 6 rows, 2 or 4 zeros: each column's zero set must be one of the 15 subsets, uniformly.
-    w = init.sparse_(torch.empty(6, 30_000), sparsity, std=1.0, generator=_gen(5))
-    codes = ((w == 0).long() * (2 ** torch.arange(6))[:, None]).sum(0)
-    _, counts = codes.unique(return_counts=True)
-    assert counts.numel() == 15
-    assert stats.chisquare(counts.numpy()).pvalue > P_MIN
-
-
-def test_sparse_columns_are_independent_and_rows_uniform():
-    rows, cols, zeros = 50, 20_000, 10
-    z = (init.sparse_(torch.empty(rows, cols), zeros / rows, generator=_gen(6)) == 0).double()
-    # Row counts: multinomial-like with covariance cols p (1 - p) n / (n - 1) (I - 11^T / n).
-    p = zeros / rows
-    stat = ((z.sum(1) - cols * p) ** 2).sum().item() / (cols * p * (1 - p) * rows / (rows - 1))
-    assert stats.chi2(rows - 1).sf(stat) > P_MIN
-    # Neighbouring columns share on average zeros^2 / rows zero rows.
-    shared = (z[:, 1:] * z[:, :-1]).sum(0).numpy()
-    expected = zeros * zeros / rows
-    assert abs(shared.mean() - expected) < 6 * shared.std() / math.sqrt(shared.size)
-
-
-def test_sparse_default_std_is_one_hundredth():
-    w = init.sparse_(torch.empty(100, 250), 0.2, generator=_gen(16))
-    assert ((w == 0).sum(0) == 20).all()
-    nonzero = w[w != 0].double().numpy()
-    assert stats.kstest(nonzero, stats.norm(0, 0.01).cdf).pvalue > P_MIN
-    assert stats.kstest(nonzero, stats.norm(0, 0.011).cdf).pvalue < P_MIN  # the std is what is checked
-
-
-@pytest.mark.parametrize("shape", [(), (6,), (3, 4, 5)])
-def test_sparse_refuses_tensors_that_are_not_2d(shape):
-    t = torch.full(shape, 2.0)
-    with pytest.raises(ValueError, match="Only tensors with 2 dimensions are supported"):
-        init.sparse_(t, 0.5)
-    assert (t == 2.0).all()
-
-
-def test_sparse_nonzeros_are_normal():
-    w = init.sparse_(torch.empty(300, 700), 0.25, std=0.5, generator=_gen(7))
-    nonzero = w[w != 0].double().numpy()
-    assert stats.kstest(nonzero, stats.norm(0, 0.5).cdf).pvalue > P_MIN
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("sparsity", [0.2, 0.9])  # choose the zeros / choose the nonzeros
-def test_sparse_nonzeros_follow_the_numbering_contract(dtype, sparsity):
-    # The j-th nonzero in row-major order is normal_'s element j under the call's key.
-    rows, cols, std = 90, 150, 0.5
-    w = init.sparse_(torch.empty(rows, cols, dtype=dtype), sparsity, std=std, generator=_gen(9))
-    normals = torch.empty(cols * (rows - math.ceil(sparsity * rows)), dtype=dtype)
-    key = ops.philox_key(w, _gen(9))
-    ops.fill_many_([normals], ["normal"], [0.0, std, 0.0, 0.0], key)
-    assert torch.equal(w[w != 0], normals)
-
-
-def test_sparse_view_is_written_in_place_and_nothing_else():
-    base = torch.full((20, 30), 7.0)
-    view = base.t()[2:12, ::2]
-    init.sparse_(view, 0.5, generator=_gen(8))
-    assert ((view == 0).sum(0) == 5).all()
-    untouched = torch.ones_like(base, dtype=torch.bool)
-    untouched.t()[2:12, ::2] = False
-    assert (base[untouched] == 7.0).all()
-    expected = init.sparse_(torch.empty(view.shape), 0.5, generator=_gen(8))
-    assert torch.equal(view, expected)
-
-
-# ---- the RNG contract for both --------------------------------------------------------------------
+# ---- the RNG contract ---------------------------------------------------------------------------
 
 FILLS = {
     "trunc_normal_": lambda t, g: init.trunc_normal_(t, generator=g),
     "trunc_normal_ far tail": lambda t, g: init.trunc_normal_(t, 0.0, 1.0, -math.inf, -31.0, generator=g),
     "trunc_normal_ wide, 20% rejected": lambda t, g: init.trunc_normal_(t, 0.0, 1.0, -1.29, 1.29, generator=g),
-    "sparse_": lambda t, g: init.sparse_(t, 0.8, generator=g),
-    "sparse_ dense": lambda t, g: init.sparse_(t, 0.2, generator=g),
 }
 
 
 @pytest.mark.parametrize("name", FILLS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dtype", FLOATS)
 def test_thread_count_invariance(name, dtype):
     results = []
     for threads in (1, 2, 3):
         torch.set_num_threads(threads)
-        results.append(FILLS[name](torch.empty(515, 333, dtype=dtype), _gen(9)))
+        results.append(FILLS[name](torch.empty(515, 333, dtype=dtype), gen(9)))
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
@@ -298,12 +211,12 @@ def test_reproducible_and_default_generator(name):
     torch.manual_seed(12)
     a = FILLS[name](torch.empty(64, 48), None)
     b = FILLS[name](torch.empty(64, 48), None)
-    c = FILLS[name](torch.empty(64, 48), _gen(12))
+    c = FILLS[name](torch.empty(64, 48), gen(12))
     assert torch.equal(a, c) and not torch.equal(a, b)
 
 
 def test_trunc_normal_prefix_property():
     for dtype in (torch.float32, torch.float64, torch.float16):
-        short = init.trunc_normal_(torch.empty(37, dtype=dtype), generator=_gen(5))
-        long = init.trunc_normal_(torch.empty(100_003, dtype=dtype), generator=_gen(5))
+        short = init.trunc_normal_(torch.empty(37, dtype=dtype), generator=gen(5))
+        long = init.trunc_normal_(torch.empty(100_003, dtype=dtype), generator=gen(5))
         assert torch.equal(short, long[:37])
