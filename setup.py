@@ -24,13 +24,22 @@ CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"
 # The GPU computes the CPU's bits only without FMA contraction, in device and host code alike.
 NVCC_FLAGS = ["-O3", "--fmad=false", "-Xcompiler", "-ffp-contract=off", "--expt-relaxed-constexpr"]
 
+# TORCHINIT_SANITIZE=1 (make sanitize): a CPU-only ASan+UBSan build. -O1 keeps the stack traces
+# readable; -fno-wrapv so signed overflow is reported, not defined away.
+SANITIZE = os.environ.get("TORCHINIT_SANITIZE") == "1"
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
+if SANITIZE:
+    CXX_FLAGS = [f for f in CXX_FLAGS if f != "-O3"] + SANITIZE_FLAGS + [
+        "-fno-omit-frame-pointer", "-fno-wrapv", "-g", "-O1"]
+LINK_FLAGS = ["-fopenmp"] + (SANITIZE_FLAGS if SANITIZE else [])
+
 
 def build_cuda() -> bool:
     wanted = os.environ.get("TORCHINIT_CUDA")
     available = torch.version.cuda is not None and CUDA_HOME is not None
     if wanted == "1" and not available:
         raise RuntimeError("TORCHINIT_CUDA=1, but torch has no CUDA or nvcc was not found")
-    return available and wanted != "0"
+    return available and wanted != "0" and not SANITIZE
 
 
 def sources(*patterns: str) -> list[str]:
@@ -47,17 +56,17 @@ if build_cuda():
         "torchinit_ext._C",
         cpu_sources + sources("csrc/cuda/*.cu"),
         extra_compile_args={"cxx": CXX_FLAGS, "nvcc": NVCC_FLAGS},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=LINK_FLAGS,
     )
 else:
     extension = CppExtension(
         "torchinit_ext._C", cpu_sources, extra_compile_args={"cxx": CXX_FLAGS},
-        extra_link_args=["-fopenmp"],
+        extra_link_args=LINK_FLAGS,
     )
 
 setup(
     name="torchinit_ext",
-    version="0.1.0",
+    version="0.2.0",
     description="A drop-in torch.nn.init with compiled, parallel, counter-based-RNG kernels",
     packages=find_packages(include=["torchinit_ext", "torchinit_ext.*"]),
     ext_modules=[extension],
