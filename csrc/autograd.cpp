@@ -15,8 +15,9 @@
 
 namespace {
 
-constexpr const char* kOps[] = {"uniform_", "normal_", "trunc_normal_", "sparse_", "constant_",
-                                "eye_", "dirac_", "orthogonal_", "orthogonal_batch_", "fill_many_"};
+constexpr const char* kOps[] = {"uniform_",          "normal_",   "trunc_normal_", "sparse_",
+                                "constant_",         "eye_",      "dirac_",        "orthogonal_",
+                                "orthogonal_batch_", "fill_many_"};
 
 // Calls visit(tensor) for every tensor the op writes: each Tensor(a!) argument, or each tensor of
 // a Tensor(a!)[] list, on the stack of a boxed call.
@@ -80,9 +81,9 @@ void fill_through_plain_temporaries(const c10::OperatorHandle& op, c10::Dispatch
     return true;
   });
   // Below both keys: Negative is dispatched before Conjugate.
-  op.redispatchBoxed(keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER,
-                                                c10::DispatchKey::Conjugate),
-                     stack);
+  op.redispatchBoxed(
+      keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, c10::DispatchKey::Conjugate),
+      stack);
   at::AutoDispatchBelowADInplaceOrView below_autograd;  // versions are bumped above
   for (auto& [view, temporary] : views) view.copy_(temporary);
 }

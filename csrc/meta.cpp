@@ -2,9 +2,9 @@
 // serve as the fake (shape) implementations for torch.compile and opcheck.
 #include <torch/library.h>
 
+#include "dist/trunc_normal_plan.h"
 #include "plan/checks.h"
 #include "plan/elementwise_fill.h"
-#include "dist/trunc_normal_plan.h"
 
 namespace torchinit {
 namespace {
@@ -45,8 +45,8 @@ void orthogonal_batch_meta(at::Tensor& self, double gain, std::optional<at::Gene
 }
 
 void fill_many_meta(at::TensorList selves, const std::vector<std::string>& laws,
-                    c10::ArrayRef<double> params, c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
-                    c10::IntArrayRef block_starts) {
+                    c10::ArrayRef<double> params, c10::IntArrayRef keys,
+                    c10::IntArrayRef full_sizes, c10::IntArrayRef block_starts) {
   plan_fill_many(selves, laws, params, keys, full_sizes, block_starts);
 }
 

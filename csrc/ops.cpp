@@ -7,8 +7,9 @@
 TORCH_LIBRARY(torchinit_ext, m) {
   m.def("uniform_(Tensor(a!) self, float a, float b, Generator? generator=None) -> ()");
   m.def("normal_(Tensor(a!) self, float mean, float std, Generator? generator=None) -> ()");
-  m.def("trunc_normal_(Tensor(a!) self, float mean, float std, float a, float b, "
-        "Generator? generator=None) -> ()");
+  m.def(
+      "trunc_normal_(Tensor(a!) self, float mean, float std, float a, float b, "
+      "Generator? generator=None) -> ()");
   m.def("sparse_(Tensor(a!) self, float sparsity, float std, Generator? generator=None) -> ()");
   m.def("constant_(Tensor(a!) self, Scalar value) -> ()");
   m.def("eye_(Tensor(a!) self) -> ()");
@@ -21,8 +22,9 @@ TORCH_LIBRARY(torchinit_ext, m) {
   // params[4t : 4t+4] in the single op's argument order, from Philox key (keys[2t], keys[2t+1]).
   // With full_sizes and block_starts (dim() entries per tensor, concatenated), tensor t is the
   // block of a larger tensor starting there and gets that block of the larger tensor's values.
-  m.def("fill_many_(Tensor(a!)[] selves, str[] laws, float[] params, int[] keys, "
-        "int[] full_sizes=[], int[] block_starts=[]) -> ()");
+  m.def(
+      "fill_many_(Tensor(a!)[] selves, str[] laws, float[] params, int[] keys, "
+      "int[] full_sizes=[], int[] block_starts=[]) -> ()");
   // The (key, offset) a random fill of self would draw from `generator` now (advancing it as
   // that fill would), as signed 64-bit integers.
   m.def("philox_key(Tensor self, Generator? generator=None) -> int[]");

@@ -6,6 +6,7 @@ DTensor or FakeTensor, sparse, nested and quantized tensors, other devices and d
 stock torch's path, so every tensor stock accepts still works, with stock's values and errors.
 """
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable
@@ -13,8 +14,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from . import _C  # noqa: F401  (loading it registers torch.ops.torchinit_ext)
-from . import _sharded
+from . import (
+    _C,  # noqa: F401  (loading it registers torch.ops.torchinit_ext)
+    _sharded,
+)
 
 ops = torch.ops.torchinit_ext
 
@@ -22,8 +25,14 @@ _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 # The dtypes of the random fills, and those that constant_, eye_ and dirac_ write.
 FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 FILL_DTYPES = FLOAT_DTYPES | {
-    torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-    torch.complex64, torch.complex128,
+    torch.bool,
+    torch.uint8,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.complex64,
+    torch.complex128,
 }
 
 
@@ -58,17 +67,29 @@ def compiled(tensor: Tensor, dtypes: frozenset = FLOAT_DTYPES) -> bool:
     )
 
 
-def call(op, tensor: Tensor, *args) -> Tensor:
-    """Runs a compiled op on `tensor` without autograd and returns the tensor; argument errors
-    are raised as Init*Error."""
+@contextlib.contextmanager
+def _compiled_call():
+    """No autograd, and the ops' argument errors raised as Init*Error."""
     try:
         with torch.no_grad():
-            op(tensor, *args)
-        return tensor
+            yield
     except ValueError as e:
         raise InitValueError(str(e)) from None
     except TypeError as e:
         raise InitTypeError(str(e)) from None
+
+
+def call(op, tensor: Tensor, *args) -> Tensor:
+    """Runs a compiled op on `tensor` and returns the tensor."""
+    with _compiled_call():
+        op(tensor, *args)
+    return tensor
+
+
+def check_arguments(op, tensor: Tensor, *args) -> None:
+    """Raises the argument errors `op` would raise for a float tensor of `tensor`'s shape, by its
+    meta kernel, so every path (compiled, DTensor, stock's) takes the kernels' checks."""
+    call(op, torch.empty(tensor.shape, device="meta"), *args)
 
 
 # The materialize() session running on this thread, if any: it defers (and, with a seed, keys)
@@ -112,13 +133,8 @@ def call_many(tensors, laws, params, keys, blocks) -> None:
     flat_keys = [k for key in keys for k in key]
     full_sizes = [n for full, _ in blocks for n in full]
     starts = [s for _, start in blocks for s in start]
-    try:
-        with torch.no_grad():
-            ops.fill_many_(tensors, laws, flat_params, flat_keys, full_sizes, starts)
-    except ValueError as e:
-        raise InitValueError(str(e)) from None
-    except TypeError as e:
-        raise InitTypeError(str(e)) from None
+    with _compiled_call():
+        ops.fill_many_(tensors, laws, flat_params, flat_keys, full_sizes, starts)
 
 
 def whole(tensor: Tensor, fill_full: Callable[[Tensor], object], generator):
@@ -142,7 +158,10 @@ def uniform(tensor: Tensor, a: float, b: float, generator) -> Tensor:
 
 def normal(tensor: Tensor, mean: float, std: float, generator) -> Tensor:
     return elementwise(
-        tensor, "normal", (mean, std), generator,
+        tensor,
+        "normal",
+        (mean, std),
+        generator,
         lambda: tensor.normal_(mean, std, generator=generator),
     )
 

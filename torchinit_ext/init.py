@@ -133,13 +133,12 @@ def trunc_normal_(
 
 
 def constant_(tensor: Tensor, val: float) -> Tensor:
-    r"""Fill the input Tensor with the value :math:`\text{val}`. See :func:`torch.nn.init.constant_`."""
+    r"""Fill the input Tensor with the value :math:`\text{val}`.
+    See :func:`torch.nn.init.constant_`."""
     if torch.jit.is_scripting():
         return _script_constant_(tensor, val)
     if torch.overrides.has_torch_function_variadic(tensor):
-        return torch.overrides.handle_torch_function(
-            constant_, (tensor,), tensor=tensor, val=val
-        )
+        return torch.overrides.handle_torch_function(constant_, (tensor,), tensor=tensor, val=val)
     return _dispatch.fill(tensor, val, _stock.constant_, val)
 
 
@@ -178,10 +177,9 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
     dimensions = tensor.ndimension()
     if dimensions not in [3, 4, 5]:
         raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
-    if not (isinstance(groups, int) and groups > 0):
+    if not isinstance(groups, int):
         raise InitValueError(f"dirac_: groups must be a positive integer, got groups={groups}")
-    if tensor.size(0) % groups != 0:
-        raise ValueError("dim 0 must be divisible by groups")
+    _dispatch.check_arguments(ops.dirac_, tensor, groups)
     return _dispatch.whole(tensor, lambda t, _: _dirac(t, groups), None)
 
 
@@ -353,8 +351,7 @@ def sparse_(
     all drawn from `generator`. See :func:`torch.nn.init.sparse_`."""
     if tensor.ndimension() != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    if not 0.0 <= sparsity <= 1.0:
-        raise InitValueError(f"sparse_: sparsity must be in [0, 1], got sparsity={sparsity}")
+    _dispatch.check_arguments(ops.sparse_, tensor, sparsity, std, None)
     return _dispatch.whole(tensor, lambda t, g: _sparse(t, sparsity, std, g), generator)
 
 

@@ -12,33 +12,36 @@
 namespace torchinit::cpu {
 namespace {
 
-#define TORCHINIT_ALL_DTYPES \
-  AT_EXPAND(AT_ALL_TYPES_AND_COMPLEX), at::kHalf, at::kBFloat16, at::kBool
-
 void constant_cpu(at::Tensor& self, const at::Scalar& value) {
   // Aliased elements all get the same value, but must not be written by two threads at once.
-  const int64_t grain =
-      at::has_internal_overlap(self) == at::MemOverlap::No ? kGrain : self.numel();
+  const int64_t grain = elements_overlap(self) ? self.numel() : kGrain;
   AT_DISPATCH_V2(self.scalar_type(), "constant_", AT_WRAP([&] {
-    const auto v = value.to<scalar_t>();  // throws, before any write, if v doesn't fit
-    fill_logical<scalar_t, scalar_t>(
-        self, [&](scalar_t* dst, int64_t begin, int64_t end) { std::fill(dst, dst + (end - begin), v); },
-        grain);
-  }), TORCHINIT_ALL_DTYPES);
+                   const auto v =
+                       value.to<scalar_t>();  // throws, before any write, if v doesn't fit
+                   fill_logical<scalar_t, scalar_t>(
+                       self,
+                       [&](scalar_t* dst, int64_t begin, int64_t end) {
+                         std::fill(dst, dst + (end - begin), v);
+                       },
+                       grain);
+                 }),
+                 TORCHINIT_FILL_DTYPES);
 }
 
 // Zeros with the layout's ones: each task writes its range, then the ones inside it.
 void fill_identity(at::Tensor& self, const IdentityLayout& layout) {
   AT_DISPATCH_V2(self.scalar_type(), "fill_identity", AT_WRAP([&] {
-    fill_logical<scalar_t, scalar_t>(self, [&](scalar_t* dst, int64_t begin, int64_t end) {
-      std::fill(dst, dst + (end - begin), scalar_t(0));
-      for (int64_t k = layout.first_one(begin); k < layout.num_ones; ++k) {
-        const int64_t i = layout.one_at(k);
-        if (i >= end) break;
-        if (i >= begin) dst[i - begin] = scalar_t(1);
-      }
-    });
-  }), TORCHINIT_ALL_DTYPES);
+                   fill_logical<scalar_t, scalar_t>(
+                       self, [&](scalar_t* dst, int64_t begin, int64_t end) {
+                         std::fill(dst, dst + (end - begin), scalar_t(0));
+                         for (int64_t k = layout.first_one(begin); k < layout.num_ones; ++k) {
+                           const int64_t i = layout.one_at(k);
+                           if (i >= end) break;
+                           if (i >= begin) dst[i - begin] = scalar_t(1);
+                         }
+                       });
+                 }),
+                 TORCHINIT_FILL_DTYPES);
 }
 
 void eye_cpu(at::Tensor& self) {

@@ -11,15 +11,7 @@
 
 #include "parallel.h"
 #include "prefault.h"
-
-// Runtime-selected SIMD builds of the hot loops. The default build must run on any x86-64, and
-// since kernels use only IEEE basic operations without FMA contraction, every clone computes the
-// same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TORCHINIT_SIMD_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define TORCHINIT_SIMD_CLONES
-#endif
+#include "simd.h"
 
 namespace torchinit::cpu {
 
@@ -33,7 +25,8 @@ template <typename scalar_t>
 class StridedWriter {
  public:
   explicit StridedWriter(const at::Tensor& t)
-      : base_(t.data_ptr<scalar_t>()), sizes_(t.sizes().begin(), t.sizes().end()),
+      : base_(t.data_ptr<scalar_t>()),
+        sizes_(t.sizes().begin(), t.sizes().end()),
         strides_(t.strides().begin(), t.strides().end()) {}
 
   // Stores src[0..count) as elements [begin, begin + count), converting to scalar_t.
@@ -82,7 +75,8 @@ class StridedWriter {
 // tensors of type acc_t are produced into directly; contiguous memory is mapped ahead of the
 // writes a piece at a time (prefault.h).
 template <typename scalar_t, typename acc_t, typename Produce>
-void fill_logical_range(const at::Tensor& self, const Produce& produce, int64_t begin, int64_t end) {
+void fill_logical_range(const at::Tensor& self, const Produce& produce, int64_t begin,
+                        int64_t end) {
   const bool contiguous = self.is_contiguous();
   auto* data = self.data_ptr<scalar_t>();
   const StridedWriter<scalar_t> writer(self);

@@ -6,11 +6,7 @@
 #include <cstdint>
 
 #include "../rng/philox.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define TORCHINIT_X86_MULTIVERSION 1
-#include <immintrin.h>
-#endif
+#include "simd.h"
 
 namespace torchinit::cpu {
 
@@ -50,12 +46,15 @@ __attribute__((target("avx2"))) inline void mulhilo(__m256i a, __m256i m, __m256
 
 // N / 16 groups of 16 lanes, round by round.
 template <int N>
-__attribute__((target("avx512f"))) inline void philox_avx512(PhiloxState state, const uint64_t* blocks,
-                                                              uint32_t (*words)[N]) {
+__attribute__((target("avx512f"))) inline void philox_avx512(PhiloxState state,
+                                                             const uint64_t* blocks,
+                                                             uint32_t (*words)[N]) {
   constexpr int G = N / 16;
   // Split the 64-bit block numbers into their low and high words, lanes in order.
-  const __m512i idx_lo = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const __m512i idx_hi = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+  const __m512i idx_lo =
+      _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i idx_hi =
+      _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
   const __m512i m0 = _mm512_set1_epi32(static_cast<int>(philox_detail::kMul0));
   const __m512i m1 = _mm512_set1_epi32(static_cast<int>(philox_detail::kMul1));
   __m512i c0[G], c1[G], c2[G], c3[G];
@@ -142,22 +141,24 @@ inline void philox_lanes(PhiloxState state, const uint64_t* blocks, uint32_t (*w
 
 #if TORCHINIT_X86_MULTIVERSION
 __attribute__((target("avx2"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
-                                                          uint32_t (*words)[kLanes]) {
+                                                         uint32_t (*words)[kLanes]) {
   philox_impl::philox_avx2<kLanes>(state, blocks, words);
 }
 
 __attribute__((target("avx2"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
-                                                          uint32_t (*words)[kWideLanes]) {
+                                                         uint32_t (*words)[kWideLanes]) {
   philox_impl::philox_avx2<kWideLanes>(state, blocks, words);
 }
 
-__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
-                                                             uint32_t (*words)[kLanes]) {
+__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxState state,
+                                                            const uint64_t* blocks,
+                                                            uint32_t (*words)[kLanes]) {
   philox_impl::philox_avx512<kLanes>(state, blocks, words);
 }
 
-__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
-                                                             uint32_t (*words)[kWideLanes]) {
+__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxState state,
+                                                            const uint64_t* blocks,
+                                                            uint32_t (*words)[kWideLanes]) {
   philox_impl::philox_avx512<kWideLanes>(state, blocks, words);
 }
 #endif

@@ -9,9 +9,9 @@
 #include <atomic>
 #include <vector>
 
-#include "../plan/elementwise_fill.h"
-#include "../dist/uniform_normal.h"
 #include "../dist/trunc_normal.h"
+#include "../dist/uniform_normal.h"
+#include "../plan/elementwise_fill.h"
 #include "random_fill.h"
 
 namespace torchinit::cpu {
@@ -44,17 +44,20 @@ struct Produce {
 
 // Writes local elements [begin, end) of one target.
 void fill_target_range(const FillTarget& target, int64_t begin, int64_t end) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, target.self.scalar_type(), "fill_", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    fill_logical_range<scalar_t, acc_t>(
-        target.self,
-        [&](acc_t* dst, int64_t local_begin, int64_t local_end) {
-          target.shard.for_each_run(local_begin, local_end, [&](int64_t at, int64_t b, int64_t e) {
-            visit_law<acc_t>(target.fill, Produce<acc_t>{target.fill.state, dst + at, b, e});
-          });
-        },
-        begin, end);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, target.self.scalar_type(), "fill_", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        fill_logical_range<scalar_t, acc_t>(
+            target.self,
+            [&](acc_t* dst, int64_t local_begin, int64_t local_end) {
+              target.shard.for_each_run(
+                  local_begin, local_end, [&](int64_t at, int64_t b, int64_t e) {
+                    visit_law<acc_t>(target.fill,
+                                     Produce<acc_t>{target.fill.state, dst + at, b, e});
+                  });
+            },
+            begin, end);
+      });
 }
 
 // All targets' elements as one index space, cut into tasks that the threads take in turn: small
@@ -75,7 +78,8 @@ void fill_targets(const std::vector<FillTarget>& targets) {
     for (int64_t task = next_task++; task < tasks; task = next_task++) {
       const int64_t begin = task * task_size;
       const int64_t end = std::min(begin + task_size, total);
-      auto t = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), begin) - first.begin() - 1);
+      auto t = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), begin) -
+                                   first.begin() - 1);
       for (; t < targets.size() && first[t] < end; ++t) {
         const int64_t lo = std::max(begin, first[t]) - first[t];
         const int64_t hi = std::min(end, first[t + 1]) - first[t];
@@ -86,7 +90,8 @@ void fill_targets(const std::vector<FillTarget>& targets) {
 }
 
 // Draws the key of a single-tensor fill (none for an empty tensor, as stock) and runs it.
-void fill_one(const at::Tensor& self, ElementwiseFill fill, const std::optional<at::Generator>& generator) {
+void fill_one(const at::Tensor& self, ElementwiseFill fill,
+              const std::optional<at::Generator>& generator) {
   if (self.numel() == 0) return;
   fill.state = draw_philox_state(generator);
   fill_targets({FillTarget{self, fill, ShardIndex()}});

@@ -13,14 +13,14 @@ namespace torchinit::cpu {
 
 // Blocks blocks[0 .. Lanes), transformed by dist into out, Dist::kPerBlock values each.
 template <int Lanes, typename Dist, typename acc_t>
-TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxState state, const uint64_t* blocks,
-                                          acc_t* out) {
+TORCHINIT_SIMD_CLONES void generate_batch(const Dist& dist, PhiloxState state,
+                                          const uint64_t* blocks, acc_t* out) {
   uint32_t words[4][Lanes];
   philox_lanes(state, blocks, words);
   const Dist local = dist;  // stores to out can't change its fields: no alias checks in the loop
   for (int j = 0; j < Lanes; ++j) {
     local(PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}},
-         out + j * Dist::kPerBlock);
+          out + j * Dist::kPerBlock);
   }
 }
 
@@ -33,7 +33,8 @@ void generate_range(const Dist& dist, PhiloxState state, acc_t* dst, int64_t beg
   int64_t first = begin - begin % Dist::kPerBlock;  // first element of the current batch
   for (int64_t i = begin; i < end; first += kPerBatch) {
     uint64_t blocks[kWideLanes];
-    for (int j = 0; j < kWideLanes; ++j) blocks[j] = static_cast<uint64_t>(first / Dist::kPerBlock + j);
+    for (int j = 0; j < kWideLanes; ++j)
+      blocks[j] = static_cast<uint64_t>(first / Dist::kPerBlock + j);
     const int64_t stop = std::min(end, first + kPerBatch);
     if (i == first && stop == first + kPerBatch) {
       generate_batch<kWideLanes>(dist, state, blocks, dst + (i - begin));
@@ -92,7 +93,8 @@ __attribute__((target("avx512f"))) inline int32_t find_nans(const float* x, int3
 // dist.last_attempt of block stream_block(kAttempts, i). The pending elements of an attempt are
 // batched kLanes at a time, so redraws run in SIMD too.
 template <typename acc_t, typename Dist>
-void resample_rejected(const Dist& dist, PhiloxState state, acc_t* dst, int64_t begin, int64_t end) {
+void resample_rejected(const Dist& dist, PhiloxState state, acc_t* dst, int64_t begin,
+                       int64_t end) {
   TORCH_INTERNAL_ASSERT_DEBUG_ONLY(end - begin <= kBufferElements);
   int32_t pending[kBufferElements + 16];  // offsets from begin of the elements still rejected
   int64_t count = find_nans(dst, static_cast<int32_t>(end - begin), pending);
@@ -108,8 +110,10 @@ void resample_rejected(const Dist& dist, PhiloxState state, acc_t* dst, int64_t 
         const acc_t* p = proposals + j * Dist::kPerBlock;
         int k = 0;
         while (k < Dist::kPerBlock && p[k] != p[k]) ++k;
-        if (k < Dist::kPerBlock) dst[pending[s + j]] = p[k];
-        else pending[still++] = pending[s + j];
+        if (k < Dist::kPerBlock)
+          dst[pending[s + j]] = p[k];
+        else
+          pending[still++] = pending[s + j];
       }
     }
     count = still;

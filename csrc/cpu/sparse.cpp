@@ -13,9 +13,9 @@
 #include <algorithm>
 #include <memory>
 
-#include "../plan/checks.h"
 #include "../dist/sparse_draws.h"
 #include "../dist/uniform_normal.h"
+#include "../plan/checks.h"
 #include "random_fill.h"
 
 namespace torchinit::cpu {
@@ -179,7 +179,8 @@ TORCHINIT_SIMD_CLONES void write_rows(const SparseRows<scalar_t>& p, int64_t row
       for (uint64_t rest = bits; rest; rest &= rest - 1) out[__builtin_ctzll(rest)] = *values++;
       queue.pop(__builtin_popcountll(bits));
       if (!in_place) {
-        for (int64_t c = 0; c < width; ++c) dst[c * p.col_stride] = static_cast<scalar_t>(segment[c]);
+        for (int64_t c = 0; c < width; ++c)
+          dst[c * p.col_stride] = static_cast<scalar_t>(segment[c]);
       }
     }
   }
@@ -235,35 +236,43 @@ void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, 
       const int64_t c1 = std::min(cols, c0 + kGroupColumns);
       for (int64_t c = c0; c < c1; c += 2) {
         const uint64_t flag = uint64_t{1} << (c - c0);
-        const FloydColumn pair[2] = {{c, flag},
-                                     c + 1 < c1 ? FloydColumn{c + 1, flag << 1} : FloydColumn{c, 0}};
+        const FloydColumn pair[2] = {
+            {c, flag}, c + 1 < c1 ? FloydColumn{c + 1, flag << 1} : FloydColumn{c, 0}};
         choose_rows(state, rows, choice.count, pair, row_masks);
       }
     }
   });
 
-  const SparseRows<scalar_t> plan{masks.get(), choice.chosen_are_zeros, rows, groups,
+  const SparseRows<scalar_t> plan{masks.get(),
+                                  choice.chosen_are_zeros,
+                                  rows,
+                                  groups,
                                   ~uint64_t{0} >> (kGroupColumns * groups - cols),
                                   cols * choice.nonzeros,
-                                  self.data_ptr<scalar_t>(), self.stride(0), self.stride(1), cols,
-                                  Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)}, state};
+                                  self.data_ptr<scalar_t>(),
+                                  self.stride(0),
+                                  self.stride(1),
+                                  cols,
+                                  Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)},
+                                  state};
   bool avx512 = false;
   bool non_temporal = false;
 #if TORCHINIT_X86_MULTIVERSION
   if constexpr (std::is_same_v<scalar_t, float>) {
     avx512 = plan.col_stride == 1 && __builtin_cpu_supports("avx512f");
     non_temporal = reinterpret_cast<uintptr_t>(plan.data) % 64 == 0 && plan.row_stride % 16 == 0 &&
-             rows * cols * int64_t{sizeof(float)} >= kNonTemporalBytes;
+                   rows * cols * int64_t{sizeof(float)} >= kNonTemporalBytes;
   }
 #endif
-  parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t row_begin, int64_t row_end) {
+  parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols),
+               [&](int64_t row_begin, int64_t row_end) {
 #if TORCHINIT_X86_MULTIVERSION
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      if (avx512) return write_rows_avx512(plan, row_begin, row_end, non_temporal);
-    }
+                 if constexpr (std::is_same_v<scalar_t, float>) {
+                   if (avx512) return write_rows_avx512(plan, row_begin, row_end, non_temporal);
+                 }
 #endif
-    write_rows(plan, row_begin, row_end);
-  });
+                 write_rows(plan, row_begin, row_end);
+               });
 }
 
 void sparse_cpu(at::Tensor& self, double sparsity, double std,
@@ -272,9 +281,8 @@ void sparse_cpu(at::Tensor& self, double sparsity, double std,
   if (self.numel() == 0) return;
   const PhiloxState state = draw_philox_state(generator);
   const FloydChoice choice = floyd_choice(self.size(0), sparsity);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse_", [&] {
-    sparse_fill<scalar_t>(self, choice, std, state);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse_",
+                                  [&] { sparse_fill<scalar_t>(self, choice, std, state); });
 }
 
 }  // namespace

@@ -17,10 +17,9 @@ namespace {
 template <typename scalar_t>
 __global__ void identity_kernel(IdentityLayout ones, StridedLayout layout, int64_t numel,
                                 scalar_t* data) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < numel;
-       i += int64_t{gridDim.x} * blockDim.x) {
+  for_each_thread_index(numel, [&](int64_t i) {
     data[layout.offset(i)] = ones.is_one(i) ? scalar_t(1) : scalar_t(0);
-  }
+  });
 }
 
 void fill_identity(at::Tensor& self, const IdentityLayout& ones) {
@@ -28,11 +27,12 @@ void fill_identity(at::Tensor& self, const IdentityLayout& ones) {
   const c10::cuda::CUDAGuard guard(self.device());
   const StridedLayout layout = strided_layout(self).value();  // eye_ and dirac_: at most 5 dims
   AT_DISPATCH_V2(self.scalar_type(), "fill_identity", AT_WRAP([&] {
-    identity_kernel<scalar_t><<<grid_for((self.numel() + kThreads - 1) / kThreads), kThreads, 0,
-                                c10::cuda::getCurrentCUDAStream()>>>(ones, layout, self.numel(),
-                                                                     self.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }), AT_EXPAND(AT_ALL_TYPES_AND_COMPLEX), at::kHalf, at::kBFloat16, at::kBool);
+                   identity_kernel<scalar_t><<<grid_for((self.numel() + kThreads - 1) / kThreads),
+                                               kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+                       ones, layout, self.numel(), self.data_ptr<scalar_t>());
+                   C10_CUDA_KERNEL_LAUNCH_CHECK();
+                 }),
+                 TORCHINIT_FILL_DTYPES);
 }
 
 void eye_cuda(at::Tensor& self) {

@@ -33,13 +33,7 @@ struct FullIndex {
   int64_t full_strides[kMaxDims];
 
   C10_HOST_DEVICE uint64_t operator()(int64_t i) const {
-    if (ndim == 0) return static_cast<uint64_t>(i);
-    int64_t full = 0;
-    for (int32_t d = ndim - 1; d >= 0; --d) {
-      full += (i % sizes[d] + starts[d]) * full_strides[d];
-      i /= sizes[d];
-    }
-    return static_cast<uint64_t>(full);
+    return static_cast<uint64_t>(ndim == 0 ? i : full_index(i, ndim, sizes, starts, full_strides));
   }
 };
 
@@ -173,7 +167,8 @@ template <typename acc_t>
 struct ElementValues<acc_t, TruncNormalRejection<acc_t>> {
   TruncNormalRejection<acc_t> dist;
   PhiloxState state;
-  C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, PhiloxState k) : dist(d), state(k) {}
+  C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, PhiloxState k)
+      : dist(d), state(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(state, i); }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
     for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(state, first + k);
@@ -209,7 +204,8 @@ C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, Philox
       *reinterpret_cast<Span<scalar_t>*>(data + s) = span;
     } else {
       TORCHINIT_UNROLL
-      for (int64_t k = 0; k < kSpan; ++k) data[t.layout.offset(s + k)] = static_cast<scalar_t>(v[k]);
+      for (int64_t k = 0; k < kSpan; ++k)
+        data[t.layout.offset(s + k)] = static_cast<scalar_t>(v[k]);
     }
   }
 }
@@ -227,11 +223,16 @@ C10_HOST_DEVICE void fill_chunk(const FillDesc& t, PhiloxState state, int64_t be
 C10_HOST_DEVICE inline void fill_chunk_any(const FillDesc& t, PhiloxState state, int64_t begin,
                                            int64_t end, int64_t lane, int64_t lanes) {
   switch (t.dtype) {
-    case c10::ScalarType::Float: return fill_chunk<float>(t, state, begin, end, lane, lanes);
-    case c10::ScalarType::Double: return fill_chunk<double>(t, state, begin, end, lane, lanes);
-    case c10::ScalarType::Half: return fill_chunk<c10::Half>(t, state, begin, end, lane, lanes);
-    case c10::ScalarType::BFloat16: return fill_chunk<c10::BFloat16>(t, state, begin, end, lane, lanes);
-    default: return;  // plan_fill_many admits no other dtype
+    case c10::ScalarType::Float:
+      return fill_chunk<float>(t, state, begin, end, lane, lanes);
+    case c10::ScalarType::Double:
+      return fill_chunk<double>(t, state, begin, end, lane, lanes);
+    case c10::ScalarType::Half:
+      return fill_chunk<c10::Half>(t, state, begin, end, lane, lanes);
+    case c10::ScalarType::BFloat16:
+      return fill_chunk<c10::BFloat16>(t, state, begin, end, lane, lanes);
+    default:
+      return;  // plan_fill_many admits no other dtype
   }
 }
 

@@ -21,23 +21,22 @@
 namespace torchinit::cuda {
 namespace {
 
-
 // One kernel per (dtype, law) for single fills, so each holds only its own law's registers.
 template <typename scalar_t, typename Dist>
 __global__ void fill_one_kernel(FillDesc target, Dist dist, KeySource source) {
   const PhiloxState state = resolve(source);
   const int64_t chunks = (target.numel + kChunk - 1) / kChunk;
-  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+  for_each_block_index(chunks, [&](int64_t c) {
     fill_chunk_with<scalar_t>(target, dist, state, c * kChunk, chunk_end(target, c), threadIdx.x,
                               blockDim.x);
-  }
+  });
 }
 
 // first_chunk[t]: the first of target t's chunks in the launch's numbering; first_chunk[n]: all.
 __global__ void fill_many_kernel(const FillDesc* targets, const int64_t* first_chunk,
                                  int64_t num_targets) {
   const int64_t chunks = first_chunk[num_targets];
-  for (int64_t c = blockIdx.x; c < chunks; c += gridDim.x) {
+  for_each_block_index(chunks, [&](int64_t c) {
     int64_t t = 0;  // the last target with first_chunk[t] <= c
     for (int64_t hi = num_targets; hi - t > 1;) {
       const int64_t mid = (t + hi) / 2;
@@ -47,7 +46,7 @@ __global__ void fill_many_kernel(const FillDesc* targets, const int64_t* first_c
     const int64_t local = c - first_chunk[t];
     fill_chunk_any(target, target.fill.state, local * kChunk, chunk_end(target, local), threadIdx.x,
                    blockDim.x);
-  }
+  });
 }
 
 void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
@@ -58,8 +57,9 @@ void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
   const KeySource source = draw_key_source(self, generator);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "fill_", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
-      fill_one_kernel<scalar_t><<<grid_for(num_chunks(self.numel())), kThreads, 0,
-                                  c10::cuda::getCurrentCUDAStream()>>>(target.desc, dist, source);
+      fill_one_kernel<scalar_t>
+          <<<grid_for(num_chunks(self.numel())), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+              target.desc, dist, source);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -70,7 +70,8 @@ void uniform_cuda(at::Tensor& self, double a, double b, std::optional<at::Genera
   fill_one(self, uniform_fill(self, a, b), generator);
 }
 
-void normal_cuda(at::Tensor& self, double mean, double std, std::optional<at::Generator> generator) {
+void normal_cuda(at::Tensor& self, double mean, double std,
+                 std::optional<at::Generator> generator) {
   fill_one(self, normal_fill(self, mean, std), generator);
 }
 
@@ -95,7 +96,8 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
   const c10::cuda::CUDAGuard guard(device);
   std::vector<PlannedTarget> planned;
   for (const FillTarget& target : targets) {
-    if (target.self.numel() > 0) planned.push_back(plan_target(target.self, target.fill, target.shard));
+    if (target.self.numel() > 0)
+      planned.push_back(plan_target(target.self, target.fill, target.shard));
   }
   if (planned.empty()) return;
   const size_t n = planned.size();
@@ -110,7 +112,8 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
     first_chunk[t + 1] = first_chunk[t] + num_chunks(planned[t].desc.numel);
   }
   const int64_t chunks = first_chunk[n];
-  const at::Tensor on_device = staging.to(at::TensorOptions().device(device), /*non_blocking=*/true);
+  const at::Tensor on_device =
+      staging.to(at::TensorOptions().device(device), /*non_blocking=*/true);
   fill_many_kernel<<<grid_for(chunks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       reinterpret_cast<const FillDesc*>(on_device.data_ptr()),
       reinterpret_cast<const int64_t*>(on_device.data_ptr<uint8_t>() + desc_bytes),
@@ -120,7 +123,8 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
 }
 
 // Read on the host, so not during graph capture.
-std::vector<int64_t> philox_key_cuda(const at::Tensor& self, std::optional<at::Generator> generator) {
+std::vector<int64_t> philox_key_cuda(const at::Tensor& self,
+                                     std::optional<at::Generator> generator) {
   const KeySource source = draw_key_source(self, generator);
   PhiloxState state = source.drawn;
   if (source.from_cuda_state) {

@@ -2,11 +2,11 @@
 // Floyd's picks, one thread per column, into 64-column row masks (atomicOr: 64 columns share a
 // word); each (row, group)'s nonzero count; their scan, giving every nonzero its rank in
 // row-major order; then one thread per element writes 0 or its normal.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -24,20 +24,18 @@ static_assert(sizeof(Mask) == sizeof(uint64_t));
 
 __global__ void choose_kernel(SparseColumns p, KeySource source, Mask* masks) {
   const PhiloxState state = resolve(source);
-  for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < p.cols;
-       c += int64_t{gridDim.x} * blockDim.x) {
+  for_each_thread_index(p.cols, [&](int64_t c) {
     Mask* const row_masks = masks + (c / 64) * p.rows;
     const Mask flag = Mask{1} << (c % 64);
     p.choose(state, c, [&](uint64_t r) { return (atomicOr(&row_masks[r], flag) & flag) != 0; });
-  }
+  });
 }
 
 __global__ void count_kernel(SparseColumns p, const uint64_t* masks, int64_t* counts) {
   const int64_t groups = p.groups();
-  for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < p.rows * groups;
-       k += int64_t{gridDim.x} * blockDim.x) {
+  for_each_thread_index(p.rows * groups, [&](int64_t k) {
     counts[k] = popcount64(p.nonzeros(masks, k % groups, k / groups));
-  }
+  });
 }
 
 template <typename scalar_t>
@@ -45,13 +43,12 @@ __global__ void write_kernel(SparseColumns p, KeySource source, const uint64_t* 
                              const int64_t* ends, Normal<at::opmath_type<scalar_t>> normal,
                              scalar_t* data, int64_t row_stride, int64_t col_stride) {
   const PhiloxState state = resolve(source);
-  for (int64_t e = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; e < p.rows * p.cols;
-       e += int64_t{gridDim.x} * blockDim.x) {
+  for_each_thread_index(p.rows * p.cols, [&](int64_t e) {
     const int64_t r = e / p.cols;
     const int64_t c = e % p.cols;
     data[r * row_stride + c * col_stride] =
         static_cast<scalar_t>(p.value(masks, ends, normal, state, r, c));
-  }
+  });
 }
 
 unsigned blocks_for(int64_t threads) {
@@ -84,8 +81,9 @@ void sparse_cuda(at::Tensor& self, double sparsity, double std,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse_", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     write_kernel<scalar_t><<<blocks_for(self.numel()), kThreads, 0, stream>>>(
-        p, source, mask_data, ends.data_ptr<int64_t>(), Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)},
-        self.data_ptr<scalar_t>(), self.stride(0), self.stride(1));
+        p, source, mask_data, ends.data_ptr<int64_t>(),
+        Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)}, self.data_ptr<scalar_t>(), self.stride(0),
+        self.stride(1));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }

@@ -41,7 +41,8 @@ struct SparseColumns {
   // Floyd's algorithm for `column`: test_and_set(r) sets the column's bit of row r's mask and
   // returns whether it was set already.
   template <typename TestAndSet>
-  C10_HOST_DEVICE void choose(PhiloxState state, int64_t column, const TestAndSet& test_and_set) const {
+  C10_HOST_DEVICE void choose(PhiloxState state, int64_t column,
+                              const TestAndSet& test_and_set) const {
     const int64_t batches = (count + kFloydBatch - 1) / kFloydBatch;
     for (int64_t batch = 0; batch < batches; ++batch) {
       const int64_t d0 = batch * kFloydBatch;
@@ -65,14 +66,15 @@ struct SparseColumns {
   // Element (r, c): 0, or normal number j, the nonzero's rank in row-major order. ends[r * groups
   // + g] counts the nonzeros up to and including row r's group g (an inclusive scan).
   template <typename acc_t>
-  C10_HOST_DEVICE acc_t value(const uint64_t* masks, const int64_t* ends, const Normal<acc_t>& normal,
-                              PhiloxState state, int64_t r, int64_t c) const {
+  C10_HOST_DEVICE acc_t value(const uint64_t* masks, const int64_t* ends,
+                              const Normal<acc_t>& normal, PhiloxState state, int64_t r,
+                              int64_t c) const {
     const int64_t g = c / 64;
     const int bit = static_cast<int>(c % 64);
     const uint64_t bits = nonzeros(masks, g, r);
     if (!((bits >> bit) & 1)) return acc_t(0);
-    const int64_t j = ends[r * groups() + g] - popcount64(bits) +
-                      popcount64(bits & ((uint64_t{1} << bit) - 1));
+    const int64_t j =
+        ends[r * groups() + g] - popcount64(bits) + popcount64(bits & ((uint64_t{1} << bit) - 1));
     acc_t values[Normal<acc_t>::kPerBlock];
     normal(philox4x32_10(static_cast<uint64_t>(j / Normal<acc_t>::kPerBlock), state), values);
     return values[j % Normal<acc_t>::kPerBlock];

@@ -49,10 +49,10 @@ C10_HOST_DEVICE inline uint64_t floyd_word_draw(uint32_t x, uint64_t n) {
 // Draw d of `column` (set size `count`) from [0, n) when its word was rejected: the high half of
 // the 128-bit product of n and the 64-bit word (w1:w0) of stream 2's block column * count + d
 // (bias below n / 2^64).
-C10_HOST_DEVICE inline uint64_t floyd_fallback_draw(PhiloxState state, int64_t column, int64_t count,
-                                                    int64_t d, uint64_t n) {
-  const PhiloxBlock y = philox4x32_10(
-      stream_block(2, static_cast<uint64_t>(column * count + d)), state);
+C10_HOST_DEVICE inline uint64_t floyd_fallback_draw(PhiloxState state, int64_t column,
+                                                    int64_t count, int64_t d, uint64_t n) {
+  const PhiloxBlock y =
+      philox4x32_10(stream_block(2, static_cast<uint64_t>(column * count + d)), state);
   const uint64_t bits = (static_cast<uint64_t>(y.w[1]) << 32) | y.w[0];
 #if defined(__CUDA_ARCH__)
   return __umul64hi(bits, n);

@@ -14,7 +14,8 @@
 
 namespace torchinit {
 
-// ---- the truncated normal ------------------------------------------------------------------------
+// ---- the truncated normal
+// ------------------------------------------------------------------------
 //
 // N(mean, std^2) truncated to the standardized interval [alpha, beta], clamped to [lo, hi], bounds
 // that are values of the output dtype (so rounding can't leave [a, b]; see trunc_normal_plan.h).
@@ -107,12 +108,12 @@ struct TruncNormalWide {
 template <typename T>
 struct TruncNormalRejection {
   static constexpr uint32_t kMaxAttempts = 255;
-  bool uniform;   // the proposal: uniform (flat) or exponential (far tail)
-  double alpha;   // the near bound in standard units
-  double width;   // the interval's width in standard units
-  double trunc;   // exponential: 1 - exp(-alpha width), the proposal's mass inside the interval
-  double near;    // the near bound in the tensor's units
-  double span;    // uniform: the interval's width in the tensor's units (width std)
+  bool uniform;  // the proposal: uniform (flat) or exponential (far tail)
+  double alpha;  // the near bound in standard units
+  double width;  // the interval's width in standard units
+  double trunc;  // exponential: 1 - exp(-alpha width), the proposal's mass inside the interval
+  double near;   // the near bound in the tensor's units
+  double span;   // uniform: the interval's width in the tensor's units (width std)
   double std, sign;
   T lo, hi;
 

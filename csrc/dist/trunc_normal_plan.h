@@ -62,12 +62,16 @@ struct Grid {
   static constexpr Bits kSign = Bits(1) << (8 * sizeof(T) - 1);
 
   static Bits bits(T x) {
-    if constexpr (std::is_same_v<T, float>) return c10::bit_cast<uint32_t>(x);
-    else return x.x;
+    if constexpr (std::is_same_v<T, float>)
+      return c10::bit_cast<uint32_t>(x);
+    else
+      return x.x;
   }
   static T from_bits(Bits b) {
-    if constexpr (std::is_same_v<T, float>) return c10::bit_cast<float>(b);
-    else return T(b, T::from_bits());
+    if constexpr (std::is_same_v<T, float>)
+      return c10::bit_cast<float>(b);
+    else
+      return T(b, T::from_bits());
   }
   static T next_up(T x) {
     if (static_cast<float>(x) == 0.0f) return from_bits(1);
@@ -91,7 +95,7 @@ struct Grid {
 // truncated normal and rounding, conditioned on the rounded value lying in [a, b]. So values
 // never leave [a, b] and the bounds get no extra mass.
 struct Cells {
-  double lo, hi;              // representable bounds
+  double lo, hi;                // representable bounds
   double sample_lo, sample_hi;  // continuous sampling interval
   double accept_lo, accept_hi;  // the sampling interval rounded inwards to the compute type
 };
@@ -119,10 +123,14 @@ Cells cells(double a, double b) {
 
 inline Cells cells_for(c10::ScalarType dtype, double a, double b) {
   switch (dtype) {
-    case c10::kHalf: return cells<c10::Half>(a, b);
-    case c10::kBFloat16: return cells<c10::BFloat16>(a, b);
-    case c10::kFloat: return cells<float>(a, b);
-    default: return cells<double>(a, b);
+    case c10::kHalf:
+      return cells<c10::Half>(a, b);
+    case c10::kBFloat16:
+      return cells<c10::BFloat16>(a, b);
+    case c10::kFloat:
+      return cells<float>(a, b);
+    default:
+      return cells<double>(a, b);
   }
 }
 
@@ -140,9 +148,9 @@ inline void check_trunc_normal_args(const at::Tensor& self, double mean, double 
   TORCH_CHECK_VALUE(std > 0.0 && std::isfinite(std),
                     "trunc_normal_: std must be positive and finite, got std=", std);
   TORCH_CHECK_VALUE(a <= b, "trunc_normal_: expects a <= b, but got a=", a, ", b=", b);
-  TORCH_CHECK_VALUE(a < std::numeric_limits<double>::infinity() &&
-                        b > -std::numeric_limits<double>::infinity(),
-                    "trunc_normal_: [a, b] = [", a, ", ", b, "] holds no finite value");
+  TORCH_CHECK_VALUE(
+      a < std::numeric_limits<double>::infinity() && b > -std::numeric_limits<double>::infinity(),
+      "trunc_normal_: [a, b] = [", a, ", ", b, "] holds no finite value");
 }
 
 // Checks the arguments and chooses the sampler; throws, naming a and b, when no value of the
@@ -186,8 +194,9 @@ inline TruncNormalPlan plan_trunc_normal(const at::Tensor& self, double mean, do
   // interval wide enough for float's precision at its distance from the mean.
   const double float_max = std::numeric_limits<float>::max();
   const bool float_range = std::abs(mean) <= float_max && std <= float_max;
-  plan.double_quantile = !float_range || c.hi - c.lo < kNarrowInterval * std::max(std::abs(c.lo - mean),
-                                                                                  std::abs(c.hi - mean));
+  plan.double_quantile =
+      !float_range ||
+      c.hi - c.lo < kNarrowInterval * std::max(std::abs(c.lo - mean), std::abs(c.hi - mean));
   plan.lower_cdf = ndtr(alpha);
   plan.upper_sf = ndtr(-beta);
   // Phi(beta) - Phi(alpha) from the side where both terms are small, so nothing cancels.

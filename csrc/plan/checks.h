@@ -12,6 +12,11 @@
 #include <numeric>
 #include <vector>
 
+// The dtypes constant_, eye_ and dirac_ write, for AT_DISPATCH_V2 (with ATen/Dispatch_v2.h);
+// torchinit_ext/_dispatch.py's FILL_DTYPES routes the same set to them.
+#define TORCHINIT_FILL_DTYPES \
+  AT_EXPAND(AT_ALL_TYPES_AND_COMPLEX), at::kHalf, at::kBFloat16, at::kBool
+
 namespace torchinit {
 
 // The most elements a random fill may number (a block of a larger tensor counts the larger
@@ -90,10 +95,14 @@ inline void check_random_target(const at::Tensor& self, const char* op) {
 
 inline double dtype_max(c10::ScalarType t) {
   switch (t) {
-    case c10::kHalf: return static_cast<double>(std::numeric_limits<c10::Half>::max());
-    case c10::kBFloat16: return static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
-    case c10::kFloat: return static_cast<double>(std::numeric_limits<float>::max());
-    default: return std::numeric_limits<double>::max();
+    case c10::kHalf:
+      return static_cast<double>(std::numeric_limits<c10::Half>::max());
+    case c10::kBFloat16:
+      return static_cast<double>(std::numeric_limits<c10::BFloat16>::max());
+    case c10::kFloat:
+      return static_cast<double>(std::numeric_limits<float>::max());
+    default:
+      return std::numeric_limits<double>::max();
   }
 }
 

@@ -1,7 +1,8 @@
 // Elementwise fills (constant, uniform, normal, truncated normal) as plain data: which law, its
 // parameters and Philox key, and which elements of a logical tensor the target holds (all of it,
-// or a shard: a block of a larger tensor, such as one rank's part of it). Planned and checked on the host by
-// every backend before any element is written; the per-device kernels only run the plan.
+// or a shard: a block of a larger tensor, such as one rank's part of it). Planned and checked on
+// the host by every backend before any element is written; the per-device kernels only run the
+// plan.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,11 +16,11 @@
 #include <utility>
 #include <vector>
 
-#include "checks.h"
-#include "../rng/philox.h"
-#include "../dist/uniform_normal.h"
 #include "../dist/trunc_normal.h"
 #include "../dist/trunc_normal_plan.h"
+#include "../dist/uniform_normal.h"
+#include "../rng/philox.h"
+#include "checks.h"
 
 namespace torchinit {
 
@@ -109,12 +110,16 @@ C10_HOST_DEVICE void visit_law(const ElementwiseFill& fill, const Visit& visit) 
         return visit(TruncNormal<acc_t, double>{plan.lower_cdf, plan.upper_sf, plan.mass, fill.mean,
                                                 fill.std, lo, hi});
       }
-      return visit(TruncNormal<acc_t, acc_t>{plan.lower_cdf, plan.upper_sf, plan.mass, mean, sigma,
-                                             lo, hi});
+      return visit(
+          TruncNormal<acc_t, acc_t>{plan.lower_cdf, plan.upper_sf, plan.mass, mean, sigma, lo, hi});
     case Method::kWide:
       return visit(TruncNormalWide<acc_t>{
-          {mean, sigma}, static_cast<acc_t>(plan.accept_lo), static_cast<acc_t>(plan.accept_hi),
-          lo, hi, {plan.lower_cdf, plan.upper_sf, plan.mass, fill.mean, fill.std, lo, hi}});
+          {mean, sigma},
+          static_cast<acc_t>(plan.accept_lo),
+          static_cast<acc_t>(plan.accept_hi),
+          lo,
+          hi,
+          {plan.lower_cdf, plan.upper_sf, plan.mass, fill.mean, fill.std, lo, hi}});
     case Method::kFarTail:
     case Method::kFlat:
       return visit(TruncNormalRejection<acc_t>{plan.method == Method::kFlat, plan.near_alpha,
@@ -130,9 +135,22 @@ inline ElementwiseFill named_fill(const at::Tensor& self, c10::string_view law,
   if (law == "constant") return constant_fill(self, params[0]);
   if (law == "uniform") return uniform_fill(self, params[0], params[1]);
   if (law == "normal") return normal_fill(self, params[0], params[1]);
-  if (law == "trunc_normal") return trunc_normal_fill(self, params[0], params[1], params[2], params[3]);
+  if (law == "trunc_normal")
+    return trunc_normal_fill(self, params[0], params[1], params[2], params[3]);
   TORCH_CHECK_VALUE(false, "fill_many_: unknown law '", law,
                     "' (expected constant, uniform, normal or trunc_normal)");
+}
+
+// Element i (row-major) of a shard of `ndim` dims, sizes `sizes`, starting at `starts` in a larger
+// tensor with row-major strides `full_strides`, as an index of the larger tensor.
+C10_HOST_DEVICE inline int64_t full_index(int64_t i, int64_t ndim, const int64_t* sizes,
+                                          const int64_t* starts, const int64_t* full_strides) {
+  int64_t full = 0;
+  for (int64_t d = ndim - 1; d >= 0; --d) {
+    full += (i % sizes[d] + starts[d]) * full_strides[d];
+    i /= sizes[d];
+  }
+  return full;
 }
 
 // Maps a target's logical (row-major) element indices to those of the logical tensor whose fill
@@ -147,7 +165,8 @@ class ShardIndex {
   // checked without overflow, and the larger tensor within the RNG contract's element count, so
   // every index the map computes lies in [0, its numel).
   ShardIndex(const at::Tensor& self, c10::IntArrayRef full_sizes, c10::IntArrayRef starts)
-      : sizes_(self.sizes().begin(), self.sizes().end()), starts_(starts.begin(), starts.end()),
+      : sizes_(self.sizes().begin(), self.sizes().end()),
+        starts_(starts.begin(), starts.end()),
         full_strides_(full_sizes.size()) {
     const int64_t ndim = self.dim();
     TORCH_CHECK_VALUE(static_cast<int64_t>(full_sizes.size()) == ndim &&
@@ -157,15 +176,15 @@ class ShardIndex {
                       " and ", starts);
     int64_t full_numel = 1;
     for (int64_t d = ndim - 1; d >= 0; --d) {
-      TORCH_CHECK_VALUE(full_sizes[d] >= 0 && starts[d] >= 0 &&
-                            starts[d] <= full_sizes[d] - self.size(d),
-                        "fill_many_: a block of shape ", self.sizes(), " at ", starts,
-                        " does not fit in a tensor of shape ", full_sizes);
+      TORCH_CHECK_VALUE(
+          full_sizes[d] >= 0 && starts[d] >= 0 && starts[d] <= full_sizes[d] - self.size(d),
+          "fill_many_: a block of shape ", self.sizes(), " at ", starts,
+          " does not fit in a tensor of shape ", full_sizes);
       full_strides_[d] = full_numel;
-      TORCH_CHECK_VALUE(!c10::mul_overflows(full_numel, full_sizes[d], &full_numel) &&
-                            full_numel <= kMaxElements,
-                        "fill_many_: full_sizes ", full_sizes,
-                        " has more elements than the RNG contract numbers (2^52)");
+      TORCH_CHECK_VALUE(
+          !c10::mul_overflows(full_numel, full_sizes[d], &full_numel) && full_numel <= kMaxElements,
+          "fill_many_: full_sizes ", full_sizes,
+          " has more elements than the RNG contract numbers (2^52)");
     }
   }
 
@@ -184,12 +203,7 @@ class ShardIndex {
     const int64_t ndim = static_cast<int64_t>(sizes_.size());
     const int64_t inner = sizes_[ndim - 1];
     for (int64_t i = begin; i < end;) {
-      int64_t rem = i;
-      int64_t full = 0;
-      for (int64_t d = ndim - 1; d >= 0; --d) {
-        full += (rem % sizes_[d] + starts_[d]) * full_strides_[d];
-        rem /= sizes_[d];
-      }
+      const int64_t full = full_index(i, ndim, sizes_.data(), starts_.data(), full_strides_.data());
       const int64_t stop = std::min(end, i - i % inner + inner);
       run(i - begin, full, full + (stop - i));
       i = stop;
@@ -209,9 +223,11 @@ struct FillTarget {
 
 // The targets of fill_many_, planned and checked (including that no two of them share memory)
 // before anything is written.
-inline std::vector<FillTarget> plan_fill_many(at::TensorList selves, const std::vector<std::string>& laws,
+inline std::vector<FillTarget> plan_fill_many(at::TensorList selves,
+                                              const std::vector<std::string>& laws,
                                               c10::ArrayRef<double> params, c10::IntArrayRef keys,
-                                              c10::IntArrayRef full_sizes, c10::IntArrayRef starts) {
+                                              c10::IntArrayRef full_sizes,
+                                              c10::IntArrayRef starts) {
   const size_t n = selves.size();
   TORCH_CHECK_VALUE(laws.size() == n && params.size() == 4 * n && keys.size() == 2 * n,
                     "fill_many_: ", n, " tensors need ", n, " laws, ", 4 * n, " params and ", 2 * n,
@@ -249,7 +265,8 @@ inline std::vector<FillTarget> plan_fill_many(at::TensorList selves, const std::
   }
   std::sort(by_storage.begin(), by_storage.end());
   for (size_t i = 0; i < by_storage.size(); ++i) {
-    for (size_t j = i + 1; j < by_storage.size() && by_storage[j].first == by_storage[i].first; ++j) {
+    for (size_t j = i + 1; j < by_storage.size() && by_storage[j].first == by_storage[i].first;
+         ++j) {
       const size_t t = by_storage[i].second, u = by_storage[j].second;
       TORCH_CHECK_VALUE(at::get_overlap_status(selves[t], selves[u]) == at::MemOverlapStatus::No,
                         "fill_many_: tensors ", std::min(t, u), " and ", std::max(t, u),

@@ -6,12 +6,7 @@
 #include <c10/macros/Macros.h>
 #include <cstdint>
 
-// Full unrolling keeps every round's constants in registers, on host and device alike.
-#if defined(__CUDACC__)
-#define TORCHINIT_UNROLL _Pragma("unroll")
-#else
-#define TORCHINIT_UNROLL _Pragma("GCC unroll 16")
-#endif
+#include "../unroll.h"
 
 namespace torchinit {
 
