@@ -65,18 +65,18 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.init as stock  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 from torch import nn  # noqa: E402
 
 # Fall back to an in-tree build when the package is not installed.
@@ -115,12 +115,12 @@ class Case:
     shape: tuple
     kwargs: dict = field(default_factory=dict)
     dtype: torch.dtype = torch.float32
-    view: Optional[Callable] = None  # fill this view of the allocated tensor
+    view: Callable | None = None  # fill this view of the allocated tensor
     full_only: bool = False  # skipped by --quick on the CPU (slow there)
     devices: tuple = ("cpu", "cuda")
     # ext's batched form of fn (no stock counterpart): `batch` tensors of `shape`, stock calls
     # fn on each in a loop, ext fills all of them in one batch_fn call.
-    batch_fn: Optional[str] = None
+    batch_fn: str | None = None
     batch: int = 1
 
     fresh_memory = False  # see ModelCase
@@ -128,8 +128,9 @@ class Case:
     def calls(self, device):
         """The stock and ext calls of this case and the tensors they write."""
         if self.batch_fn:
-            targets = [torch.empty(self.shape, dtype=self.dtype, device=device)
-                       for _ in range(self.batch)]
+            targets = [
+                torch.empty(self.shape, dtype=self.dtype, device=device) for _ in range(self.batch)
+            ]
             stock_one = getattr(stock, self.fn)
 
             def stock_fn():
@@ -140,8 +141,11 @@ class Case:
             return stock_fn, ext_fn, targets
         tensor = torch.empty(self.shape, dtype=self.dtype, device=device)
         target = self.view(tensor) if self.view else tensor
-        return (partial(getattr(stock, self.fn), target, **self.kwargs),
-                partial(getattr(ext, self.fn), target, **self.kwargs), [target])
+        return (
+            partial(getattr(stock, self.fn), target, **self.kwargs),
+            partial(getattr(ext, self.fn), target, **self.kwargs),
+            [target],
+        )
 
 
 class GPT(nn.Module):
@@ -152,21 +156,27 @@ class GPT(nn.Module):
         self.token = nn.Embedding(vocab, d_model)
         self.position = nn.Embedding(context, d_model)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(d_model, heads, 4 * d_model, batch_first=True,
-                                       norm_first=True)
-            for _ in range(layers))
+            nn.TransformerEncoderLayer(
+                d_model, heads, 4 * d_model, batch_first=True, norm_first=True
+            )
+            for _ in range(layers)
+        )
         self.norm = nn.LayerNorm(d_model)
 
 
 # GPT-2 medium (355M parameters) on the CPU, GPT-2 XL (1.5B) on a GPU.
-GPT_CONFIGS = {"cpu": ("GPT-2 medium", dict(d_model=1024, layers=24, heads=16)),
-               "cuda": ("GPT-2 XL", dict(d_model=1600, layers=48, heads=25))}
+GPT_CONFIGS = {
+    "cpu": ("GPT-2 medium", dict(d_model=1024, layers=24, heads=16)),
+    "cuda": ("GPT-2 XL", dict(d_model=1600, layers=48, heads=25)),
+}
 
 
 def reset_every_module(model):
     """Stock's re-init after to_empty: each module's own reset, as FSDP2's docs do it."""
     for module in model.modules():
-        reset = getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
+        reset = getattr(module, "reset_parameters", None) or getattr(
+            module, "_reset_parameters", None
+        )
         if callable(reset):
             reset()
 
@@ -179,6 +189,7 @@ class ModelCase:
     "materialize" from meta, or "materialize_in_place" of a built model). The in-place ways
     re-initialize one model built for the case, with neither construction nor allocation timed;
     the others build a new model in each call."""
+
     label: str
     stock: str
     ext: str
@@ -216,9 +227,14 @@ class ModelCase:
             return ext.materialize(meta(), device=device)
 
         built = eager() if self.stock == "reset" else None
-        ways = {"eager": eager, "meta_reset": meta_reset, "patched": patched,
-                "materialize": materialize, "reset": partial(reset_every_module, built),
-                "materialize_in_place": partial(ext.materialize, built)}
+        ways = {
+            "eager": eager,
+            "meta_reset": meta_reset,
+            "patched": patched,
+            "materialize": materialize,
+            "reset": partial(reset_every_module, built),
+            "materialize_in_place": partial(ext.materialize, built),
+        }
         params = list(meta().parameters())
         return ways[self.stock], ways[self.ext], params
 
@@ -240,42 +256,54 @@ CASES = [
     Case("ones_ 4096x4096 f32", "ones_", LINEAR),
     Case("xavier_uniform_ 4096x4096 f32", "xavier_uniform_", LINEAR),
     Case("xavier_normal_ 4096x4096 f32", "xavier_normal_", LINEAR),
-    Case("kaiming_uniform_(a=sqrt5) 4096x4096 f32", "kaiming_uniform_", LINEAR,
-         {"a": SQRT5}),
+    Case("kaiming_uniform_(a=sqrt5) 4096x4096 f32", "kaiming_uniform_", LINEAR, {"a": SQRT5}),
     Case("kaiming_normal_ 4096x4096 f32", "kaiming_normal_", LINEAR),
     Case("trunc_normal_ defaults 4096x4096 f32", "trunc_normal_", LINEAR),
-    Case("trunc_normal_(std=.02) 4096x4096 f32", "trunc_normal_", LINEAR,
-         {"std": 0.02}),
-    Case("trunc_normal_[-0.5,0.5] 4096x4096 f32", "trunc_normal_", LINEAR,
-         {"mean": 0.0, "std": 1.0, "a": -0.5, "b": 0.5}),
-    Case("trunc_normal_[5,6] tail 4096x4096 f32", "trunc_normal_", LINEAR,
-         {"a": 5.0, "b": 6.0}),
-    Case("trunc_normal_[-9,-8.5] tail 4096x4096 f32", "trunc_normal_", LINEAR,
-         {"a": -9.0, "b": -8.5}),
-    Case("trunc_normal_ defaults 4096x4096 bf16", "trunc_normal_", LINEAR,
-         dtype=torch.bfloat16),
+    Case("trunc_normal_(std=.02) 4096x4096 f32", "trunc_normal_", LINEAR, {"std": 0.02}),
+    Case(
+        "trunc_normal_[-0.5,0.5] 4096x4096 f32",
+        "trunc_normal_",
+        LINEAR,
+        {"mean": 0.0, "std": 1.0, "a": -0.5, "b": 0.5},
+    ),
+    Case("trunc_normal_[5,6] tail 4096x4096 f32", "trunc_normal_", LINEAR, {"a": 5.0, "b": 6.0}),
+    Case(
+        "trunc_normal_[-9,-8.5] tail 4096x4096 f32", "trunc_normal_", LINEAR, {"a": -9.0, "b": -8.5}
+    ),
+    Case("trunc_normal_ defaults 4096x4096 bf16", "trunc_normal_", LINEAR, dtype=torch.bfloat16),
     Case("eye_ 4096x4096 f32", "eye_", LINEAR),
     Case("sparse_(0.9) 4096x4096 f32", "sparse_", LINEAR, {"sparsity": 0.9}),
     Case("sparse_(0.5) 4096x4096 f32", "sparse_", LINEAR, {"sparsity": 0.5}),
     Case("orthogonal_ 4096x4096 f32", "orthogonal_", LINEAR, full_only=True),
     Case("orthogonal_ 1024x1024 f32", "orthogonal_", (1024, 1024)),
     Case("orthogonal_ 4096x512 f32", "orthogonal_", (4096, 512)),
-    Case("orthogonal_ 48 x 1024x1024 f32 batched", "orthogonal_", (1024, 1024),
-         batch_fn="orthogonal_batch_", batch=48),
+    Case(
+        "orthogonal_ 48 x 1024x1024 f32 batched",
+        "orthogonal_",
+        (1024, 1024),
+        batch_fn="orthogonal_batch_",
+        batch=48,
+    ),
     Case("normal_ 50000x4096 f32", "normal_", EMBEDDING, full_only=True),
     Case("uniform_ 50000x4096 f32", "uniform_", EMBEDDING, full_only=True),
-    Case("kaiming_uniform_(a=sqrt5) 512x512x3x3 f32", "kaiming_uniform_", CONV,
-         {"a": SQRT5}),
+    Case("kaiming_uniform_(a=sqrt5) 512x512x3x3 f32", "kaiming_uniform_", CONV, {"a": SQRT5}),
     Case("dirac_ 512x512x3x3 f32", "dirac_", CONV),
-    Case("uniform_(-k,k) lstm 4096x1024 f32", "uniform_", LSTM,
-         {"a": -LSTM_K, "b": LSTM_K}),
-    Case("normal_ lstm w[1024:2048] 1024x1024 f32", "normal_", LSTM,
-         view=lambda w: w[1024:2048]),
+    Case("uniform_(-k,k) lstm 4096x1024 f32", "uniform_", LSTM, {"a": -LSTM_K, "b": LSTM_K}),
+    Case("normal_ lstm w[1024:2048] 1024x1024 f32", "normal_", LSTM, view=lambda w: w[1024:2048]),
     Case("normal_ lstm w.t() 1024x4096 f32", "normal_", LSTM, view=torch.t),
     Case("normal_ 4096x4096 bf16", "normal_", LINEAR, dtype=torch.bfloat16),
-    *(Case(f"{fn} 2^28 f32", fn, GPU_FILL, devices=("cuda",))
-      for fn in ("uniform_", "normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
-                 "xavier_normal_", "trunc_normal_")),
+    *(
+        Case(f"{fn} 2^28 f32", fn, GPU_FILL, devices=("cuda",))
+        for fn in (
+            "uniform_",
+            "normal_",
+            "kaiming_uniform_",
+            "kaiming_normal_",
+            "xavier_uniform_",
+            "xavier_normal_",
+            "trunc_normal_",
+        )
+    ),
     Case("dirac_ 1024x1024x3x3 f32", "dirac_", GPU_DIRAC, devices=("cuda",)),
     ModelCase("eager vs patched()", "eager", "patched"),
     ModelCase("eager vs materialize()", "eager", "materialize"),
@@ -288,30 +316,48 @@ CASES = [
 class Row:
     case: str
     device: str
-    stock_ms: Optional[float] = None
-    ext_ms: Optional[float] = None
-    speedup: Optional[float] = None
-    bandwidth_fraction: Optional[float] = None
-    ext_elements_per_s: Optional[float] = None  # parameters per second for the model rows
-    error: Optional[str] = None  # printed, not part of the JSON row
+    stock_ms: float | None = None
+    ext_ms: float | None = None
+    speedup: float | None = None
+    bandwidth_fraction: float | None = None
+    ext_elements_per_s: float | None = None  # parameters per second for the model rows
+    error: str | None = None  # printed, not part of the JSON row
 
     def to_json(self):
-        return {k: getattr(self, k) for k in
-                ("case", "device", "stock_ms", "ext_ms", "speedup",
-                 "bandwidth_fraction", "ext_elements_per_s")}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "case",
+                "device",
+                "stock_ms",
+                "ext_ms",
+                "speedup",
+                "bandwidth_fraction",
+                "ext_elements_per_s",
+            )
+        }
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer runs; on the CPU, skip the 50000x4096 and "
-                             "4096x4096 orthogonal_ cases")
-    parser.add_argument("--device", choices=("cpu", "cuda", "all"),
-                        default="all", help="default: all available")
-    parser.add_argument("--filter", default="", metavar="SUBSTR",
-                        help="only cases whose name contains SUBSTR")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, metavar="DIR",
-                        help=f"results directory (default {RESULTS_DIR})")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer runs; on the CPU, skip the 50000x4096 and 4096x4096 orthogonal_ cases",
+    )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda", "all"), default="all", help="default: all available"
+    )
+    parser.add_argument(
+        "--filter", default="", metavar="SUBSTR", help="only cases whose name contains SUBSTR"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        metavar="DIR",
+        help=f"results directory (default {RESULTS_DIR})",
+    )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
@@ -351,6 +397,7 @@ def make_timer(device):
     """Return timed(fn) -> seconds for one call of fn on `device`, with the garbage collector off;
     fn's result is released after the clock stops."""
     if device == "cuda":
+
         def clocked(fn):
             start = torch.cuda.Event(enable_timing=True)
             end = torch.cuda.Event(enable_timing=True)
@@ -361,6 +408,7 @@ def make_timer(device):
             end.synchronize()
             return start.elapsed_time(end) / 1e3, result
     else:
+
         def clocked(fn):
             start = time.perf_counter()
             result = fn()
@@ -373,6 +421,7 @@ def make_timer(device):
         finally:
             gc.enable()
         return seconds
+
     return timed
 
 
@@ -435,24 +484,31 @@ def run_case(case, device, timed, cfg, bandwidth):
 
 
 def table_header(width):
-    columns = (f"{'case':<{width}}  {'device':<6}  {'stock ms':>10}  "
-               f"{'ext ms':>10}  {'speedup':>8}  {'bw frac':>7}  {'ext Gel/s':>9}")
+    columns = (
+        f"{'case':<{width}}  {'device':<6}  {'stock ms':>10}  "
+        f"{'ext ms':>10}  {'speedup':>8}  {'bw frac':>7}  {'ext Gel/s':>9}"
+    )
     return f"{columns}\n{'-' * len(columns)}"
 
 
 def table_line(row, width):
-    result = (f"FAILED: {row.error}" if row.error else
-              f"{row.stock_ms:>10.2f}  {row.ext_ms:>10.2f}  "
-              f"{row.speedup:>7.2f}x  {row.bandwidth_fraction:>7.2f}  "
-              f"{row.ext_elements_per_s / 1e9:>9.3f}")
+    result = (
+        f"FAILED: {row.error}"
+        if row.error
+        else f"{row.stock_ms:>10.2f}  {row.ext_ms:>10.2f}  "
+        f"{row.speedup:>7.2f}x  {row.bandwidth_fraction:>7.2f}  "
+        f"{row.ext_elements_per_s / 1e9:>9.3f}"
+    )
     return f"{row.case:<{width}}  {row.device:<6}  {result}"
 
 
 def run_device(device, cases, cfg):
     timed = make_timer(device)
     bandwidth = fill_bandwidth(device, timed, cfg.fill_repeats)
-    print(f"\n== {device}: {device_name(device)}, "
-          f"fill bandwidth {bandwidth / 1e9:.1f} GB/s ==", flush=True)
+    print(
+        f"\n== {device}: {device_name(device)}, fill bandwidth {bandwidth / 1e9:.1f} GB/s ==",
+        flush=True,
+    )
     width = max(len(c.name) for c in cases)
     print(table_header(width), flush=True)
     rows = []
@@ -467,12 +523,13 @@ def print_header(args, cfg, devices):
     for device in devices:
         print(f"  device   {device}: {device_name(device)}")
     cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
-    print(f"  torch    {torch.__version__}{cuda}, "
-          f"python {platform.python_version()}")
+    print(f"  torch    {torch.__version__}{cuda}, python {platform.python_version()}")
     print(f"  threads  {torch.get_num_threads()}")
-    print(f"  timing   MEDIAN of {cfg.min_runs}-{cfg.max_runs} interleaved "
-          f"stock/ext runs after {cfg.warmup} warm-up call(s) each; "
-          "CPU: perf_counter, CUDA: events")
+    print(
+        f"  timing   MEDIAN of {cfg.min_runs}-{cfg.max_runs} interleaved "
+        f"stock/ext runs after {cfg.warmup} warm-up call(s) each; "
+        "CPU: perf_counter, CUDA: events"
+    )
     print(f"  mode     {'quick' if args.quick else 'full'}", flush=True)
 
 
@@ -490,8 +547,7 @@ def machine_info(device, args, bandwidth, cfg):
         "cuda_version": torch.version.cuda,
         "threads": torch.get_num_threads(),
         "python_version": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc)
-                .isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
         "timing": f"median of {cfg.min_runs}-{cfg.max_runs} interleaved runs",
         "fill_bandwidth_GBps": bandwidth / 1e9,
@@ -502,12 +558,15 @@ def write_results(out_dir, device, rows, machine):
     out_dir.mkdir(parents=True, exist_ok=True)
     slug = device_slug(device)
     json_path = out_dir / f"{slug}.json"
-    json_path.write_text(json.dumps(
-        {"machine": machine, "rows": [r.to_json() for r in rows]}, indent=2)
-        + "\n")
+    json_path.write_text(
+        json.dumps({"machine": machine, "rows": [r.to_json() for r in rows]}, indent=2) + "\n"
+    )
     png_path = out_dir / f"{slug}.png"
-    write_chart(png_path, f"torchinit_ext speedup, {machine['device_name']}",
-                [r for r in rows if not r.error])
+    write_chart(
+        png_path,
+        f"torchinit_ext speedup, {machine['device_name']}",
+        [r for r in rows if not r.error],
+    )
     return json_path, png_path
 
 
@@ -515,9 +574,12 @@ def write_chart(path, title, rows):
     """Horizontal log-scale bars from the 1x line to each case's speedup."""
     fig, ax = plt.subplots(figsize=(9, 1.5 + 0.3 * len(rows)))
     speedups = [r.speedup for r in rows]
-    bars = ax.barh([r.case for r in rows], [s - 1 for s in speedups], left=1,
-                   color=["tab:green" if s >= 1 else "tab:red"
-                          for s in speedups])
+    bars = ax.barh(
+        [r.case for r in rows],
+        [s - 1 for s in speedups],
+        left=1,
+        color=["tab:green" if s >= 1 else "tab:red" for s in speedups],
+    )
     ax.bar_label(bars, labels=[f"{s:.2f}x" for s in speedups], padding=3)
     ax.set_xscale("log")
     ax.set_xlim(min(speedups + [1]) / 2, max(speedups + [1]) * 2)
@@ -543,17 +605,18 @@ def main():
     start = time.perf_counter()
     all_rows = []
     for device in devices:
-        on_device = [c for c in cases if device in c.devices
-                     and not (args.quick and c.full_only and device == "cpu")]
+        on_device = [
+            c
+            for c in cases
+            if device in c.devices and not (args.quick and c.full_only and device == "cpu")
+        ]
         rows, bandwidth = run_device(device, on_device, cfg)
         all_rows += rows
-        paths = write_results(args.out, device, rows,
-                              machine_info(device, args, bandwidth, cfg))
+        paths = write_results(args.out, device, rows, machine_info(device, args, bandwidth, cfg))
         print("wrote " + ", ".join(str(p) for p in paths), flush=True)
     print_table(all_rows)
     failed = sum(1 for r in all_rows if r.error)
-    print(f"\n{len(all_rows)} cases, {failed} failed, "
-          f"{time.perf_counter() - start:.1f} s")
+    print(f"\n{len(all_rows)} cases, {failed} failed, {time.perf_counter() - start:.1f} s")
     sys.exit(1 if failed else 0)
 
 

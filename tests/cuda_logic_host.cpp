@@ -73,13 +73,15 @@ void sparse(at::Tensor self, double sparsity, double std, int64_t state, int64_t
 
 // eye_ (groups = 0) or dirac_ as identity_kernel runs it.
 void identity(at::Tensor self, int64_t groups) {
-  const IdentityLayout ones = groups == 0 ? IdentityLayout::eye(self) : IdentityLayout::dirac(self, groups);
+  const IdentityLayout ones =
+      groups == 0 ? IdentityLayout::eye(self) : IdentityLayout::dirac(self, groups);
   const StridedLayout layout = strided_layout(self).value();
-  AT_DISPATCH_ALL_TYPES_AND3(at::kHalf, at::kBFloat16, at::kBool, self.scalar_type(), "identity", [&] {
-    for (int64_t i = 0; i < self.numel(); ++i) {
-      self.data_ptr<scalar_t>()[layout.offset(i)] = ones.is_one(i) ? scalar_t(1) : scalar_t(0);
-    }
-  });
+  AT_DISPATCH_ALL_TYPES_AND3(
+      at::kHalf, at::kBFloat16, at::kBool, self.scalar_type(), "identity", [&] {
+        for (int64_t i = 0; i < self.numel(); ++i) {
+          self.data_ptr<scalar_t>()[layout.offset(i)] = ones.is_one(i) ? scalar_t(1) : scalar_t(0);
+        }
+      });
 }
 
 }  // namespace

@@ -54,7 +54,9 @@ def materialized(seed=None, shard=None, build=build_model):
 
 
 def mismatches(model, reference):
-    full = {n: p.full_tensor() if hasattr(p, "full_tensor") else p for n, p in model.named_parameters()}
+    full = {
+        n: p.full_tensor() if hasattr(p, "full_tensor") else p for n, p in model.named_parameters()
+    }
     return [n for n, p in reference.named_parameters() if not torch.equal(full[n], p)]
 
 
@@ -91,14 +93,22 @@ def main(rank: int, world_size: int, store: str) -> int:
         fully_shard(model, mesh=mesh)
 
     def tensor_parallel(model):
-        parallelize_module(model, mesh, {"3": ColwiseParallel(), "1.linear1": ColwiseParallel(),
-                                         "1.linear2": RowwiseParallel()})
+        parallelize_module(
+            model,
+            mesh,
+            {
+                "3": ColwiseParallel(),
+                "1.linear1": ColwiseParallel(),
+                "1.linear2": RowwiseParallel(),
+            },
+        )
 
     reference = materialized(seed=7)
     for label, shard in [("fsdp2", fsdp), ("tensor parallel", tensor_parallel)]:
         torch.manual_seed(rank)  # seeded values don't depend on the global RNG
         bad = mismatches(materialized(seed=7, shard=shard), reference)
         failures += [f"{label} seed=7: {n}" for n in bad]
+
     def fsdp_tied(model):
         # The tied embedding and output layer belong to the root's group, as FSDP2 requires of
         # a parameter that two modules share.

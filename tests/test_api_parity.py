@@ -20,7 +20,9 @@ def test_all_names_exported():
         assert callable(getattr(init, name)), name
 
 
-@pytest.mark.parametrize("name", PUBLIC + ["_calculate_fan_in_and_fan_out", "_calculate_correct_fan"])
+@pytest.mark.parametrize(
+    "name", PUBLIC + ["_calculate_fan_in_and_fan_out", "_calculate_correct_fan"]
+)
 def test_signature_matches_stock(name):
     assert inspect.signature(getattr(init, name)) == inspect.signature(getattr(stock, name))
 
@@ -31,7 +33,9 @@ def test_deprecated_alias_warns_and_forwards(name):
     assert params == [p.kind for p in inspect.signature(getattr(stock, name)).parameters.values()]
     x = torch.empty(4, 3, 3) if name == "dirac" else torch.empty(4, 6)
     args = {"constant": (0.5,), "sparse": (0.5,)}.get(name, ())
-    with pytest.warns(FutureWarning, match=rf"`nn.init.{name}` is now deprecated in favor of `nn.init.{name}_`"):
+    with pytest.warns(
+        FutureWarning, match=rf"`nn.init.{name}` is now deprecated in favor of `nn.init.{name}_`"
+    ):
         out = getattr(init, name)(x, *args)
     assert out is x
 
@@ -83,7 +87,9 @@ def test_zero_element_tensors_like_stock(name, args, shape):
             except Exception as e:
                 errors.append(type(e))
     assert errors[0] == errors[1]
-    assert [str(w.message) for w in got[: len(got) // 2]] == [str(w.message) for w in got[len(got) // 2 :]]
+    assert [str(w.message) for w in got[: len(got) // 2]] == [
+        str(w.message) for w in got[len(got) // 2 :]
+    ]
 
 
 STOCK_VALUE_ERRORS = [
@@ -106,7 +112,9 @@ STOCK_VALUE_ERRORS = [
 @pytest.mark.parametrize("name,args,kwargs", STOCK_VALUE_ERRORS)
 def test_stock_value_errors_identical(name, args, kwargs):
     with pytest.raises(ValueError) as theirs:
-        getattr(stock, name)(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args], **kwargs)
+        getattr(stock, name)(
+            *[a.clone() if isinstance(a, torch.Tensor) else a for a in args], **kwargs
+        )
     with pytest.raises(ValueError) as mine:
         getattr(init, name)(*args, **kwargs)
     assert str(mine.value) == str(theirs.value)

@@ -4,16 +4,19 @@ values bit for bit."""
 
 import pytest
 import torch
-
-import torchinit_ext as init
 from common import FLOATS, gen, ops
 from fill_laws import LAWS, padded
+
+import torchinit_ext as init
 from torchinit_ext._dispatch import COMPILED_DEVICES
 
-pytestmark = pytest.mark.skipif(
-    not (torch.cuda.is_available() and "cuda" in COMPILED_DEVICES),
-    reason="needs a CUDA GPU and the extension's CUDA kernels",
-)
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(
+        not (torch.cuda.is_available() and "cuda" in COMPILED_DEVICES),
+        reason="needs a CUDA GPU and the extension's CUDA kernels",
+    ),
+]
 
 
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -30,23 +33,28 @@ def test_fill_many_equals_cpu(dtype, law, params):
         assert torch.equal(a, b.cpu())
 
 
-@pytest.mark.parametrize("fill", [
-    lambda t, g: init.uniform_(t, -1, 2, generator=g),
-    lambda t, g: init.normal_(t, 0.5, 3, generator=g),
-    lambda t, g: init.trunc_normal_(t, generator=g),
-    lambda t, g: init.trunc_normal_(t, 0, 1, -0.5, 0.5, generator=g),
-    lambda t, g: init.kaiming_uniform_(t, generator=g),
-    lambda t, g: init.xavier_normal_(t, generator=g),
-    lambda t, g: init.sparse_(t, 0.9, generator=g),
-])
+@pytest.mark.parametrize(
+    "fill",
+    [
+        lambda t, g: init.uniform_(t, -1, 2, generator=g),
+        lambda t, g: init.normal_(t, 0.5, 3, generator=g),
+        lambda t, g: init.trunc_normal_(t, generator=g),
+        lambda t, g: init.trunc_normal_(t, 0, 1, -0.5, 0.5, generator=g),
+        lambda t, g: init.kaiming_uniform_(t, generator=g),
+        lambda t, g: init.xavier_normal_(t, generator=g),
+        lambda t, g: init.sparse_(t, 0.9, generator=g),
+    ],
+)
 def test_cpu_generator_gives_cpu_values_on_gpu(fill):
     cpu = fill(torch.empty(513, 257), gen(11))
     gpu = fill(torch.empty(513, 257, device="cuda"), gen(11))
     assert torch.equal(cpu, gpu.cpu())
 
 
-@pytest.mark.parametrize("shape,groups", [((64, 32), 0), ((32, 64), 0), ((64, 16, 3, 3), 4),
-                                          ((8, 8, 5), 1), ((6, 6, 3, 3, 3), 3)])
+@pytest.mark.parametrize(
+    "shape,groups",
+    [((64, 32), 0), ((32, 64), 0), ((64, 16, 3, 3), 4), ((8, 8, 5), 1), ((6, 6, 3, 3, 3), 3)],
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int32, torch.bool])
 def test_eye_dirac_equal_cpu(shape, groups, dtype):
     fill = init.eye_ if groups == 0 else (lambda t: init.dirac_(t, groups))
@@ -111,8 +119,9 @@ def test_orthogonal_on_cuda(shape):
 def test_materialize_with_seed_equals_cpu():
     def build():
         with torch.device("meta"):
-            return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.LayerNorm(128),
-                                       torch.nn.Embedding(100, 32))
+            return torch.nn.Sequential(
+                torch.nn.Linear(64, 128), torch.nn.LayerNorm(128), torch.nn.Embedding(100, 32)
+            )
 
     cpu = init.materialize(build(), device="cpu", seed=7)
     gpu = init.materialize(build(), device="cuda", seed=7)

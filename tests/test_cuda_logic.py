@@ -10,11 +10,11 @@ import os
 
 import pytest
 import torch
+from common import FLOATS, ops
+from fill_laws import LAWS, padded
 from torch.utils.cpp_extension import load
 
 import torchinit_ext  # noqa: F401  (registers torch.ops.torchinit_ext)
-from common import FLOATS, ops
-from fill_laws import LAWS, padded
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,8 +83,10 @@ def test_sparse_equals_cpu(host, dtype, shape, sparsity):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool, torch.bfloat16])
-@pytest.mark.parametrize("shape,groups", [((5, 7), 0), ((7, 5), 0), ((6, 4, 3, 3), 2),
-                                          ((4, 4, 5), 1), ((2, 6, 3, 2, 3), 2)])
+@pytest.mark.parametrize(
+    "shape,groups",
+    [((5, 7), 0), ((7, 5), 0), ((6, 4, 3, 3), 2), ((4, 4, 5), 1), ((2, 6, 3, 2, 3), 2)],
+)
 def test_identity_equals_cpu(host, dtype, shape, groups):
     cpu = torch.full(shape, 3, dtype=dtype)
     (ops.eye_(cpu) if groups == 0 else ops.dirac_(cpu, groups))

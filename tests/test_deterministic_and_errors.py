@@ -5,12 +5,20 @@ import math
 import pytest
 import torch
 import torch.nn.init as stock
-
-import torchinit_ext as init
 from common import ops
 
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool,
-          torch.complex64]
+import torchinit_ext as init
+
+DTYPES = [
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int64,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+]
 
 
 def _both(fn_name, make, *args):
@@ -28,15 +36,26 @@ def test_eye_equals_stock(dtype, shape):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape,groups", [((6, 4, 3), 2), ((8, 3, 3, 5), 4), ((4, 6, 3, 3, 3), 2),
-                                          ((5, 5, 1), 1), ((512, 512, 3, 3), 1), ((64, 16, 5, 5), 8)])
+@pytest.mark.parametrize(
+    "shape,groups",
+    [
+        ((6, 4, 3), 2),
+        ((8, 3, 3, 5), 4),
+        ((4, 6, 3, 3, 3), 2),
+        ((5, 5, 1), 1),
+        ((512, 512, 3, 3), 1),
+        ((64, 16, 5, 5), 8),
+    ],
+)
 def test_dirac_equals_stock(dtype, shape, groups):
     mine, theirs = _both("dirac_", lambda: torch.full(shape, 3).to(dtype), groups)
     assert torch.equal(mine, theirs)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("fn,args", [("constant_", (0.3,)), ("constant_", (2,)), ("ones_", ()), ("zeros_", ())])
+@pytest.mark.parametrize(
+    "fn,args", [("constant_", (0.3,)), ("constant_", (2,)), ("ones_", ()), ("zeros_", ())]
+)
 def test_constant_fills_equal_stock(dtype, fn, args):
     mine, theirs = _both(fn, lambda: torch.full((257, 129), 3).to(dtype), *args)
     assert torch.equal(mine, theirs)
@@ -88,8 +107,10 @@ def test_bad_input_raises_and_leaves_tensor_untouched(call, error, words):
 
 
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.uint8])
-@pytest.mark.parametrize("fill", [init.uniform_, init.normal_, init.trunc_normal_, init.xavier_uniform_,
-                                  init.kaiming_normal_])
+@pytest.mark.parametrize(
+    "fill",
+    [init.uniform_, init.normal_, init.trunc_normal_, init.xavier_uniform_, init.kaiming_normal_],
+)
 def test_integer_tensors_get_stocks_error_for_random_fills(dtype, fill):
     t = torch.ones(4, 6, dtype=dtype)
     with pytest.raises((NotImplementedError, RuntimeError)) as ours:
@@ -107,8 +128,9 @@ def test_the_ops_themselves_refuse_integer_tensors_as_init_type_errors():
     assert (t == 1).all()
 
 
-@pytest.mark.parametrize("fill", [init.uniform_, init.normal_, init.xavier_normal_, init.kaiming_uniform_,
-                                  init.eye_])
+@pytest.mark.parametrize(
+    "fill", [init.uniform_, init.normal_, init.xavier_normal_, init.kaiming_uniform_, init.eye_]
+)
 def test_internal_overlap_refused(fill):
     t = _expanded()
     with pytest.raises(ValueError, match="share memory"):
@@ -147,9 +169,17 @@ OPCHECK_CASES = [
     ("dirac_", lambda: (torch.empty(6, 3, 3, 3), 2)),
     ("orthogonal_", lambda: (torch.empty(5, 7).t(), 2.0, None)),
     ("orthogonal_batch_", lambda: (torch.empty(3, 6, 2, 2, dtype=torch.float64), 1.0, None)),
-    ("fill_many_", lambda: ([torch.empty(5, 7).t(), torch.empty(4, dtype=torch.bfloat16)],
-                            ["normal", "trunc_normal"], [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 1.0],
-                            [1, 2, 3, -4], [9, 5, 6], [2, 0, 1])),
+    (
+        "fill_many_",
+        lambda: (
+            [torch.empty(5, 7).t(), torch.empty(4, dtype=torch.bfloat16)],
+            ["normal", "trunc_normal"],
+            [0.0, 1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 1.0],
+            [1, 2, 3, -4],
+            [9, 5, 6],
+            [2, 0, 1],
+        ),
+    ),
 ]
 
 

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from common import P_MIN
 from scipy import stats
 
 import torchinit_ext as init
-from common import P_MIN
 
 N = 200_000
 
@@ -38,7 +38,9 @@ def test_normal_tails_chi_square():
     x = np.abs(_sample(init.normal_, n=1 << 24, seed=1))
     edges = [0, 2, 3, 4, np.inf]
     observed = np.histogram(x, bins=edges)[0]
-    expected = np.diff([2 * stats.norm.cdf(e) - 1 if np.isfinite(e) else 1.0 for e in edges]) * x.size
+    expected = (
+        np.diff([2 * stats.norm.cdf(e) - 1 if np.isfinite(e) else 1.0 for e in edges]) * x.size
+    )
     assert stats.chisquare(observed, expected).pvalue > P_MIN
 
 
@@ -99,7 +101,9 @@ def test_trunc_normal_small_std_has_no_outliers():
 
 def test_sparse_exact_zero_counts_and_uniform_positions():
     rows, cols, sparsity = 40, 5000, 0.3
-    w = init.sparse_(torch.empty(rows, cols), sparsity, std=0.5, generator=torch.Generator().manual_seed(4))
+    w = init.sparse_(
+        torch.empty(rows, cols), sparsity, std=0.5, generator=torch.Generator().manual_seed(4)
+    )
     zeros = w == 0
     assert (zeros.sum(0) == math.ceil(sparsity * rows)).all()
     per_row = zeros.sum(1).double().numpy()
@@ -118,8 +122,11 @@ ND_SHAPES = [(20_000,), (125, 160), (10, 8, 25, 10)]
 ND_LAWS = [  # fill, kwargs (none of them exact in float32), the law
     (init.uniform_, {"a": -1.37, "b": 2.21}, stats.uniform(-1.37, 3.58)),
     (init.normal_, {"mean": -1.37, "std": 0.61}, stats.norm(-1.37, 0.61)),
-    (init.trunc_normal_, {"mean": 0.41, "std": 0.73, "a": -0.62, "b": 1.05},
-     stats.truncnorm((-0.62 - 0.41) / 0.73, (1.05 - 0.41) / 0.73, loc=0.41, scale=0.73)),
+    (
+        init.trunc_normal_,
+        {"mean": 0.41, "std": 0.73, "a": -0.62, "b": 1.05},
+        stats.truncnorm((-0.62 - 0.41) / 0.73, (1.05 - 0.41) / 0.73, loc=0.41, scale=0.73),
+    ),
 ]
 
 

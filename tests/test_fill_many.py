@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-
 from common import gen, ops
 from philox_reference import block
 
@@ -29,16 +28,25 @@ def test_fill_many_blocks_are_slices_of_the_full_fill(law, dtype):
     starts = [(0, 0, 0), (4, 2, 3), (12, 8, 6)]
     sizes = [(13, 9, 7), (5, 6, 2), (1, 1, 1)]
     blocks = [torch.empty(s[::-1], dtype=dtype).permute(2, 1, 0) for s in sizes]  # strided
-    ops.fill_many_(blocks, [law] * 3, LAWS[law] * 3, [21, -5] * 3,
-                   [n for _ in blocks for n in full.shape], [i for s in starts for i in s])
-    for block, start, size in zip(blocks, starts, sizes):
+    ops.fill_many_(
+        blocks,
+        [law] * 3,
+        LAWS[law] * 3,
+        [21, -5] * 3,
+        [n for _ in blocks for n in full.shape],
+        [i for s in starts for i in s],
+    )
+    for filled, start, size in zip(blocks, starts, sizes):
         window = full[tuple(slice(b, b + n) for b, n in zip(start, size))]
-        assert torch.equal(block, window)
+        assert torch.equal(filled, window)
 
 
 def test_fill_many_equals_the_single_ops_with_the_drawn_key():
-    for law, single in [("uniform", ops.uniform_), ("normal", ops.normal_),
-                        ("trunc_normal", ops.trunc_normal_)]:
+    for law, single in [
+        ("uniform", ops.uniform_),
+        ("normal", ops.normal_),
+        ("trunc_normal", ops.trunc_normal_),
+    ]:
         params = [p for p in LAWS[law] if p] if law != "trunc_normal" else LAWS[law]
         expected = torch.empty(300, 7)
         single(expected, *params, gen(4))
@@ -54,9 +62,14 @@ def test_fill_many_equals_the_single_ops_with_the_drawn_key():
         (lambda a, b: ([a, b], ["normal", "gamma"], [0, 1, 0, 0] * 2, [1, 2] * 2), "unknown law"),
         (lambda a, b: ([a, a[1:]], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2), "share memory"),
         (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2]), "keys"),
-        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2, [6, 3], [0, 0]),
-         "does not fit"),
-        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2, [6], [0]), "too short"),
+        (
+            lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2, [6, 3], [0, 0]),
+            "does not fit",
+        ),
+        (
+            lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2, [6], [0]),
+            "too short",
+        ),
     ],
 )
 def test_fill_many_checks_everything_before_writing(bad, match):

@@ -26,12 +26,41 @@ FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 OTHERS = (torch.int32, torch.int64, torch.uint8, torch.bool, torch.complex64)
 LAW_NAMES = ("constant", "uniform", "normal", "trunc_normal")
 BAD_LAWS = ("", "Uniform", "normal ", "trunc-normal", "kaiming", "constant\0", "x" * 300)
-HOSTILE = (math.nan, math.inf, -math.inf, 0.0, -0.0, -1.0, 1e308, -1e308, 1e-320, 1e39, -1e39,
-           2.0**63, 65504.0, 65520.0, 3.5e38, 1.0, 5e-324)
+HOSTILE = (
+    math.nan,
+    math.inf,
+    -math.inf,
+    0.0,
+    -0.0,
+    -1.0,
+    1e308,
+    -1e308,
+    1e-320,
+    1e39,
+    -1e39,
+    2.0**63,
+    65504.0,
+    65520.0,
+    3.5e38,
+    1.0,
+    5e-324,
+)
 KEYS = (0, 1, -1, I64_MIN, I64_MAX, I64_MIN + 1, I64_MAX - 1, 2**32, 2**32 - 1)
 # Hostile block entries: negative, huge, and pairs whose sums and products overflow int64.
-HOSTILE_DIMS = (-1, -2, -(2**62), 2**62, 2**62 + 1, I64_MAX, I64_MAX - 1, I64_MIN, I64_MIN + 1,
-                2**32, 2**31, 3 * 2**61)
+HOSTILE_DIMS = (
+    -1,
+    -2,
+    -(2**62),
+    2**62,
+    2**62 + 1,
+    I64_MAX,
+    I64_MAX - 1,
+    I64_MIN,
+    I64_MIN + 1,
+    2**32,
+    2**31,
+    3 * 2**61,
+)
 LAYOUTS = ("contiguous", "transposed", "sliced", "expanded")
 
 
@@ -111,9 +140,11 @@ class Guard:
             if not everywhere:
                 changed &= ~covered
             bad = changed.nonzero().flatten().tolist()
-            assert not bad, (f"{what}: buffer {k} changed at elements {bad[:10]} "
-                             f"({'anywhere' if everywhere else 'outside the targets'}, "
-                             f"{buffer.numel()} elements)")
+            assert not bad, (
+                f"{what}: buffer {k} changed at elements {bad[:10]} "
+                f"({'anywhere' if everywhere else 'outside the targets'}, "
+                f"{buffer.numel()} elements)"
+            )
 
 
 def random_sizes(rng, max_dim=4, max_size=5, zero=0.08):
@@ -246,8 +277,10 @@ def random_fill_many(rng):
         laws.append(law)
         params += p
         sensible.append(ok)
-        keys += [rng.choice(KEYS) if rng.random() < 0.3 else rng.getrandbits(64) - 2**63
-                 for _ in range(2)]
+        keys += [
+            rng.choice(KEYS) if rng.random() < 0.3 else rng.getrandbits(64) - 2**63
+            for _ in range(2)
+        ]
     full, starts = [], []
     if rng.random() < 0.55:
         for t in selves:
@@ -291,7 +324,7 @@ def fill_many_must_fail(c):
             return "full_sizes length"
         d = 0
         for t in c.selves:
-            full, starts = c.full_sizes[d:d + t.dim()], c.starts[d:d + t.dim()]
+            full, starts = c.full_sizes[d : d + t.dim()], c.starts[d : d + t.dim()]
             d += t.dim()
             if any(st < 0 or st + s > f for s, f, st in zip(t.shape, full, starts)):
                 return f"block {list(t.shape)} at {starts} does not fit in {full}"
@@ -301,8 +334,12 @@ def fill_many_must_fail(c):
 
 
 def fill_many_must_succeed(c):
-    return (c.selves and all(c.sensible) and fill_many_must_fail(c) is None
-            and all(f <= 2**20 for f in c.full_sizes))
+    return (
+        c.selves
+        and all(c.sensible)
+        and fill_many_must_fail(c) is None
+        and all(f <= 2**20 for f in c.full_sizes)
+    )
 
 
 def block_indices(t, full, starts):
@@ -320,28 +357,32 @@ def check_block_values(t, law, params, keys, full, starts):
     flat = t.reshape(-1)
     index = block_indices(t, full, starts)
     refs = [torch.full((1,), sentinel(t.dtype), dtype=t.dtype) for _ in index]
-    ops.fill_many_(refs, [law] * len(refs), params * len(refs), keys * len(refs),
-                   [i + 1 for i in index], index)
+    ops.fill_many_(
+        refs, [law] * len(refs), params * len(refs), keys * len(refs), [i + 1 for i in index], index
+    )
     ref = torch.cat(refs)
     assert torch.equal(raw(flat), raw(ref)), (
         f"block {list(t.shape)} at {starts} of {full} ({law} {params}, {t.dtype}): values "
-        f"{flat.tolist()[:6]} are not the full tensor's {ref.tolist()[:6]} at indices {index[:6]}")
+        f"{flat.tolist()[:6]} are not the full tensor's {ref.tolist()[:6]} at indices {index[:6]}"
+    )
 
 
 def run_fill_many(guard, c):
     must_fail = fill_many_must_fail(c)
     error = call(guard, ops.fill_many_, c.selves, c.laws, c.params, c.keys, c.full_sizes, c.starts)
-    where = (f"{[(list(t.shape), str(t.dtype)[6:], t.stride(), t.device.type) for t in c.selves]} "
-             f"laws={c.laws} params={c.params} keys={c.keys} full={c.full_sizes} "
-             f"starts={c.starts}")
+    where = (
+        f"{[(list(t.shape), str(t.dtype)[6:], t.stride(), t.device.type) for t in c.selves]} "
+        f"laws={c.laws} params={c.params} keys={c.keys} full={c.full_sizes} "
+        f"starts={c.starts}"
+    )
     if error is not None:
         assert not fill_many_must_succeed(c), f"valid call raised {error!r}: {where}"
         return
     assert must_fail is None, f"succeeded although it must raise ({must_fail}): {where}"
     d = 0
     for k, (t, law, ok) in enumerate(zip(c.selves, c.laws, c.sensible)):
-        params, keys = c.params[4 * k:4 * k + 4], c.keys[2 * k:2 * k + 2]
-        full, starts = c.full_sizes[d:d + t.dim()], c.starts[d:d + t.dim()]
+        params, keys = c.params[4 * k : 4 * k + 4], c.keys[2 * k : 2 * k + 2]
+        full, starts = c.full_sizes[d : d + t.dim()], c.starts[d : d + t.dim()]
         d += t.dim()
         if t.device.type != "cpu" or t.numel() == 0:
             continue
@@ -374,8 +415,9 @@ def _hand(spec, full=(), starts=(), laws=None, params=None, keys=None):
     guard = Guard()
     selves = []
     for s in spec:
-        sizes, dtype, layout, device = s if isinstance(s, tuple) else (s, torch.float32,
-                                                                        "contiguous", "cpu")
+        sizes, dtype, layout, device = (
+            s if isinstance(s, tuple) else (s, torch.float32, "contiguous", "cpu")
+        )
         selves.append(make_target(rng, guard, sizes, dtype, layout, device))
     n = len(selves)
     laws = ["uniform"] * n if laws is None else laws
@@ -414,8 +456,9 @@ HAND_CASES = {
     "second-bad": lambda: _hand([[3], [2, 2]], [3, 2, 2], [0, 0, 2**63 - 2]),
     "meta-then-cpu": lambda: _hand([([4], torch.float32, "contiguous", "meta"), [4]]),
     "cpu-then-meta": lambda: _hand([[3, 2], ([2], torch.float32, "contiguous", "meta")]),
-    "meta-cpu-block": lambda: _hand([([4], torch.float32, "contiguous", "meta"), [2]],
-                                    [4, 4], [0, 1]),
+    "meta-cpu-block": lambda: _hand(
+        [([4], torch.float32, "contiguous", "meta"), [2]], [4, 4], [0, 1]
+    ),
     "meta-only": lambda: _hand([([4], torch.float16, "contiguous", "meta")]),
     "no-tensors": lambda: _hand([]),
     "bad-law-second": lambda: _hand([[3], [3]], laws=["normal", "Normal"]),
@@ -423,8 +466,9 @@ HAND_CASES = {
     "expanded": lambda: _hand([([3, 4], torch.float32, "expanded", "cpu")], laws=["constant"]),
     "key-over-int64": lambda: _hand([[3]], keys=[2**63, 0]),
     "nan-constant": lambda: _hand([[3]], laws=["constant"], params=[math.nan, 0, 0, 0]),
-    "huge-constant-f16": lambda: _hand([([3], torch.float16, "contiguous", "cpu")],
-                                       laws=["constant"], params=[1e5, 0, 0, 0]),
+    "huge-constant-f16": lambda: _hand(
+        [([3], torch.float16, "contiguous", "cpu")], laws=["constant"], params=[1e5, 0, 0, 0]
+    ),
     "uniform-inf": lambda: _hand([[3]], params=[-math.inf, math.inf, 0, 0]),
     "uniform-wide-f32": lambda: _hand([[3]], params=[-3e38, 3e38, 0, 0]),
     "normal-nan-std": lambda: _hand([[3]], laws=["normal"], params=[0, math.nan, 0, 0]),
@@ -466,7 +510,9 @@ def scalar(rng, sensible_values):
     """(value, sensible): a hostile scalar a third of the time."""
     if rng.random() < 0.35:
         return rng.choice(HOSTILE), False
-    return rng.choice(sensible_values) if isinstance(sensible_values, tuple) else sensible_values(), True
+    return rng.choice(sensible_values) if isinstance(
+        sensible_values, tuple
+    ) else sensible_values(), True
 
 
 def generator(rng):
@@ -495,15 +541,19 @@ def _trunc_normal(rng, t):
         if rng.random() < 0.2:
             args[i], ok = rng.choice(HOSTILE), False
     mean, std, a, b = args
-    fails = (not random_fill_ok(t) or not math.isfinite(mean) or not (std > 0 and math.isfinite(std))
-             or not a <= b)
+    fails = (
+        not random_fill_ok(t)
+        or not math.isfinite(mean)
+        or not (std > 0 and math.isfinite(std))
+        or not a <= b
+    )
     return (ops.trunc_normal_, (t, mean, std, a, b, generator(rng))), ok, fails
 
 
 def _sparse(rng, t):
     sparsity, ok_p = scalar(rng, (0.0, 0.1, 0.5, 0.9, 1.0))
     std, ok_s = scalar(rng, lambda: rng.uniform(0, 2))
-    fails = (t.dim() != 2 or not random_fill_ok(t) or not 0 <= sparsity <= 1 or not std >= 0)
+    fails = t.dim() != 2 or not random_fill_ok(t) or not 0 <= sparsity <= 1 or not std >= 0
     return (ops.sparse_, (t, sparsity, std, generator(rng))), ok_p and ok_s, fails
 
 
@@ -519,8 +569,27 @@ def _orthogonal_batch(rng, t):
     return (ops.orthogonal_batch_, (t, gain, generator(rng))), ok, fails
 
 
-CONSTANTS = (0, 1, -1, 2, 255, 256, -129, 2**31, 2**62, I64_MAX, I64_MIN, 2**63, 0.5, -1234.5,
-             True, False, 1 + 2j, complex(math.nan, 0), *HOSTILE)
+CONSTANTS = (
+    0,
+    1,
+    -1,
+    2,
+    255,
+    256,
+    -129,
+    2**31,
+    2**62,
+    I64_MAX,
+    I64_MIN,
+    2**63,
+    0.5,
+    -1234.5,
+    True,
+    False,
+    1 + 2j,
+    complex(math.nan, 0),
+    *HOSTILE,
+)
 
 
 def _constant(rng, t):
@@ -534,7 +603,7 @@ def _eye(rng, t):
 
 def _dirac(rng, t):
     groups = rng.choice((0, -1, 1, 2, 3, 2**62))
-    fails = (not 3 <= t.dim() <= 5 or groups <= 0 or t.shape[0] % groups != 0 or overlaps(t))
+    fails = not 3 <= t.dim() <= 5 or groups <= 0 or t.shape[0] % groups != 0 or overlaps(t)
     return (ops.dirac_, (t, groups)), False, fails
 
 
@@ -577,11 +646,14 @@ def test_single_op(name):
     rng = random.Random(sum(map(ord, name)))  # not hash(): salted per process
     for i in range(SINGLE_CASES):
         guard = Guard()
-        sizes = [0 if rng.random() < 0.06 else rng.randint(1, max_size)
-                 for _ in range(rng.choice(dims))]
+        sizes = [
+            0 if rng.random() < 0.06 else rng.randint(1, max_size) for _ in range(rng.choice(dims))
+        ]
         t = random_target(rng, guard, sizes, meta=0.05)
         (op, args), sensible, must_fail = make(rng, t)
-        where = f"{name} case {i}: {list(t.shape)} {t.dtype} {t.stride()} {t.device} args={args[1:]}"
+        where = (
+            f"{name} case {i}: {list(t.shape)} {t.dtype} {t.stride()} {t.device} args={args[1:]}"
+        )
         error = call(guard, op, *args)
         if error is not None:
             assert not (sensible and not must_fail), f"{where}: valid call raised {error!r}"
@@ -591,8 +663,7 @@ def test_single_op(name):
             continue
         ref = reference(name, t, args)
         if ref is not None:
-            assert torch.equal(raw(t), raw(ref)), (
-                f"{where}: {t} differs from stock {ref}")
+            assert torch.equal(raw(t), raw(ref)), f"{where}: {t} differs from stock {ref}"
         elif name != "constant":
             assert written(t), f"{where}: target not written"
         if sensible:

@@ -8,10 +8,10 @@ import math
 
 import pytest
 import torch
+from common import gen
 from scipy import stats
 
 import torchinit_ext as init
-from common import gen
 
 P_MIN = 1e-3  # fixed seeds: deterministic p-values; the threshold guards regressions
 P_REJECT = 1e-6  # a law the sample must clearly not follow
@@ -38,14 +38,33 @@ def _normal_law(std):
 
 # ---- calculate_gain -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
-                                  "conv_transpose2d", "conv_transpose3d", "sigmoid"])
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "linear",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "conv_transpose1d",
+        "conv_transpose2d",
+        "conv_transpose3d",
+        "sigmoid",
+    ],
+)
 def test_identity_like_gains_are_one(name):
     assert init.calculate_gain(name) == 1
 
 
-@pytest.mark.parametrize("name,gain", [("tanh", 5 / 3), ("relu", math.sqrt(2)), ("selu", 0.75),
-                                       ("leaky_relu", math.sqrt(2 / 1.0001))])
+@pytest.mark.parametrize(
+    "name,gain",
+    [
+        ("tanh", 5 / 3),
+        ("relu", math.sqrt(2)),
+        ("selu", 0.75),
+        ("leaky_relu", math.sqrt(2 / 1.0001)),
+    ],
+)
 def test_nonlinear_gains(name, gain):
     assert init.calculate_gain(name) == pytest.approx(gain, rel=1e-14)
 
@@ -53,11 +72,15 @@ def test_nonlinear_gains(name, gain):
 @pytest.mark.parametrize("slope", [None, 0, 0.01, 0.2, -0.2, 1, 3, 10, 0.5])
 def test_leaky_relu_gain_follows_the_slope(slope):
     s = 0.01 if slope is None else slope
-    assert init.calculate_gain("leaky_relu", slope) == pytest.approx(math.sqrt(2 / (1 + s * s)), rel=1e-14)
+    assert init.calculate_gain("leaky_relu", slope) == pytest.approx(
+        math.sqrt(2 / (1 + s * s)), rel=1e-14
+    )
 
 
 def test_leaky_relu_slope_zero_is_relu_and_ten_is_small():
-    assert init.calculate_gain("leaky_relu", 0) == pytest.approx(init.calculate_gain("relu"), rel=1e-14)
+    assert init.calculate_gain("leaky_relu", 0) == pytest.approx(
+        init.calculate_gain("relu"), rel=1e-14
+    )
     assert init.calculate_gain("leaky_relu", 10) == pytest.approx(0.140719508946058, rel=1e-12)
 
 
@@ -67,13 +90,17 @@ def test_leaky_relu_slope_must_be_a_plain_number(slope):
         init.calculate_gain("leaky_relu", slope)
 
 
-@pytest.mark.parametrize("name", ["softmax", "gelu", "Relu", "RELU", "", "qz", "linears", "conv4d", "tan"])
+@pytest.mark.parametrize(
+    "name", ["softmax", "gelu", "Relu", "RELU", "", "qz", "linears", "conv4d", "tan"]
+)
 def test_unknown_nonlinearity_is_refused(name):
     with pytest.raises(ValueError, match="Unsupported nonlinearity"):
         init.calculate_gain(name)
 
 
-@pytest.mark.parametrize("name,gain", [("relu", math.sqrt(2)), ("tanh", 5 / 3), ("linear", 1.0), ("selu", 0.75)])
+@pytest.mark.parametrize(
+    "name,gain", [("relu", math.sqrt(2)), ("tanh", 5 / 3), ("linear", 1.0), ("selu", 0.75)]
+)
 def test_param_only_matters_for_leaky_relu(name, gain):
     for param in (0.0, 0.3, 7, None):
         assert init.calculate_gain(name, param) == pytest.approx(gain, rel=1e-14)
@@ -94,8 +121,9 @@ def test_fans_are_feature_maps_times_receptive_field(shape):
     assert init._calculate_correct_fan(w, "Fan_Out") == fan_out  # the mode is case-insensitive
 
 
-@pytest.mark.parametrize("fill", [init.xavier_uniform_, init.xavier_normal_, init.kaiming_uniform_,
-                                  init.kaiming_normal_])
+@pytest.mark.parametrize(
+    "fill", [init.xavier_uniform_, init.xavier_normal_, init.kaiming_uniform_, init.kaiming_normal_]
+)
 @pytest.mark.parametrize("shape", [(), (1,), (9,)])
 def test_fewer_than_two_dims_refused_before_any_write(fill, shape):
     w = torch.full(shape, 4.0)
@@ -114,9 +142,12 @@ def test_kaiming_of_zero_elements_warns_and_returns_the_tensor(fill, shape):
 
 # ---- xavier_ ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("gain", [None, 0.37, 1.9])
-@pytest.mark.parametrize("fill,law", [(init.xavier_uniform_, _uniform_law), (init.xavier_normal_, _normal_law)])
+@pytest.mark.parametrize(
+    "fill,law", [(init.xavier_uniform_, _uniform_law), (init.xavier_normal_, _normal_law)]
+)
 def test_xavier_law(fill, law, shape, gain):
     kwargs = {} if gain is None else {"gain": gain}
     w = fill(torch.empty(shape), generator=gen(1), **kwargs)
@@ -149,7 +180,9 @@ KAIMING_CASES = [  # shape, kwargs, the gain they imply
 ]
 
 
-@pytest.mark.parametrize("fill,law", [(init.kaiming_uniform_, _uniform_law), (init.kaiming_normal_, _normal_law)])
+@pytest.mark.parametrize(
+    "fill,law", [(init.kaiming_uniform_, _uniform_law), (init.kaiming_normal_, _normal_law)]
+)
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
 @pytest.mark.parametrize("shape,kwargs,gain", KAIMING_CASES)
 def test_kaiming_law(fill, law, mode, shape, kwargs, gain):
@@ -171,7 +204,9 @@ def test_kaiming_defaults_are_fan_in_and_leaky_relu_with_zero_slope():
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
 def test_kaiming_uniform_stays_inside_and_reaches_its_bound(mode):
     shape = (32, 8, 3, 3, 5)
-    w = init.kaiming_uniform_(torch.empty(shape, dtype=torch.float64), a=0.3, mode=mode, generator=gen(5))
+    w = init.kaiming_uniform_(
+        torch.empty(shape, dtype=torch.float64), a=0.3, mode=mode, generator=gen(5)
+    )
     fan = _fans(shape)[0 if mode == "fan_in" else 1]
     bound = math.sqrt(3.0) * math.sqrt(2.0 / 1.09) / math.sqrt(fan)
     assert w.abs().max().item() <= bound

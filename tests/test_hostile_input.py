@@ -9,13 +9,12 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
+from common import gen, ops
 from scipy import stats
 
 import torchinit_ext as init
-from common import gen, ops
 
 # (fill_many_'s own arguments that overflow, blocks and devices, are in test_fill_many.py.)
 
@@ -106,6 +105,7 @@ _FORK_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_fork_after_parallel_fills_completes_with_the_same_values():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -144,7 +144,9 @@ def _ks_pvalue(values, law):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("mean,std", [(0.0, 1e15), (0.0, 1e17), (0.0, 1e39), (1e30, 1e29), (-3.0, 1e300)])
+@pytest.mark.parametrize(
+    "mean,std", [(0.0, 1e15), (0.0, 1e17), (0.0, 1e39), (1e30, 1e29), (-3.0, 1e300)]
+)
 def test_trunc_normal_with_a_std_far_larger_than_the_interval_is_uniform(dtype, mean, std):
     # The density varies by a factor below exp(1e-13) across [-2, 2]: the law is U(-2, 2).
     t = init.trunc_normal_(torch.empty(20000, dtype=dtype), mean, std, -2.0, 2.0, generator=gen(11))
@@ -164,7 +166,12 @@ def test_trunc_normal_with_a_huge_mean_takes_the_near_bound(dtype):
 
 @pytest.mark.parametrize(
     "mean,std,a,b",
-    [(0.0, 1e39, -3e38, 3e38), (1e39, 1e38, -3e38, 3e38), (100.0, 10.0, 0.0, 1e-3), (0.0, 5e38, -1e38, 2e38)],
+    [
+        (0.0, 1e39, -3e38, 3e38),
+        (1e39, 1e38, -3e38, 3e38),
+        (100.0, 10.0, 0.0, 1e-3),
+        (0.0, 5e38, -1e38, 2e38),
+    ],
 )
 def test_trunc_normal_float32_beyond_float_range_parameters_follow_the_law(mean, std, a, b):
     t = init.trunc_normal_(torch.empty(20000), mean, std, a, b, generator=gen(4))
@@ -201,10 +208,26 @@ def _overlapping():
 
 @pytest.mark.parametrize(
     "fill",
-    [init.uniform_, init.normal_, init.trunc_normal_, init.eye_, init.xavier_uniform_,
-     lambda t: init.sparse_(t, 0.5), init.orthogonal_, lambda t: init.dirac_(t.unsqueeze(-1))],
-    ids=["uniform_", "normal_", "trunc_normal_", "eye_", "xavier_uniform_", "sparse_",
-         "orthogonal_", "dirac_"],
+    [
+        init.uniform_,
+        init.normal_,
+        init.trunc_normal_,
+        init.eye_,
+        init.xavier_uniform_,
+        lambda t: init.sparse_(t, 0.5),
+        init.orthogonal_,
+        lambda t: init.dirac_(t.unsqueeze(-1)),
+    ],
+    ids=[
+        "uniform_",
+        "normal_",
+        "trunc_normal_",
+        "eye_",
+        "xavier_uniform_",
+        "sparse_",
+        "orthogonal_",
+        "dirac_",
+    ],
 )
 def test_elements_overlapping_through_as_strided_are_refused(fill):
     t = _overlapping()
@@ -248,7 +271,9 @@ INFERENCE_CALLS = {
 def test_inference_tensors_refused_outside_inference_mode_as_in_stock(name):
     with torch.inference_mode():
         t = torch.full((4, 4), 9.0)
-    with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+    with pytest.raises(
+        RuntimeError, match="Inplace update to inference tensor outside InferenceMode"
+    ):
         INFERENCE_CALLS[name](t)
     assert (t == 9.0).all()
     with torch.inference_mode():
@@ -370,10 +395,28 @@ ODD_LAYOUT_OPCHECKS = [
     ("eye_", lambda: (torch.zeros(4, 6).t()[1:],)),
     ("eye_", lambda: (_neg_view(3, 3),)),
     ("dirac_", lambda: (torch.zeros(4, 2, 3).transpose(1, 2).transpose(1, 2), 2)),
-    ("fill_many_", lambda: ([_neg_view(2, 3), torch.zeros(3, 5)[:, ::2]], ["constant", "uniform"],
-                            [0.5, 0, 0, 0, 0, 1, 0, 0], [1, 2, 3, 4], [], [])),
-    ("fill_many_", lambda: ([torch.zeros(0, 3), torch.zeros(())], ["normal", "trunc_normal"],
-                            [0, 1, 0, 0, 0, 1, -1, 1], [1, 2, 3, 4], [2, 3], [1, 0])),
+    (
+        "fill_many_",
+        lambda: (
+            [_neg_view(2, 3), torch.zeros(3, 5)[:, ::2]],
+            ["constant", "uniform"],
+            [0.5, 0, 0, 0, 0, 1, 0, 0],
+            [1, 2, 3, 4],
+            [],
+            [],
+        ),
+    ),
+    (
+        "fill_many_",
+        lambda: (
+            [torch.zeros(0, 3), torch.zeros(())],
+            ["normal", "trunc_normal"],
+            [0, 1, 0, 0, 0, 1, -1, 1],
+            [1, 2, 3, 4],
+            [2, 3],
+            [1, 0],
+        ),
+    ),
 ]
 
 

@@ -7,13 +7,12 @@ import math
 import pytest
 import scipy.stats
 import torch
+from common import ops
 from torch import nn
 
 import torchinit_ext as ti
-from common import ops
 from torchinit_ext import _dispatch
 from torchinit_ext.model import seed_key
-
 
 # ---- patching --------------------------------------------------------------------------------
 
@@ -49,9 +48,8 @@ def test_patched_swaps_every_binding_and_restores_them():
 
 def test_patched_restores_on_exception_and_nests():
     stock = _stock_bindings()
-    with pytest.raises(KeyError):
-        with ti.patched():
-            raise KeyError("boom")
+    with pytest.raises(KeyError), ti.patched():
+        raise KeyError("boom")
     assert _stock_bindings() == stock
     with ti.patched():
         with ti.patched():
@@ -137,13 +135,17 @@ def test_materialize_gives_the_law_of_eager_construction(layer):
             assert torch.equal(have, want), name  # constant fills are exact
             continue
         # Random fills: the same law (two-sample KS; fixed seeds, so this never flakes) ...
-        p = scipy.stats.ks_2samp(want.flatten().double().numpy(), have.flatten().double().numpy()).pvalue
+        p = scipy.stats.ks_2samp(
+            want.flatten().double().numpy(), have.flatten().double().numpy()
+        ).pvalue
         assert p > 1e-4, (name, p)
         # ... and exactly the same deterministic entries (zeros of padding rows, etc.).
         assert torch.equal(want == 0, have == 0), name
 
 
-@pytest.mark.parametrize("layer", ["embedding", "encoder_layer", "transformer", "lstm", "batch_norm2d"])
+@pytest.mark.parametrize(
+    "layer", ["embedding", "encoder_layer", "transformer", "lstm", "batch_norm2d"]
+)
 def test_materialize_without_seed_equals_patched_eager_construction(layer):
     # Resets run children first, as constructors do, drawing keys in the same order.
     torch.manual_seed(5)
@@ -165,8 +167,11 @@ def test_materialize_batches_the_elementwise_fills(monkeypatch):
         return original(tensors, *args)
 
     monkeypatch.setattr(_dispatch, "call_many", counting)
-    model = _from_meta(lambda: nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8),
-                                             nn.TransformerEncoderLayer(8, 2, 16)))
+    model = _from_meta(
+        lambda: nn.Sequential(
+            nn.Linear(8, 8), nn.LayerNorm(8), nn.TransformerEncoderLayer(8, 2, 16)
+        )
+    )
     ti.materialize(model)
     assert calls == [len(list(model.parameters()))]  # every parameter in one region
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from common import P_MIN, gen, ops
 from scipy import stats
 
 import torchinit_ext as init
-from common import P_MIN, gen, ops
 
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 SHAPES = [(64, 64), (32, 96), (96, 32), (16, 4, 3, 3), (1, 1), (1, 5), (5, 1), (200, 130)]
@@ -33,7 +33,9 @@ def test_orthogonal_is_orthogonal(shape, dtype):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_orthogonal_batch_members_are_orthogonal(shape, dtype):
-    batch = init.orthogonal_batch_(torch.empty((3, *shape), dtype=dtype), gain=0.5, generator=gen(1))
+    batch = init.orthogonal_batch_(
+        torch.empty((3, *shape), dtype=dtype), gain=0.5, generator=gen(1)
+    )
     for w in batch:
         _assert_orthogonal(w, 0.5, dtype)
 
@@ -122,16 +124,26 @@ def _stiefel_check(matrices):
 def test_orthogonal_haar_law():
     n, trials = 8, 4000
     g = gen(2)
-    q = torch.stack([init.orthogonal_(torch.empty(n, n, dtype=torch.float64), generator=g)
-                     for _ in range(trials)])
+    q = torch.stack(
+        [
+            init.orthogonal_(torch.empty(n, n, dtype=torch.float64), generator=g)
+            for _ in range(trials)
+        ]
+    )
     _haar_checks(q, n)
 
 
 @pytest.mark.parametrize("shape", [(6, 3), (3, 6)])
 def test_orthogonal_stiefel_law(shape):
     g = gen(6)
-    _stiefel_check(torch.stack([init.orthogonal_(torch.empty(shape, dtype=torch.float64), generator=g)
-                                for _ in range(3000)]))
+    _stiefel_check(
+        torch.stack(
+            [
+                init.orthogonal_(torch.empty(shape, dtype=torch.float64), generator=g)
+                for _ in range(3000)
+            ]
+        )
+    )
 
 
 def test_orthogonal_batch_haar_law_and_independent_members():
@@ -145,14 +157,18 @@ def test_orthogonal_batch_haar_law_and_independent_members():
 
 @pytest.mark.parametrize("shape", [(6, 3), (3, 6)])
 def test_orthogonal_batch_stiefel_law(shape):
-    _stiefel_check(init.orthogonal_batch_(torch.empty(3000, *shape, dtype=torch.float64),
-                                          generator=gen(8)))
+    _stiefel_check(
+        init.orthogonal_batch_(torch.empty(3000, *shape, dtype=torch.float64), generator=gen(8))
+    )
 
 
-@pytest.mark.parametrize("fill,make", [
-    (init.orthogonal_, lambda: torch.empty(200, 130)),
-    (init.orthogonal_batch_, lambda: torch.empty(3, 70, 150)),
-])
+@pytest.mark.parametrize(
+    "fill,make",
+    [
+        (init.orthogonal_, lambda: torch.empty(200, 130)),
+        (init.orthogonal_batch_, lambda: torch.empty(3, 70, 150)),
+    ],
+)
 def test_reproducible_from_the_generator_and_thread_count(fill, make):
     first = fill(make(), generator=gen(9))
     assert torch.equal(first, fill(make(), generator=gen(9)))
@@ -185,7 +201,13 @@ BAD_CALLS = [  # fill, tensor, kwargs, error, message
     (init.orthogonal_, torch.zeros(4, 4), {"gain": math.inf}, ValueError, "gain=inf"),
     (init.orthogonal_, torch.zeros(4, 4), {"gain": math.nan}, ValueError, "gain=nan"),
     (init.orthogonal_, torch.zeros(4, 1).expand(4, 4), {}, ValueError, "share memory"),
-    (init.orthogonal_batch_, torch.zeros(2, 4, 4, dtype=torch.int32), {}, NotImplementedError, "Int"),
+    (
+        init.orthogonal_batch_,
+        torch.zeros(2, 4, 4, dtype=torch.int32),
+        {},
+        NotImplementedError,
+        "Int",
+    ),
     (init.orthogonal_batch_, torch.zeros(2, 4, 4), {"gain": -math.inf}, ValueError, "gain=-inf"),
     (init.orthogonal_batch_, torch.zeros(4, 4), {}, ValueError, "tensors"),
 ]
@@ -205,12 +227,15 @@ def test_one_dimensional_tensor_raises_stock_error():
         ops.orthogonal_batch_(torch.zeros(3, 3), 1.0, None)
 
 
-@pytest.mark.parametrize("tensors", [
-    [],
-    [torch.zeros(4, 4), torch.zeros(4, 5)],
-    [torch.zeros(4, 4), torch.zeros(4, 4, dtype=torch.float64)],
-    [torch.zeros(4)],
-])
+@pytest.mark.parametrize(
+    "tensors",
+    [
+        [],
+        [torch.zeros(4, 4), torch.zeros(4, 5)],
+        [torch.zeros(4, 4), torch.zeros(4, 4, dtype=torch.float64)],
+        [torch.zeros(4)],
+    ],
+)
 def test_orthogonal_batch_refuses_bad_lists_before_any_write(tensors):
     with pytest.raises(ValueError, match="`tensors`"):
         init.orthogonal_batch_(tensors)

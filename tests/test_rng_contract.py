@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
-
-import torchinit_ext as init
 from common import FLOATS, ops
 from philox_reference import block, philox
+
+import torchinit_ext as init
 
 
 def _signed(v):
@@ -16,13 +16,22 @@ def _signed(v):
 def test_philox_known_answer_zero():
     # Random123's known-answer vector for philox4x32-10 with zero counter and key.
     words = ops.philox_blocks(0, 0, 1)[0]
-    assert [w & 0xFFFFFFFF for w in words.tolist()] == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+    assert [w & 0xFFFFFFFF for w in words.tolist()] == [
+        0x6627E8D5,
+        0xE169C58D,
+        0xBC57AC4C,
+        0x9B00DBD8,
+    ]
 
 
 def test_philox_lanes_match_python_reference():
     # The SIMD lanes against a plain Python Philox, itself checked on a Random123 vector.
     assert philox((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0)) == [
-        0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1]
+        0xD16CFE09,
+        0x94FDCCEB,
+        0x5001E420,
+        0x24126EA1,
+    ]
     key, offset = 0x0123456789ABCDEF, 0x0FEDCBA987654321
     words = ops.philox_blocks(_signed(key), _signed(offset), 40).numpy().view(np.uint32)
     for b in (0, 1, 15, 16, 17, 39):
@@ -35,11 +44,15 @@ def test_prefix_property():
     for dtype in FLOATS:
         for fill in (init.uniform_, init.normal_):
             short = fill(torch.empty(37, dtype=dtype), generator=torch.Generator().manual_seed(5))
-            long = fill(torch.empty(100003, dtype=dtype), generator=torch.Generator().manual_seed(5))
+            long = fill(
+                torch.empty(100003, dtype=dtype), generator=torch.Generator().manual_seed(5)
+            )
             assert torch.equal(short, long[:37]), (dtype, fill)
 
 
-@pytest.mark.parametrize("fill", [init.uniform_, init.normal_, init.xavier_normal_, init.kaiming_uniform_])
+@pytest.mark.parametrize(
+    "fill", [init.uniform_, init.normal_, init.xavier_normal_, init.kaiming_uniform_]
+)
 def test_default_generator_equals_explicit_generator(fill):
     torch.manual_seed(7)
     a = fill(torch.empty(300, 70))
@@ -55,7 +68,9 @@ def test_thread_count_invariance(dtype, fill):
     results = []
     for threads in (1, 2, 3):
         torch.set_num_threads(threads)
-        results.append(fill(torch.empty(1 << 18, dtype=dtype), generator=torch.Generator().manual_seed(11)))
+        results.append(
+            fill(torch.empty(1 << 18, dtype=dtype), generator=torch.Generator().manual_seed(11))
+        )
     assert all(torch.equal(results[0], r) for r in results[1:])
 
 
@@ -74,7 +89,9 @@ def test_views_get_their_logical_values_and_nothing_else(dtype, fill):
         t = base.clone()
         v = make(t)
         fill(v, generator=torch.Generator().manual_seed(seed))
-        expected = fill(torch.empty(v.shape, dtype=dtype), generator=torch.Generator().manual_seed(seed))
+        expected = fill(
+            torch.empty(v.shape, dtype=dtype), generator=torch.Generator().manual_seed(seed)
+        )
         assert torch.equal(v, expected), name
         untouched = torch.ones_like(t, dtype=torch.bool)
         make(untouched).fill_(False)
@@ -102,7 +119,9 @@ def test_fresh_memory_gets_the_same_values_and_its_neighbours_are_kept(dtype, fi
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_types_are_float_values_rounded(dtype):
-    a = init.normal_(torch.empty(4099, dtype=dtype), 0.5, 2.0, generator=torch.Generator().manual_seed(2))
+    a = init.normal_(
+        torch.empty(4099, dtype=dtype), 0.5, 2.0, generator=torch.Generator().manual_seed(2)
+    )
     b = init.normal_(torch.empty(4099), 0.5, 2.0, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b.to(dtype))
 

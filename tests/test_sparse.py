@@ -5,14 +5,24 @@ import math
 
 import pytest
 import torch
+from common import FLOATS, P_MIN, gen, ops
 from scipy import stats
 
 import torchinit_ext as init
-from common import FLOATS, P_MIN, gen, ops
 
 
-@pytest.mark.parametrize("rows,cols,sparsity", [(40, 300, 0.3), (40, 300, 0.9), (7, 3, 0.5), (1, 5, 0.0),
-                                                (5, 1, 1.0), (130, 70, 0.999), (64, 17, 0.01)])
+@pytest.mark.parametrize(
+    "rows,cols,sparsity",
+    [
+        (40, 300, 0.3),
+        (40, 300, 0.9),
+        (7, 3, 0.5),
+        (1, 5, 0.0),
+        (5, 1, 1.0),
+        (130, 70, 0.999),
+        (64, 17, 0.01),
+    ],
+)
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_sparse_exact_zero_count_per_column(rows, cols, sparsity, dtype):
     w = init.sparse_(torch.empty(rows, cols, dtype=dtype), sparsity, std=1.0, generator=gen(4))
@@ -47,7 +57,9 @@ def test_sparse_default_std_is_one_hundredth():
     assert ((w == 0).sum(0) == 20).all()
     nonzero = w[w != 0].double().numpy()
     assert stats.kstest(nonzero, stats.norm(0, 0.01).cdf).pvalue > P_MIN
-    assert stats.kstest(nonzero, stats.norm(0, 0.011).cdf).pvalue < P_MIN  # the std is what is checked
+    assert (
+        stats.kstest(nonzero, stats.norm(0, 0.011).cdf).pvalue < P_MIN
+    )  # the std is what is checked
 
 
 @pytest.mark.parametrize("shape", [(), (6,), (3, 4, 5)])

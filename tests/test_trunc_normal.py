@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from common import FLOATS, P_MIN, gen
 from scipy import stats
 
 import torchinit_ext as init
-from common import FLOATS, P_MIN, gen
 
 
 def _grid_values(dtype, a, b):
@@ -20,7 +20,9 @@ def _grid_values(dtype, a, b):
         hi = hi if hi <= b else np.nextafter(hi, np.float32(-np.inf))
         bits = np.arange(lo.view(np.int32), hi.view(np.int32) + 1, dtype=np.int32)  # a, b > 0 here
         return bits.view(np.float32).astype(np.float64)
-    every = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(dtype).double()
+    every = (
+        torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16).view(dtype).double()
+    )
     every = every[torch.isfinite(every)].unique().numpy()
     return every[(every >= a) & (every <= b)]
 
@@ -35,7 +37,9 @@ def _rounded_law_pvalue(x, dtype, mean, std, a, b):
         below = _grid_values(dtype, -np.inf if dtype != torch.float32 else 0.0, grid[0])[-2]
         edges[0] = max(a, (below + grid[0]) / 2)
     if grid[-1] < b:
-        above_candidates = _grid_values(dtype, grid[-1], np.inf if dtype != torch.float32 else 2 * b)
+        above_candidates = _grid_values(
+            dtype, grid[-1], np.inf if dtype != torch.float32 else 2 * b
+        )
         edges[-1] = min(b, (grid[-1] + above_candidates[1]) / 2)
     dist = stats.truncnorm((a - mean) / std, (b - mean) / std, loc=mean, scale=std)
     probs = np.diff(dist.cdf(edges))
@@ -82,7 +86,9 @@ def test_trunc_normal_rounded_law_and_bounds(dtype, mean, std, a, b):
 
 def test_trunc_normal_bounds_do_not_pile_up():
     # [-0.3, 0.3] in bfloat16: the outermost values inside get their cell's mass, no more.
-    x = init.trunc_normal_(torch.empty(1 << 20, dtype=torch.bfloat16), 0.0, 1.0, -0.3, 0.3, generator=gen(1))
+    x = init.trunc_normal_(
+        torch.empty(1 << 20, dtype=torch.bfloat16), 0.0, 1.0, -0.3, 0.3, generator=gen(1)
+    )
     top = x.max().item()
     density_at_top = (x == top).double().mean().item()
     next_below = x[x < top].max().item()
@@ -121,7 +127,9 @@ def test_trunc_normal_bounds_20_std_away_are_never_returned(dtype):
 
 
 def test_trunc_normal_far_tail_values_are_exact_and_in_range():
-    x = init.trunc_normal_(torch.empty(200_000, dtype=torch.float64), 0.0, 1.0, 40.0, math.inf, generator=gen(2))
+    x = init.trunc_normal_(
+        torch.empty(200_000, dtype=torch.float64), 0.0, 1.0, 40.0, math.inf, generator=gen(2)
+    )
     assert x.min() >= 40.0 and torch.isfinite(x).all()
     # Conditional on exceeding 40, (X - 40) * 40 is close to Exp(1): mean ~ 1 - 2/1600.
     assert abs(((x - 40) * 40).mean().item() - 1) < 0.01
@@ -130,7 +138,9 @@ def test_trunc_normal_far_tail_values_are_exact_and_in_range():
 def test_trunc_normal_quantiles_match_scipy():
     # The inversion itself, on a grid of probabilities: z at u = 0 is a, at u -> 1 it is b.
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 3e-6)):
-        x = init.trunc_normal_(torch.empty(1 << 16, dtype=dtype), 0.0, 1.0, -3.0, 1.5, generator=gen(3))
+        x = init.trunc_normal_(
+            torch.empty(1 << 16, dtype=dtype), 0.0, 1.0, -3.0, 1.5, generator=gen(3)
+        )
         xs = np.sort(x.double().numpy())
         dist = stats.truncnorm(-3.0, 1.5)
         probs = (np.arange(xs.size) + 0.5) / xs.size
@@ -141,7 +151,9 @@ WIDE_SWITCH = 1.2815515655446004  # Phi^-1(0.9): [-b, b] has normal mass 0.8 = k
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("b,wide", [(2.0, True), (WIDE_SWITCH + 1e-4, True), (WIDE_SWITCH - 1e-4, False)])
+@pytest.mark.parametrize(
+    "b,wide", [(2.0, True), (WIDE_SWITCH + 1e-4, True), (WIDE_SWITCH - 1e-4, False)]
+)
 def test_trunc_normal_wide_keeps_normal_values(dtype, b, wide):
     # With mass >= 0.8, element i's value is normal_'s (computed in float32, then rounded)
     # wherever that float lies in [-b, b], and only the rejected elements are redrawn; below the
@@ -173,13 +185,16 @@ def test_trunc_normal_a_equal_b_is_constant():
     assert (x == 0.25).all()
 
 
-@pytest.mark.parametrize("kwargs,words", [
-    ({"a": 0.3, "b": 0.3001}, "no BFloat16 value"),
-    ({"mean": math.nan}, "mean"),
-    ({"std": math.inf}, "std"),
-    ({"a": math.nan}, "a <= b"),
-    ({"a": math.inf, "b": math.inf}, "finite"),
-])
+@pytest.mark.parametrize(
+    "kwargs,words",
+    [
+        ({"a": 0.3, "b": 0.3001}, "no BFloat16 value"),
+        ({"mean": math.nan}, "mean"),
+        ({"std": math.inf}, "std"),
+        ({"a": math.nan}, "a <= b"),
+        ({"a": math.inf, "b": math.inf}, "finite"),
+    ],
+)
 def test_trunc_normal_bad_input_leaves_tensor_untouched(kwargs, words):
     t = torch.full((5, 7), 3.0, dtype=torch.bfloat16)
     with pytest.raises(ValueError, match=words):
@@ -191,8 +206,12 @@ def test_trunc_normal_bad_input_leaves_tensor_untouched(kwargs, words):
 
 FILLS = {
     "trunc_normal_": lambda t, g: init.trunc_normal_(t, generator=g),
-    "trunc_normal_ far tail": lambda t, g: init.trunc_normal_(t, 0.0, 1.0, -math.inf, -31.0, generator=g),
-    "trunc_normal_ wide, 20% rejected": lambda t, g: init.trunc_normal_(t, 0.0, 1.0, -1.29, 1.29, generator=g),
+    "trunc_normal_ far tail": lambda t, g: init.trunc_normal_(
+        t, 0.0, 1.0, -math.inf, -31.0, generator=g
+    ),
+    "trunc_normal_ wide, 20% rejected": lambda t, g: init.trunc_normal_(
+        t, 0.0, 1.0, -1.29, 1.29, generator=g
+    ),
 }
 
 

@@ -6,8 +6,7 @@ from . import init as _init
 from ._dispatch import InitTypeError, InitValueError
 from .init import *  # noqa: F403
 from .init import __all__ as _init_all
-from .init import _calculate_correct_fan, _calculate_fan_in_and_fan_out  # noqa: F401
-from .init import orthogonal_batch_
+from .init import _calculate_correct_fan, _calculate_fan_in_and_fan_out, orthogonal_batch_  # noqa: F401
 from .model import materialize, patch, patched, unpatch
 
 # Names with no stock counterpart are not in init.__all__, which mirrors stock's.

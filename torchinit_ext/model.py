@@ -165,7 +165,9 @@ class _Session:
             return
         # (A factory op, so the check doesn't count as touching a queued tensor.)
         meta = torch.empty_strided(local.shape, local.stride(), dtype=local.dtype, device="meta")
-        _dispatch.call_many([meta], [law], [params], [[0, 0]], [(list(local.shape), [0] * local.dim())])
+        _dispatch.call_many(
+            [meta], [law], [params], [[0, 0]], [(list(local.shape), [0] * local.dim())]
+        )
         self.checked.add(signature)
 
     def generator_for(self, tensor: Tensor, generator):
@@ -338,8 +340,10 @@ def materialize(
             _tie(tied)
     params = dict(module.named_parameters())  # tied again: no scratch names
     missed = [
-        name for name, t in named.items()
-        if t.numel() and _storage_id(t) not in session.written
+        name
+        for name, t in named.items()
+        if t.numel()
+        and _storage_id(t) not in session.written
         and (name in params or name in from_meta)
     ]
     if missed:
