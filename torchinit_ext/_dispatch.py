@@ -88,7 +88,7 @@ def call(op, tensor: Tensor, *args) -> Tensor:
 
 def check_arguments(op, tensor: Tensor, *args) -> None:
     """Raises the argument errors `op` would raise for a float tensor of `tensor`'s shape, by its
-    meta kernel, so every path (compiled, DTensor, stock's) takes the kernels' checks."""
+    meta kernel: stock's path takes the kernels' checks, with their messages."""
     call(op, torch.empty(tensor.shape, device="meta"), *args)
 
 

@@ -179,7 +179,6 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
         raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
     if not isinstance(groups, int):
         raise InitValueError(f"dirac_: groups must be a positive integer, got groups={groups}")
-    _dispatch.check_arguments(ops.dirac_, tensor, groups)
     return _dispatch.whole(tensor, lambda t, _: _dirac(t, groups), None)
 
 
@@ -187,6 +186,7 @@ def _dirac(tensor: Tensor, groups: int) -> None:
     if compiled(tensor, FILL_DTYPES):
         call(ops.dirac_, tensor, groups)
     else:
+        _dispatch.check_arguments(ops.dirac_, tensor, groups)
         _stock.dirac_(tensor, groups)
 
 
@@ -351,7 +351,6 @@ def sparse_(
     all drawn from `generator`. See :func:`torch.nn.init.sparse_`."""
     if tensor.ndimension() != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    _dispatch.check_arguments(ops.sparse_, tensor, sparsity, std, None)
     return _dispatch.whole(tensor, lambda t, g: _sparse(t, sparsity, std, g), generator)
 
 
@@ -359,6 +358,7 @@ def _sparse(tensor: Tensor, sparsity: float, std: float, generator: torch.Genera
     if compiled(tensor):
         call(ops.sparse_, tensor, sparsity, std, generator)
     else:
+        _dispatch.check_arguments(ops.sparse_, tensor, sparsity, std, None)
         _stock.sparse_(tensor, sparsity, std, generator=generator)
 
 
