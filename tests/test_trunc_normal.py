@@ -6,7 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from common import FLOATS, P_MIN, gen
+from common import (
+    FLOATS,
+    P_MIN,
+    assert_default_generator_is_torch_manual_seed,
+    assert_thread_count_invariant,
+    gen,
+)
 from scipy import stats
 
 import torchinit_ext as init
@@ -218,20 +224,12 @@ FILLS = {
 @pytest.mark.parametrize("name", FILLS)
 @pytest.mark.parametrize("dtype", FLOATS)
 def test_thread_count_invariance(name, dtype):
-    results = []
-    for threads in (1, 2, 3):
-        torch.set_num_threads(threads)
-        results.append(FILLS[name](torch.empty(515, 333, dtype=dtype), gen(9)))
-    assert all(torch.equal(results[0], r) for r in results[1:])
+    assert_thread_count_invariant(FILLS[name], dtype)
 
 
 @pytest.mark.parametrize("name", FILLS)
 def test_reproducible_and_default_generator(name):
-    torch.manual_seed(12)
-    a = FILLS[name](torch.empty(64, 48), None)
-    b = FILLS[name](torch.empty(64, 48), None)
-    c = FILLS[name](torch.empty(64, 48), gen(12))
-    assert torch.equal(a, c) and not torch.equal(a, b)
+    assert_default_generator_is_torch_manual_seed(FILLS[name])
 
 
 def test_trunc_normal_prefix_property():
