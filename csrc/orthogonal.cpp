@@ -18,9 +18,9 @@
 namespace torchinit {
 namespace {
 
-// Reflectors per compact-WY panel: 64 measured fastest of 32/64/128/256 on 1024x1024 and
-// 4096x512 float32 (2 cores, MKL); smaller panels starve the GEMMs, larger ones spend more in
-// the Gram matrices (k/n of the flops) and the k x k factors.
+// Reflectors per compact-WY panel (chosen by measurement: benchmarks/README.md, "Tuning
+// constants"): smaller panels starve the GEMMs, larger ones spend more in the Gram matrices (k/n
+// of the flops) and the k x k factors.
 constexpr int64_t kPanel = 64;
 
 // The project's own normal fill, through the dispatcher so the values obey the RNG contract on

@@ -13,7 +13,7 @@ namespace torchinit::cpu {
 constexpr int kLanes = 16;
 // The batch of sequential fills: two independent groups of kLanes per call, whose rounds
 // interleave, so one group's multiplies run while the other waits on its own (each round's
-// chain is latency-bound): ~40% less time per block with AVX-512 on Zen 4.
+// chain is latency-bound; benchmarks/README.md, "Tuning constants").
 constexpr int kWideLanes = 2 * kLanes;
 
 namespace philox_impl {

@@ -1,9 +1,9 @@
 // Maps the missing pages of memory about to be written in one kernel entry per piece instead of
 // one page fault per 4 KiB page. Fresh memory (a model's parameters right after allocation) costs
 // a fault per page on first write, and where page tables are virtualized a fault costs more than
-// writing the page: on this project's VM, 1.5 µs per page against 0.15 µs to write it.
-// MADV_POPULATE_WRITE (Linux 5.14+) maps a range as writing it would, without touching the data;
-// measured on 2 threads, fresh pages cost a third less. It walks resident pages slowly, so mincore
+// writing the page (figures: benchmarks/README.md, "Tuning constants").
+// MADV_POPULATE_WRITE (Linux 5.14+) maps a range as writing it would, without touching the data,
+// far cheaper per page than the faults. It walks resident pages slowly, so mincore
 // first skips pieces that are already mapped. Only an optimization: any failure leaves the pages
 // to ordinary faults.
 #pragma once

@@ -27,8 +27,9 @@ constexpr double kFarTailSigma = 30.0;
 constexpr double kNarrowInterval = 1e-2;
 
 // Where the normal puts at least this much mass inside the interval, rejection from the normal
-// (normal_'s own SIMD pass, then SIMD redraws of the rejected) beats float inversion; measured
-// break-even near 0.77. Not for float64: its Box-Muller costs as much as its PPND16 inversion.
+// (normal_'s own SIMD pass, then SIMD redraws of the rejected) beats float inversion (the
+// break-even: benchmarks/README.md, "Tuning constants"). Not for float64: its Box-Muller costs as
+// much as its PPND16 inversion.
 constexpr double kWideMass = 0.8;
 
 // Where the density varies across the interval by a factor below exp(2^-20), inversion has no
