@@ -45,9 +45,21 @@ def build_tied_model():
     return model
 
 
-def materialized(seed=None, shard=None, build=build_model):
-    with torch.device("meta"):
-        model = build()
+def build_recorded_model():
+    """A model whose constructor writes its own values: a re-init (one fill, so each rank fills
+    its shard), and a parameter computed by arithmetic (replayed whole, then sliced)."""
+    model = build_model()
+    nn.init.normal_(model[0].weight, std=0.02)
+    model.scale = nn.Parameter(torch.ones(16) * 0.5 + torch.arange(16.0))
+    return model
+
+
+def materialized(seed=None, shard=None, build=build_model, deferred=False):
+    if deferred:
+        model = ti.deferred_init(build)
+    else:
+        with torch.device("meta"):
+            model = build()
     if shard is not None:
         shard(model)
     return ti.materialize(model, device="cpu", seed=seed)
@@ -126,6 +138,18 @@ def main(rank: int, world_size: int, store: str) -> int:
     reference = materialized()
     torch.manual_seed(3)
     failures += [f"fsdp2 unseeded: {n}" for n in mismatches(materialized(shard=fsdp), reference)]
+    # Recorded models (deferred_init): the same, each rank replaying only its shards.
+    recorded = {"build": build_recorded_model, "deferred": True}
+    reference = materialized(seed=7, **recorded)
+    for label, shard in [("fsdp2", fsdp), ("tensor parallel", tensor_parallel)]:
+        torch.manual_seed(rank)
+        bad = mismatches(materialized(seed=7, shard=shard, **recorded), reference)
+        failures += [f"deferred {label} seed=7: {n}" for n in bad]
+    torch.manual_seed(3)
+    reference = materialized(**recorded)
+    torch.manual_seed(3)
+    bad = mismatches(materialized(shard=fsdp, **recorded), reference)
+    failures += [f"deferred fsdp2 unseeded: {n}" for n in bad]
     dist.destroy_process_group()
     for failure in failures:
         print(f"rank {rank}: {failure}")

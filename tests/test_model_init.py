@@ -1,6 +1,6 @@
-"""Whole-model initialization: patch()/unpatch()/patched(), and materialize() from the meta
-device, with and without a seed. (fill_many_, the op under materialize(), is in
-test_fill_many.py.)"""
+"""Whole-model initialization: construction under patched(), and materialize() from the meta
+device, with and without a seed. (How patch() intercepts is in test_patch.py; fill_many_, the op
+under materialize(), in test_fill_many.py; real libraries' models in test_real_models.py.)"""
 
 import math
 
@@ -15,55 +15,6 @@ from torchinit_ext import _dispatch
 from torchinit_ext.model import seed_key
 
 # ---- patching --------------------------------------------------------------------------------
-
-
-def _bound_names():
-    """Where stock's init functions are bound by name: torch.nn.init itself, and modules that
-    imported them (`from torch.nn.init import xavier_uniform_`)."""
-    import torch.nn.modules.activation as activation
-    import torch.nn.modules.transformer as transformer
-
-    return [
-        (torch.nn.init, "kaiming_uniform_"),
-        (torch.nn.init, "trunc_normal_"),
-        (torch.nn.init, "uniform"),  # deprecated alias
-        (activation, "xavier_uniform_"),
-        (activation, "constant_"),
-        (transformer, "xavier_uniform_"),
-    ]
-
-
-def _stock_bindings():
-    return {(m.__name__, n): getattr(m, n) for m, n in _bound_names()}
-
-
-def test_patched_swaps_every_binding_and_restores_them():
-    stock = _stock_bindings()
-    with ti.patched():
-        for (module, name), fn in stock.items():
-            assert getattr(__import__(module, fromlist=[name]), name) is getattr(ti, name)
-            assert fn is not getattr(ti, name)
-    assert _stock_bindings() == stock
-
-
-def test_patched_restores_on_exception_and_nests():
-    stock = _stock_bindings()
-    with pytest.raises(KeyError), ti.patched():
-        raise KeyError("boom")
-    assert _stock_bindings() == stock
-    with ti.patched():
-        with ti.patched():
-            pass
-        assert torch.nn.init.normal_ is ti.normal_  # the outer block is still active
-    assert _stock_bindings() == stock
-    ti.patch()
-    ti.patch()
-    ti.unpatch()
-    assert torch.nn.init.normal_ is ti.normal_
-    ti.unpatch()
-    assert _stock_bindings() == stock
-    with pytest.raises(RuntimeError, match="without a matching patch"):
-        ti.unpatch()
 
 
 def test_patched_construction_runs_the_compiled_fills():

@@ -4,10 +4,12 @@ one counter-based RNG (Philox4x32-10). ``import torchinit_ext as init`` works wh
 
 from . import init as _init
 from ._dispatch import InitTypeError, InitValueError
+from ._patch import patch, patched, unpatch
+from ._record import deferred_init
 from .init import *  # noqa: F403
 from .init import __all__ as _init_all
 from .init import _calculate_correct_fan, _calculate_fan_in_and_fan_out, orthogonal_batch_  # noqa: F401
-from .model import materialize, patch, patched, unpatch
+from .model import UnrecordedInitWarning, materialize
 
 # Names with no stock counterpart are not in init.__all__, which mirrors stock's.
 __all__ = list(_init_all) + [
@@ -16,6 +18,8 @@ __all__ = list(_init_all) + [
     "unpatch",
     "patched",
     "materialize",
+    "deferred_init",
+    "UnrecordedInitWarning",
     "InitTypeError",
     "InitValueError",
 ]

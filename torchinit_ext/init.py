@@ -8,7 +8,7 @@ torch/nn/init.py line for line; only the element writes differ.
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
+from types import FunctionType, SimpleNamespace
 from typing import TypeVar
 
 import torch
@@ -50,8 +50,30 @@ __all__ = [
     "sparse",
 ]
 
-# Stock's functions as imported, before patch() can swap torch.nn.init's attributes for ours.
-_stock = SimpleNamespace(**{name: getattr(_stock_module, name) for name in dir(_stock_module)})
+
+def original(function: FunctionType) -> FunctionType:
+    """A copy of `function` that runs its own code even while patch() swaps the code of
+    `function` itself for a trampoline into ours."""
+    copy = FunctionType(
+        function.__code__,
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+    copy.__kwdefaults__ = function.__kwdefaults__
+    copy.__dict__.update(function.__dict__)
+    copy.__doc__ = function.__doc__
+    return copy
+
+
+# Stock's functions, as copies: our fallbacks run stock's code whether or not it is patched.
+_stock = SimpleNamespace(
+    **{
+        name: original(value) if isinstance(value, FunctionType) else value
+        for name, value in vars(_stock_module).items()
+    }
+)
 
 # TorchScript can't compile our functions (they dispatch in Python). Where stock's function is
 # scriptable, a scripted call of ours runs stock's, compiled by TorchScript from these names

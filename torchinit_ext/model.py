@@ -1,92 +1,22 @@
-"""Whole-model initialization: patch torch.nn.init so that every layer's constructor and
-reset_parameters() runs the compiled fills, and materialize() modules built on the meta device,
-optionally keyed by (seed, parameter name) so that values depend on nothing else.
+"""Whole-model initialization: materialize() modules built on the meta device, optionally keyed
+by (seed, parameter name) so that values depend on nothing else.
 """
 
 import contextlib
 import hashlib
 import struct
-import sys
-import threading
+import warnings
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import _dispatch, _sharded
-from . import init as _init
+from . import _dispatch, _record, _sharded
 from ._dispatch import compiled, ops
+from ._patch import patched
 
-__all__ = ["patch", "unpatch", "patched", "materialize"]
-
-# ---- patching torch.nn.init ------------------------------------------------------------------
-
-# Each stock function, by id, and the compiled one that replaces it. Modules that imported a
-# stock function by name (torch.nn.modules.activation does `from torch.nn.init import
-# xavier_uniform_`) hold their own reference, so patching rebinds those too.
-_REPLACEMENTS = {
-    id(getattr(torch.nn.init, name)): (getattr(torch.nn.init, name), getattr(_init, name))
-    for name in _init.__all__
-    if getattr(torch.nn.init, name, None) is not getattr(_init, name)
-}
-_STOCK_IDS = frozenset(_REPLACEMENTS)
-_patch_lock = threading.Lock()
-_patch_depth = 0
-_rebound: list[tuple[dict, str, object]] = []  # (module namespace, name, stock function)
-
-
-def patch() -> None:
-    """Makes torch.nn.init's functions the compiled ones, everywhere they are bound, until the
-    matching unpatch(). Calls nest: only the outermost unpatch() restores stock."""
-    global _patch_depth
-    with _patch_lock:
-        _patch_depth += 1
-        if _patch_depth > 1:
-            return
-        for module in list(sys.modules.values()):
-            namespace = getattr(module, "__dict__", None)
-            if not isinstance(namespace, dict) or module is _init:
-                continue
-            # Few modules bind any of them: rule the others out in C, without a Python loop.
-            if _STOCK_IDS.isdisjoint(map(id, namespace.values())):
-                continue
-            for name, value in list(namespace.items()):
-                stock, ours = _REPLACEMENTS.get(id(value), (None, None))
-                if stock is not None and stock is value:
-                    namespace[name] = ours
-                    _rebound.append((namespace, name, stock))
-
-
-def unpatch() -> None:
-    """Undoes one patch(); the outermost restores every rebound name to stock's function."""
-    global _patch_depth
-    with _patch_lock:
-        if _patch_depth == 0:
-            raise RuntimeError("torchinit_ext.unpatch() without a matching patch()")
-        _patch_depth -= 1
-        if _patch_depth > 0:
-            return
-        for namespace, name, stock in reversed(_rebound):
-            if namespace.get(name) is _REPLACEMENTS[id(stock)][1]:
-                namespace[name] = stock
-        _rebound.clear()
-
-
-@contextlib.contextmanager
-def patched() -> Iterator[None]:
-    """Context manager: torch.nn.init is the compiled one inside (see patch()), stock again on
-    exit, also when the block raises.
-
-    >>> with torchinit_ext.patched():
-    ...     model = MyModel()  # every layer's reset_parameters() runs the compiled fills
-    """
-    patch()
-    try:
-        yield
-    finally:
-        unpatch()
-
+__all__ = ["materialize", "UnrecordedInitWarning"]
 
 # ---- materialize -----------------------------------------------------------------------------
 
@@ -285,6 +215,98 @@ def _tie(groups: list[list[_Slot]]) -> None:
             getattr(submodule, other_kind)[other_name] = tensor
 
 
+def _target_device(device) -> torch.device:
+    """`device`, or the default device where that is not meta."""
+    if device is None:
+        device = torch.get_default_device()
+        return torch.device("cpu") if device.type == "meta" else device
+    return torch.device(device)
+
+
+def _tensor_slots(module: nn.Module) -> Iterator[tuple[dict, str, Tensor]]:
+    """Every place a module of the tree holds a tensor: parameters, buffers and plain tensor
+    attributes (such as a rotary embedding's copy of its inv_freq)."""
+    for submodule in module.modules():
+        for slots in (submodule._parameters, submodule._buffers, submodule.__dict__):
+            for name, tensor in slots.items():
+                if isinstance(tensor, Tensor):
+                    yield slots, name, tensor
+
+
+def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -> nn.Module:
+    """materialize() of a module built by deferred_init(): the recorded writes that reach its
+    tensors, replayed on `device`, elementwise fills batched (and keyed by name with a seed).
+
+    A tensor sharded since (a DTensor: FSDP2, tensor parallel) gets its local shard only. When
+    one elementwise fill gives its values, the fill runs on the shard, at its place in the
+    replay; otherwise the full tensor is replayed and the shard copied from it."""
+    names: dict[int, str] = {}
+    named = (*module.named_parameters(), *module.named_buffers())
+    for name, tensor in named:
+        names.setdefault(id(tensor), name)
+    sharded = {n: t for n, t in named if _sharded.is_dtensor(t) and _on_meta(t)}
+    slots = [
+        slot
+        for slot in _tensor_slots(module)
+        if _on_meta(slot[2]) and not _sharded.is_dtensor(slot[2])
+    ]
+    finals = {id(tensor): (tensor, _record.ref(tensor)) for _, _, tensor in slots}
+    named_refs: dict[int, list] = {}
+    for tensor, ref in finals.values():
+        if id(tensor) in names:
+            named_refs.setdefault(ref.storage, []).append((names[id(tensor)], ref))
+    session = _Session({}, seed, set())
+
+    def name_tensors(storage: int, _) -> None:
+        for name, ref in named_refs.get(storage, ()):
+            session.names[_extent(replay.tensor(ref))] = name
+
+    replay = _record.Replay(record, device, name_tensors)
+    needed = {ref.storage for _, ref in finals.values()}
+    copied = {}  # sharded tensors copied from their full replayed value
+    if sharded:
+        module.to_empty(device=device)  # the shards' memory, as FSDP2 and TP allocate it
+        allocated = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+        for name in sharded:
+            tensor = allocated[name]
+            ref = record.refs_by_name.get(name)
+            if ref is None:
+                raise RuntimeError(f"materialize: {name!r} was not built by deferred_init()")
+            if record.filled_whole_by_one_fill(ref):
+                replay.substitute(ref, tensor)
+                session.names[_extent(tensor)] = name
+            else:
+                copied[name] = (tensor, ref)
+                needed.add(ref.storage)
+    ops = record.needed(needed | set(replay.substitutes))
+    previous = _dispatch.active_session()
+    # With a seed, draws that no name keys (temporaries) come from the seed too.
+    rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
+    with rng, patched(), torch.no_grad():
+        if seed is not None:
+            torch.default_generator.manual_seed(seed)
+        _dispatch.set_session(session)
+        try:
+            with _Tracker(session):
+                replay.run(ops)
+                session.flush()
+        finally:
+            _dispatch.set_session(previous)
+        for tensor, ref in copied.values():
+            _sharded.fill_from_full(tensor, lambda full, ref=ref: full.copy_(replay.tensor(ref)))
+    real: dict[int, Tensor] = {}
+    for key, (tensor, ref) in finals.items():
+        value = replay.tensor(ref)
+        if isinstance(tensor, nn.Parameter):
+            value = nn.Parameter(value, tensor.requires_grad)
+            value.__dict__.update(tensor.__dict__)
+        real[key] = value
+    for holder, name, tensor in slots:
+        holder[name] = real[id(tensor)]
+    _record.forget(module)
+    return module
+
+
 def materialize(
     module: nn.Module,
     device: torch.device | str | None = None,
@@ -308,20 +330,26 @@ def materialize(
     rounding of the device's BLAS).
 
     Raises RuntimeError naming any parameter, or any buffer that had no storage, which no
-    reset method wrote; the module is then partly initialized.
+    reset method wrote; the module is then partly initialized. Warns (UnrecordedInitWarning),
+    naming them, of tensors under modules of classes outside torch.nn: their constructors may
+    have initialized them in ways no reset reproduces.
+
+    A module built by deferred_init() is instead materialized by replaying the record of its
+    construction: every write that survives into its tensors, elementwise fills batched into
+    one fill_many_, so that each tensor gets the law eager construction gives it.
     """
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"materialize: seed must be an int or None, got {type(seed).__name__}")
+    record = _record.record_of(module)
+    if record is not None:
+        return _replay(module, record, _target_device(device), seed)
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     from_meta = {name for name, t in tensors.items() if _on_meta(t)}
     # Tied tensors: each holder's reset runs as in eager construction, where ties are made after
     # the layers are built and the first holder's values are kept (_untie, then _tie).
     tied = _shared_slots(module)
     if from_meta:
-        if device is None:
-            device = torch.get_default_device()
-            device = torch.device("cpu") if device.type == "meta" else device
-        module.to_empty(device=device)
+        module.to_empty(device=_target_device(device))
     elif device is not None:
         module.to(device)
     scratch = _untie(tied)
@@ -350,6 +378,46 @@ def materialize(
         raise RuntimeError(
             "materialize: no reset_parameters() or _reset_parameters() of the module or its "
             f"submodules initialized {', '.join(repr(n) for n in missed)}; give the module that "
-            "owns each of them a reset_parameters() that fills it"
+            "owns each of them a reset_parameters() that fills it, or build the module with "
+            "torchinit_ext.deferred_init()"
         )
+    if from_meta:
+        _warn_unrecorded(module, from_meta)
     return module
+
+
+class UnrecordedInitWarning(UserWarning):
+    """materialize() ran the resets of a module built on the meta device without
+    deferred_init(), and constructors outside torch.nn may have initialized its tensors their
+    own way, which the resets do not reproduce."""
+
+
+def _warn_unrecorded(module: nn.Module, from_meta: set[str]) -> None:
+    """Warns, naming them, of the tensors under modules whose class is not torch.nn's: only a
+    record (deferred_init) knows what their constructors wrote (torchvision's ResNet re-inits
+    its convolutions and zeroes its last BatchNorms; transformers' post_init re-inits all)."""
+    custom = {
+        prefix: type(m)
+        for prefix, m in module.named_modules()
+        if not type(m).__module__.startswith("torch.nn.")
+    }
+    if not custom:
+        return
+    affected = sorted(
+        name
+        for name in from_meta
+        if any(prefix == "" or name.startswith(prefix + ".") for prefix in custom)
+    )
+    classes = sorted({f"{c.__module__}.{c.__qualname__}" for c in custom.values()})
+    shown = ", ".join(affected[:6]) + (
+        f" and {len(affected) - 6} more" if len(affected) > 6 else ""
+    )
+    warnings.warn(
+        f"materialize: {len(affected)} tensors ({shown}) were initialized by their layers' "
+        "reset_parameters(), but they sit under modules of classes outside torch.nn "
+        f"({', '.join(classes[:4])}{' ...' if len(classes) > 4 else ''}) whose constructors may "
+        "have initialized them differently; build the model with torchinit_ext.deferred_init() "
+        "to replay exactly what its constructors did",
+        UnrecordedInitWarning,
+        stacklevel=3,
+    )

@@ -1,0 +1,165 @@
+"""deferred_init() + materialize(): what a constructor wrote is recorded on the meta device and
+replayed on real storage, overwritten writes skipped, elementwise fills batched. (Real
+libraries' models are in test_real_models.py; sharded replay in sharded_worker.py.)"""
+
+import warnings
+
+import pytest
+import scipy.stats
+import torch
+from common import P_MIN
+from torch import nn
+
+import torchinit_ext as ti
+from torchinit_ext import _dispatch, _record
+
+
+class Recorded(nn.Module):
+    """A constructor that writes its tensors in the ways real models do."""
+
+    def __init__(self, vocab=500, width=64):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width, padding_idx=1)
+        self.proj = nn.Linear(width, width)
+        self.head = nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.embed.weight  # tied after the layers are built
+        self.scale = nn.Parameter(torch.ones(width) * 0.5 + torch.arange(width) / width)
+        self.register_buffer("position_ids", torch.arange(16).expand(1, -1), persistent=False)
+        inv_freq = 1.0 / 10000 ** (torch.arange(0, width, 2).float() / width)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.original_inv_freq = self.inv_freq  # a plain attribute, as transformers' rotary
+        # A drop-path schedule read back as Python floats while building.
+        self.rates = [x.item() for x in torch.linspace(0, 0.1, 3)]
+        # Re-inits after the layers' own resets, which they overwrite.
+        nn.init.normal_(self.embed.weight, std=0.02)
+        with torch.no_grad():
+            self.embed.weight[self.embed.padding_idx].zero_()
+        nn.init.zeros_(self.proj.bias)
+        self.proj.weight.data.uniform_(-0.1, 0.1)
+
+
+def _expected_constants(module):
+    width = module.scale.numel()
+    return {
+        "scale": torch.ones(width) * 0.5 + torch.arange(width) / width,
+        "position_ids": torch.arange(16).expand(1, -1),
+        "inv_freq": 1.0 / 10000 ** (torch.arange(0, width, 2).float() / width),
+        "proj.bias": torch.zeros(width),
+    }
+
+
+def test_deferred_init_builds_on_meta_and_materialize_replays_the_constructor():
+    module = ti.deferred_init(Recorded)
+    assert all(t.is_meta for t in (*module.parameters(), *module.buffers()))
+    assert module.rates == pytest.approx([0.0, 0.05, 0.1])
+    torch.manual_seed(0)
+    assert ti.materialize(module) is module
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    for name, expected in _expected_constants(module).items():
+        assert torch.equal(tensors[name], expected), name
+    assert module.original_inv_freq is module.inv_freq
+    assert module.head.weight is module.embed.weight
+    assert isinstance(module.head.weight, nn.Parameter) and module.scale.requires_grad
+    assert torch.equal(module.embed.weight[1], torch.zeros(64))
+    rows = torch.cat([module.embed.weight[:1], module.embed.weight[2:]]).flatten().detach()
+    assert scipy.stats.kstest(rows.numpy(), "norm", args=(0, 0.02)).pvalue > P_MIN
+    weight = module.proj.weight.flatten().detach().numpy()
+    assert scipy.stats.kstest(weight, "uniform", args=(-0.1, 0.2)).pvalue > P_MIN
+
+
+def test_overwritten_writes_are_not_replayed_and_fills_run_in_one_batch(monkeypatch):
+    batches = []
+    call_many = _dispatch.call_many
+
+    def counting(tensors, laws, *args):
+        if not tensors[0].is_meta:
+            batches.append(sorted(laws))
+        return call_many(tensors, laws, *args)
+
+    monkeypatch.setattr(_dispatch, "call_many", counting)
+    module = ti.deferred_init(Recorded)
+    ti.materialize(module)
+    # embed.weight's own reset and proj's are overwritten: only the last fills remain, in two
+    # batches, since the padding row's zero_ must follow the normal fill of its embedding.
+    assert batches == [["normal"], ["constant", "uniform"]]
+
+
+def test_seeded_replay_depends_only_on_seed_and_name():
+    def build(seed, threads):
+        torch.manual_seed(seed + 100)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return ti.materialize(ti.deferred_init(Recorded), seed=seed)
+        finally:
+            torch.set_num_threads(previous)
+
+    first, second = build(5, 1), build(5, 2)
+    for (name, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), name
+    other = build(6, 1)
+    assert not torch.equal(other.embed.weight, first.embed.weight)
+    assert torch.equal(other.scale, first.scale)
+
+
+def test_seeded_replay_leaves_the_global_rng_as_it_was():
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+    ti.materialize(ti.deferred_init(Recorded), seed=1)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_replayed_laws_equal_eager_construction():
+    """Eager construction (stock) and replay agree in law for every tensor."""
+    torch.manual_seed(0)
+    eager = Recorded(vocab=4000)
+    replayed = ti.materialize(ti.deferred_init(Recorded, vocab=4000), seed=0)
+    for name, expected in eager.named_parameters():
+        got = dict(replayed.named_parameters())[name].detach().flatten()
+        expected = expected.detach().flatten()
+        if name in _expected_constants(eager):
+            assert torch.equal(got, expected), name
+        else:
+            result = scipy.stats.ks_2samp(got.numpy(), expected.numpy())
+            assert result.pvalue > P_MIN, name
+
+
+def test_deferred_init_refuses_what_is_not_a_module():
+    with pytest.raises(TypeError, match="deferred_init: fn must return an nn.Module"):
+        ti.deferred_init(lambda: torch.empty(3))
+
+
+def test_materialize_of_a_plain_meta_model_warns_of_custom_constructors():
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(4, 4)
+
+    class Scaled(Wrapper):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(4) * 0.5)
+
+    with torch.device("meta"):
+        scaled, wrapped = Scaled(), Wrapper()
+        plain = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))
+    with pytest.raises(RuntimeError, match="'scale'"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ti.materialize(scaled)  # no reset writes scale: an error names it
+    with pytest.warns(ti.UnrecordedInitWarning, match=r"2 tensors \(body.bias, body.weight\)"):
+        ti.materialize(wrapped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ti.materialize(plain)  # torch.nn's own classes: their resets are their constructors
+
+
+def test_record_keeps_only_writes_of_meta_storage():
+    with _record.recording() as record:
+        real = torch.ones(3, device="cpu").clone()  # put on meta by the recorder
+        real.add_(1)
+        view = real[1:]
+        view.mul_(2)
+    funcs = [op.func for op in record.ops]
+    assert torch.ops.aten.slice.Tensor not in funcs  # views are rebuilt, not replayed
+    assert torch.ops.aten.mul_.Tensor in funcs
+    assert torch.equal(_record.evaluate(record, real), torch.tensor([2.0, 4.0, 4.0]))

@@ -1,0 +1,346 @@
+"""Record-and-replay deferred init: deferred_init() builds a module on the meta device while
+recording every op that writes the memory of a meta tensor; materialize() replays, on real
+storage, only the writes whose values survive into the module's parameters and buffers.
+
+Memory is identified by storage, not by tensor object: nn.Parameter wraps a tensor without a
+dispatched op, and views (an embedding's padding row, an expanded position_ids) are the same
+storage seen through another geometry. So an op's tensors are recorded as references
+(storage, dtype, sizes, strides, offset) and rebuilt on the replayed storage; view ops are not
+replayed at all. Ops that only touch real tensors ran for real while recording and are not
+replayed either.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import weakref
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+from . import _dispatch, _patch
+
+aten = torch.ops.aten
+ext = torch.ops.torchinit_ext
+
+# Ops that write every element of their first argument without reading it. The elementwise
+# fills, which fill_many_ batches at replay, by law and the names of the law's parameters:
+_FILL_LAWS = {
+    aten.uniform_.default: ("uniform", ("from", "to")),
+    aten.normal_.default: ("normal", ("mean", "std")),
+    aten.fill_.Scalar: ("constant", ("value",)),
+    aten.zero_.default: ("constant", ()),
+    ext.uniform_.default: ("uniform", ("a", "b")),
+    ext.normal_.default: ("normal", ("mean", "std")),
+    ext.trunc_normal_.default: ("trunc_normal", ("mean", "std", "a", "b")),
+    ext.constant_.default: ("constant", ("value",)),
+}
+# The others, filled whole (a random one from the generator of the tensor's seed key):
+_WHOLE_FILLS = {ext.orthogonal_.default, ext.sparse_.default, ext.eye_.default, ext.dirac_.default}
+_WRITE_ONLY = {*_FILL_LAWS, *_WHOLE_FILLS, aten.fill_.Tensor, aten.copy_.default}
+_META = torch.device("meta")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ref:
+    """A recorded tensor: which meta storage, seen through which geometry."""
+
+    storage: int
+    dtype: torch.dtype
+    size: tuple
+    stride: tuple
+    offset: int
+
+
+def _is_meta(value) -> bool:
+    return isinstance(value, Tensor) and value.is_meta
+
+
+def _storage_key(tensor: Tensor) -> int:
+    return tensor.untyped_storage()._cdata
+
+
+def ref(tensor: Tensor) -> _Ref:
+    return _Ref(
+        _storage_key(tensor),
+        tensor.dtype,
+        tuple(tensor.shape),
+        tuple(tensor.stride()),
+        tensor.storage_offset(),
+    )
+
+
+def _covers_storage(tensor: Tensor) -> bool:
+    nbytes = tensor.untyped_storage().nbytes()
+    return (
+        tensor.storage_offset() == 0
+        and tensor.is_contiguous()
+        and tensor.numel() * tensor.element_size() == nbytes
+    )
+
+
+@dataclasses.dataclass
+class _Op:
+    func: object
+    args: tuple
+    kwargs: dict
+    allocates: list[tuple[int, int]]  # (position among the flat outputs, new storage)
+    writes: frozenset[int]
+    reads: frozenset[int]
+    defines: frozenset[int]  # storages the op writes whole without reading
+
+
+class Record:
+    """The ops of one deferred construction, in order, and the meta tensors they touched (kept
+    alive so that their storages' addresses stay unique)."""
+
+    def __init__(self):
+        self.ops: list[_Op] = []
+        self.nbytes: dict[int, int] = {}  # every meta storage seen, by key
+        self.refs_by_name: dict[str, _Ref] = {}  # the module's tensors when it was built
+        self._alive: list[Tensor] = []
+
+    def add(self, func, args: tuple, kwargs: dict, out) -> None:
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if _is_meta(t)]
+        outputs = tree_flatten(out)[0]
+        if not inputs and not any(_is_meta(t) for t in outputs):
+            return  # real tensors only: done for real already
+        writes, defines = set(), set()
+        schema = func._schema
+        for i, argument in enumerate(schema.arguments):
+            value = args[i] if i < len(args) else kwargs.get(argument.name)
+            info = argument.alias_info
+            if info is not None and info.is_write:
+                for t in value if isinstance(value, (list, tuple)) else (value,):
+                    if _is_meta(t):
+                        writes.add(_storage_key(t))
+                        if i == 0 and func in _WRITE_ONLY and _covers_storage(t):
+                            defines.add(_storage_key(t))
+        allocates = []
+        for position, t in enumerate(outputs):
+            if _is_meta(t) and _storage_key(t) not in self.nbytes:
+                allocates.append((position, _storage_key(t)))
+        for t in inputs + [t for t in outputs if _is_meta(t)]:
+            self.nbytes.setdefault(_storage_key(t), t.untyped_storage().nbytes())
+        if not writes and not allocates:
+            return  # a view, or a read: rebuilt from references where needed
+        write_only = args[0] if func in _WRITE_ONLY and args and _is_meta(args[0]) else None
+        reads = {_storage_key(t) for t in inputs if t is not write_only}
+        new = {storage for _, storage in allocates}
+        self._alive += inputs + [t for t in outputs if _is_meta(t)]
+        self.ops.append(
+            _Op(
+                func,
+                tree_map(lambda v: ref(v) if _is_meta(v) else v, args),
+                tree_map(lambda v: ref(v) if _is_meta(v) else v, kwargs),
+                allocates,
+                frozenset(writes | new),
+                frozenset(reads),
+                frozenset(defines | new),
+            )
+        )
+
+    def filled_whole_by_one_fill(self, ref: _Ref) -> bool:
+        """Whether the values of `ref`, a whole storage, are those of one elementwise fill of
+        it: the case where a shard of it can be filled alone."""
+        ops = self.needed({ref.storage})
+        return (
+            len(ops) == 1
+            and ops[0].func in _FILL_LAWS
+            and ops[0].args[0] == ref
+            and ref.storage in ops[0].defines
+        )
+
+    def needed(self, storages: set[int]) -> list[_Op]:
+        """The ops whose writes reach `storages`' final values, in order: a backward liveness
+        pass in which a whole-storage write kills the writes before it."""
+        live = set(storages)
+        kept = []
+        for op in reversed(self.ops):
+            if op.writes.isdisjoint(live):
+                continue
+            kept.append(op)
+            live -= op.defines
+            live |= op.reads
+        kept.reverse()
+        return kept
+
+
+@functools.cache
+def _is_factory(func) -> bool:
+    """Whether `func` makes a tensor from no tensor (empty, zeros, arange, randn...)."""
+    arguments = func._schema.arguments
+    return any(a.name == "device" for a in arguments) and not any(
+        "Tensor" in str(a.type) for a in arguments
+    )
+
+
+class _Recorder(TorchDispatchMode):
+    """Records ops, and puts every tensor that a factory op makes on the meta device. (Not a
+    torch.device("meta") context: code that asks where new tensors go, as transformers does
+    before running its _init_weights, sees its usual device and runs its usual init.)"""
+
+    def __init__(self, record: Record):
+        super().__init__()
+        self.record = record
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if _is_factory(func):
+            kwargs = {**kwargs, "device": _META}
+            if kwargs.get("pin_memory"):
+                kwargs["pin_memory"] = False
+        elif func is aten._local_scalar_dense.default and _is_meta(args[0]):
+            # .item() of a meta tensor (a drop-path schedule, say): its value, computed now.
+            return evaluate(self.record, args[0]).item()
+        out = func(*args, **kwargs)
+        self.record.add(func, args, kwargs, out)
+        return out
+
+
+class Replay:
+    """Real storage for a record's meta storages, filled by replaying the ops that reach the
+    given tensors. `on_storage(key, storage)` is told of each storage as it is made."""
+
+    def __init__(self, record: Record, device: torch.device, on_storage: Callable | None = None):
+        self.record = record
+        self.device = device
+        self.storages: dict[int, torch.UntypedStorage] = {}
+        self.on_storage = on_storage or (lambda key, storage: None)
+        self.substitutes: dict[int, Tensor] = {}  # storage -> the (sharded) tensor written instead
+
+    def substitute(self, ref: _Ref, tensor: Tensor) -> None:
+        """Makes the ops on the whole of `ref`'s storage write `tensor` instead (a DTensor of
+        the same shape)."""
+        self.substitutes[ref.storage] = tensor
+
+    def storage(self, key: int) -> torch.UntypedStorage:
+        # Storages whose allocation is not replayed: written whole before any read (so the
+        # allocation was dead), or made before recording began (no values, as on meta).
+        if key not in self.storages:
+            self._bind(key, torch.UntypedStorage(self.record.nbytes[key], device=self.device))
+        return self.storages[key]
+
+    def _bind(self, key: int, storage: torch.UntypedStorage) -> None:
+        self.storages[key] = storage
+        self.on_storage(key, storage)
+
+    def tensor(self, ref: _Ref) -> Tensor:
+        empty = torch.empty(0, dtype=ref.dtype, device=self.device)
+        return empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
+
+    def _real(self, value):
+        if isinstance(value, _Ref):
+            substitute = self.substitutes.get(value.storage)
+            return self.tensor(value) if substitute is None else substitute
+        if isinstance(value, torch.device) and value == _META:
+            return self.device
+        return value
+
+    def run(self, ops: list[_Op]) -> None:
+        for op in ops:
+            args = tree_map(self._real, op.args)
+            kwargs = tree_map(self._real, op.kwargs)
+            out = _replay_op(op.func, args, kwargs)
+            if op.allocates:
+                flat = tree_flatten(out)[0]
+                for position, key in op.allocates:
+                    self._bind(key, flat[position].untyped_storage())
+
+
+def _bound(func, args: tuple, kwargs: dict) -> dict:
+    """The op's arguments by name, defaults included."""
+    bound = {}
+    for i, argument in enumerate(func._schema.arguments):
+        if i < len(args):
+            bound[argument.name] = args[i]
+        elif argument.name in kwargs:
+            bound[argument.name] = kwargs[argument.name]
+        elif argument.has_default_value():
+            bound[argument.name] = argument.default_value
+    return bound
+
+
+def _replay_op(func, args: tuple, kwargs: dict):
+    """Runs one recorded op on real tensors: elementwise fills through the compiled, batched,
+    seed-keyed path (as the stock functions' interception would), the rest as recorded."""
+    if func not in _FILL_LAWS and func not in _WHOLE_FILLS:
+        return func(*args, **kwargs)
+    bound = _bound(func, args, kwargs)
+    target = args[0]
+    generator = bound.get("generator")
+    if func in _WHOLE_FILLS:
+        session = _dispatch.active_session()
+        if session is not None and "generator" in bound:
+            bound["generator"] = session.generator_for(target, generator)
+        return func(*bound.values())
+    law, names = _FILL_LAWS[func]
+    params = tuple(bound[name] for name in names) or (0,)
+
+    def stock():
+        return func(*args, **kwargs)
+
+    with contextlib.suppress(_dispatch.InitValueError, _dispatch.InitTypeError):
+        if law == "constant":
+            return _dispatch.fill(target, params[0], lambda t: stock())
+        return _dispatch.elementwise(target, law, params, generator, stock)
+    return stock()
+
+
+def evaluate(record: Record, tensor: Tensor) -> Tensor:
+    """The real value (on the CPU) a meta tensor of `record` has now, by replaying what it needs.
+    The global RNG is left as it was."""
+    replay = Replay(record, torch.device("cpu"))
+    ref_ = ref(tensor)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        replay.run(record.needed({ref_.storage}))
+        return replay.tensor(ref_).clone()
+
+
+# ---- deferred_init ---------------------------------------------------------------------------
+
+_records: "weakref.WeakKeyDictionary[nn.Module, Record]" = weakref.WeakKeyDictionary()
+
+
+def record_of(module: nn.Module) -> Record | None:
+    return _records.get(module)
+
+
+def forget(module: nn.Module) -> None:
+    """Drops the record of a module that no longer needs it (materialized)."""
+    _records.pop(module, None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[Record]:
+    """Builds on the meta device, recording (patched, so that every init function reaches a
+    recordable op); the modules built inside take the record with deferred(record, module)."""
+    record = Record()
+    with _patch.patched(), _Recorder(record):
+        yield record
+
+
+def deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
+    """Builds ``fn(*args, **kwargs)`` on the meta device, recording every op that writes its
+    parameters and buffers (constructors' own re-inits, post_init/_init_weights, init_weights(),
+    buffers computed by arange or arithmetic, writes through views). Returns the module, on meta;
+    materialize() then replays the recorded writes on real storage.
+
+    >>> model = torchinit_ext.deferred_init(LlamaForCausalLM, config)
+    >>> torchinit_ext.materialize(model, device="cuda", seed=0)
+    """
+    with recording() as record:
+        module = fn(*args, **kwargs)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"deferred_init: fn must return an nn.Module, got {type(module).__name__}")
+    # By name too: sharding (fully_shard, parallelize_module) replaces the tensor objects.
+    record.refs_by_name = {
+        name: ref(tensor)
+        for name, tensor in (*module.named_parameters(), *module.named_buffers())
+        if tensor.is_meta
+    }
+    _records[module] = record
+    return module
