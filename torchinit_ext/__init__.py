@@ -9,7 +9,7 @@ from ._record import deferred_init
 from .init import *  # noqa: F403
 from .init import __all__ as _init_all
 from .init import _calculate_correct_fan, _calculate_fan_in_and_fan_out, orthogonal_batch_  # noqa: F401
-from .model import UnrecordedInitWarning, materialize
+from .model import UninitializedError, UnrecordedInitWarning, materialize
 
 # Names with no stock counterpart are not in init.__all__, which mirrors stock's.
 __all__ = list(_init_all) + [
@@ -20,6 +20,7 @@ __all__ = list(_init_all) + [
     "materialize",
     "deferred_init",
     "UnrecordedInitWarning",
+    "UninitializedError",
     "InitTypeError",
     "InitValueError",
 ]

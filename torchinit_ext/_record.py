@@ -178,8 +178,16 @@ def _is_factory(func) -> bool:
     )
 
 
+_COPIES_OUT = {aten._to_copy.default}
+
+
+def _leaves_meta(kwargs: dict) -> bool:
+    device = kwargs.get("device")
+    return device is not None and torch.device(device) != _META
+
+
 class _Recorder(TorchDispatchMode):
-    """Records ops, and puts every tensor that a factory op makes on the meta device. (Not a
+    """Records ops, and puts the tensors that factory ops make on the meta device. (Not a
     torch.device("meta") context: code that asks where new tensors go, as transformers does
     before running its _init_weights, sees its usual device and runs its usual init.)"""
 
@@ -190,12 +198,17 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if _is_factory(func):
+            # Also where the code names a device: transformers names the CPU for its weights.
             kwargs = {**kwargs, "device": _META}
             if kwargs.get("pin_memory"):
                 kwargs["pin_memory"] = False
         elif func is aten._local_scalar_dense.default and _is_meta(args[0]):
             # .item() of a meta tensor (a drop-path schedule, say): its value, computed now.
             return evaluate(self.record, args[0]).item()
+        elif func in _COPIES_OUT and _is_meta(args[0]) and _leaves_meta(kwargs):
+            # .cpu(), .tolist() or .to(device) of a meta tensor (timm's drop-path schedules):
+            # its value, computed now.
+            args = (evaluate(self.record, args[0]), *args[1:])
         out = func(*args, **kwargs)
         self.record.add(func, args, kwargs, out)
         return out

@@ -16,7 +16,7 @@ from . import _dispatch, _record, _sharded
 from ._dispatch import compiled, ops
 from ._patch import patched
 
-__all__ = ["materialize", "UnrecordedInitWarning"]
+__all__ = ["materialize", "UnrecordedInitWarning", "UninitializedError"]
 
 # ---- materialize -----------------------------------------------------------------------------
 
@@ -303,8 +303,19 @@ def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -
         real[key] = value
     for holder, name, tensor in slots:
         holder[name] = real[id(tensor)]
+    # Tensors the constructor made real (torch.tensor(...), an explicit device) go to `device`.
+    for holder, name, tensor in _tensor_slots(module):
+        if not _sharded.is_dtensor(tensor) and tensor.device != device:
+            holder[name] = _moved(tensor, device)
     _record.forget(module)
     return module
+
+
+def _moved(tensor: Tensor, device: torch.device) -> Tensor:
+    moved = tensor.detach().to(device)
+    if isinstance(tensor, nn.Parameter):
+        moved = nn.Parameter(moved, tensor.requires_grad)
+    return moved
 
 
 def materialize(
@@ -329,10 +340,10 @@ def materialize(
     count, initialization order or sharding, nor on the global RNG (orthogonal_ up to the
     rounding of the device's BLAS).
 
-    Raises RuntimeError naming any parameter, or any buffer that had no storage, which no
-    reset method wrote; the module is then partly initialized. Warns (UnrecordedInitWarning),
-    naming them, of tensors under modules of classes outside torch.nn: their constructors may
-    have initialized them in ways no reset reproduces.
+    Raises UninitializedError (a RuntimeError) naming any parameter, or any buffer that had no
+    storage, which no reset method wrote; the module is then partly initialized. Warns first
+    (UnrecordedInitWarning), naming them, of the other tensors under modules of classes outside
+    torch.nn: their constructors may have initialized them in ways no reset reproduces.
 
     A module built by deferred_init() is instead materialized by replaying the record of its
     construction: every write that survives into its tensors, elementwise fills batched into
@@ -374,22 +385,35 @@ def materialize(
         and _storage_id(t) not in session.written
         and (name in params or name in from_meta)
     ]
+    if from_meta:
+        _warn_unrecorded(module, from_meta - set(missed))
     if missed:
-        raise RuntimeError(
+        raise UninitializedError(
             "materialize: no reset_parameters() or _reset_parameters() of the module or its "
             f"submodules initialized {', '.join(repr(n) for n in missed)}; give the module that "
             "owns each of them a reset_parameters() that fills it, or build the module with "
-            "torchinit_ext.deferred_init()"
+            "torchinit_ext.deferred_init()",
+            missed,
         )
-    if from_meta:
-        _warn_unrecorded(module, from_meta)
     return module
+
+
+class UninitializedError(RuntimeError):
+    """materialize() found tensors that no reset wrote; `names` lists them all."""
+
+    def __init__(self, message: str, names: list[str]):
+        super().__init__(message)
+        self.names = list(names)
 
 
 class UnrecordedInitWarning(UserWarning):
     """materialize() ran the resets of a module built on the meta device without
     deferred_init(), and constructors outside torch.nn may have initialized its tensors their
-    own way, which the resets do not reproduce."""
+    own way, which the resets do not reproduce. `names` lists every such tensor."""
+
+    def __init__(self, message: str, names: list[str] = ()):
+        super().__init__(message)
+        self.names = list(names)
 
 
 def _warn_unrecorded(module: nn.Module, from_meta: set[str]) -> None:
@@ -401,23 +425,24 @@ def _warn_unrecorded(module: nn.Module, from_meta: set[str]) -> None:
         for prefix, m in module.named_modules()
         if not type(m).__module__.startswith("torch.nn.")
     }
-    if not custom:
-        return
     affected = sorted(
         name
         for name in from_meta
         if any(prefix == "" or name.startswith(prefix + ".") for prefix in custom)
     )
+    if not affected:
+        return
     classes = sorted({f"{c.__module__}.{c.__qualname__}" for c in custom.values()})
-    shown = ", ".join(affected[:6]) + (
-        f" and {len(affected) - 6} more" if len(affected) > 6 else ""
-    )
+    classes_shown = ", ".join(classes[:4]) + (" ..." if len(classes) > 4 else "")
+    more = f" and {len(affected) - 6} more, all in .names" if len(affected) > 6 else ""
     warnings.warn(
-        f"materialize: {len(affected)} tensors ({shown}) were initialized by their layers' "
-        "reset_parameters(), but they sit under modules of classes outside torch.nn "
-        f"({', '.join(classes[:4])}{' ...' if len(classes) > 4 else ''}) whose constructors may "
-        "have initialized them differently; build the model with torchinit_ext.deferred_init() "
-        "to replay exactly what its constructors did",
-        UnrecordedInitWarning,
+        UnrecordedInitWarning(
+            f"materialize: {len(affected)} tensors ({', '.join(affected[:6])}{more}) were "
+            "initialized by their layers' reset_parameters(), but they sit under modules of "
+            f"classes outside torch.nn ({classes_shown}) whose constructors may have initialized "
+            "them differently; build the model with torchinit_ext.deferred_init() to replay "
+            "exactly what its constructors did",
+            affected,
+        ),
         stacklevel=3,
     )
