@@ -7,6 +7,12 @@ PY := $(shell if [ -x .venv/bin/python ]; then echo .venv/bin/python; \
 	elif python3 -c "import torch" >/dev/null 2>&1; then echo python3; \
 	else echo .venv/bin/python; fi)
 DEPS := numpy scipy pytest ninja matplotlib expecttest setuptools wheel ruff clang-format
+# The model libraries of the real-model tests and bench rows. timm and torchvision come without
+# their dependencies, which ask for torch (pip would fetch a CUDA build); the PyPI torchvision is
+# a CUDA build whose C ops cannot load beside the CPU torch, but its pure-Python models work
+# (tests/helpers/real_models.py). Where they can't be installed (no network), those tests skip.
+MODEL_DEPS := transformers==5.24.0 huggingface_hub safetensors pyyaml
+MODEL_DEPS_NO_DEPS := timm==1.0.31 torchvision==0.28.0
 ARGS ?=
 
 .PHONY: env build test bench cuda-check sanitize lint format clean
@@ -20,6 +26,11 @@ env:
 	@$(PY) -c "import numpy, scipy, pytest, ninja, matplotlib, expecttest, ruff, clang_format" \
 		2>/dev/null || \
 		$(PY) -m pip install -q $(DEPS)
+	@$(PY) -c "import importlib.util as u, sys; \
+		sys.exit(not all(map(u.find_spec, ['transformers', 'timm', 'torchvision'])))" || \
+		($(PY) -m pip install -q $(MODEL_DEPS) && \
+		$(PY) -m pip install -q --no-deps $(MODEL_DEPS_NO_DEPS)) || \
+		echo "== model libraries not installed: the real-model tests will skip"
 
 # In place and incremental (ninja); the targets below import it from the checkout.
 build: env

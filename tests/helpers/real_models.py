@@ -1,0 +1,517 @@
+"""Real models from HF transformers, timm and torchvision, built exactly as their users build them
+(small configurations), and a comparison of two builds' initializations: same structure, same
+ties, the same deterministic values exactly, and the same laws for the random ones.
+
+Left out: torchtitan 0.3, which imports triton and needs a nightly torch, so it cannot be
+imported beside torch 2.13.0+cpu.
+
+Nothing here imports a model library at import time (each builder imports its own), and nothing
+imports torchinit_ext: a fresh interpreter that builds stock models with these builders never
+loads it.
+"""
+
+import functools
+import glob
+import importlib.machinery
+import importlib.util
+import math
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+from torch import nn
+
+# No network, ever: every model here is built from a config, never downloaded.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# ---- torchvision without its C extension -----------------------------------------------------
+
+_TORCHVISION_OPS = ("nms", "qnms")
+_TORCHVISION_SCHEMA = "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"
+
+
+def ensure_torchvision_importable() -> None:
+    """Makes `import torchvision` (and timm, which imports it) work when torchvision's C extension
+    cannot load, as the PyPI wheel's CUDA build beside a CPU torch: its _meta_registrations.py
+    registers fake kernels for torchvision::nms and ::qnms, which then do not exist. Defines those
+    two schemas, with no kernels, so that the import and the pure-Python models work (nms itself
+    would not). Idempotent; does nothing when torchvision is absent or already imported, or when
+    its extension loads (its ops then exist)."""
+    if "torchvision" in sys.modules or all(
+        hasattr(torch.ops.torchvision, op) for op in _TORCHVISION_OPS
+    ):
+        return
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    for folder in spec.submodule_search_locations:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            for path in glob.glob(os.path.join(folder, "_C" + suffix)):
+                try:
+                    torch.ops.load_library(path)  # what torchvision.extension does
+                except OSError:
+                    continue
+                if all(hasattr(torch.ops.torchvision, op) for op in _TORCHVISION_OPS):
+                    return
+    for op in _TORCHVISION_OPS:
+        if not hasattr(torch.ops.torchvision, op):
+            torch.library.define(f"torchvision::{op}", _TORCHVISION_SCHEMA)
+
+
+# ---- the models ------------------------------------------------------------------------------
+
+
+def _builder(fn: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    """A model builder: the torchvision shim first (transformers and timm import torchvision),
+    so that each builder works on its own; a no-op once torchvision is imported."""
+
+    @functools.wraps(fn)
+    def build() -> nn.Module:
+        ensure_torchvision_importable()
+        return fn()
+
+    return build
+
+
+def _llama(tied):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=1024,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=tied,
+    )
+    return LlamaForCausalLM(config)
+
+
+@_builder
+def hf_llama():
+    return _llama(tied=False)
+
+
+@_builder
+def hf_llama_tied():
+    return _llama(tied=True)
+
+
+@_builder
+def hf_gpt2():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=1024,
+        n_positions=256,
+        n_embd=128,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=1023,
+        eos_token_id=1023,
+    )
+    return GPT2LMHeadModel(config)  # ties lm_head.weight to transformer.wte.weight
+
+
+@_builder
+def hf_bert():
+    from transformers import BertConfig, BertForMaskedLM
+
+    config = BertConfig(
+        vocab_size=1024,
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=256,
+        max_position_embeddings=256,
+    )
+    return BertForMaskedLM(config)
+
+
+@_builder
+def hf_t5():
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=1024,
+        d_model=128,
+        d_kv=32,
+        d_ff=256,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+    )
+    return T5ForConditionalGeneration(config)
+
+
+@_builder
+def timm_vit_base_patch16_224():
+    import timm
+
+    return timm.create_model("vit_base_patch16_224", depth=2)
+
+
+@_builder
+def timm_convnext_tiny():
+    import timm
+
+    return timm.create_model("convnext_tiny", depths=(1, 1, 1, 1))
+
+
+@_builder
+def timm_resnet50():
+    import timm
+
+    return timm.create_model("resnet50")
+
+
+@_builder
+def timm_efficientnet_b0():
+    import timm
+
+    return timm.create_model("efficientnet_b0")
+
+
+@_builder
+def torchvision_resnet50():
+    from torchvision.models import resnet50
+
+    return resnet50()
+
+
+@_builder
+def torchvision_vit_b_16():
+    # vit_b_16() is this class with num_layers=12; two layers keep every init code path.
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(
+        image_size=224, patch_size=16, num_layers=2, num_heads=12, hidden_dim=768, mlp_dim=3072
+    )
+
+
+@_builder
+def torchvision_convnext_tiny():
+    # convnext_tiny() is this class with (3, 3, 9, 3) blocks; one per stage keeps every init path.
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    stages = [(96, 192), (192, 384), (384, 768), (768, None)]
+    return ConvNeXt([CNBlockConfig(i, o, 1) for i, o in stages], stochastic_depth_prob=0.1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    library: str  # the module that must import, else the model's tests skip
+    build: Callable[[], nn.Module]
+
+
+MODELS = {
+    spec.name: spec
+    for spec in [
+        ModelSpec("hf_llama", "transformers", hf_llama),
+        ModelSpec("hf_llama_tied", "transformers", hf_llama_tied),
+        ModelSpec("hf_gpt2", "transformers", hf_gpt2),
+        ModelSpec("hf_bert", "transformers", hf_bert),
+        ModelSpec("hf_t5", "transformers", hf_t5),
+        ModelSpec("timm_vit_base_patch16_224", "timm", timm_vit_base_patch16_224),
+        ModelSpec("timm_convnext_tiny", "timm", timm_convnext_tiny),
+        ModelSpec("timm_resnet50", "timm", timm_resnet50),
+        ModelSpec("timm_efficientnet_b0", "timm", timm_efficientnet_b0),
+        ModelSpec("torchvision_resnet50", "torchvision", torchvision_resnet50),
+        ModelSpec("torchvision_vit_b_16", "torchvision", torchvision_vit_b_16),
+        ModelSpec("torchvision_convnext_tiny", "torchvision", torchvision_convnext_tiny),
+    ]
+}
+
+
+def require(spec: ModelSpec) -> None:
+    """Imports the model's library, or skips the calling test, saying which library is missing.
+    (The torchvision shim first: timm imports torchvision.)"""
+    ensure_torchvision_importable()
+    pytest.importorskip(spec.library, reason=f"{spec.name} needs {spec.library}")
+
+
+# ---- comparing initializations ---------------------------------------------------------------
+
+# Three stock builds: an element equal in all three is deterministic. (With two, a float32
+# normal(0, 0.02) element of a 2.4M-element tensor matches by chance now and then.)
+STOCK_SEEDS = (11, 12, 13)
+MAX_SAMPLE = 65_536  # random elements per tensor that the statistics look at
+ALPHA = 1e-4  # family-wise: each tensor's tests get ALPHA / tensors (Bonferroni), at most 1e-6
+
+
+def named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer under every name that holds it (tied ones under each)."""
+    return {
+        **dict(model.named_parameters(remove_duplicate=False)),
+        **dict(model.named_buffers(remove_duplicate=False)),
+    }
+
+
+def _unique(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Each tensor once, under its first name."""
+    out, seen = {}, set()
+    for name, tensor in named_tensors(model).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            out[name] = tensor.detach()
+    return out
+
+
+def _groups(named: dict[str, torch.Tensor], key) -> set[frozenset[str]]:
+    """The names that share key(tensor), for keys held by more than one name."""
+    by_key: dict[object, set[str]] = {}
+    for name, tensor in named.items():
+        k = key(tensor)
+        if k is not None:
+            by_key.setdefault(k, set()).add(name)
+    return {frozenset(names) for names in by_key.values() if len(names) > 1}
+
+
+def _storage(tensor: torch.Tensor):
+    if tensor.numel() == 0 or tensor.is_meta:
+        return None
+    return tensor.untyped_storage().data_ptr()
+
+
+@dataclass
+class Structure:
+    """What two builds must share exactly, whatever the seed."""
+
+    kinds: dict[str, tuple]  # name -> (parameter?, dtype, shape, requires_grad, device type)
+    state_dict_keys: tuple[str, ...]
+    tied: set[frozenset[str]]  # names holding one tensor object
+    shared_storage: set[frozenset[str]]  # names whose tensors share memory
+
+    FIELDS = ("is a parameter", "dtype", "shape", "requires_grad", "device")
+
+    @classmethod
+    def of(cls, model: nn.Module) -> "Structure":
+        params = dict(model.named_parameters(remove_duplicate=False))
+        named = named_tensors(model)
+        kinds = {
+            name: (name in params, t.dtype, tuple(t.shape), t.requires_grad, t.device.type)
+            for name, t in named.items()
+        }
+        return cls(
+            kinds,
+            tuple(model.state_dict().keys()),
+            _groups(named, id),
+            _groups(named, _storage),
+        )
+
+    def problems(self, other: "Structure") -> list[str]:
+        """How `other` differs from this (stock's) structure."""
+        out = []
+        missing, extra = self.kinds.keys() - other.kinds.keys(), other.kinds.keys() - self.kinds
+        if missing or extra:
+            out.append(f"tensor names differ: missing {sorted(missing)}, extra {sorted(extra)}")
+        for name in self.kinds.keys() & other.kinds.keys():
+            for what, want, have in zip(self.FIELDS, self.kinds[name], other.kinds[name]):
+                if want != have:
+                    out.append(f"{name}: {what} {have}, stock {want}")
+        if self.state_dict_keys != other.state_dict_keys:
+            out.append(
+                f"state_dict keys differ: {other.state_dict_keys} vs stock {self.state_dict_keys}"
+            )
+        for what, want, have in [
+            ("tied (one tensor object)", self.tied, other.tied),
+            ("sharing storage", self.shared_storage, other.shared_storage),
+        ]:
+            if want != have:
+                out.append(
+                    f"{what}: stock has {sorted(map(sorted, want - have))} that this build "
+                    f"lacks, this build has {sorted(map(sorted, have - want))} that stock lacks"
+                )
+        return out
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's values as a flat numpy array (a view where it can be). Elementwise work is
+    done in numpy: on these machines it is several times faster than torch's on fresh memory."""
+    tensor = tensor.detach().cpu()
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.float()  # exact; numpy has no bfloat16
+    return tensor.numpy().reshape(-1)
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise a == b, NaN equal to NaN."""
+    equal = a == b
+    if a.dtype.kind in "fc":
+        equal |= np.isnan(a) & np.isnan(b)
+    return equal
+
+
+@dataclass
+class TensorReference:
+    """Stock's values of one tensor: the deterministic elements, and a sample of the random ones
+    with its moments."""
+
+    fixed: np.ndarray | None  # flat indices of the deterministic elements; None: all of them
+    fixed_values: np.ndarray  # their values
+    sampled: np.ndarray  # flat indices of the random elements sampled (empty: none random)
+    random_count: int
+    sample: np.ndarray  # stock's values there, float64
+    moments: tuple[float, float, float]  # mean, variance, fourth central moment of the sample
+
+    @classmethod
+    def of(cls, builds: list[torch.Tensor], rng: np.random.Generator) -> "TensorReference":
+        flat = [_numpy(b) for b in builds]
+        fixed_mask = np.ones(flat[0].shape, dtype=bool)
+        for other in flat[1:]:
+            fixed_mask &= _same(flat[0], other)
+        if fixed_mask.all():
+            none = np.empty(0, dtype=np.int64)
+            return cls(None, flat[0].copy(), none, 0, np.empty(0), (0.0, 0.0, 0.0))
+        fixed = np.flatnonzero(fixed_mask)
+        sampled = np.flatnonzero(~fixed_mask)
+        random_count = len(sampled)
+        if random_count > MAX_SAMPLE:
+            sampled = np.sort(sampled[rng.choice(random_count, MAX_SAMPLE, replace=False)])
+        sample = flat[0][sampled].astype(np.float64)
+        mean = sample.mean()
+        moments = (mean, sample.var(), np.mean((sample - mean) ** 4))
+        return cls(fixed, flat[0][fixed], sampled, random_count, sample, moments)
+
+
+@dataclass
+class Reference:
+    """Stock's initialization of one model, from builds under different torch.manual_seed."""
+
+    structure: Structure
+    tensors: dict[str, TensorReference] = field(default_factory=dict)  # by first name
+
+
+def assert_stock_init() -> None:
+    """Stock references must be built by stock torch.nn.init and Tensor methods, not under a
+    patch (which may swap the functions, or only their code): checks their values against
+    torch.rand/torch.randn, which draw the same numbers from the same generator."""
+
+    def gen():
+        return torch.Generator().manual_seed(5)
+
+    empty = torch.empty(64)
+    checks = {
+        "torch.nn.init.uniform_": (nn.init.uniform_(empty.clone(), generator=gen()), torch.rand),
+        "torch.nn.init.normal_": (nn.init.normal_(empty.clone(), generator=gen()), torch.randn),
+        "Tensor.uniform_": (empty.clone().uniform_(generator=gen()), torch.rand),
+        "Tensor.normal_": (empty.clone().normal_(generator=gen()), torch.randn),
+    }
+    for what, (values, draw) in checks.items():
+        assert torch.equal(values, draw(64, generator=gen())), (
+            f"{what} is not stock's (patched?): a stock reference cannot be built now"
+        )
+
+
+@functools.cache
+def stock_reference(build: Callable[[], nn.Module], seeds=STOCK_SEEDS) -> Reference:
+    """Builds the model with stock torch under each seed: elements equal in every build are
+    deterministic (constants, padding rows, position ids, rotary frequencies), the others random.
+    Cached per builder."""
+    assert_stock_init()
+    builds = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        builds.append(build())
+    structure = Structure.of(builds[0])
+    for other in builds[1:]:
+        mismatch = structure.problems(Structure.of(other))
+        assert not mismatch, f"stock builds differ in structure across seeds: {mismatch}"
+    reference = Reference(structure)
+    unique = [_unique(b) for b in builds]
+    rng = np.random.default_rng(0)
+    for name in unique[0]:
+        reference.tensors[name] = TensorReference.of([u[name] for u in unique], rng)
+    return reference
+
+
+def _law_problems(name: str, ref: TensorReference, have: np.ndarray, alpha: float) -> list[str]:
+    """Whether `have` is drawn from the law that drew stock's sample: two-sample KS, and mean and
+    variance within z standard errors (from stock's moments, as under the null hypothesis)."""
+    if not np.all(np.isfinite(have)):
+        return [f"{name}: {np.count_nonzero(~np.isfinite(have))} non-finite random values"]
+    n = len(have)
+    if n < 2:
+        return []
+    z = scipy.stats.norm.isf(alpha / 2)
+    mean_w, var_w, m4_w = ref.moments
+    mean_h, var_h = have.mean(), have.var()
+    described = (
+        f"(n={n}; mean {mean_h:.4g} vs stock {mean_w:.4g}, std {math.sqrt(var_h):.4g} vs stock "
+        f"{math.sqrt(var_w):.4g})"
+    )
+    failed = []
+    p = scipy.stats.ks_2samp(ref.sample, have, method="asymp").pvalue
+    if not p > alpha:
+        failed.append(f"KS p={p:.3g} <= {alpha:.3g}")
+    tiny = 1e-12 * max(abs(mean_w), math.sqrt(var_w), 1e-30)
+    if abs(mean_h - mean_w) > z * math.sqrt(2 * var_w / n) + tiny:
+        failed.append(f"mean off by more than {z:.2f} standard errors")
+    if abs(var_h - var_w) > z * math.sqrt(2 * max(m4_w - var_w**2, 0.0) / n) + tiny**2:
+        failed.append(f"variance off by more than {z:.2f} standard errors")
+    return (
+        [f"{name}: random values of another law: {', '.join(failed)} {described}"] if failed else []
+    )
+
+
+def init_problems(
+    reference: Reference, model: nn.Module, skip: frozenset[str] | set[str] = frozenset()
+) -> list[str]:
+    """Everything in which `model`'s initialization differs from stock's (empty: none), by
+    tensor name. Tensors named in `skip` (under any of their names) get no value checks."""
+    out = reference.structure.problems(Structure.of(model))
+    names = named_tensors(model)
+    skipped = {id(names[s]) for s in skip if s in names}
+    checked = [n for n in reference.tensors if n in names and id(names[n]) not in skipped]
+    random_count = sum(reference.tensors[n].random_count > 0 for n in checked)
+    alpha = min(1e-6, ALPHA / max(random_count, 1))
+    for name in checked:
+        ref, values = reference.tensors[name], names[name].detach()
+        kind = reference.structure.kinds[name]
+        if (values.dtype, tuple(values.shape)) != kind[1:3]:
+            continue  # a structure problem, already reported
+        if values.is_meta:
+            out.append(f"{name}: still on the meta device")
+            continue
+        flat = _numpy(values)
+        fixed = flat if ref.fixed is None else flat[ref.fixed]
+        wrong = np.flatnonzero(~_same(fixed, ref.fixed_values))
+        if len(wrong):
+            first = wrong[0]
+            index = first if ref.fixed is None else ref.fixed[first]
+            index = tuple(int(i) for i in np.unravel_index(index, values.shape))
+            out.append(
+                f"{name}: {len(wrong)} of {len(fixed)} deterministic elements differ from stock "
+                f"(first at {index}: {fixed[first].item()!r}, stock "
+                f"{ref.fixed_values[first].item()!r})"
+            )
+        if ref.random_count == 0:
+            continue
+        if not values.is_floating_point():
+            out.append(f"{name}: random {values.dtype} values, which these checks do not cover")
+            continue
+        out += _law_problems(name, ref, flat[ref.sampled].astype(np.float64), alpha)
+    return out
+
+
+def assert_same_init(
+    stock_build: Callable[[], nn.Module],
+    model: nn.Module,
+    skip: frozenset[str] | set[str] = frozenset(),
+) -> None:
+    """Asserts that `model`, built some other way, is initialized as stock_build() is by stock
+    torch: the same tensor names, kinds, dtypes, shapes, ties and storage sharing; deterministic
+    elements exactly equal; random elements from the same law. Lists every difference, by
+    tensor name."""
+    problems = init_problems(stock_reference(stock_build), model, skip)
+    assert not problems, "initialization differs from stock:\n  " + "\n  ".join(problems)
