@@ -54,6 +54,7 @@ Usage
 """
 
 import argparse
+import contextlib
 import ctypes
 import datetime
 import gc
@@ -239,6 +240,72 @@ class ModelCase:
         return ways[self.stock], ways[self.ext], params
 
 
+def _real_model_builders():
+    """The real-model rows' models, at realistic sizes, built as their libraries' users build
+    them (random init from a config). Libraries that are not installed have no rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "helpers"))
+    from real_models import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    builders = {}
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        llama = transformers.LlamaConfig(  # 271M parameters, untied head
+            vocab_size=32000,
+            hidden_size=1024,
+            intermediate_size=2816,
+            num_hidden_layers=16,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+        )
+        builders["HF Llama 271M"] = partial(transformers.LlamaForCausalLM, llama)
+        builders["HF GPT-2 124M"] = partial(transformers.GPT2LMHeadModel, transformers.GPT2Config())
+    with contextlib.suppress(ImportError):
+        import timm
+
+        builders["timm ViT-B/16"] = partial(timm.create_model, "vit_base_patch16_224")
+    with contextlib.suppress(ImportError):
+        import torchvision
+
+        builders["torchvision ResNet-50"] = torchvision.models.resnet50
+    return builders
+
+
+@dataclass(frozen=True)
+class RealModelCase:
+    """A real library's model on the CPU: stock eager construction against ext's construction
+    under ``patched()`` (`ext` "patched") or ``deferred_init`` + ``materialize()``
+    ("deferred"). Each call builds a new model from fresh memory, as ModelCase's."""
+
+    model: str
+    ext: str
+
+    devices = ("cpu",)
+    fresh_memory = True
+    full_only = False
+
+    @property
+    def name(self):
+        way = "patched()" if self.ext == "patched" else "deferred_init+materialize()"
+        return f"{self.model}: eager vs {way}"
+
+    def calls(self, device):
+        build = REAL_MODELS[self.model]
+
+        def patched():
+            with ext.patched():
+                return build()
+
+        def deferred():
+            return ext.materialize(ext.deferred_init(build), device=device)
+
+        params = list(ext.deferred_init(build).parameters())
+        return build, patched if self.ext == "patched" else deferred, params
+
+
+REAL_MODELS = _real_model_builders()
+
 LINEAR = (4096, 4096)
 EMBEDDING = (50000, 4096)
 CONV = (512, 512, 3, 3)
@@ -309,6 +376,7 @@ CASES = [
     ModelCase("eager vs materialize()", "eager", "materialize"),
     ModelCase("meta+reset vs materialize()", "meta_reset", "materialize"),
     ModelCase("reset vs materialize() in place", "reset", "materialize_in_place"),
+    *(RealModelCase(model, way) for model in REAL_MODELS for way in ("patched", "deferred")),
 ]
 
 
