@@ -6,7 +6,6 @@ DTensor or FakeTensor, sparse, nested and quantized tensors, other devices and d
 stock torch's path, so every tensor stock accepts still works, with stock's values and errors.
 """
 
-import contextlib
 import functools
 import threading
 from collections.abc import Callable
@@ -62,17 +61,21 @@ def compiled(tensor: Tensor, dtypes: frozenset = FLOAT_DTYPES) -> bool:
         type(tensor) in _PLAIN_TYPES
         and tensor.dtype in dtypes
         and tensor.layout == torch.strided
+        and (tensor.is_cpu or tensor.device.type in COMPILED_DEVICES)
         and not tensor.is_nested
-        and tensor.device.type in COMPILED_DEVICES
     )
 
 
-@contextlib.contextmanager
-def _compiled_call():
-    """No autograd, and the ops' argument errors raised as Init*Error."""
+def _run(op, tensors, *args) -> None:
+    """Runs op(tensors, *args) without autograd (which the ops refuse), raising the ops' argument
+    errors as Init*Error. Inlined rather than a context manager: a small tensor's fill costs
+    about as much as entering one."""
     try:
-        with torch.no_grad():
-            yield
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                op(tensors, *args)
+        else:
+            op(tensors, *args)
     except ValueError as e:
         raise InitValueError(str(e)) from None
     except TypeError as e:
@@ -81,8 +84,7 @@ def _compiled_call():
 
 def call(op, tensor: Tensor, *args) -> Tensor:
     """Runs a compiled op on `tensor` and returns the tensor."""
-    with _compiled_call():
-        op(tensor, *args)
+    _run(op, tensor, *args)
     return tensor
 
 
@@ -120,10 +122,17 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
             return tensor
     if compiled(tensor):
         if law == "constant":
-            return call(ops.constant_, tensor, *params)
-        return call(getattr(ops, law + "_"), tensor, *params, generator)
+            return call(ops.constant_.default, tensor, *params)
+        return call(_LAW_OPS[law], tensor, *params, generator)
     with torch.no_grad():
         return stock()
+
+
+_LAW_OPS = {
+    "uniform": ops.uniform_.default,
+    "normal": ops.normal_.default,
+    "trunc_normal": ops.trunc_normal_.default,
+}
 
 
 def call_many(tensors, laws, params, keys, blocks) -> None:
@@ -133,8 +142,7 @@ def call_many(tensors, laws, params, keys, blocks) -> None:
     flat_keys = [k for key in keys for k in key]
     full_sizes = [n for full, _ in blocks for n in full]
     starts = [s for _, start in blocks for s in start]
-    with _compiled_call():
-        ops.fill_many_(tensors, laws, flat_params, flat_keys, full_sizes, starts)
+    _run(ops.fill_many_.default, tensors, laws, flat_params, flat_keys, full_sizes, starts)
 
 
 def whole(tensor: Tensor, fill_full: Callable[[Tensor], object], generator):
