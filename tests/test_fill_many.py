@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from common import gen, ops
+from fill_laws import padded
 from philox_reference import block
 
 INT64_MAX = 2**63 - 1
@@ -53,6 +54,52 @@ def test_fill_many_equals_the_single_ops_with_the_drawn_key():
         got = torch.empty(300, 7)
         ops.fill_many_([got], [law], LAWS[law], ops.philox_key(got, gen(4)))
         assert torch.equal(got, expected), law
+
+
+# Conv weights, 3x3 and 1x1, and odd sizes so that blocks start inside a Philox block.
+CONV_SHAPES = [(64, 48, 3, 3), (96, 40, 1, 1), (7, 5, 3, 3), (6, 3, 7, 7)]
+SINGLE_OPS = {
+    "uniform": (ops.uniform_, [-1.0, 3.0]),
+    "normal": (ops.normal_, [0.5, 2.0]),
+    "trunc_normal": (ops.trunc_normal_, [0.0, 1.0, -2.0, 2.0]),  # wide: some redrawn
+    "trunc_normal far tail": (ops.trunc_normal_, [0.0, 1.0, -45.0, -40.0]),
+}
+
+
+def _conv_blocks(shape):
+    """(starts, sizes) of blocks whose elements merge into runs of every length: the whole
+    tensor and whole rows (one run), columns (a row's width), a kernel row (its width) and a
+    kernel column (one element)."""
+    out, inp, kh, kw = shape
+    return [
+        ((0, 0, 0, 0), shape),
+        ((out // 3, 0, 0, 0), (out - out // 3, inp, kh, kw)),
+        ((0, inp // 2, 0, 0), (out, inp - inp // 2, kh, kw)),
+        ((1, 1, kh // 2, 0), (out - 2, inp - 1, 1, kw)),
+        ((0, 0, 0, kw // 2), (out, inp, kh, 1)),
+    ]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("law", sorted(SINGLE_OPS))
+def test_fill_many_conv_blocks_equal_the_single_op(law, dtype, channels_last):
+    single, params = SINGLE_OPS[law]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    selves, keys, full_sizes, starts, expected = [], [], [], [], []
+    for seed, shape in enumerate(CONV_SHAPES):
+        full = torch.empty(shape, dtype=dtype)
+        single(full, *params, gen(seed))
+        for start, size in _conv_blocks(shape):
+            selves.append(torch.empty(size, dtype=dtype, memory_format=fmt))
+            keys += ops.philox_key(full, gen(seed))
+            full_sizes += shape
+            starts += start
+            expected.append(full[tuple(slice(b, b + n) for b, n in zip(start, size))])
+    n = len(selves)
+    ops.fill_many_(selves, [law.split(" ")[0]] * n, padded(params) * n, keys, full_sizes, starts)
+    for got, want in zip(selves, expected):
+        assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize(

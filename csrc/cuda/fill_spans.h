@@ -25,16 +25,20 @@ constexpr int64_t kSpan = 4;
 // Philox blocks).
 constexpr int64_t kChunk = 8192;
 
-// A target's logical index -> index in the logical tensor whose values it takes (ShardIndex).
+// A target's logical index -> index in the logical tensor whose values it takes (ShardIndex, its
+// dimensions merged: none for a whole tensor or a block of whole rows).
 struct FullIndex {
-  int32_t ndim;  // 0: the identity
+  int32_t ndim;  // 0: the range base, base + 1, ... (base 0: the identity)
+  int64_t base;
   int64_t sizes[kMaxDims];
-  int64_t starts[kMaxDims];
-  int64_t full_strides[kMaxDims];
+  int64_t strides[kMaxDims];
 
   C10_HOST_DEVICE uint64_t operator()(int64_t i) const {
-    return static_cast<uint64_t>(ndim == 0 ? i : full_index(i, ndim, sizes, starts, full_strides));
+    return static_cast<uint64_t>(full_index(i, ndim, sizes, strides, base));
   }
+  // Whether spans s, s + kSpan, ... take the Philox-block-aligned spans base + s, ...: the fast
+  // path of fill_chunk_with.
+  C10_HOST_DEVICE bool aligned_range() const { return ndim == 0 && base % kSpan == 0; }
 };
 
 // One target of a GPU fill, as plain data.
@@ -62,15 +66,13 @@ inline std::optional<FillDesc> describe(const at::Tensor& self, const Elementwis
                        reinterpret_cast<uintptr_t>(desc.data) % (kSpan * self.element_size()) == 0;
   desc.fill = fill;
   desc.layout = *layout;
-  if (!shard.is_identity()) {
-    const auto ndim = static_cast<int32_t>(shard.sizes().size());
-    TORCH_CHECK_VALUE(ndim <= kMaxDims, "fill_many_: blocks of tensors with more than ", kMaxDims,
-                      " dimensions are not supported on CUDA, got ", ndim);
-    desc.full.ndim = ndim;
-    std::copy(shard.sizes().begin(), shard.sizes().end(), desc.full.sizes);
-    std::copy(shard.starts().begin(), shard.starts().end(), desc.full.starts);
-    std::copy(shard.full_strides().begin(), shard.full_strides().end(), desc.full.full_strides);
-  }
+  const auto ndim = static_cast<int32_t>(shard.sizes().size());
+  TORCH_CHECK_VALUE(ndim <= kMaxDims, "fill_many_: blocks with more than ", kMaxDims,
+                    " dimensions after merging are not supported on CUDA, got ", ndim);
+  desc.full.ndim = ndim;
+  desc.full.base = shard.base();
+  std::copy(shard.sizes().begin(), shard.sizes().end(), desc.full.sizes);
+  std::copy(shard.strides().begin(), shard.strides().end(), desc.full.strides);
   return desc;
 }
 
@@ -189,14 +191,15 @@ C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, Philox
   auto* const data = static_cast<scalar_t*>(t.data);
   ElementValues<acc_t, Dist> values(dist, state);
   for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
-    if (end - s < kSpan || t.full.ndim != 0) {  // a chunk's tail, or a shard of a larger tensor
+    // A chunk's tail, or a block whose spans aren't Philox-block-aligned spans of the full tensor.
+    if (end - s < kSpan || !t.full.aligned_range()) {
       for (int64_t k = 0; k < kSpan && s + k < end; ++k) {
         data[t.layout.offset(s + k)] = static_cast<scalar_t>(values(t.full(s + k)));
       }
       continue;
     }
     acc_t v[kSpan];
-    values.span(static_cast<uint64_t>(s), v);
+    values.span(static_cast<uint64_t>(t.full.base + s), v);
     if (t.vector_stores) {
       Span<scalar_t> span;
       TORCHINIT_UNROLL
