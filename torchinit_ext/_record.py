@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
 
 from . import _dispatch, _patch
 
@@ -55,6 +54,23 @@ class _Ref:
     offset: int
 
 
+# An op's arguments and results nest only in lists and tuples (a tensor list, a tuple of
+# results): flattened and mapped here without pytree's generality, which was most of the
+# recording's cost.
+def _leaves(value) -> Iterator:
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _leaves(item)
+    else:
+        yield value
+
+
+def _map(fn: Callable, value):
+    if isinstance(value, (list, tuple)):
+        return type(value)(_map(fn, item) for item in value)
+    return fn(value)
+
+
 def _is_meta(value) -> bool:
     return isinstance(value, Tensor) and value.is_meta
 
@@ -71,6 +87,20 @@ def ref(tensor: Tensor) -> _Ref:
         tuple(tensor.stride()),
         tensor.storage_offset(),
     )
+
+
+@functools.cache
+def arguments(func) -> tuple[tuple[str, bool], ...]:
+    """(name, whether `func` writes it (schema: Tensor(a!))) of each of `func`'s arguments.
+    Cached: reading an op's schema from Python costs more than most ops."""
+    return tuple(
+        (a.name, a.alias_info is not None and a.alias_info.is_write)
+        for a in func._schema.arguments
+    )
+
+
+def _recorded(value):
+    return ref(value) if _is_meta(value) else value
 
 
 def _covers_storage(tensor: Tensor) -> bool:
@@ -104,21 +134,20 @@ class Record:
         self._alive: list[Tensor] = []
 
     def add(self, func, args: tuple, kwargs: dict, out) -> None:
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if _is_meta(t)]
-        outputs = tree_flatten(out)[0]
+        inputs = [t for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)]
+        outputs = list(_leaves(out))
         if not inputs and not any(_is_meta(t) for t in outputs):
             return  # real tensors only: done for real already
         writes, defines = set(), set()
-        schema = func._schema
-        for i, argument in enumerate(schema.arguments):
-            value = args[i] if i < len(args) else kwargs.get(argument.name)
-            info = argument.alias_info
-            if info is not None and info.is_write:
-                for t in value if isinstance(value, (list, tuple)) else (value,):
-                    if _is_meta(t):
-                        writes.add(_storage_key(t))
-                        if i == 0 and func in _WRITE_ONLY and _covers_storage(t):
-                            defines.add(_storage_key(t))
+        for i, (name, is_write) in enumerate(arguments(func)):
+            if not is_write:
+                continue
+            value = args[i] if i < len(args) else kwargs.get(name)
+            for t in _leaves(value):
+                if _is_meta(t):
+                    writes.add(_storage_key(t))
+                    if i == 0 and func in _WRITE_ONLY and _covers_storage(t):
+                        defines.add(_storage_key(t))
         allocates = []
         for position, t in enumerate(outputs):
             if _is_meta(t) and _storage_key(t) not in self.nbytes:
@@ -134,8 +163,8 @@ class Record:
         self.ops.append(
             _Op(
                 func,
-                tree_map(lambda v: ref(v) if _is_meta(v) else v, args),
-                tree_map(lambda v: ref(v) if _is_meta(v) else v, kwargs),
+                _map(_recorded, args),
+                {name: _map(_recorded, value) for name, value in kwargs.items()},
                 allocates,
                 frozenset(writes | new),
                 frozenset(reads),
@@ -222,6 +251,7 @@ class Replay:
         self.record = record
         self.device = device
         self.storages: dict[int, torch.UntypedStorage] = {}
+        self.tensors: dict[_Ref, Tensor] = {}  # each reference rebuilt once
         self.on_storage = on_storage or (lambda key, storage: None)
         self.substitutes: dict[int, Tensor] = {}  # storage -> the (sharded) tensor written instead
 
@@ -242,8 +272,12 @@ class Replay:
         self.on_storage(key, storage)
 
     def tensor(self, ref: _Ref) -> Tensor:
-        empty = torch.empty(0, dtype=ref.dtype, device=self.device)
-        return empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
+        tensor = self.tensors.get(ref)
+        if tensor is None:
+            empty = torch.empty(0, dtype=ref.dtype, device=self.device)
+            tensor = empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
+            self.tensors[ref] = tensor
+        return tensor
 
     def _real(self, value):
         if isinstance(value, _Ref):
@@ -253,27 +287,47 @@ class Replay:
             return self.device
         return value
 
+    def prepare(self, ops: list[_Op]) -> None:
+        """Makes the storages that `ops` use but do not allocate, and the tensors on them that
+        they take, now: outside any dispatch mode the caller then runs them under."""
+        allocated = {key for op in ops for _, key in op.allocates}
+        for op in ops:
+            for value in _leaves((op.args, tuple(op.kwargs.values()))):
+                if isinstance(value, _Ref) and value.storage not in allocated:
+                    self._real(value)
+
     def run(self, ops: list[_Op]) -> None:
         for op in ops:
-            args = tree_map(self._real, op.args)
-            kwargs = tree_map(self._real, op.kwargs)
+            args = _map(self._real, op.args)
+            kwargs = {name: _map(self._real, value) for name, value in op.kwargs.items()}
             out = _replay_op(op.func, args, kwargs)
+            if torch.Tag.inplace_view in op.func.tags:  # t_(), as_strided_(): rebuilt tensors
+                self.tensors.clear()  # may no longer have their references' geometry
             if op.allocates:
-                flat = tree_flatten(out)[0]
+                flat = list(_leaves(out))
                 for position, key in op.allocates:
                     self._bind(key, flat[position].untyped_storage())
+
+
+@functools.cache
+def _parameters(func) -> tuple[tuple[str, bool, object], ...]:
+    """(name, has a default, the default) of each of `func`'s arguments."""
+    return tuple(
+        (a.name, a.has_default_value(), a.default_value if a.has_default_value() else None)
+        for a in func._schema.arguments
+    )
 
 
 def _bound(func, args: tuple, kwargs: dict) -> dict:
     """The op's arguments by name, defaults included."""
     bound = {}
-    for i, argument in enumerate(func._schema.arguments):
+    for i, (name, has_default, default) in enumerate(_parameters(func)):
         if i < len(args):
-            bound[argument.name] = args[i]
-        elif argument.name in kwargs:
-            bound[argument.name] = kwargs[argument.name]
-        elif argument.has_default_value():
-            bound[argument.name] = argument.default_value
+            bound[name] = args[i]
+        elif name in kwargs:
+            bound[name] = kwargs[name]
+        elif has_default:
+            bound[name] = default
     return bound
 
 

@@ -132,16 +132,15 @@ class _Tracker(TorchDispatchMode):
         kwargs = kwargs or {}
         if not func.is_view:
             session = self.session
-            for i, schema_arg in enumerate(func._schema.arguments):
-                value = args[i] if i < len(args) else kwargs.get(schema_arg.name)
+            for i, (name, is_write) in enumerate(_record.arguments(func)):
+                value = args[i] if i < len(args) else kwargs.get(name)
                 for t in value if isinstance(value, (list, tuple)) else (value,):
                     if not isinstance(t, Tensor):
                         continue
                     storage = _storage_id(t)
                     if storage in session.pending:
                         session.flush()
-                    info = schema_arg.alias_info
-                    if info is not None and info.is_write:
+                    if is_write:
                         session.written.add(storage)
         return func(*args, **kwargs)
 
@@ -287,6 +286,7 @@ def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -
             torch.default_generator.manual_seed(seed)
         _dispatch.set_session(session)
         try:
+            replay.prepare(ops)
             with _Tracker(session):
                 replay.run(ops)
                 session.flush()
