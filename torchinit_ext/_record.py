@@ -43,9 +43,9 @@ _WRITE_ONLY = {*_FILL_LAWS, *_WHOLE_FILLS, aten.fill_.Tensor, aten.copy_.default
 _META = torch.device("meta")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(unsafe_hash=True)  # not frozen: its __init__ is half the cost
 class _Ref:
-    """A recorded tensor: which meta storage, seen through which geometry."""
+    """A recorded tensor: which meta storage, seen through which geometry. Never changed."""
 
     storage: int
     dtype: torch.dtype
@@ -57,12 +57,14 @@ class _Ref:
 # An op's arguments and results nest only in lists and tuples (a tensor list, a tuple of
 # results): flattened and mapped here without pytree's generality, which was most of the
 # recording's cost.
-def _leaves(value) -> Iterator:
+def _leaves(value, leaves: list | None = None) -> list:
+    leaves = [] if leaves is None else leaves
     if isinstance(value, (list, tuple)):
         for item in value:
-            yield from _leaves(item)
+            _leaves(item, leaves)
     else:
-        yield value
+        leaves.append(value)
+    return leaves
 
 
 def _map(fn: Callable, value):
@@ -94,8 +96,7 @@ def arguments(func) -> tuple[tuple[str, bool], ...]:
     """(name, whether `func` writes it (schema: Tensor(a!))) of each of `func`'s arguments.
     Cached: reading an op's schema from Python costs more than most ops."""
     return tuple(
-        (a.name, a.alias_info is not None and a.alias_info.is_write)
-        for a in func._schema.arguments
+        (a.name, a.alias_info is not None and a.alias_info.is_write) for a in func._schema.arguments
     )
 
 
@@ -135,7 +136,7 @@ class Record:
 
     def add(self, func, args: tuple, kwargs: dict, out) -> None:
         inputs = [t for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)]
-        outputs = list(_leaves(out))
+        outputs = _leaves(out)
         if not inputs and not any(_is_meta(t) for t in outputs):
             return  # real tensors only: done for real already
         writes, defines = set(), set()
@@ -304,7 +305,7 @@ class Replay:
             if torch.Tag.inplace_view in op.func.tags:  # t_(), as_strided_(): rebuilt tensors
                 self.tensors.clear()  # may no longer have their references' geometry
             if op.allocates:
-                flat = list(_leaves(out))
+                flat = _leaves(out)
                 for position, key in op.allocates:
                     self._bind(key, flat[position].untyped_storage())
 
