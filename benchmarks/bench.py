@@ -86,6 +86,8 @@ import torchinit_ext as ext  # noqa: E402
 
 # The tail rows put the mean far outside [a, b] on purpose; both libraries warn about it.
 warnings.filterwarnings("ignore", message="mean is more than 2 std")
+# The GPT model's constructor only composes torch.nn layers: their resets are its whole init.
+warnings.filterwarnings("ignore", category=ext.UnrecordedInitWarning)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FILL_NUMEL = 256 * 2**20  # 1 GiB of float32: larger than CPU L3 / GPU L2
@@ -123,6 +125,8 @@ class Case:
     # fn on each in a loop, ext fills all of them in one batch_fn call.
     batch_fn: str | None = None
     batch: int = 1
+    # Small tensors: each timed call makes `repeat` calls, so a row's ms are us per call at 1000.
+    repeat: int = 1
 
     fresh_memory = False  # see ModelCase
 
@@ -142,11 +146,19 @@ class Case:
             return stock_fn, ext_fn, targets
         tensor = torch.empty(self.shape, dtype=self.dtype, device=device)
         target = self.view(tensor) if self.view else tensor
-        return (
-            partial(getattr(stock, self.fn), target, **self.kwargs),
-            partial(getattr(ext, self.fn), target, **self.kwargs),
-            [target],
-        )
+        stock_fn = partial(getattr(stock, self.fn), target, **self.kwargs)
+        ext_fn = partial(getattr(ext, self.fn), target, **self.kwargs)
+        if self.repeat > 1:
+            stock_fn, ext_fn = (
+                partial(_repeated, stock_fn, self.repeat),
+                partial(_repeated, ext_fn, self.repeat),
+            )
+        return stock_fn, ext_fn, [target] * self.repeat
+
+
+def _repeated(fn, times):
+    for _ in range(times):
+        fn()
 
 
 class GPT(nn.Module):
@@ -372,6 +384,16 @@ CASES = [
         )
     ),
     Case("dirac_ 1024x1024x3x3 f32", "dirac_", GPU_DIRAC, devices=("cuda",)),
+    *(
+        Case(f"{fn} {shape} f32 x1000 calls", fn, shape, repeat=1000)
+        for fn, shapes in (
+            ("zeros_", ((1,), (768,), (4096,))),
+            ("uniform_", ((1,), (768,), (4096,))),
+            ("normal_", ((1,), (768,), (4096,))),
+            ("kaiming_uniform_", ((1, 1), (1, 768), (64, 64))),
+        )
+        for shape in shapes
+    ),
     ModelCase("eager vs patched()", "eager", "patched"),
     ModelCase("eager vs materialize()", "eager", "materialize"),
     ModelCase("meta+reset vs materialize()", "meta_reset", "materialize"),
@@ -409,10 +431,11 @@ class Row:
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--quick",
+        "--full",
         action="store_true",
-        help="fewer runs; on the CPU, skip the 50000x4096 and 4096x4096 orthogonal_ cases",
+        help="more runs, and on the CPU the 50000x4096 and 4096x4096 orthogonal_ cases",
     )
+    parser.add_argument("--quick", action="store_true", help="the default; kept for old scripts")
     parser.add_argument(
         "--device", choices=("cpu", "cuda", "all"), default="all", help="default: all available"
     )
@@ -427,6 +450,7 @@ def parse_args():
         help=f"results directory (default {RESULTS_DIR})",
     )
     args = parser.parse_args()
+    args.quick = not args.full
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     return args
@@ -447,6 +471,17 @@ def cpu_model_name():
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def cpu_simd_level():
+    """The SIMD level torchinit_ext's CPU kernels run with here: GCC's target_clones pick
+    avx512f, then avx2, then the baseline, by the CPU's flags."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+    except OSError:
+        return "unknown"
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "default"
 
 
 def device_name(device):
@@ -592,7 +627,7 @@ def print_header(args, cfg, devices):
         print(f"  device   {device}: {device_name(device)}")
     cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
     print(f"  torch    {torch.__version__}{cuda}, python {platform.python_version()}")
-    print(f"  threads  {torch.get_num_threads()}")
+    print(f"  threads  {torch.get_num_threads()}, SIMD {cpu_simd_level()} (our CPU kernels)")
     print(
         f"  timing   MEDIAN of {cfg.min_runs}-{cfg.max_runs} interleaved "
         f"stock/ext runs after {cfg.warmup} warm-up call(s) each; "
@@ -617,6 +652,8 @@ def machine_info(device, args, bandwidth, cfg):
         "python_version": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
+        "simd": cpu_simd_level() if device == "cpu" else None,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "timing": f"median of {cfg.min_runs}-{cfg.max_runs} interleaved runs",
         "fill_bandwidth_GBps": bandwidth / 1e9,
     }

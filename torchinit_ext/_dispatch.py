@@ -66,16 +66,23 @@ def compiled(tensor: Tensor, dtypes: frozenset = FLOAT_DTYPES) -> bool:
     )
 
 
-def _run(op, tensors, *args) -> None:
-    """Runs op(tensors, *args) without autograd (which the ops refuse), raising the ops' argument
-    errors as Init*Error. Inlined rather than a context manager: a small tensor's fill costs
-    about as much as entering one."""
+def _without_grad(fn, *args):
+    """fn(*args) with grad mode off (the ops refuse autograd). Set and restored directly: a
+    torch.no_grad() block costs about as much as a small tensor's whole fill."""
+    if not torch.is_grad_enabled():
+        return fn(*args)
+    torch._C._set_grad_enabled(False)
     try:
-        if torch.is_grad_enabled():
-            with torch.no_grad():
-                op(tensors, *args)
-        else:
-            op(tensors, *args)
+        return fn(*args)
+    finally:
+        torch._C._set_grad_enabled(True)
+
+
+def _run(op, tensors, *args) -> None:
+    """Runs op(tensors, *args) without autograd, raising the ops' argument errors as
+    Init*Error."""
+    try:
+        _without_grad(op, tensors, *args)
     except ValueError as e:
         raise InitValueError(str(e)) from None
     except TypeError as e:
@@ -121,9 +128,13 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
             call_many([local], [law], [params], [key], [shard])
             return tensor
     if compiled(tensor):
-        if law == "constant":
+        if law != "constant":
+            return call(_LAW_OPS[law], tensor, *params, generator)
+        if tensor.is_inference():  # stock's fill_ would write it before refusing
             return call(ops.constant_.default, tensor, *params)
-        return call(_LAW_OPS[law], tensor, *params, generator)
+        # Stock's fill_ writes the same values, as fast at every size, and a small tensor's call
+        # costs less.
+        return _without_grad(tensor.fill_, params[0])
     with torch.no_grad():
         return stock()
 
