@@ -222,10 +222,6 @@ def unpatch() -> None:
                 delattr(Tensor, name)
 
 
-def is_patched() -> bool:
-    return _depth > 0
-
-
 @contextlib.contextmanager
 def patched() -> Iterator[None]:
     """Context manager: patch() inside, stock again on exit, also when the block raises.

@@ -92,11 +92,18 @@ def ref(tensor: Tensor) -> _Ref:
 
 
 @functools.cache
-def arguments(func) -> tuple[tuple[str, bool], ...]:
-    """(name, whether `func` writes it (schema: Tensor(a!))) of each of `func`'s arguments.
-    Cached: reading an op's schema from Python costs more than most ops."""
+def arguments(func) -> tuple[tuple[str, bool, bool, object], ...]:
+    """(name, whether `func` writes it (schema: Tensor(a!)), whether it has a default, the
+    default) of each of `func`'s arguments. Cached: reading an op's schema from Python costs
+    more than most ops."""
     return tuple(
-        (a.name, a.alias_info is not None and a.alias_info.is_write) for a in func._schema.arguments
+        (
+            a.name,
+            a.alias_info is not None and a.alias_info.is_write,
+            a.has_default_value(),
+            a.default_value if a.has_default_value() else None,
+        )
+        for a in func._schema.arguments
     )
 
 
@@ -140,7 +147,7 @@ class Record:
         if not inputs and not any(_is_meta(t) for t in outputs):
             return  # real tensors only: done for real already
         writes, defines = set(), set()
-        for i, (name, is_write) in enumerate(arguments(func)):
+        for i, (name, is_write, _, _) in enumerate(arguments(func)):
             if not is_write:
                 continue
             value = args[i] if i < len(args) else kwargs.get(name)
@@ -208,9 +215,6 @@ def _is_factory(func) -> bool:
     )
 
 
-_COPIES_OUT = {aten._to_copy.default}
-
-
 def _leaves_meta(kwargs: dict) -> bool:
     device = kwargs.get("device")
     return device is not None and torch.device(device) != _META
@@ -235,7 +239,7 @@ class _Recorder(TorchDispatchMode):
         elif func is aten._local_scalar_dense.default and _is_meta(args[0]):
             # .item() of a meta tensor (a drop-path schedule, say): its value, computed now.
             return evaluate(self.record, args[0]).item()
-        elif func in _COPIES_OUT and _is_meta(args[0]) and _leaves_meta(kwargs):
+        elif func is aten._to_copy.default and _is_meta(args[0]) and _leaves_meta(kwargs):
             # .cpu(), .tolist() or .to(device) of a meta tensor (timm's drop-path schedules):
             # its value, computed now.
             args = (evaluate(self.record, args[0]), *args[1:])
@@ -310,19 +314,10 @@ class Replay:
                     self._bind(key, flat[position].untyped_storage())
 
 
-@functools.cache
-def _parameters(func) -> tuple[tuple[str, bool, object], ...]:
-    """(name, has a default, the default) of each of `func`'s arguments."""
-    return tuple(
-        (a.name, a.has_default_value(), a.default_value if a.has_default_value() else None)
-        for a in func._schema.arguments
-    )
-
-
 def _bound(func, args: tuple, kwargs: dict) -> dict:
     """The op's arguments by name, defaults included."""
     bound = {}
-    for i, (name, has_default, default) in enumerate(_parameters(func)):
+    for i, (name, _, has_default, default) in enumerate(arguments(func)):
         if i < len(args):
             bound[name] = args[i]
         elif name in kwargs:
@@ -362,10 +357,10 @@ def evaluate(record: Record, tensor: Tensor) -> Tensor:
     """The real value (on the CPU) a meta tensor of `record` has now, by replaying what it needs.
     The global RNG is left as it was."""
     replay = Replay(record, torch.device("cpu"))
-    ref_ = ref(tensor)
+    wanted = ref(tensor)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
-        replay.run(record.needed({ref_.storage}))
-        return replay.tensor(ref_).clone()
+        replay.run(record.needed({wanted.storage}))
+        return replay.tensor(wanted).clone()
 
 
 # ---- deferred_init ---------------------------------------------------------------------------
@@ -384,8 +379,8 @@ def forget(module: nn.Module) -> None:
 
 @contextlib.contextmanager
 def recording() -> Iterator[Record]:
-    """Builds on the meta device, recording (patched, so that every init function reaches a
-    recordable op); the modules built inside take the record with deferred(record, module)."""
+    """Records what runs inside, every new tensor on the meta device; patched, so that every
+    init function reaches a recordable op (stock's trunc_normal_ skips meta tensors)."""
     record = Record()
     with _patch.patched(), _Recorder(record):
         yield record

@@ -137,7 +137,7 @@ class _Tracker(TorchDispatchMode):
         kwargs = kwargs or {}
         if not func.is_view:
             session = self.session
-            for i, (name, is_write) in enumerate(_record.arguments(func)):
+            for i, (name, is_write, _, _) in enumerate(_record.arguments(func)):
                 value = args[i] if i < len(args) else kwargs.get(name)
                 for t in value if isinstance(value, (list, tuple)) else (value,):
                     if not isinstance(t, Tensor):
@@ -249,11 +249,10 @@ def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -
     for name, tensor in named:
         names.setdefault(id(tensor), name)
     sharded = {n: t for n, t in named if _sharded.is_dtensor(t) and _on_meta(t)}
-    slots = [
-        slot
-        for slot in _tensor_slots(module)
-        if _on_meta(slot[2]) and not _sharded.is_dtensor(slot[2])
-    ]
+    slots, real_slots = [], []  # plain tensors to replay, and those the constructor made real
+    for slot in _tensor_slots(module):
+        if not _sharded.is_dtensor(slot[2]):
+            (slots if slot[2].is_meta else real_slots).append(slot)
     finals = {id(tensor): (tensor, _record.ref(tensor)) for _, _, tensor in slots}
     named_refs: dict[int, list] = {}
     for tensor, ref in finals.values():
@@ -308,9 +307,9 @@ def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -
         real[key] = value
     for holder, name, tensor in slots:
         holder[name] = real[id(tensor)]
-    # Tensors the constructor made real (torch.tensor(...), an explicit device) go to `device`.
-    for holder, name, tensor in _tensor_slots(module):
-        if not _sharded.is_dtensor(tensor) and tensor.device != device:
+    # Tensors the constructor made real (torch.tensor(...), say) go to `device`.
+    for holder, name, tensor in real_slots:
+        if tensor.device != device:
             holder[name] = _moved(tensor, device)
     _record.forget(module)
     return module
@@ -403,22 +402,29 @@ def materialize(
     return module
 
 
-class UninitializedError(RuntimeError):
-    """materialize() found tensors that no reset wrote; `names` lists them all."""
-
-    def __init__(self, message: str, names: list[str]):
-        super().__init__(message)
-        self.names = list(names)
-
-
-class UnrecordedInitWarning(UserWarning):
-    """materialize() ran the resets of a module built on the meta device without
-    deferred_init(), and constructors outside torch.nn may have initialized its tensors their
-    own way, which the resets do not reproduce. `names` lists every such tensor."""
+class _NamesTensors:
+    """An exception or warning whose `names` lists every tensor it concerns, where its message,
+    kept short, names the first few."""
 
     def __init__(self, message: str, names: list[str] = ()):
         super().__init__(message)
         self.names = list(names)
+
+
+class UninitializedError(_NamesTensors, RuntimeError):
+    """materialize() found tensors that no reset wrote; `names` lists them all."""
+
+
+class UnrecordedInitWarning(_NamesTensors, UserWarning):
+    """materialize() ran the resets of a module built on the meta device without
+    deferred_init(), and constructors outside torch.nn may have initialized its tensors their
+    own way, which the resets do not reproduce. `names` lists every such tensor."""
+
+
+def _owners(name: str) -> set[str]:
+    """The qualified names of the modules above the tensor `name` ("" for the root)."""
+    parts = name.split(".")
+    return {".".join(parts[:k]) for k in range(len(parts))}
 
 
 def _warn_unrecorded(module: nn.Module, from_meta: set[str]) -> None:
@@ -430,11 +436,7 @@ def _warn_unrecorded(module: nn.Module, from_meta: set[str]) -> None:
         for prefix, m in module.named_modules()
         if not type(m).__module__.startswith("torch.nn.")
     }
-    affected = sorted(
-        name
-        for name in from_meta
-        if any(prefix == "" or name.startswith(prefix + ".") for prefix in custom)
-    )
+    affected = sorted(name for name in from_meta if _owners(name) & custom.keys())
     if not affected:
         return
     classes = sorted({f"{c.__module__}.{c.__qualname__}" for c in custom.values()})
