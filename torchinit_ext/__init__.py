@@ -6,6 +6,7 @@ from . import init as _init
 from ._dispatch import InitTypeError, InitValueError
 from ._patch import patch, patched, unpatch
 from ._record import deferred_init
+from ._simd import cpu_capability, set_cpu_capability, supported_cpu_capabilities
 from .init import *  # noqa: F403
 from .init import __all__ as _init_all
 from .init import _calculate_correct_fan, _calculate_fan_in_and_fan_out, orthogonal_batch_  # noqa: F401
@@ -23,6 +24,9 @@ __all__ = list(_init_all) + [
     "UninitializedError",
     "InitTypeError",
     "InitValueError",
+    "cpu_capability",
+    "supported_cpu_capabilities",
+    "set_cpu_capability",
 ]
 __version__ = "0.2.0"
 del _init

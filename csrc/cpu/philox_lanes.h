@@ -1,6 +1,5 @@
-// Philox4x32-10 on kLanes (or kWideLanes) blocks at once, with AVX-512 or AVX2 when the CPU has
-// them (chosen at run time by GCC function multiversioning). Integer arithmetic only: every version
-// returns exactly philox4x32_10's words.
+// Philox4x32-10 on kLanes (or kWideLanes) blocks at once, with the instructions of a SIMD level
+// (simd.h). Integer arithmetic only: every level returns exactly philox4x32_10's words.
 #pragma once
 
 #include <cstdint>
@@ -26,18 +25,16 @@ inline void philox_scalar(PhiloxState state, const uint64_t* blocks, uint32_t (*
   }
 }
 
-#if TORCHINIT_X86_MULTIVERSION
+#if TORCHINIT_X86_SIMD
 // High and low halves of the 32x32 products a[i] * m, lane by lane.
-__attribute__((target("avx512f"))) inline void mulhilo(__m512i a, __m512i m, __m512i& hi,
-                                                       __m512i& lo) {
+TORCHINIT_TARGET_AVX512 inline void mulhilo(__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
   const __m512i even = _mm512_mul_epu32(a, m);
   const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
   hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
   lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
 }
 
-__attribute__((target("avx2"))) inline void mulhilo(__m256i a, __m256i m, __m256i& hi,
-                                                    __m256i& lo) {
+TORCHINIT_TARGET_AVX2 inline void mulhilo(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
   const __m256i even = _mm256_mul_epu32(a, m);
   const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
   hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
@@ -46,9 +43,8 @@ __attribute__((target("avx2"))) inline void mulhilo(__m256i a, __m256i m, __m256
 
 // N / 16 groups of 16 lanes, round by round.
 template <int N>
-__attribute__((target("avx512f"))) inline void philox_avx512(PhiloxState state,
-                                                             const uint64_t* blocks,
-                                                             uint32_t (*words)[N]) {
+TORCHINIT_TARGET_AVX512 inline void philox_avx512(PhiloxState state, const uint64_t* blocks,
+                                                  uint32_t (*words)[N]) {
   constexpr int G = N / 16;
   // Split the 64-bit block numbers into their low and high words, lanes in order.
   const __m512i idx_lo =
@@ -87,87 +83,66 @@ __attribute__((target("avx512f"))) inline void philox_avx512(PhiloxState state,
   }
 }
 
-// Groups of 8 lanes, one after the other.
+// Groups of 8 lanes, kAvx2Interleave at a time: each round's multiply chain is latency-bound, so
+// independent groups fill the pipeline (benchmarks/README.md, "Tuning constants").
+constexpr int kAvx2Interleave = 2;
+
 template <int N>
-__attribute__((target("avx2"))) inline void philox_avx2(PhiloxState state, const uint64_t* blocks,
-                                                        uint32_t (*words)[N]) {
+TORCHINIT_TARGET_AVX2 inline void philox_avx2(PhiloxState state, const uint64_t* blocks,
+                                              uint32_t (*words)[N]) {
+  constexpr int G = kAvx2Interleave;
+  static_assert(N % (8 * G) == 0);
   const __m256i m0 = _mm256_set1_epi32(static_cast<int>(philox_detail::kMul0));
   const __m256i m1 = _mm256_set1_epi32(static_cast<int>(philox_detail::kMul1));
-  for (int group = 0; group < N; group += 8) {
-    alignas(32) uint32_t lo_words[8], hi_words[8];
-    for (int j = 0; j < 8; ++j) {
-      lo_words[j] = static_cast<uint32_t>(blocks[group + j]);
-      hi_words[j] = static_cast<uint32_t>(blocks[group + j] >> 32);
+  for (int group = 0; group < N; group += 8 * G) {
+    __m256i c0[G], c1[G], c2[G], c3[G];
+    for (int g = 0; g < G; ++g) {
+      // Low and high words of 8 block numbers: [0 2 | 4 6] of each half, then lanes in order.
+      const float* b = reinterpret_cast<const float*>(blocks + group + 8 * g);
+      const __m256 first = _mm256_loadu_ps(b);
+      const __m256 second = _mm256_loadu_ps(b + 8);
+      const __m256i lo = _mm256_castps_si256(_mm256_shuffle_ps(first, second, 0x88));
+      const __m256i hi = _mm256_castps_si256(_mm256_shuffle_ps(first, second, 0xDD));
+      c0[g] = _mm256_permute4x64_epi64(lo, 0xD8);
+      c1[g] = _mm256_permute4x64_epi64(hi, 0xD8);
+      c2[g] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(state.offset)));
+      c3[g] = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(state.offset >> 32)));
     }
-    __m256i c0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo_words));
-    __m256i c1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi_words));
-    __m256i c2 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(state.offset)));
-    __m256i c3 = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(state.offset >> 32)));
     for (int r = 0; r < 10; ++r) {
-      __m256i hi0, lo0, hi1, lo1;
-      mulhilo(c0, m0, hi0, lo0);
-      mulhilo(c2, m1, hi1, lo1);
       const __m256i k0 = _mm256_set1_epi32(static_cast<int>(round_key0(state, r)));
       const __m256i k1 = _mm256_set1_epi32(static_cast<int>(round_key1(state, r)));
-      c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), k0);
-      c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), k1);
-      c1 = lo1;
-      c3 = lo0;
+      for (int g = 0; g < G; ++g) {
+        __m256i hi0, lo0, hi1, lo1;
+        mulhilo(c0[g], m0, hi0, lo0);
+        mulhilo(c2[g], m1, hi1, lo1);
+        c0[g] = _mm256_xor_si256(_mm256_xor_si256(hi1, c1[g]), k0);
+        c2[g] = _mm256_xor_si256(_mm256_xor_si256(hi0, c3[g]), k1);
+        c1[g] = lo1;
+        c3[g] = lo0;
+      }
     }
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[0] + group), c0);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[1] + group), c1);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[2] + group), c2);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[3] + group), c3);
+    for (int g = 0; g < G; ++g) {
+      const int at = group + 8 * g;
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[0] + at), c0[g]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[1] + at), c1[g]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[2] + at), c2[g]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(words[3] + at), c3[g]);
+    }
   }
 }
 #endif
 
 }  // namespace philox_impl
 
-// Word k of block blocks[lane] goes to words[k][lane], for kLanes or kWideLanes blocks.
-#if TORCHINIT_X86_MULTIVERSION
-__attribute__((target("default")))
+// Word k of block blocks[lane] goes to words[k][lane], for N (a multiple of 16) blocks, with the
+// instructions of level L.
+template <SimdLevel L, int N>
+inline void philox_lanes(PhiloxState state, const uint64_t* blocks, uint32_t (*words)[N]) {
+#if TORCHINIT_X86_SIMD
+  if constexpr (L == SimdLevel::kAvx512) return philox_impl::philox_avx512<N>(state, blocks, words);
+  if constexpr (L == SimdLevel::kAvx2) return philox_impl::philox_avx2<N>(state, blocks, words);
 #endif
-inline void philox_lanes(PhiloxState state, const uint64_t* blocks, uint32_t (*words)[kLanes]) {
-  philox_impl::philox_scalar<kLanes>(state, blocks, words);
-}
-
-#if TORCHINIT_X86_MULTIVERSION
-__attribute__((target("default")))
-#endif
-inline void philox_lanes(PhiloxState state, const uint64_t* blocks, uint32_t (*words)[kWideLanes]) {
-  philox_impl::philox_scalar<kWideLanes>(state, blocks, words);
-}
-
-#if TORCHINIT_X86_MULTIVERSION
-__attribute__((target("avx2"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
-                                                         uint32_t (*words)[kLanes]) {
-  philox_impl::philox_avx2<kLanes>(state, blocks, words);
-}
-
-__attribute__((target("avx2"))) inline void philox_lanes(PhiloxState state, const uint64_t* blocks,
-                                                         uint32_t (*words)[kWideLanes]) {
-  philox_impl::philox_avx2<kWideLanes>(state, blocks, words);
-}
-
-__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxState state,
-                                                            const uint64_t* blocks,
-                                                            uint32_t (*words)[kLanes]) {
-  philox_impl::philox_avx512<kLanes>(state, blocks, words);
-}
-
-__attribute__((target("avx512f"))) inline void philox_lanes(PhiloxState state,
-                                                            const uint64_t* blocks,
-                                                            uint32_t (*words)[kWideLanes]) {
-  philox_impl::philox_avx512<kWideLanes>(state, blocks, words);
-}
-#endif
-
-// Blocks first_block .. first_block + kLanes - 1.
-inline void philox_lanes(PhiloxState state, uint64_t first_block, uint32_t (*words)[kLanes]) {
-  uint64_t blocks[kLanes];
-  for (int j = 0; j < kLanes; ++j) blocks[j] = first_block + j;
-  philox_lanes(state, blocks, words);
+  philox_impl::philox_scalar<N>(state, blocks, words);
 }
 
 }  // namespace torchinit::cpu

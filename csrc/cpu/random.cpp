@@ -30,8 +30,11 @@ struct Produce {
     std::fill(dst, dst + (end - begin), dist.value);
   }
   void operator()(const TruncNormalWide<acc_t>& dist) const {
-    generate_range(dist, state, dst, begin, end);
-    resample_rejected(dist, state, dst, begin, end);  // ranges are at most kBufferElements long
+    with_simd_level([&](auto level) {
+      constexpr SimdLevel L = decltype(level)::value;
+      generate_range<L>(dist, state, dst, begin, end);
+      resample_rejected<L>(dist, state, dst, begin, end);  // ranges are at most kBufferElements
+    });
   }
   void operator()(const TruncNormalRejection<acc_t>& dist) const {
     for (int64_t i = begin; i < end; ++i) dst[i - begin] = dist.sample(state, i);

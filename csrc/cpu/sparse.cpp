@@ -11,6 +11,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <memory>
 
 #include "../dist/sparse_draws.h"
@@ -44,8 +45,9 @@ struct FloydColumn {
 // at a time in SIMD; it is exactly uniform by Lemire's rejection ("Fast random integer generation
 // in an interval", 2019): a rejected draw (probability below n / 2^32), or one with n >= 2^32, is
 // floyd_fallback_draw's, from a 64-bit word of stream 2, instead.
-TORCHINIT_SIMD_CLONES void choose_rows(PhiloxState state, int64_t rows, int64_t count,
-                                       const FloydColumn (&columns)[2], uint64_t* row_masks) {
+template <SimdLevel L>
+inline void choose_rows(PhiloxState state, int64_t rows, int64_t count,
+                        const FloydColumn (&columns)[2], uint64_t* row_masks) {
   const int64_t batches = (count + kDrawBatch - 1) / kDrawBatch;
   static_assert(kWideLanes == 2 * kLanes);
   uint32_t words[4][kWideLanes];  // both columns' blocks in one call: column k's in lanes 16k..
@@ -60,7 +62,7 @@ TORCHINIT_SIMD_CLONES void choose_rows(PhiloxState state, int64_t rows, int64_t 
       const uint64_t first = floyd_batch_block(columns[k].column, batches, batch);
       for (int j = 0; j < kLanes; ++j) blocks[kLanes * k + j] = first + j;
     }
-    philox_lanes(state, blocks, words);
+    philox_lanes<L>(state, blocks, words);
     for (int k = 0; k < 2; ++k) {
       for (int w = 0; w < 4; ++w) std::copy_n(words[w] + kLanes * k, kLanes, x[k] + kLanes * w);
       uint32_t check = static_cast<uint64_t>(rows) >> 32 != 0;
@@ -118,8 +120,9 @@ struct SparseRows {
   }
 };
 
-// Normals next, next + 1, ... (up to end) of the normal_ stream, generated kValueBatch at a time.
-template <typename acc_t>
+// Normals next, next + 1, ... (up to end) of the normal_ stream, generated kValueBatch at a time
+// with the instructions of level L.
+template <SimdLevel L, typename acc_t>
 class NormalQueue {
  public:
   NormalQueue(const Normal<acc_t>& normal, PhiloxState state, int64_t next, int64_t end)
@@ -134,7 +137,7 @@ class NormalQueue {
       used_ = 0;
       // Up to a multiple of kValueBatch, so only the first call generates a partial batch.
       const int64_t count = std::min(kValueBatch - next_ % kValueBatch, end_ - next_);
-      generate_range(normal_, state_, values_ + have_, next_, next_ + count);
+      generate_range<L>(normal_, state_, values_ + have_, next_, next_ + count);
       have_ += count;
       next_ += count;
     }
@@ -156,12 +159,11 @@ class NormalQueue {
 // Writes rows [row_begin, row_end) left to right, 64 columns at a time: zeros, then each nonzero
 // where it goes (in place for contiguous rows of acc_t, else through a segment converted on the
 // way out).
-template <typename scalar_t>
-TORCHINIT_SIMD_CLONES void write_rows(const SparseRows<scalar_t>& p, int64_t row_begin,
-                                      int64_t row_end) {
+template <SimdLevel L, typename scalar_t>
+inline void write_rows_any(const SparseRows<scalar_t>& p, int64_t row_begin, int64_t row_end) {
   using acc_t = typename SparseRows<scalar_t>::acc_t;
   const bool in_place = std::is_same_v<scalar_t, acc_t> && p.col_stride == 1;
-  NormalQueue<acc_t> queue(p.normal, p.state, p.nonzeros_before(row_begin), p.total_nonzeros);
+  NormalQueue<L, acc_t> queue(p.normal, p.state, p.nonzeros_before(row_begin), p.total_nonzeros);
   acc_t segment[kGroupColumns];
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int64_t group = 0; group < p.groups; ++group) {
@@ -186,33 +188,85 @@ TORCHINIT_SIMD_CLONES void write_rows(const SparseRows<scalar_t>& p, int64_t row
   }
 }
 
-#if TORCHINIT_X86_MULTIVERSION
-// write_rows for float rows with unit column stride on AVX-512 CPUs: each 16-column quarter of a
-// segment is one expand of the next normals into the zero vector, stored whole. With `non_temporal`
-// (64-byte aligned rows of a tensor far larger than the caches) the stores are non-temporal:
-// no read for ownership, so memory sees only the writes.
-__attribute__((target("avx512f"))) void write_rows_avx512(const SparseRows<float>& p,
-                                                          int64_t row_begin, int64_t row_end,
-                                                          bool non_temporal) {
-  NormalQueue<float> queue(p.normal, p.state, p.nonzeros_before(row_begin), p.total_nonzeros);
+#if TORCHINIT_X86_SIMD
+// One 64-column segment of a float row with unit column stride: each 16-column quarter is one
+// expand of the next normals into the zero vector, stored whole. With `non_temporal` (64-byte
+// aligned rows of a tensor far larger than the caches) the stores are non-temporal: no read for
+// ownership, so memory sees only the writes.
+TORCHINIT_TARGET_AVX512 inline void write_segment_avx512(float* dst, const float* values,
+                                                         uint64_t bits, int64_t width,
+                                                         bool non_temporal) {
+  for (int64_t q = 0; q < width; q += 16) {
+    const __mmask16 take = static_cast<__mmask16>(bits >> q);
+    const __m512 v = _mm512_maskz_expand_ps(take, _mm512_loadu_ps(values));
+    values += __builtin_popcount(take);
+    if (width - q < 16) {
+      _mm512_mask_storeu_ps(dst + q, static_cast<__mmask16>((1u << (width - q)) - 1), v);
+    } else if (non_temporal) {
+      _mm512_stream_ps(dst + q, v);
+    } else {
+      _mm512_storeu_ps(dst + q, v);
+    }
+  }
+}
+
+// For each 8-bit mask, the permutation that expands the next popcount(mask) values into its set
+// lanes (3 bits per lane): AVX2 has no expand instruction.
+constexpr std::array<uint32_t, 256> kExpandPermutations = [] {
+  std::array<uint32_t, 256> table{};
+  for (uint32_t mask = 0; mask < 256; ++mask) {
+    uint32_t next = 0;
+    for (uint32_t lane = 0; lane < 8; ++lane) {
+      if (mask >> lane & 1) table[mask] |= next++ << (3 * lane);
+    }
+  }
+  return table;
+}();
+
+// write_segment_avx512 for AVX2: 8 columns at a time, expanded by a table permutation and masked.
+TORCHINIT_TARGET_AVX2 inline void write_segment_avx2(float* dst, const float* values, uint64_t bits,
+                                                     int64_t width, bool non_temporal) {
+  const __m256i lane_bits = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256i lane_shifts = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+  for (int64_t q = 0; q < width; q += 8) {
+    const uint32_t take = static_cast<uint32_t>(bits >> q) & 0xFF;
+    const __m256i permutation = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(kExpandPermutations[take])),
+                          lane_shifts),
+        _mm256_set1_epi32(7));
+    const __m256i taken = _mm256_cmpeq_epi32(
+        _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(take)), lane_bits), lane_bits);
+    const __m256 v = _mm256_and_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(values), permutation),
+                                   _mm256_castsi256_ps(taken));
+    values += __builtin_popcount(take);
+    if (width - q < 8) {
+      const __m256i head = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(width - q)),
+                                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      _mm256_maskstore_ps(dst + q, head, v);
+    } else if (non_temporal) {
+      _mm256_stream_ps(dst + q, v);
+    } else {
+      _mm256_storeu_ps(dst + q, v);
+    }
+  }
+}
+
+// write_rows for float rows with unit column stride, a segment at a time with level L's vector
+// writer.
+template <SimdLevel L>
+inline void write_float_rows(const SparseRows<float>& p, int64_t row_begin, int64_t row_end,
+                             bool non_temporal) {
+  NormalQueue<L, float> queue(p.normal, p.state, p.nonzeros_before(row_begin), p.total_nonzeros);
   for (int64_t r = row_begin; r < row_end; ++r) {
     for (int64_t group = 0; group < p.groups; ++group) {
       const int64_t c0 = group * kGroupColumns;
       const int64_t width = std::min(kGroupColumns, p.cols - c0);
       float* const dst = p.data + r * p.row_stride + c0;
-      const float* values = queue.front();
       const uint64_t bits = p.nonzero_bits(group, r);
-      for (int64_t q = 0; q < width; q += 16) {
-        const __mmask16 take = static_cast<__mmask16>(bits >> q);
-        const __m512 v = _mm512_maskz_expand_ps(take, _mm512_loadu_ps(values));
-        values += __builtin_popcount(take);
-        if (width - q < 16) {
-          _mm512_mask_storeu_ps(dst + q, static_cast<__mmask16>((1u << (width - q)) - 1), v);
-        } else if (non_temporal) {
-          _mm512_stream_ps(dst + q, v);
-        } else {
-          _mm512_storeu_ps(dst + q, v);
-        }
+      if constexpr (L == SimdLevel::kAvx512) {
+        write_segment_avx512(dst, queue.front(), bits, width, non_temporal);
+      } else {
+        write_segment_avx2(dst, queue.front(), bits, width, non_temporal);
       }
       queue.pop(__builtin_popcountll(bits));
     }
@@ -220,6 +274,19 @@ __attribute__((target("avx512f"))) void write_rows_avx512(const SparseRows<float
   if (non_temporal) _mm_sfence();
 }
 #endif
+
+// Writes rows [row_begin, row_end) with level L's vector stores where it has them (float rows of
+// unit column stride).
+template <SimdLevel L, typename scalar_t>
+inline void write_rows(const SparseRows<scalar_t>& p, int64_t row_begin, int64_t row_end,
+                       bool non_temporal) {
+#if TORCHINIT_X86_SIMD
+  if constexpr (std::is_same_v<scalar_t, float> && L != SimdLevel::kDefault) {
+    if (p.col_stride == 1) return write_float_rows<L>(p, row_begin, row_end, non_temporal);
+  }
+#endif
+  write_rows_any<L>(p, row_begin, row_end);
+}
 
 template <typename scalar_t>
 void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, PhiloxState state) {
@@ -238,7 +305,9 @@ void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, 
         const uint64_t flag = uint64_t{1} << (c - c0);
         const FloydColumn pair[2] = {
             {c, flag}, c + 1 < c1 ? FloydColumn{c + 1, flag << 1} : FloydColumn{c, 0}};
-        choose_rows(state, rows, choice.count, pair, row_masks);
+        with_simd_level([&](auto level) {
+          choose_rows<decltype(level)::value>(state, rows, choice.count, pair, row_masks);
+        });
       }
     }
   });
@@ -255,23 +324,15 @@ void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, 
                                   cols,
                                   Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)},
                                   state};
-  bool avx512 = false;
-  bool non_temporal = false;
-#if TORCHINIT_X86_MULTIVERSION
-  if constexpr (std::is_same_v<scalar_t, float>) {
-    avx512 = plan.col_stride == 1 && __builtin_cpu_supports("avx512f");
-    non_temporal = reinterpret_cast<uintptr_t>(plan.data) % 64 == 0 && plan.row_stride % 16 == 0 &&
-                   rows * cols * int64_t{sizeof(float)} >= kNonTemporalBytes;
-  }
-#endif
+  // Non-temporal stores for aligned rows of a tensor far larger than the caches.
+  const bool non_temporal = reinterpret_cast<uintptr_t>(plan.data) % 64 == 0 &&
+                            plan.row_stride % 16 == 0 &&
+                            rows * cols * int64_t{sizeof(scalar_t)} >= kNonTemporalBytes;
   parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols),
                [&](int64_t row_begin, int64_t row_end) {
-#if TORCHINIT_X86_MULTIVERSION
-                 if constexpr (std::is_same_v<scalar_t, float>) {
-                   if (avx512) return write_rows_avx512(plan, row_begin, row_end, non_temporal);
-                 }
-#endif
-                 write_rows(plan, row_begin, row_end);
+                 with_simd_level([&](auto level) {
+                   write_rows<decltype(level)::value>(plan, row_begin, row_end, non_temporal);
+                 });
                });
 }
 
