@@ -40,6 +40,8 @@ build: env
 test: build
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest tests -q $(ARGS)
 
+# The default set takes under 5 minutes on 2 cores; ARGS=--full, --contention, "--simd all":
+# benchmarks/README.md.
 bench: build
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/bench.py $(ARGS)
 

@@ -27,7 +27,9 @@ How
     Each case is warmed up (stock, ext) and then timed as interleaved runs
     (stock, ext, stock, ext, ...); the reported time is the MEDIAN of those
     runs. The number of runs adapts to the cost of the case (a time budget,
-    clamped to a minimum and maximum count). CPU calls are timed with
+    clamped to a minimum and maximum count; by default a case whose minimum
+    count would pass a per-row cap, such as stock's slow trunc_normal_ and
+    sparse_, gets as many runs as fit, at least one). CPU calls are timed with
     ``time.perf_counter``; CUDA calls with CUDA events after a device
     synchronize, so host-side Python overhead inside a call is included. As
     in ``timeit``, the garbage collector is off during a timed call, so a
@@ -41,16 +43,28 @@ How
     ``ext_elements_per_s`` = elements written / ext time (parameters per
     second for the model rows).
 
+Sets and modes
+    The default times, on the CPU, the cases marked ``default`` (the 16M-element
+    targets, small tensors, real models' patched() rows); ``--full`` times every
+    case, with more runs. ``--contention [N]`` times only the 16M-element and
+    real-model patched() rows of that set while N busy processes (default: one
+    per core) spin beside them; the bandwidth probe runs before they start.
+    ``--simd LEVELS`` runs the CPU rows once per SIMD level, each in a
+    subprocess with TORCHINIT_CPU_CAPABILITY set, and prints one table of them.
+
 Output
-    One progress line per case, a final aligned table, and per device
-    ``<out>/<device-slug>.json`` (``machine`` block + ``rows``) and
-    ``<out>/<device-slug>.png`` (speedup bar chart). A case that raises is
+    One progress line per case (with its run count and wall time), a final
+    aligned table, and per device ``<out>/<stem>.json`` (``machine`` block:
+    SIMD level, contention, ...; ``rows``) and ``<out>/<stem>.png`` (speedup
+    bar chart), where stem is the device slug, then ``-contention`` for a
+    contention run and ``-<level>`` for a --simd run. A case that raises is
     reported as ``FAILED: <reason>`` (null numbers in the JSON) and the run
     goes on; the exit code is 1 if any case failed.
 
 Usage
-    python benchmarks/bench.py [--quick] [--device {cpu,cuda,all}]
-                               [--filter SUBSTR] [--out DIR]
+    python benchmarks/bench.py [--full] [--contention [N]] [--simd LEVELS]
+                               [--device {cpu,cuda,all}] [--filter SUBSTR]
+                               [--out DIR]
 """
 
 import argparse
@@ -60,9 +74,12 @@ import datetime
 import gc
 import json
 import math
+import os
 import platform
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -104,11 +121,12 @@ class Config:
     min_runs: int  # timed (stock, ext) pairs, at least ...
     max_runs: int  # ... and at most
     budget_s: float  # target time for the timed pairs of one case
+    row_cap_s: float  # fewer than min_runs pairs (at least 1) where min_runs would pass this
     fill_repeats: int  # fill-bandwidth probe repeats
 
 
-FULL = Config(warmup=2, min_runs=5, max_runs=25, budget_s=3.0, fill_repeats=10)
-QUICK = Config(warmup=1, min_runs=3, max_runs=10, budget_s=0.5, fill_repeats=5)
+FULL = Config(warmup=2, min_runs=5, max_runs=25, budget_s=3.0, row_cap_s=math.inf, fill_repeats=10)
+QUICK = Config(warmup=1, min_runs=3, max_runs=10, budget_s=0.5, row_cap_s=6.0, fill_repeats=5)
 
 
 @dataclass(frozen=True)
@@ -119,7 +137,7 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     dtype: torch.dtype = torch.float32
     view: Callable | None = None  # fill this view of the allocated tensor
-    full_only: bool = False  # skipped by --quick on the CPU (slow there)
+    default: bool = False  # in the default (quick) CPU set; --full runs every case
     devices: tuple = ("cpu", "cuda")
     # ext's batched form of fn (no stock counterpart): `batch` tensors of `shape`, stock calls
     # fn on each in a loop, ext fills all of them in one batch_fn call.
@@ -129,6 +147,11 @@ class Case:
     repeat: int = 1
 
     fresh_memory = False  # see ModelCase
+
+    @property
+    def contended(self):
+        """Timed under --contention: the 16M-element rows."""
+        return math.prod(self.shape) * self.batch == 2**24
 
     def calls(self, device):
         """The stock and ext calls of this case and the tensors they write."""
@@ -206,10 +229,11 @@ class ModelCase:
     label: str
     stock: str
     ext: str
-    full_only: bool = False
 
     devices = ("cpu", "cuda")
     fresh_memory = True  # each call starts after release_freed_memory()
+    default = False
+    contended = False
 
     @property
     def name(self):
@@ -295,7 +319,12 @@ class RealModelCase:
 
     devices = ("cpu",)
     fresh_memory = True
-    full_only = False
+
+    @property
+    def default(self):
+        return self.ext == "patched"
+
+    contended = default
 
     @property
     def name(self):
@@ -328,16 +357,22 @@ LSTM_K = 1 / math.sqrt(1024)  # nn.LSTM.reset_parameters bound
 SQRT5 = math.sqrt(5)  # nn.Linear / nn.Conv2d kaiming_uniform_ slope
 
 CASES = [
-    Case("uniform_ 4096x4096 f32", "uniform_", LINEAR),
-    Case("normal_ 4096x4096 f32", "normal_", LINEAR),
+    Case("uniform_ 4096x4096 f32", "uniform_", LINEAR, default=True),
+    Case("normal_ 4096x4096 f32", "normal_", LINEAR, default=True),
     Case("constant_(0.5) 4096x4096 f32", "constant_", LINEAR, {"val": 0.5}),
     Case("zeros_ 4096x4096 f32", "zeros_", LINEAR),
     Case("ones_ 4096x4096 f32", "ones_", LINEAR),
     Case("xavier_uniform_ 4096x4096 f32", "xavier_uniform_", LINEAR),
-    Case("xavier_normal_ 4096x4096 f32", "xavier_normal_", LINEAR),
-    Case("kaiming_uniform_(a=sqrt5) 4096x4096 f32", "kaiming_uniform_", LINEAR, {"a": SQRT5}),
+    Case("xavier_normal_ 4096x4096 f32", "xavier_normal_", LINEAR, default=True),
+    Case(
+        "kaiming_uniform_(a=sqrt5) 4096x4096 f32",
+        "kaiming_uniform_",
+        LINEAR,
+        {"a": SQRT5},
+        default=True,
+    ),
     Case("kaiming_normal_ 4096x4096 f32", "kaiming_normal_", LINEAR),
-    Case("trunc_normal_ defaults 4096x4096 f32", "trunc_normal_", LINEAR),
+    Case("trunc_normal_ defaults 4096x4096 f32", "trunc_normal_", LINEAR, default=True),
     Case("trunc_normal_(std=.02) 4096x4096 f32", "trunc_normal_", LINEAR, {"std": 0.02}),
     Case(
         "trunc_normal_[-0.5,0.5] 4096x4096 f32",
@@ -345,17 +380,24 @@ CASES = [
         LINEAR,
         {"mean": 0.0, "std": 1.0, "a": -0.5, "b": 0.5},
     ),
+    Case(
+        "trunc_normal_[-0.5,0.5] 2048x2048 f32",
+        "trunc_normal_",
+        (2048, 2048),
+        {"mean": 0.0, "std": 1.0, "a": -0.5, "b": 0.5},
+        default=True,
+    ),
     Case("trunc_normal_[5,6] tail 4096x4096 f32", "trunc_normal_", LINEAR, {"a": 5.0, "b": 6.0}),
     Case(
         "trunc_normal_[-9,-8.5] tail 4096x4096 f32", "trunc_normal_", LINEAR, {"a": -9.0, "b": -8.5}
     ),
     Case("trunc_normal_ defaults 4096x4096 bf16", "trunc_normal_", LINEAR, dtype=torch.bfloat16),
     Case("eye_ 4096x4096 f32", "eye_", LINEAR),
-    Case("sparse_(0.9) 4096x4096 f32", "sparse_", LINEAR, {"sparsity": 0.9}),
+    Case("sparse_(0.9) 4096x4096 f32", "sparse_", LINEAR, {"sparsity": 0.9}, default=True),
     Case("sparse_(0.5) 4096x4096 f32", "sparse_", LINEAR, {"sparsity": 0.5}),
-    Case("orthogonal_ 4096x4096 f32", "orthogonal_", LINEAR, full_only=True),
-    Case("orthogonal_ 1024x1024 f32", "orthogonal_", (1024, 1024)),
-    Case("orthogonal_ 4096x512 f32", "orthogonal_", (4096, 512)),
+    Case("orthogonal_ 4096x4096 f32", "orthogonal_", LINEAR),
+    Case("orthogonal_ 1024x1024 f32", "orthogonal_", (1024, 1024), default=True),
+    Case("orthogonal_ 4096x512 f32", "orthogonal_", (4096, 512), default=True),
     Case(
         "orthogonal_ 48 x 1024x1024 f32 batched",
         "orthogonal_",
@@ -363,10 +405,10 @@ CASES = [
         batch_fn="orthogonal_batch_",
         batch=48,
     ),
-    Case("normal_ 50000x4096 f32", "normal_", EMBEDDING, full_only=True),
-    Case("uniform_ 50000x4096 f32", "uniform_", EMBEDDING, full_only=True),
+    Case("normal_ 50000x4096 f32", "normal_", EMBEDDING),
+    Case("uniform_ 50000x4096 f32", "uniform_", EMBEDDING),
     Case("kaiming_uniform_(a=sqrt5) 512x512x3x3 f32", "kaiming_uniform_", CONV, {"a": SQRT5}),
-    Case("dirac_ 512x512x3x3 f32", "dirac_", CONV),
+    Case("dirac_ 512x512x3x3 f32", "dirac_", CONV, default=True),
     Case("uniform_(-k,k) lstm 4096x1024 f32", "uniform_", LSTM, {"a": -LSTM_K, "b": LSTM_K}),
     Case("normal_ lstm w[1024:2048] 1024x1024 f32", "normal_", LSTM, view=lambda w: w[1024:2048]),
     Case("normal_ lstm w.t() 1024x4096 f32", "normal_", LSTM, view=torch.t),
@@ -385,7 +427,7 @@ CASES = [
     ),
     Case("dirac_ 1024x1024x3x3 f32", "dirac_", GPU_DIRAC, devices=("cuda",)),
     *(
-        Case(f"{fn} {shape} f32 x1000 calls", fn, shape, repeat=1000)
+        Case(f"{fn} {shape} f32 x1000 calls", fn, shape, repeat=1000, default=True)
         for fn, shapes in (
             ("zeros_", ((1,), (768,), (4096,))),
             ("uniform_", ((1,), (768,), (4096,))),
@@ -411,6 +453,8 @@ class Row:
     speedup: float | None = None
     bandwidth_fraction: float | None = None
     ext_elements_per_s: float | None = None  # parameters per second for the model rows
+    runs: int | None = None  # timed (stock, ext) pairs behind the medians
+    wall_s: float | None = None  # the row's wall time, warm-up and setup included
     error: str | None = None  # printed, not part of the JSON row
 
     def to_json(self):
@@ -424,6 +468,8 @@ class Row:
                 "speedup",
                 "bandwidth_fraction",
                 "ext_elements_per_s",
+                "runs",
+                "wall_s",
             )
         }
 
@@ -433,9 +479,27 @@ def parse_args():
     parser.add_argument(
         "--full",
         action="store_true",
-        help="more runs, and on the CPU the 50000x4096 and 4096x4096 orthogonal_ cases",
+        help="every case (the default is a quick subset on the CPU), with more runs",
     )
     parser.add_argument("--quick", action="store_true", help="the default; kept for old scripts")
+    parser.add_argument(
+        "--contention",
+        type=int,
+        nargs="?",
+        const=os.cpu_count(),
+        default=0,
+        metavar="N",
+        help="only the 16M-element and real-model patched() rows, with N busy processes "
+        f"running beside them (default N: one per core, {os.cpu_count()})",
+    )
+    parser.add_argument(
+        "--simd",
+        metavar="LEVELS",
+        help="comma list of avx512, avx2, default, or 'all' (those this CPU has): "
+        "run the CPU rows once per level, each in a subprocess, and compare them",
+    )
+    # Set by a --simd run on its subprocesses: name the results by the level asked for.
+    parser.add_argument("--simd-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--device", choices=("cpu", "cuda", "all"), default="all", help="default: all available"
     )
@@ -453,6 +517,12 @@ def parse_args():
     args.quick = not args.full
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
+    if args.simd:
+        levels = supported_simd_levels() if args.simd == "all" else args.simd.split(",")
+        unknown = set(levels) - set(SIMD_LEVELS)
+        if unknown:
+            parser.error(f"--simd: unknown level(s) {', '.join(sorted(unknown))}")
+        args.simd = levels
     return args
 
 
@@ -473,15 +543,18 @@ def cpu_model_name():
     return platform.processor() or "unknown"
 
 
-def cpu_simd_level():
-    """The SIMD level torchinit_ext's CPU kernels run with here: GCC's target_clones pick
-    avx512f, then avx2, then the baseline, by the CPU's flags."""
+SIMD_LEVELS = ("avx512", "avx2", "default")
+
+
+def supported_simd_levels():
+    """The levels of TORCHINIT_CPU_CAPABILITY this CPU can run, by its flags."""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
     except OSError:
-        return "unknown"
-    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "default"
+        flags = []
+    has = {"avx512": "avx512f" in flags, "avx2": "avx2" in flags, "default": True}
+    return [level for level in SIMD_LEVELS if has[level]]
 
 
 def device_name(device):
@@ -536,6 +609,33 @@ def release_freed_memory(device):
         _malloc_trim(0)
 
 
+# A busy process of --contention: pure Python spinning on one core. It stops by itself when the
+# bench that started it is gone (its parent changes), should the bench be killed outright.
+SPINNER = """
+import os
+parent = os.getppid()
+while os.getppid() == parent:
+    for _ in range(1_000_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def busy_processes(count):
+    """`count` spinning processes for the duration of the block, killed at its end however it
+    ends (exception, Ctrl-C, or SIGTERM, which main() turns into SystemExit)."""
+    spinners = []
+    try:
+        for _ in range(count):
+            spinners.append(subprocess.Popen([sys.executable, "-c", SPINNER]))
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+        for spinner in spinners:
+            spinner.wait()
+
+
 def fill_bandwidth(device, timed, repeats):
     """Best-of-`repeats` bytes/s of fill_(1.0) on a preallocated buffer."""
     buf = torch.empty(FILL_NUMEL, dtype=torch.float32, device=device)
@@ -556,13 +656,15 @@ def time_case(case, device, timed, cfg):
     for _ in range(cfg.warmup):
         pair_s = run(stock_fn) + run(ext_fn)
     runs = min(cfg.max_runs, max(cfg.min_runs, int(cfg.budget_s / pair_s)))
+    if runs * pair_s > cfg.row_cap_s:
+        runs = max(1, int(cfg.row_cap_s / pair_s))
     stock_s, ext_s = [], []
     for _ in range(runs):
         stock_s.append(run(stock_fn))
         ext_s.append(run(ext_fn))
     nbytes = sum(t.numel() * t.element_size() for t in targets)
     numel = sum(t.numel() for t in targets)
-    return statistics.median(stock_s), statistics.median(ext_s), nbytes, numel
+    return statistics.median(stock_s), statistics.median(ext_s), nbytes, numel, runs
 
 
 def describe(error):
@@ -573,11 +675,14 @@ def describe(error):
 
 def run_case(case, device, timed, cfg, bandwidth):
     row = Row(case.name, device)
+    start = time.perf_counter()
     try:
-        stock_s, ext_s, nbytes, numel = time_case(case, device, timed, cfg)
+        stock_s, ext_s, nbytes, numel, row.runs = time_case(case, device, timed, cfg)
     except Exception as e:  # report and go on with the next case
         row.error = describe(e)
         return row
+    finally:
+        row.wall_s = time.perf_counter() - start
     row.stock_ms = stock_s * 1e3
     row.ext_ms = ext_s * 1e3
     row.speedup = stock_s / ext_s
@@ -589,7 +694,8 @@ def run_case(case, device, timed, cfg, bandwidth):
 def table_header(width):
     columns = (
         f"{'case':<{width}}  {'device':<6}  {'stock ms':>10}  "
-        f"{'ext ms':>10}  {'speedup':>8}  {'bw frac':>7}  {'ext Gel/s':>9}"
+        f"{'ext ms':>10}  {'speedup':>8}  {'bw frac':>7}  {'ext Gel/s':>9}  {'runs':>4}  "
+        f"{'row s':>6}"
     )
     return f"{columns}\n{'-' * len(columns)}"
 
@@ -600,25 +706,45 @@ def table_line(row, width):
         if row.error
         else f"{row.stock_ms:>10.2f}  {row.ext_ms:>10.2f}  "
         f"{row.speedup:>7.2f}x  {row.bandwidth_fraction:>7.2f}  "
-        f"{row.ext_elements_per_s / 1e9:>9.3f}"
+        f"{row.ext_elements_per_s / 1e9:>9.3f}  {row.runs:>4}  {row.wall_s:>6.1f}"
     )
     return f"{row.case:<{width}}  {row.device:<6}  {result}"
 
 
-def run_device(device, cases, cfg):
+def simd_level(device):
+    """The level torchinit_ext's CPU kernels run with (TORCHINIT_CPU_CAPABILITY, read at load,
+    or the best the CPU has); None for a GPU."""
+    return ext.cpu_capability() if device == "cpu" else None
+
+
+def conditions(device, contention):
+    simd = f"SIMD {simd_level(device)}, " if device == "cpu" else ""
+    return f"{simd}contention {contention}"
+
+
+def run_device(device, cases, cfg, contention):
     timed = make_timer(device)
     bandwidth = fill_bandwidth(device, timed, cfg.fill_repeats)
     print(
-        f"\n== {device}: {device_name(device)}, fill bandwidth {bandwidth / 1e9:.1f} GB/s ==",
+        f"\n== {device}: {device_name(device)}, {conditions(device, contention)}, "
+        f"fill bandwidth {bandwidth / 1e9:.1f} GB/s ==",
         flush=True,
     )
     width = max(len(c.name) for c in cases)
     print(table_header(width), flush=True)
     rows = []
-    for case in cases:
-        rows.append(run_case(case, device, timed, cfg, bandwidth))
-        print(table_line(rows[-1], width), flush=True)
+    with busy_processes(contention):
+        for case in cases:
+            rows.append(run_case(case, device, timed, cfg, bandwidth))
+            print(table_line(rows[-1], width), flush=True)
     return rows, bandwidth
+
+
+def timing(cfg):
+    runs = f"{cfg.min_runs}-{cfg.max_runs} interleaved runs"
+    if cfg.row_cap_s < math.inf:
+        runs += f" (fewer, at least 1, where a row would pass {cfg.row_cap_s:g} s)"
+    return runs
 
 
 def print_header(args, cfg, devices):
@@ -627,20 +753,23 @@ def print_header(args, cfg, devices):
         print(f"  device   {device}: {device_name(device)}")
     cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
     print(f"  torch    {torch.__version__}{cuda}, python {platform.python_version()}")
-    print(f"  threads  {torch.get_num_threads()}, SIMD {cpu_simd_level()} (our CPU kernels)")
+    print(f"  threads  {torch.get_num_threads()}, SIMD {simd_level('cpu')} (our CPU kernels)")
     print(
-        f"  timing   MEDIAN of {cfg.min_runs}-{cfg.max_runs} interleaved "
-        f"stock/ext runs after {cfg.warmup} warm-up call(s) each; "
+        f"  timing   MEDIAN of {timing(cfg)} after {cfg.warmup} warm-up call(s) each; "
         "CPU: perf_counter, CUDA: events"
     )
-    print(f"  mode     {'quick' if args.quick else 'full'}", flush=True)
+    print(f"  mode     {'quick' if args.quick else 'full'}")
+    print(f"  busy     {args.contention} competing busy process(es)", flush=True)
 
 
-def print_table(rows):
+def print_table(rows, contention):
     width = max(len(r.case) for r in rows)
-    print(f"\n{table_header(width)}")
-    for row in rows:
-        print(table_line(row, width))
+    for device in dict.fromkeys(r.device for r in rows):
+        print(f"\n== {device}: {conditions(device, contention)} ==")
+        print(table_header(width))
+        for row in rows:
+            if row.device == device:
+                print(table_line(row, width))
 
 
 def machine_info(device, args, bandwidth, cfg):
@@ -652,26 +781,33 @@ def machine_info(device, args, bandwidth, cfg):
         "python_version": platform.python_version(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quick": args.quick,
-        "simd": cpu_simd_level() if device == "cpu" else None,
+        "simd": simd_level(device),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "timing": f"median of {cfg.min_runs}-{cfg.max_runs} interleaved runs",
+        "contention": args.contention,
+        "timing": f"median of {timing(cfg)}",
         "fill_bandwidth_GBps": bandwidth / 1e9,
     }
 
 
-def write_results(out_dir, device, rows, machine):
+def results_stem(device, contention, level=None):
+    """<device-slug>, then -contention for a --contention run, then -<level> for a --simd run."""
+    contended = "-contention" if contention else ""
+    return f"{device_slug(device)}{contended}{f'-{level}' if level else ''}"
+
+
+def write_results(out_dir, stem, rows, machine):
     out_dir.mkdir(parents=True, exist_ok=True)
-    slug = device_slug(device)
-    json_path = out_dir / f"{slug}.json"
+    json_path = out_dir / f"{stem}.json"
     json_path.write_text(
         json.dumps({"machine": machine, "rows": [r.to_json() for r in rows]}, indent=2) + "\n"
     )
-    png_path = out_dir / f"{slug}.png"
-    write_chart(
-        png_path,
-        f"torchinit_ext speedup, {machine['device_name']}",
-        [r for r in rows if not r.error],
-    )
+    png_path = out_dir / f"{stem}.png"
+    title = f"torchinit_ext speedup, {machine['device_name']}"
+    if machine["simd"]:
+        title += f", SIMD {machine['simd']}"
+    if machine["contention"]:
+        title += f", {machine['contention']} busy processes"
+    write_chart(png_path, title, [r for r in rows if not r.error])
     return json_path, png_path
 
 
@@ -699,10 +835,63 @@ def write_chart(path, title, rows):
     plt.close(fig)
 
 
+def run_simd_levels(args):
+    """--simd: the CPU rows once per level, each in a subprocess of this script with
+    TORCHINIT_CPU_CAPABILITY set (the extension reads it when it loads), then one table."""
+    results, failed = {}, False
+    for level in args.simd:
+        print(f"\n==== TORCHINIT_CPU_CAPABILITY={level} ====", flush=True)
+        command = [sys.executable, __file__, "--simd-child", "--device", "cpu"]
+        command += ["--filter", args.filter, "--out", str(args.out)]
+        command += ["--full"] if args.full else []
+        command += ["--contention", str(args.contention)] if args.contention else []
+        code = subprocess.run(command, env={**os.environ, "TORCHINIT_CPU_CAPABILITY": level})
+        failed |= code.returncode != 0
+        if code.returncode in (0, 1):  # 1: some case failed, the results were written
+            path = args.out / f"{results_stem('cpu', args.contention, level)}.json"
+            results[level] = json.loads(path.read_text())
+    if results:
+        print_simd_table(results)
+    return failed
+
+
+def print_simd_table(results):
+    """Stock's median over the levels' runs, and per level ext's time and its speedup against
+    the stock of the same run."""
+    by_level = {level: {r["case"]: r for r in got["rows"]} for level, got in results.items()}
+    cases = list(dict.fromkeys(case for rows in by_level.values() for case in rows))
+    width = max(map(len, cases))
+    print("\n== SIMD levels compared (ext ms, and speedup vs stock in the same run) ==")
+    for level, got in results.items():
+        ran = got["machine"]["simd"]
+        note = "" if ran == level else f" (asked for {level})"
+        print(f"  {level}: ran {ran}{note}, contention {got['machine']['contention']}")
+    columns = f"{'case':<{width}}  {'stock ms':>10}" + "".join(
+        f"  {level + ' ms':>11}  {'speedup':>8}" for level in by_level
+    )
+    print(f"{columns}\n{'-' * len(columns)}")
+    for case in cases:
+        got = [rows.get(case) for rows in by_level.values()]
+        stock_ms = [r["stock_ms"] for r in got if r and r["stock_ms"] is not None]
+        line = f"{case:<{width}}  " + (
+            f"{statistics.median(stock_ms):>10.2f}" if stock_ms else f"{'-':>10}"
+        )
+        for r in got:
+            if r and r["ext_ms"] is not None:
+                line += f"  {r['ext_ms']:>11.2f}  {r['speedup']:>7.2f}x"
+            else:
+                line += f"  {'-':>11}  {'-':>8}"
+        print(line)
+
+
 def main():
     args = parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the busy processes of --contention are killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    if args.simd:
+        sys.exit(1 if run_simd_levels(args) else 0)
     cfg = QUICK if args.quick else FULL
-    cases = [c for c in CASES if args.filter in c.name]
+    cases = [c for c in CASES if args.filter in c.name and (c.contended or not args.contention)]
     if not cases:
         sys.exit(f"no case matches --filter {args.filter!r}")
     devices = select_devices(args.device)
@@ -713,13 +902,19 @@ def main():
         on_device = [
             c
             for c in cases
-            if device in c.devices and not (args.quick and c.full_only and device == "cpu")
+            if device in c.devices and (c.default or not args.quick or device != "cpu")
         ]
-        rows, bandwidth = run_device(device, on_device, cfg)
+        rows, bandwidth = run_device(device, on_device, cfg, args.contention)
         all_rows += rows
-        paths = write_results(args.out, device, rows, machine_info(device, args, bandwidth, cfg))
+        level = os.environ.get("TORCHINIT_CPU_CAPABILITY") if args.simd_child else None
+        paths = write_results(
+            args.out,
+            results_stem(device, args.contention, level),
+            rows,
+            machine_info(device, args, bandwidth, cfg),
+        )
         print("wrote " + ", ".join(str(p) for p in paths), flush=True)
-    print_table(all_rows)
+    print_table(all_rows, args.contention)
     failed = sum(1 for r in all_rows if r.error)
     print(f"\n{len(all_rows)} cases, {failed} failed, {time.perf_counter() - start:.1f} s")
     sys.exit(1 if failed else 0)
