@@ -4,6 +4,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "python_fast_path.h"
+
 TORCH_LIBRARY(torchinit_ext, m) {
   m.def("uniform_(Tensor(a!) self, float a, float b, Generator? generator=None) -> ()");
   m.def("normal_(Tensor(a!) self, float mean, float std, Generator? generator=None) -> ()");
@@ -37,9 +39,10 @@ TORCH_LIBRARY(torchinit_ext, m) {
   m.def("set_cpu_capability(str? level) -> ()");
 }
 
-// `import torchinit_ext._C` loads this library, which registers the ops above; the module itself
-// is empty.
+// `import torchinit_ext._C` loads this library, which registers the ops above; the module holds
+// the lean Python entries of python_fast_path.cpp.
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1,
+                                      torchinit::fast_path_methods()};
   return PyModule_Create(&module);
 }

@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.compiler import is_dynamo_compiling
 
 from . import (
-    _C,  # noqa: F401  (loading it registers torch.ops.torchinit_ext)
+    _C,  # loading it registers torch.ops.torchinit_ext
     _sharded,
 )
 
@@ -101,13 +102,17 @@ def check_arguments(op, tensor: Tensor, *args) -> None:
     call(op, torch.empty(tensor.shape, device="meta"), *args)
 
 
-# The materialize() session running on this thread, if any: it defers (and, with a seed, keys)
-# the fills of the module's parameters and buffers.
-_local = threading.local()
+class _Local(threading.local):
+    # The materialize() session running on this thread, if any: it defers (and, with a seed,
+    # keys) the fills of the module's parameters and buffers.
+    session = None
+
+
+_local = _Local()
 
 
 def active_session():
-    return getattr(_local, "session", None)
+    return _local.session
 
 
 def set_session(session) -> None:
@@ -169,13 +174,31 @@ def whole(tensor: Tensor, fill_full: Callable[[Tensor], object], generator):
     return tensor
 
 
+def _lean(fill, tensor: Tensor, x, y, generator) -> bool:
+    """Whether _C's lean entry `fill` (csrc/python_fast_path.cpp) filled `tensor`: the common
+    case (a plain float tensor, no materialize() session) without the layers above the op call.
+    Not while dynamo traces, which must see the op itself."""
+    if _local.session is not None or is_dynamo_compiling():
+        return False
+    try:
+        return fill(tensor, x, y, generator)
+    except ValueError as e:  # as _run converts them
+        raise InitValueError(str(e)) from None
+    except TypeError as e:
+        raise InitTypeError(str(e)) from None
+
+
 def uniform(tensor: Tensor, a: float, b: float, generator) -> Tensor:
+    if _lean(_C.uniform_, tensor, a, b, generator):
+        return tensor
     return elementwise(
         tensor, "uniform", (a, b), generator, lambda: tensor.uniform_(a, b, generator=generator)
     )
 
 
 def normal(tensor: Tensor, mean: float, std: float, generator) -> Tensor:
+    if _lean(_C.normal_, tensor, mean, std, generator):
+        return tensor
     return elementwise(
         tensor,
         "normal",
@@ -189,6 +212,8 @@ def fill(tensor: Tensor, val, stock: Callable[..., Tensor], *stock_args) -> Tens
     """Fills `tensor` with the constant `val`, or calls stock(tensor, *stock_args) for the
     tensors no kernel takes (stock's zeros_ calls zero_, which sparse tensors have and fill_
     doesn't, and the other way round for quantized ones)."""
+    if _local.session is None and not is_dynamo_compiling() and _C.fill_(tensor, val):
+        return tensor
     fallback = functools.partial(stock, tensor, *stock_args)
     if is_float(tensor) and isinstance(val, (int, float)) and not isinstance(val, bool):
         return elementwise(tensor, "constant", (val,), None, fallback)

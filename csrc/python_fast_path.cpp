@@ -1,0 +1,142 @@
+// The lean Python entries of the most common fills (torchinit_ext._C.uniform_, normal_, fill_):
+// a small tensor's torch.ops call costs several microseconds of argument parsing against the
+// schema, more than its fill. These unpack the arguments directly and call the same ops through
+// the C++ dispatcher, so autograd, inference mode, version counters and dispatch modes see exactly
+// the op's call. Each returns False, having done nothing, for what the Python path must handle:
+// tensor subclasses, dtypes and devices without kernels, arguments of other types, and any
+// tensor while a __torch_function__ mode is on (the mode must see the call).
+#include "python_fast_path.h"
+
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/GradMode.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/Generator.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <optional>
+
+namespace {
+
+using RandomFill = void(at::Tensor&, double, double, std::optional<at::Generator>);
+
+c10::TypedOperatorHandle<RandomFill> random_fill(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<RandomFill>();
+}
+
+bool has_kernel(c10::DispatchKey key) {
+  return c10::Dispatcher::singleton()
+      .findSchemaOrThrow("torchinit_ext::uniform_", "")
+      .hasKernelForDispatchKey(key);
+}
+
+// The tensor of `obj` when the Python path would fill it with the compiled kernels (or, for
+// constants, stock's fill_): a plain Tensor or Parameter of a float dtype, strided, not nested,
+// on a device with kernels; nullptr otherwise.
+const at::Tensor* lean_tensor(PyObject* obj) {
+  static const bool cuda = has_kernel(c10::DispatchKey::CUDA);
+  static const bool meta = has_kernel(c10::DispatchKey::Meta);
+  // For these types, torch.ops' check for __torch_function__ is the check for a mode.
+  if (!THPVariable_CheckExact(obj) || at::impl::torch_function_mode_enabled()) return nullptr;
+  const at::Tensor& t = THPVariable_Unpack(obj);
+  const bool device = t.is_cpu() || (cuda && t.is_cuda()) || (meta && t.is_meta());
+  const at::ScalarType dtype = t.scalar_type();
+  const bool float_dtype =
+      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16;
+  return device && float_dtype && t.layout() == at::kStrided && !t.is_nested() ? &t : nullptr;
+}
+
+// A Python float or int as the op's `float` argument takes it (int.__float__); nullopt for other
+// types (bool, NumPy scalars, tensors...) and ints no double holds.
+std::optional<double> to_double(PyObject* obj) {
+  if (PyFloat_CheckExact(obj)) return PyFloat_AS_DOUBLE(obj);
+  if (!PyLong_CheckExact(obj)) return std::nullopt;
+  const double value = PyLong_AsDouble(obj);
+  if (value == -1.0 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return std::nullopt;
+  }
+  return value;
+}
+
+// uniform_/normal_(tensor, x, y, generator): the op's call with grad mode off, as the Python
+// path's (the ops refuse autograd).
+template <const char* Name>
+PyObject* random_fill_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  static const auto op = random_fill(Name);
+  TORCH_CHECK_TYPE(nargs == 4, Name, ": expected 4 arguments, got ", nargs);
+  const at::Tensor* tensor = lean_tensor(args[0]);
+  const auto x = to_double(args[1]);
+  const auto y = to_double(args[2]);
+  PyObject* gen = args[3];
+  if (!tensor || !x || !y ||
+      (gen != Py_None && Py_TYPE(gen) != reinterpret_cast<PyTypeObject*>(THPGeneratorClass))) {
+    Py_RETURN_FALSE;
+  }
+  std::optional<at::Generator> generator;
+  if (gen != Py_None) generator = reinterpret_cast<THPGenerator*>(gen)->cdata;
+  at::Tensor self = *tensor;
+  {
+    pybind11::gil_scoped_release no_gil;  // as torch.ops and Tensor.uniform_ release it
+    c10::AutoGradMode no_grad(false);
+    op.call(self, *x, *y, std::move(generator));
+  }
+  Py_RETURN_TRUE;
+  END_HANDLE_TH_ERRORS
+}
+
+constexpr char kUniform[] = "torchinit_ext::uniform_";
+constexpr char kNormal[] = "torchinit_ext::normal_";
+
+// fill_(tensor, value): Tensor.fill_(value) with grad mode off, as the Python path runs constants
+// (not on inference tensors, which fill_ would write before refusing: the Python path takes them).
+PyObject* fill_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  TORCH_CHECK_TYPE(nargs == 2, "fill_: expected 2 arguments, got ", nargs);
+  const at::Tensor* tensor = lean_tensor(args[0]);
+  if (!tensor || tensor->is_inference()) Py_RETURN_FALSE;
+  c10::Scalar value;
+  if (PyFloat_CheckExact(args[1])) {
+    value = PyFloat_AS_DOUBLE(args[1]);
+  } else if (PyLong_CheckExact(args[1])) {
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+    if (overflow || (v == -1 && PyErr_Occurred())) {
+      PyErr_Clear();
+      Py_RETURN_FALSE;
+    }
+    value = static_cast<int64_t>(v);
+  } else {
+    Py_RETURN_FALSE;
+  }
+  at::Tensor self = *tensor;
+  {
+    pybind11::gil_scoped_release no_gil;
+    c10::AutoGradMode no_grad(false);
+    self.fill_(value);
+  }
+  Py_RETURN_TRUE;
+  END_HANDLE_TH_ERRORS
+}
+
+PyMethodDef methods[] = {
+    {"uniform_", reinterpret_cast<PyCFunction>(random_fill_entry<kUniform>), METH_FASTCALL,
+     "uniform_(tensor, a, b, generator) -> bool: ops.uniform_ without grad, if it takes them."},
+    {"normal_", reinterpret_cast<PyCFunction>(random_fill_entry<kNormal>), METH_FASTCALL,
+     "normal_(tensor, mean, std, generator) -> bool: ops.normal_ without grad, if it takes "
+     "them."},
+    {"fill_", reinterpret_cast<PyCFunction>(fill_entry), METH_FASTCALL,
+     "fill_(tensor, value) -> bool: tensor.fill_(value) without grad, if it takes them."},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
+namespace torchinit {
+
+PyMethodDef* fast_path_methods() {
+  return methods;
+}
+
+}  // namespace torchinit

@@ -1,0 +1,198 @@
+"""The lean entries of _C (csrc/python_fast_path.cpp): taken for plain float tensors, with the op
+path's values, errors, autograd and version semantics, and never where a mode or dynamo must see
+the op."""
+
+import numpy as np
+import pytest
+import torch
+from common import ops
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import torchinit_ext as init
+from torchinit_ext import _C, _dispatch
+
+FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+LEAN = {"uniform_": _C.uniform_, "normal_": _C.normal_}
+OPS = {"uniform_": ops.uniform_.default, "normal_": ops.normal_.default}
+
+
+def _make(kind, shape=(4, 768), dtype=torch.float32):
+    t = torch.empty(shape, dtype=dtype)
+    return torch.nn.Parameter(t) if kind == "parameter" else t
+
+
+@pytest.mark.parametrize("kind", ["tensor", "parameter"])
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("name", ["uniform_", "normal_"])
+@pytest.mark.parametrize("seeded", [False, True])
+def test_lean_fill_equals_the_op_bit_for_bit(kind, dtype, name, seeded):
+    def generator():
+        if seeded:
+            return torch.Generator().manual_seed(7)
+        torch.manual_seed(7)
+        return None
+
+    lean, reference = _make(kind, dtype=dtype), _make(kind, dtype=dtype)
+    assert LEAN[name](lean, -0.5, 2, generator()) is True
+    with torch.no_grad():
+        OPS[name](reference, -0.5, 2.0, generator())
+    assert torch.equal(lean, reference)
+
+
+@pytest.mark.parametrize("kind", ["tensor", "parameter"])
+def test_public_functions_take_the_lean_path(kind, monkeypatch):
+    taken = []
+    for name, entry in (("uniform_", _C.uniform_), ("normal_", _C.normal_), ("fill_", _C.fill_)):
+        monkeypatch.setattr(
+            _C, name, lambda *args, entry=entry, name=name: taken.append(name) or entry(*args)
+        )
+    t = _make(kind, (1, 768))
+    for fn in (init.uniform_, init.normal_, init.kaiming_uniform_, init.xavier_normal_):
+        assert fn(t) is t
+    assert init.zeros_(t) is t and init.constant_(t, 0.25) is t
+    assert taken == ["uniform_", "normal_", "uniform_", "normal_", "fill_", "fill_"]
+    assert torch.equal(t, torch.full_like(t, 0.25))
+
+
+def test_grad_mode_and_versions_as_the_op_path():
+    p = torch.nn.Parameter(torch.empty(16))
+    version = p._version
+    assert torch.is_grad_enabled()
+    init.uniform_(p)
+    init.zeros_(p)
+    assert torch.is_grad_enabled() and p.requires_grad and p.grad_fn is None
+    assert p._version == version + 2
+
+
+_SUBCLASS = type("Sub", (torch.Tensor,), {})
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.empty(4).as_subclass(_SUBCLASS),
+        lambda: torch.empty(4, dtype=torch.int32),
+        lambda: torch.empty(4, dtype=torch.complex64),
+        lambda: torch.empty(4).to_sparse(),
+    ],
+)
+def test_lean_entries_leave_other_tensors_to_the_python_path(make):
+    t = make()
+    before = t.clone()
+    assert _C.uniform_(t, 0.0, 1.0, None) is False
+    assert _C.normal_(t, 0.0, 1.0, None) is False
+    assert _C.fill_(t, 0.5) is False
+    assert torch.equal(t.to_dense(), before.to_dense())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (True, 1.0, None),
+        (np.float64(0.0), 1.0, None),
+        (0.0, torch.tensor(1.0), None),
+        (0.0, 2**1100, None),
+        (0.0, 1.0, 0),
+    ],
+)
+def test_lean_entries_leave_other_arguments_to_the_python_path(args):
+    t = torch.full((4,), 3.0)
+    assert _C.uniform_(t, *args) is False
+    assert torch.equal(t, torch.full((4,), 3.0))
+
+
+def test_fill_leaves_bools_huge_ints_and_inference_tensors():
+    t = torch.full((4,), 3.0)
+    for value in (True, 2**70, np.float32(1.0)):
+        assert _C.fill_(t, value) is False
+    with torch.inference_mode():
+        inference = torch.empty(4)
+    assert _C.fill_(inference, 0.0) is False
+    assert torch.equal(t, torch.full((4,), 3.0))
+
+
+@pytest.mark.parametrize(
+    "name,args", [("uniform_", (1.0, 0.0)), ("normal_", (0.0, -1.0)), ("uniform_", (0.0, 1e309))]
+)
+def test_errors_as_the_op_path(name, args, monkeypatch):
+    with pytest.raises(Exception) as lean:
+        getattr(init, name)(torch.empty(8), *args)
+    monkeypatch.setattr(_dispatch, "_lean", lambda *_: False)
+    with pytest.raises(Exception) as op_path:
+        getattr(init, name)(torch.empty(8), *args)
+    assert type(lean.value) is type(op_path.value) is init.InitValueError
+    assert str(lean.value) == str(op_path.value)
+
+
+def test_inference_tensor_error_as_the_op_path():
+    with torch.inference_mode():
+        t = torch.empty(4)
+    with pytest.raises(RuntimeError) as lean:
+        _C.uniform_(t, 0.0, 1.0, None)
+    with pytest.raises(RuntimeError) as op_path:
+        ops.uniform_.default(t, 0.0, 1.0, None)
+    assert str(lean.value) == str(op_path.value)
+
+
+class _Recorded(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func, args[1:], kwargs))
+        return func(*args, **(kwargs or {}))
+
+
+def _recorded_calls():
+    t = torch.empty(3, 5)
+    with _Recorded() as mode:
+        init.kaiming_normal_(t)
+        init.uniform_(t, -1, 2)
+        init.zeros_(t)
+    return mode.calls
+
+
+def test_dispatch_modes_see_the_op_path_calls(monkeypatch):
+    lean = _recorded_calls()
+    assert [func for func, _, _ in lean] == [
+        ops.normal_.default,
+        ops.uniform_.default,
+        torch.ops.aten.fill_.Scalar,
+    ]
+    monkeypatch.setattr(_dispatch, "_lean", lambda *_: False)
+    monkeypatch.setattr(_C, "fill_", lambda *_: False)
+    assert lean == _recorded_calls()
+
+
+def test_torch_function_modes_see_the_op_path():
+    seen = []
+
+    class Mode(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(func)
+            return func(*args, **(kwargs or {}))
+
+    t = torch.empty(3, 5)
+    assert _C.uniform_(t, 0.0, 1.0, None) is True
+    with Mode():
+        assert _C.uniform_(t, 0.0, 1.0, None) is False
+        init.kaiming_normal_(t)
+    assert ops.normal_.default in seen
+
+
+def test_dynamo_traces_the_op():
+    graphs = []
+
+    def backend(gm, _):
+        graphs.append(gm)
+        return gm
+
+    @torch.compile(backend=backend, fullgraph=True)
+    def build(t):
+        return init.uniform_(t, -1.0, 1.0)
+
+    t = torch.empty(64)
+    build(t)
+    targets = [node.target for node in graphs[0].graph.nodes if node.op == "call_function"]
+    assert ops.uniform_.default in targets
