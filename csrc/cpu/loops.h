@@ -2,7 +2,6 @@
 // any strides, so views are written in place and nothing outside them is touched.
 #pragma once
 
-#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/SmallVector.h>
 
@@ -17,7 +16,9 @@ namespace torchinit::cpu {
 
 // Elements a task generates into its stack buffer before storing them.
 constexpr int64_t kBufferElements = 2048;
-// Elements below which a fill runs on one thread.
+// Fewest elements of a parallel task: a fill under twice this runs on the calling thread. Measured
+// (2 cores): 2 threads fill 64K float32 elements 1.2-1.5x as fast as one on an idle machine, and
+// about as fast as one beside two busy processes.
 constexpr int64_t kGrain = 1 << 15;
 
 // Writes logically consecutive elements of a strided tensor.

@@ -6,7 +6,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <atomic>
 #include <vector>
 
 #include "../dist/trunc_normal.h"
@@ -63,31 +62,20 @@ void fill_target_range(const FillTarget& target, int64_t begin, int64_t end) {
       });
 }
 
-// All targets' elements as one index space, cut into tasks that the threads take in turn: small
-// tensors share tasks, so a model's biases and norms cost no parallel region each, and a thread
-// slowed down (by page faults of fresh memory, a costlier law, another process on its core) takes
-// fewer tasks instead of holding the others up at the end. About kTasksPerThread tasks each: finer
-// tasks would have the threads write the same cache lines of a transposed view at once.
+// All targets' elements as one index space, cut into parallel_for's tasks: small tensors share
+// tasks, so a model's biases and norms cost no parallel region each. No finer than parallel_for's
+// few tasks per thread: finer ones would have the threads write the same cache lines of a
+// transposed view at once.
 void fill_targets(const std::vector<FillTarget>& targets) {
-  constexpr int64_t kTasksPerThread = 8;
   std::vector<int64_t> first(targets.size() + 1, 0);
   for (size_t t = 0; t < targets.size(); ++t) first[t + 1] = first[t] + targets[t].self.numel();
-  const int64_t total = first.back();
-  const int64_t threads = at::get_num_threads();
-  const int64_t task_size = std::max(kGrain, total / (kTasksPerThread * threads));
-  const int64_t tasks = (total + task_size - 1) / task_size;
-  std::atomic<int64_t> next_task{0};
-  parallel_for(0, std::min(tasks, threads), 1, [&](int64_t, int64_t) {
-    for (int64_t task = next_task++; task < tasks; task = next_task++) {
-      const int64_t begin = task * task_size;
-      const int64_t end = std::min(begin + task_size, total);
-      auto t = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), begin) -
-                                   first.begin() - 1);
-      for (; t < targets.size() && first[t] < end; ++t) {
-        const int64_t lo = std::max(begin, first[t]) - first[t];
-        const int64_t hi = std::min(end, first[t + 1]) - first[t];
-        if (lo < hi) fill_target_range(targets[t], lo, hi);
-      }
+  parallel_for(0, first.back(), kGrain, [&](int64_t begin, int64_t end) {
+    auto t = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), begin) -
+                                 first.begin() - 1);
+    for (; t < targets.size() && first[t] < end; ++t) {
+      const int64_t lo = std::max(begin, first[t]) - first[t];
+      const int64_t hi = std::min(end, first[t + 1]) - first[t];
+      if (lo < hi) fill_target_range(targets[t], lo, hi);
     }
   });
 }
