@@ -24,11 +24,11 @@ from torch.utils.cpp_extension import (
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# No FMA contraction: every SIMD clone and the GPU compute the same bits. No errno from sqrt/log
+# No FMA contraction: every SIMD level and the GPU compute the same bits. No errno from sqrt/log
 # and no FP traps (values unchanged), so loops with selects vectorize. No -march: the build must
-# run on any x86-64; SIMD paths are chosen at run time (target_clones in csrc/cpu/loops.h).
-# -fopenmp: at::parallel_for is inline and runs on one thread without it.
-CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fopenmp"]
+# run on any x86-64; the SIMD level is chosen at run time (csrc/cpu/simd.h). No -fopenmp: the
+# kernels run on a thread pool of their own (csrc/cpu/parallel.h).
+CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 
 # The GPU computes the CPU's bits only without FMA contraction, in device and host code alike.
 NVCC_FLAGS = ["-O3", "--fmad=false", "-Xcompiler", "-ffp-contract=off", "--expt-relaxed-constexpr"]
@@ -43,7 +43,7 @@ if SANITIZE:
         + SANITIZE_FLAGS
         + ["-fno-omit-frame-pointer", "-fno-wrapv", "-g", "-O1"]
     )
-LINK_FLAGS = ["-fopenmp"] + (SANITIZE_FLAGS if SANITIZE else [])
+LINK_FLAGS = SANITIZE_FLAGS if SANITIZE else []
 
 
 def build_cuda() -> bool:
