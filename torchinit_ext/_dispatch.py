@@ -79,15 +79,20 @@ def _without_grad(fn, *args):
         torch._C._set_grad_enabled(True)
 
 
-def _run(op, tensors, *args) -> None:
-    """Runs op(tensors, *args) without autograd, raising the ops' argument errors as
-    Init*Error."""
+def _raising_init_errors(fn, *args):
+    """fn(*args), with the ops' argument errors raised as Init*Error."""
     try:
-        _without_grad(op, tensors, *args)
+        return fn(*args)
     except ValueError as e:
         raise InitValueError(str(e)) from None
     except TypeError as e:
         raise InitTypeError(str(e)) from None
+
+
+def _run(op, tensors, *args) -> None:
+    """Runs op(tensors, *args) without autograd, raising the ops' argument errors as
+    Init*Error."""
+    _raising_init_errors(_without_grad, op, tensors, *args)
 
 
 def call(op, tensor: Tensor, *args) -> Tensor:
@@ -174,18 +179,13 @@ def whole(tensor: Tensor, fill_full: Callable[[Tensor], object], generator):
     return tensor
 
 
-def _lean(fill, tensor: Tensor, x, y, generator) -> bool:
+def _lean(fill, tensor: Tensor, *args) -> bool:
     """Whether _C's lean entry `fill` (csrc/python_fast_path.cpp) filled `tensor`: the common
     case (a plain float tensor, no materialize() session) without the layers above the op call.
     Not while dynamo traces, which must see the op itself."""
     if _local.session is not None or is_dynamo_compiling():
         return False
-    try:
-        return fill(tensor, x, y, generator)
-    except ValueError as e:  # as _run converts them
-        raise InitValueError(str(e)) from None
-    except TypeError as e:
-        raise InitTypeError(str(e)) from None
+    return _raising_init_errors(fill, tensor, *args)
 
 
 def uniform(tensor: Tensor, a: float, b: float, generator) -> Tensor:
@@ -212,7 +212,7 @@ def fill(tensor: Tensor, val, stock: Callable[..., Tensor], *stock_args) -> Tens
     """Fills `tensor` with the constant `val`, or calls stock(tensor, *stock_args) for the
     tensors no kernel takes (stock's zeros_ calls zero_, which sparse tensors have and fill_
     doesn't, and the other way round for quantized ones)."""
-    if _local.session is None and not is_dynamo_compiling() and _C.fill_(tensor, val):
+    if _lean(_C.fill_, tensor, val):
         return tensor
     fallback = functools.partial(stock, tensor, *stock_args)
     if is_float(tensor) and isinstance(val, (int, float)) and not isinstance(val, bool):

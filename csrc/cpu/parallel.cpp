@@ -35,6 +35,10 @@ void cpu_relax() {
 #endif
 }
 
+// Tasks per thread at most: enough that a thread slowed down (another process on its core, page
+// faults, a costlier range) takes fewer of them instead of holding the others up at the end.
+constexpr int64_t kTasksPerThread = 8;
+
 // How long the caller spins for the workers' last tasks before sleeping: a sleep and wake-up cost
 // tens of microseconds, but a spinning caller takes a busy core from the thread it waits for.
 constexpr auto kSpin = std::chrono::microseconds(20);

@@ -19,10 +19,6 @@ namespace torchinit::cpu {
 // Whether this process was forked from the one that loaded the extension (pthread_atfork).
 bool in_forked_child();
 
-// Tasks per thread at most: enough that a thread slowed down (another process on its core, page
-// faults, a costlier range) takes fewer of them instead of holding the others up at the end.
-constexpr int64_t kTasksPerThread = 8;
-
 namespace detail {
 using RangeFn = void (*)(const void* f, int64_t begin, int64_t end);
 // Runs fn(f, b, e) over [begin, end) in tasks of at least `grain` elements on the pool.

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <optional>
+#include <string>
 #include <vector>
 
 namespace torchinit::cpu {
@@ -22,16 +24,33 @@ SimdLevel detect_simd_level() {
   return SimdLevel::kDefault;
 }
 
+std::string simd_level_name(SimdLevel level) {
+  switch (level) {
+    case SimdLevel::kAvx512:
+      return "avx512";
+    case SimdLevel::kAvx2:
+      return "avx2";
+    case SimdLevel::kDefault:
+      break;
+  }
+  return "default";
+}
+
+// The level named `name`, if any.
+std::optional<SimdLevel> find_simd_level(const std::string& name) {
+  for (const SimdLevel level : {SimdLevel::kDefault, SimdLevel::kAvx2, SimdLevel::kAvx512}) {
+    if (name == simd_level_name(level)) return level;
+  }
+  return std::nullopt;
+}
+
 // The supported level, lowered by TORCHINIT_CPU_CAPABILITY. A name that is no level, or a level
 // above the CPU's, is ignored (torchinit_ext's import warns of it: a typo must not stop a program).
 SimdLevel automatic_simd_level() {
   const SimdLevel supported = supported_simd_level();
   const char* requested = std::getenv(kEnvironmentVariable);
-  if (requested == nullptr) return supported;
-  for (const SimdLevel level : {SimdLevel::kDefault, SimdLevel::kAvx2, SimdLevel::kAvx512}) {
-    if (requested == simd_level_name(level)) return std::min(level, supported);
-  }
-  return supported;
+  const std::optional<SimdLevel> level = requested ? find_simd_level(requested) : std::nullopt;
+  return level ? std::min(*level, supported) : supported;
 }
 
 // -1 until the first use, which reads the environment.
@@ -53,31 +72,6 @@ SimdLevel simd_level() {
   return static_cast<SimdLevel>(level);
 }
 
-std::string simd_level_name(SimdLevel level) {
-  switch (level) {
-    case SimdLevel::kAvx512:
-      return "avx512";
-    case SimdLevel::kAvx2:
-      return "avx2";
-    case SimdLevel::kDefault:
-      break;
-  }
-  return "default";
-}
-
-SimdLevel parse_simd_level(const std::string& name, const char* argument) {
-  for (const SimdLevel level : {SimdLevel::kDefault, SimdLevel::kAvx2, SimdLevel::kAvx512}) {
-    if (name == simd_level_name(level)) return level;
-  }
-  TORCH_CHECK_VALUE(false, argument, " must be one of 'avx512', 'avx2' or 'default', got '", name,
-                    "'");
-}
-
-void set_simd_level(std::optional<SimdLevel> level) {
-  current_level.store(static_cast<int>(level ? *level : automatic_simd_level()),
-                      std::memory_order_relaxed);
-}
-
 namespace {
 
 std::string cpu_capability() {
@@ -91,13 +85,15 @@ std::vector<std::string> supported_cpu_capabilities() {
   return names;
 }
 
+// None: the automatic choice again.
 void set_cpu_capability(const std::optional<std::string>& level) {
-  if (!level) return set_simd_level(std::nullopt);
-  const SimdLevel parsed = parse_simd_level(*level, "level");
-  TORCH_CHECK_VALUE(parsed <= supported_simd_level(), "level '", *level,
+  std::optional<SimdLevel> chosen = level ? find_simd_level(*level) : automatic_simd_level();
+  TORCH_CHECK_VALUE(chosen, "level must be one of 'avx512', 'avx2' or 'default', got '", *level,
+                    "'");
+  TORCH_CHECK_VALUE(*chosen <= supported_simd_level(), "level '", *level,
                     "' is not supported by this CPU (it supports at most '",
                     simd_level_name(supported_simd_level()), "')");
-  set_simd_level(parsed);
+  current_level.store(static_cast<int>(*chosen), std::memory_order_relaxed);
 }
 
 }  // namespace

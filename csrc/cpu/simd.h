@@ -6,8 +6,7 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
-#include <string>
+#include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define TORCHINIT_X86_SIMD 1
@@ -26,12 +25,6 @@ enum class SimdLevel : int { kDefault = 0, kAvx2 = 1, kAvx512 = 2 };
 SimdLevel simd_level();
 // The best level this CPU supports.
 SimdLevel supported_simd_level();
-
-std::string simd_level_name(SimdLevel level);
-// The level named `name`; a ValueError naming `argument` for any other name.
-SimdLevel parse_simd_level(const std::string& name, const char* argument);
-// Sets the level (at most supported_simd_level()); nullopt: the automatic choice again.
-void set_simd_level(std::optional<SimdLevel> level);
 
 template <SimdLevel L>
 using SimdTag = std::integral_constant<SimdLevel, L>;
