@@ -1,35 +1,47 @@
 # Two commands set everything up on a fresh machine: `make bench` and `make test`.
 # They use the active python3 when it already has torch (e.g. a CUDA build); otherwise they make
-# .venv with the CPU torch 2.13.0. The extension is built with --no-build-isolation so pip never
-# downloads a CUDA torch into an isolated build environment.
+# .venv with the CPU torch 2.13.0. VENV=DIR TORCH="torch==... torchvision==..." makes and uses
+# that venv instead, with that torch (CI's second job: VENV=.venv-cuda TORCH="torch==2.14.1
+# torchvision==0.29.1", the CUDA build). The extension is built against the venv's torch, never
+# in an isolated build environment, so pip never downloads a CUDA torch into one.
 
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+ifeq ($(origin VENV),command line)
+PY := $(VENV)/bin/python
+else
 PY := $(shell if [ -x .venv/bin/python ]; then echo .venv/bin/python; \
 	elif python3 -c "import torch" >/dev/null 2>&1; then echo python3; \
 	else echo .venv/bin/python; fi)
+endif
 DEPS := numpy scipy pytest ninja matplotlib expecttest setuptools wheel ruff clang-format
 # The model libraries of the real-model tests and bench rows. timm and torchvision come without
-# their dependencies, which ask for torch (pip would fetch a CUDA build); the PyPI torchvision is
-# a CUDA build whose C ops cannot load beside the CPU torch, but its pure-Python models work
-# (tests/helpers/real_models.py). Where they can't be installed (no network), those tests skip.
+# their dependencies, which ask for torch (pip would fetch a CUDA build). torchvision is installed
+# only where TORCH did not bring it: the PyPI torchvision 0.28 is a CUDA build whose C ops cannot
+# load beside the CPU torch, but its pure-Python models work (tests/helpers/real_models.py).
+# Where they can't be installed (no network), those tests skip.
 MODEL_DEPS := transformers==5.24.0 huggingface_hub safetensors pyyaml
-MODEL_DEPS_NO_DEPS := timm==1.0.31 torchvision==0.28.0
+MODEL_DEPS_NO_DEPS := timm==1.0.31
+TORCHVISION_FALLBACK := torchvision==0.28.0
+HAS_MODULES = $(PY) -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, sys.argv[1:])))"
 ARGS ?=
 
-.PHONY: env build test bench cuda-check sanitize lint format clean
+.PHONY: env build test bench cuda-check gpu-check sanitize lint format clean
 
 env:
-	@if [ "$(PY)" = ".venv/bin/python" ] && [ ! -x .venv/bin/python ]; then \
-		echo "== creating .venv with torch 2.13.0 (CPU)"; \
-		python3 -m venv .venv && .venv/bin/python -m pip install -q -U pip && \
-		.venv/bin/python -m pip install -q torch==2.13.0 $(DEPS); \
+	@if [ "$(PY)" = "$(VENV)/bin/python" ] && [ ! -x $(VENV)/bin/python ]; then \
+		echo "== creating $(VENV) with $(TORCH)"; \
+		python3 -m venv $(VENV) && $(VENV)/bin/python -m pip install -q -U pip && \
+		$(VENV)/bin/python -m pip install -q $(TORCH) $(DEPS); \
 	fi
 	@$(PY) -c "import numpy, scipy, pytest, ninja, matplotlib, expecttest, ruff, clang_format" \
 		2>/dev/null || \
 		$(PY) -m pip install -q $(DEPS)
-	@$(PY) -c "import importlib.util as u, sys; \
-		sys.exit(not all(map(u.find_spec, ['transformers', 'timm', 'torchvision'])))" || \
+	@$(HAS_MODULES) transformers timm torchvision || \
 		($(PY) -m pip install -q $(MODEL_DEPS) && \
-		$(PY) -m pip install -q --no-deps $(MODEL_DEPS_NO_DEPS)) || \
+		$(PY) -m pip install -q --no-deps $(MODEL_DEPS_NO_DEPS) && \
+		($(HAS_MODULES) torchvision || \
+		$(PY) -m pip install -q --no-deps $(TORCHVISION_FALLBACK))) || \
 		echo "== model libraries not installed: the real-model tests will skip"
 
 # In place and incremental (ninja); the targets below import it from the checkout.
@@ -39,6 +51,14 @@ build: env
 
 test: build
 	PYTHONPATH=$(CURDIR) $(PY) -m pytest tests -q $(ARGS)
+
+# On a GPU machine, with its own python3 and torch and no network (the device tool's): builds the
+# CUDA kernels for that GPU's architecture alone, runs the CUDA and device-invariance tests, and
+# writes the GPU bench to benchmarks/results/<device>.json ($OUT too, when set). Without a GPU it
+# stops at the first CUDA call with a one-line "no GPU"; TORCH_CUDA_ARCH_LIST=9.0 takes it that
+# far on a machine without one (a dry run). benchmarks/gpu_check.py.
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(PY) benchmarks/gpu_check.py $(ARGS)
 
 # The default set takes under 5 minutes on 2 cores; ARGS=--full, --contention, "--simd all":
 # benchmarks/README.md.

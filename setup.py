@@ -1,19 +1,75 @@
 """Builds torchinit_ext and its compiled extension, torchinit_ext._C: CPU kernels, plus the CUDA
 kernels of csrc/cuda when torch was built with CUDA and nvcc is found (TORCHINIT_CUDA=0 skips
-them, TORCHINIT_CUDA=1 insists on them).
+them, TORCHINIT_CUDA=1 insists on them). Without a visible GPU and without TORCH_CUDA_ARCH_LIST,
+the CUDA kernels are built for DEFAULT_CUDA_ARCHS, so a build node needs no GPU.
 
 Build against the torch already installed (pip install --no-build-isolation .), never an
-isolated environment: pip would download a multi-GB CUDA torch into it.
+isolated environment: pip would download a multi-GB CUDA torch into it. Beside the extension the
+build writes _C.build.json, the torch it was built against, which the import checks
+(torchinit_ext/_extension.py).
 """
 
 import glob
+import json
 import os
 import re
+import shutil
 import subprocess
+import sysconfig
 
 import torch
 from setuptools import Command, find_packages, setup
-from torch.utils.cpp_extension import (
+
+# The torch releases this project supports and checks (docs/design.md, "Supported torch").
+TORCH_REQUIREMENT = "torch>=2.11,<2.15"
+
+# The CUDA architectures built when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible: Ampere
+# (A100, RTX 30), Ampere GA10x (A10, A40), Ada (L4, RTX 40), Hopper (H100, H200), Blackwell (B200,
+# RTX 50), with PTX of the newest so that later GPUs can compile it at load. Those the installed
+# nvcc cannot build are left out.
+DEFAULT_CUDA_ARCHS = ("8.0", "8.6", "8.9", "9.0", "10.0", "12.0")
+
+
+def nvcc_report(*args: str) -> str:
+    """What `nvcc ARGS` prints (stdout and stderr), or '' without a working nvcc on PATH."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        return ""
+    run = subprocess.run([nvcc, *args], capture_output=True, text=True)
+    return run.stdout + run.stderr if run.returncode == 0 else ""
+
+
+def locate_cuda_home() -> None:
+    """Sets CUDA_HOME, unless it or CUDA_PATH is set, to the toolkit nvcc itself runs from. torch
+    guesses the folder two above the nvcc on PATH, which is wrong where that nvcc is a wrapper
+    script (/usr/local/bin/nvcc gives /usr/local, which has no lib64 to link libcudart from)."""
+    if os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or torch.version.cuda is None:
+        return
+    top = re.search(
+        r"^#\$ TOP=(.+)$",
+        nvcc_report("--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull),
+        re.MULTILINE,
+    )
+    if top:
+        os.environ["CUDA_HOME"] = os.path.normpath(top.group(1).strip())
+
+
+def default_cuda_arch_list() -> str:
+    """DEFAULT_CUDA_ARCHS that this nvcc can build (`nvcc --list-gpu-arch`), PTX for the last."""
+    listed = set(re.findall(r"compute_(\d+)", nvcc_report("--list-gpu-arch")))
+    archs = [a for a in DEFAULT_CUDA_ARCHS if a.replace(".", "") in listed]
+    if not archs:
+        raise RuntimeError(
+            f"nvcc can build none of the default CUDA architectures {DEFAULT_CUDA_ARCHS}: set "
+            "TORCH_CUDA_ARCH_LIST to the architectures to build, or TORCHINIT_CUDA=0"
+        )
+    return ";".join(archs) + "+PTX"
+
+
+locate_cuda_home()
+
+# torch.utils.cpp_extension reads CUDA_HOME when it is imported.
+from torch.utils.cpp_extension import (  # noqa: E402
     COMMON_NVCC_FLAGS,
     CUDA_HOME,
     BuildExtension,
@@ -31,7 +87,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 
 # The GPU computes the CPU's bits only without FMA contraction, in device and host code alike.
-NVCC_FLAGS = ["-O3", "--fmad=false", "-Xcompiler", "-ffp-contract=off", "--expt-relaxed-constexpr"]
+# --threads 0: nvcc compiles a file's architectures in parallel, one per core.
+NVCC_FLAGS = [
+    "-O3",
+    "--fmad=false",
+    "-Xcompiler",
+    "-ffp-contract=off",
+    "--expt-relaxed-constexpr",
+    "--threads",
+    "0",
+]
 
 # TORCHINIT_SANITIZE=1 (make sanitize): a CPU-only ASan+UBSan build. -O1 keeps the stack traces
 # readable; -fno-wrapv so signed overflow is reported, not defined away.
@@ -46,12 +111,22 @@ if SANITIZE:
 LINK_FLAGS = SANITIZE_FLAGS if SANITIZE else []
 
 
-def build_cuda() -> bool:
+def cuda_build_reason() -> str | None:
+    """None when the CUDA kernels are built, else why not (recorded in _C.build.json)."""
     wanted = os.environ.get("TORCHINIT_CUDA")
-    available = torch.version.cuda is not None and CUDA_HOME is not None
-    if wanted == "1" and not available:
-        raise RuntimeError("TORCHINIT_CUDA=1, but torch has no CUDA or nvcc was not found")
-    return available and wanted != "0" and not SANITIZE
+    if torch.version.cuda is None:
+        missing = "torch was built without CUDA"
+    elif CUDA_HOME is None:
+        missing = "nvcc was not found (set CUDA_HOME)"
+    else:
+        missing = None
+    if wanted == "1" and missing:
+        raise RuntimeError(f"TORCHINIT_CUDA=1, but {missing}")
+    if wanted == "0":
+        return "TORCHINIT_CUDA=0"
+    if SANITIZE:
+        return "sanitizer builds are CPU-only"
+    return missing
 
 
 def sources(*patterns: str) -> list[str]:
@@ -72,9 +147,12 @@ class CudaCheck(Command):
     """`python setup.py cuda_check`: compiles every CUDA source with nvcc and the flags of the CUDA
     build, against torch's headers, without a GPU or a CUDA torch (CI runs it, so CUDA code that
     doesn't compile can't land). The CPU wheel lacks only c10/cuda/impl/cuda_cmake_macros.h, which
-    a one-line stub in build/cuda-stub supplies."""
+    a one-line stub in build/cuda-stub supplies. The standard is C++17, torch 2.11's default for
+    extensions (later torches build them as C++20, which CI's CUDA-torch job compiles): the C++
+    sources are syntax-checked as C++17 too, so nothing newer than the oldest supported torch
+    takes can land."""
 
-    description = "compile-check the CUDA sources with nvcc"
+    description = "compile-check the CUDA sources with nvcc, and every source as C++17"
     user_options = []
 
     def initialize_options(self):
@@ -88,25 +166,70 @@ class CudaCheck(Command):
         os.makedirs(os.path.join(stub, "c10", "cuda", "impl"), exist_ok=True)
         with open(os.path.join(stub, "c10", "cuda", "impl", "cuda_cmake_macros.h"), "w") as f:
             f.write("#pragma once\n")
-        flags = [
-            *NVCC_FLAGS,
-            *COMMON_NVCC_FLAGS,
-            "-std=c++20",
-            "-arch=sm_90",
-            "-DTORCH_API_INCLUDE_EXTENSION_H",
-            "-DTORCH_EXTENSION_NAME=_C",
-        ]
+        defines = ["-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C", "-std=c++17"]
         includes = ["-I" + path for path in (stub, *include_paths())]
-        for source in cuda_sources:
-            print(f"== nvcc compile check: {source}", flush=True)
-            subprocess.run(
-                ["nvcc", *flags, *includes, "-c", source, "-o", os.devnull], cwd=HERE, check=True
+        python_include = "-I" + sysconfig.get_paths()["include"]
+        nvcc = ["nvcc", *NVCC_FLAGS, *COMMON_NVCC_FLAGS, "-arch=sm_90", *defines, *includes, "-c"]
+        cxx = ["c++", *CXX_FLAGS, "-fsyntax-only", "-w", *defines, *includes, python_include]
+        checks = [(source, [*nvcc, source, "-o", os.devnull]) for source in cuda_sources]
+        checks += [(source, [*cxx, source]) for source in cpu_sources]
+        for source, command in checks:
+            print(f"== C++17 compile check: {source}", flush=True)
+            subprocess.run(command, cwd=HERE, check=True)
+
+
+class BuildExtensionWithInfo(BuildExtension):
+    """build_ext that writes _C.build.json beside each extension it builds: the torch it was
+    built against, which the import checks, and its CUDA kernels (architectures, or why none).
+    Objects go to a build folder per torch, so switching torch rebuilds nothing stale."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.build_temp = os.path.join(self.build_temp, f"torch-{torch.__version__}")
+
+    def info_path(self, ext) -> str:
+        return os.path.join(os.path.dirname(self.get_ext_fullpath(ext.name)), BUILD_INFO)
+
+    def build_extension(self, ext):
+        super().build_extension(ext)
+        with open(self.info_path(ext), "w") as f:
+            json.dump(BUILD_INFO_FIELDS, f, indent=1)
+            f.write("\n")
+
+    def copy_extensions_to_source(self):  # --inplace: the record goes beside the copied .so
+        super().copy_extensions_to_source()
+        build_py = self.get_finalized_command("build_py")
+        for ext in self.extensions:
+            inplace, built = self._get_inplace_equivalent(build_py, ext)
+            self.copy_file(
+                os.path.join(os.path.dirname(built), BUILD_INFO),
+                os.path.join(os.path.dirname(inplace), BUILD_INFO),
             )
+
+    def get_outputs(self):
+        return super().get_outputs() + [self.info_path(ext) for ext in self.extensions]
 
 
 cpu_sources = sources("csrc/*.cpp", "csrc/cpu/*.cpp")
 cuda_sources = sources("csrc/cuda/*.cu")
-if build_cuda():
+no_cuda_reason = cuda_build_reason()
+# With a visible GPU and no TORCH_CUDA_ARCH_LIST, torch builds for the visible GPUs.
+if (
+    no_cuda_reason is None
+    and not os.environ.get("TORCH_CUDA_ARCH_LIST")
+    and not torch.cuda.is_available()
+):
+    os.environ["TORCH_CUDA_ARCH_LIST"] = default_cuda_arch_list()
+
+BUILD_INFO = "_C.build.json"
+BUILD_INFO_FIELDS = {
+    "torch": torch.__version__,
+    "torch_cuda": torch.version.cuda,
+    "cuda_kernels": no_cuda_reason is None,
+    "cuda_arch_list": os.environ.get("TORCH_CUDA_ARCH_LIST") if no_cuda_reason is None else None,
+    "no_cuda_reason": no_cuda_reason,
+}
+if no_cuda_reason is None:
     extension = CUDAExtension(
         "torchinit_ext._C",
         cpu_sources + cuda_sources,
@@ -127,7 +250,7 @@ setup(
     description="A drop-in torch.nn.init with compiled, parallel, counter-based-RNG kernels",
     packages=find_packages(include=["torchinit_ext", "torchinit_ext.*"]),
     ext_modules=[extension],
-    cmdclass={"build_ext": BuildExtension, "cuda_check": CudaCheck},
+    cmdclass={"build_ext": BuildExtensionWithInfo, "cuda_check": CudaCheck},
     python_requires=">=3.10",
-    install_requires=["torch>=2.11"],
+    install_requires=[TORCH_REQUIREMENT],
 )

@@ -99,6 +99,8 @@ from torch import nn  # noqa: E402
 
 # Fall back to an in-tree build when the package is not installed.
 sys.path.append(str(Path(__file__).resolve().parent.parent))
+from gpu_check import driver_version  # noqa: E402  (benchmarks/ is the script's folder)
+
 import torchinit_ext as ext  # noqa: E402
 
 # The tail rows put the mean far outside [a, b] on purpose; both libraries warn about it.
@@ -786,6 +788,7 @@ def machine_info(device, args, bandwidth, cfg):
         "contention": args.contention,
         "timing": f"median of {timing(cfg)}",
         "fill_bandwidth_GBps": bandwidth / 1e9,
+        "driver_version": driver_version() if device == "cuda" else None,
     }
 
 

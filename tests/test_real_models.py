@@ -123,6 +123,34 @@ def test_the_torchvision_shim_is_idempotent():
     assert hasattr(torch.ops.torchvision, "nms")
 
 
+def _torchvision_pairs_with_torch() -> bool:
+    """Whether the installed torchvision is the build made for this torch (0.N+15 for 2.N, the
+    same local tag, e.g. 0.29.1+cu130 for 2.14.1+cu130): then its C ops load and no shim is used."""
+    from importlib.metadata import version
+
+    torch_minor, _, torch_tag = torch.__version__.partition("+")
+    vision_minor, _, vision_tag = version("torchvision").partition("+")
+    return (
+        int(vision_minor.split(".")[1]) == int(torch_minor.split(".")[1]) + 15
+        and vision_tag == torch_tag
+    )
+
+
+def test_a_matching_torchvision_runs_on_its_own_ops_not_the_shim():
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision is not installed")
+    if not _torchvision_pairs_with_torch():
+        pytest.skip("this torchvision is not the build of this torch: its models use the shim")
+    ensure_torchvision_importable()
+    import torchvision
+
+    # The shim defines schemas without kernels; torchvision's own library registers CPU kernels.
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("torchvision::nms", "CPU")
+    boxes = torch.tensor([[0.0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]])
+    kept = torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8, 0.7]), iou_threshold=0.5)
+    assert kept.tolist() == [0, 2]
+
+
 # ---- three ways of building with torchinit_ext -----------------------------------------------
 
 

@@ -14,10 +14,9 @@ import torch
 from torch import Tensor
 from torch.compiler import is_dynamo_compiling
 
-from . import (
-    _C,  # loading it registers torch.ops.torchinit_ext
-    _sharded,
-)
+from . import _extension, _sharded
+
+_C = _extension.load()  # loading it registers torch.ops.torchinit_ext
 
 ops = torch.ops.torchinit_ext
 

@@ -380,7 +380,8 @@ def forget(module: nn.Module) -> None:
 @contextlib.contextmanager
 def recording() -> Iterator[Record]:
     """Records what runs inside, every new tensor on the meta device; patched, so that every
-    init function reaches a recordable op (stock's trunc_normal_ skips meta tensors)."""
+    init function reaches one recordable op (stock's trunc_normal_ skips meta tensors from torch
+    2.12 on, and in 2.11 runs five ops that together are no recordable law)."""
     record = Record()
     with _patch.patched(), _Recorder(record):
         yield record

@@ -81,6 +81,10 @@ struct Constant {
 // Calls visit(dist) with the distribution of `fill` in compute type acc_t: a Constant, Uniform,
 // Normal, TruncNormal (float or double quantile), TruncNormalWide or TruncNormalRejection. Each
 // backend overloads on the type to evaluate it its own way; the law itself is decided here only.
+// Host code visits with host lambdas: nvcc's check of host calls from host-device code is off.
+#ifdef __CUDACC__
+#pragma nv_exec_check_disable
+#endif
 template <typename acc_t, typename Visit>
 C10_HOST_DEVICE void visit_law(const ElementwiseFill& fill, const Visit& visit) {
   using Law = ElementwiseFill::Law;

@@ -53,7 +53,10 @@ def ensure_torchvision_importable() -> None:
         return
     for folder in spec.submodule_search_locations:
         for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-            for path in glob.glob(os.path.join(folder, "_C" + suffix)):
+            # _C_stable from torchvision 0.29 on (built on torch's stable ABI), _C before.
+            for path in glob.glob(os.path.join(folder, "_C" + suffix)) + glob.glob(
+                os.path.join(folder, "_C_stable" + suffix)
+            ):
                 try:
                     torch.ops.load_library(path)  # what torchvision.extension does
                 except OSError:
