@@ -124,14 +124,16 @@ def test_the_torchvision_shim_is_idempotent():
 
 
 def _torchvision_pairs_with_torch() -> bool:
-    """Whether the installed torchvision is the build made for this torch (0.N+15 for 2.N, the
-    same local tag, e.g. 0.29.1+cu130 for 2.14.1+cu130): then its C ops load and no shim is used."""
-    from importlib.metadata import version
-
-    torch_minor, _, torch_tag = torch.__version__.partition("+")
-    vision_minor, _, vision_tag = version("torchvision").partition("+")
+    """Whether the installed torchvision is the build made for this torch: release 0.N+15 for
+    2.N with the same local tag, as 0.29.1+cu130 beside 2.14.1+cu130. Its C ops then load and no
+    shim is used. Read from torchvision/version.py, without importing torchvision."""
+    spec = importlib.util.find_spec("torchvision")
+    with open(os.path.join(spec.submodule_search_locations[0], "version.py")) as f:
+        vision = re.search(r"^__version__ = '([^']*)'", f.read(), re.MULTILINE).group(1)
+    vision_release, _, vision_tag = vision.partition("+")
+    torch_release, _, torch_tag = torch.__version__.partition("+")
     return (
-        int(vision_minor.split(".")[1]) == int(torch_minor.split(".")[1]) + 15
+        int(vision_release.split(".")[1]) == int(torch_release.split(".")[1]) + 15
         and vision_tag == torch_tag
     )
 
