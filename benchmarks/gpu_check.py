@@ -12,8 +12,9 @@ torch, and no network).
 4. The GPU bench: benchmarks/bench.py --device cuda, every fill as a fraction of the device's own
    fill_ bandwidth, against stock; written to benchmarks/results/<device>.json.
 
-Everything it writes (the log, the pytest report, the bench JSON and chart) is copied to $OUT when
-that is set. Exit status: 0 when every step passed, 1 when a step failed, 2 without a GPU.
+Everything it writes (the logs, the pytest report, the bench JSON and chart) goes straight to $OUT
+when that is set (so a run stopped at its time limit still returns what it wrote), else to
+build/gpu-check (GPU_CHECK_LOGS overrides either). Exit status: 0 when every step passed, 1 when a step failed, 2 without a GPU.
 """
 
 import json
@@ -97,7 +98,7 @@ def main() -> int:
         return 2
     else:
         say(f"no GPU visible: dry run for TORCH_CUDA_ARCH_LIST={arch}, up to the first CUDA call")
-    logs = Path(os.environ.get("GPU_CHECK_LOGS", ROOT / "build" / "gpu-check"))
+    logs = Path(os.environ.get("GPU_CHECK_LOGS") or OUT or ROOT / "build" / "gpu-check")
     logs.mkdir(parents=True, exist_ok=True)
     build_env = dict(
         os.environ, TORCH_CUDA_ARCH_LIST=arch, MAX_JOBS=str(os.cpu_count()), TORCHINIT_CUDA="1"
@@ -131,9 +132,6 @@ def main() -> int:
         )
         for result in logs.glob("*.json"):
             shutil.copy(result, ROOT / "benchmarks" / "results" / result.name)
-    if OUT is not None:
-        for path in logs.iterdir():
-            shutil.copy(path, OUT / path.name)
     return 0 if passed else 1
 
 
