@@ -6,7 +6,9 @@
 //   before anything is written, and every written tensor's version counter is bumped after.
 // - Negative / Conjugate: a view with a math bit (z.conj(), z.conj().imag) is filled through a
 //   plain temporary of its layout, then copied in, which applies the bit.
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/grad_mode.h>
+#include <ATen/ops/empty_strided.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/library.h>
