@@ -17,6 +17,8 @@
 
 #include <optional>
 
+#include "cpu/loops.h"
+
 namespace {
 
 using RandomFill = void(at::Tensor&, double, double, std::optional<at::Generator>);
@@ -115,6 +117,7 @@ PyObject* fill_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   {
     pybind11::gil_scoped_release no_gil;
     c10::AutoGradMode no_grad(false);
+    if (self.is_cpu()) torchinit::cpu::prepare_memory(self);  // huge pages for fresh memory, as our fills
     self.fill_(value);
   }
   Py_RETURN_TRUE;

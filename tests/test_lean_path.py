@@ -70,10 +70,11 @@ _SUBCLASS = type("Sub", (torch.Tensor,), {})
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: torch.empty(4).as_subclass(_SUBCLASS),
-        lambda: torch.empty(4, dtype=torch.int32),
-        lambda: torch.empty(4, dtype=torch.complex64),
-        lambda: torch.empty(4).to_sparse(),
+        # Known values, not torch.empty's: uninitialized memory may hold NaNs, never equal.
+        lambda: torch.tensor([1.0, 2.0, 3.0, 4.0]).as_subclass(_SUBCLASS),
+        lambda: torch.tensor([1, 2, 3, 4], dtype=torch.int32),
+        lambda: torch.tensor([1, 2, 3, 4], dtype=torch.complex64),
+        lambda: torch.tensor([1.0, 0.0, 3.0, 4.0]).to_sparse(),
     ],
 )
 def test_lean_entries_leave_other_tensors_to_the_python_path(make):

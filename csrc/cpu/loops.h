@@ -98,10 +98,16 @@ void fill_logical_range(const at::Tensor& self, const Produce& produce, int64_t 
   }
 }
 
+// Before a parallel fill of `self`: huge pages for its fresh memory (prefault.h).
+inline void prepare_memory(const at::Tensor& self) {
+  if (self.is_contiguous()) advise_huge_pages(self.data_ptr(), self.nbytes());
+}
+
 // Fills all of `self` with produce (see fill_logical_range) in parallel. `grain` is the fewest
 // elements per task; pass numel to stay on one thread.
 template <typename scalar_t, typename acc_t, typename Produce>
 void fill_logical(const at::Tensor& self, const Produce& produce, int64_t grain = kGrain) {
+  prepare_memory(self);
   parallel_for(0, self.numel(), grain, [&](int64_t begin, int64_t end) {
     fill_logical_range<scalar_t, acc_t>(self, produce, begin, end);
   });

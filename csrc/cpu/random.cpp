@@ -68,7 +68,10 @@ void fill_target_range(const FillTarget& target, int64_t begin, int64_t end) {
 // transposed view at once.
 void fill_targets(const std::vector<FillTarget>& targets) {
   std::vector<int64_t> first(targets.size() + 1, 0);
-  for (size_t t = 0; t < targets.size(); ++t) first[t + 1] = first[t] + targets[t].self.numel();
+  for (size_t t = 0; t < targets.size(); ++t) {
+    first[t + 1] = first[t] + targets[t].self.numel();
+    prepare_memory(targets[t].self);
+  }
   parallel_for(0, first.back(), kGrain, [&](int64_t begin, int64_t end) {
     auto t = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), begin) -
                                  first.begin() - 1);
