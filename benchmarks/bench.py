@@ -149,6 +149,7 @@ class Case:
     repeat: int = 1
 
     fresh_memory = False  # see ModelCase
+    env = None  # see FreshCase
 
     @property
     def contended(self):
@@ -156,7 +157,8 @@ class Case:
         return math.prod(self.shape) * self.batch == 2**24
 
     def calls(self, device):
-        """The stock and ext calls of this case and the tensors they write."""
+        """The stock and ext calls of this case, its floor (fill_ of what they write) and the
+        tensors they write."""
         if self.batch_fn:
             targets = [
                 torch.empty(self.shape, dtype=self.dtype, device=device) for _ in range(self.batch)
@@ -168,7 +170,7 @@ class Case:
                     stock_one(target, **self.kwargs)
 
             ext_fn = partial(getattr(ext, self.batch_fn), targets, **self.kwargs)
-            return stock_fn, ext_fn, targets
+            return stock_fn, ext_fn, partial(fill_each, targets), targets
         tensor = torch.empty(self.shape, dtype=self.dtype, device=device)
         target = self.view(tensor) if self.view else tensor
         stock_fn = partial(getattr(stock, self.fn), target, **self.kwargs)
@@ -178,12 +180,32 @@ class Case:
                 partial(_repeated, stock_fn, self.repeat),
                 partial(_repeated, ext_fn, self.repeat),
             )
-        return stock_fn, ext_fn, [target] * self.repeat
+        targets = [target] * self.repeat
+        return stock_fn, ext_fn, partial(fill_each, targets), targets
 
 
 def _repeated(fn, times):
     for _ in range(times):
         fn()
+
+
+def fill_each(tensors):
+    """The floor of writing `tensors` once: fill_ of each."""
+    for tensor in tensors:
+        tensor.fill_(1.0)
+
+
+def tensor_specs(model):
+    """Shape and dtype of every parameter and buffer of `model` (tied ones once)."""
+    return [(t.shape, t.dtype) for t in [*model.parameters(), *model.buffers()]]
+
+
+def allocate_and_fill(specs, device):
+    """A model's floor: allocate each of its tensors and write it once, returned so that
+    freeing them is not timed."""
+    tensors = [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in specs]
+    fill_each(tensors)
+    return tensors
 
 
 class GPT(nn.Module):
@@ -266,6 +288,12 @@ class ModelCase:
             return ext.materialize(meta(), device=device)
 
         built = eager() if self.stock == "reset" else None
+        model_on_meta = meta()
+        floor = (
+            partial(fill_each, [*built.parameters(), *built.buffers()])
+            if built is not None
+            else partial(allocate_and_fill, tensor_specs(model_on_meta), device)
+        )
         ways = {
             "eager": eager,
             "meta_reset": meta_reset,
@@ -274,8 +302,7 @@ class ModelCase:
             "reset": partial(reset_every_module, built),
             "materialize_in_place": partial(ext.materialize, built),
         }
-        params = list(meta().parameters())
-        return ways[self.stock], ways[self.ext], params
+        return ways[self.stock], ways[self.ext], floor, list(model_on_meta.parameters())
 
 
 def _real_model_builders():
@@ -298,15 +325,27 @@ def _real_model_builders():
             num_key_value_heads=16,
         )
         builders["HF Llama 271M"] = partial(transformers.LlamaForCausalLM, llama)
+        qwen2 = transformers.Qwen2Config(  # Qwen2-0.5B's shape: 494M parameters, tied head
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+        builders["HF Qwen2-0.5B shape"] = partial(transformers.Qwen2ForCausalLM, qwen2)
         builders["HF GPT-2 124M"] = partial(transformers.GPT2LMHeadModel, transformers.GPT2Config())
     with contextlib.suppress(ImportError):
         import timm
 
         builders["timm ViT-B/16"] = partial(timm.create_model, "vit_base_patch16_224")
+        builders["timm EfficientNet-B0"] = partial(timm.create_model, "efficientnet_b0")
     with contextlib.suppress(ImportError):
         import torchvision
 
         builders["torchvision ResNet-50"] = torchvision.models.resnet50
+        builders["torchvision VGG-16"] = torchvision.models.vgg16
     return builders
 
 
@@ -343,8 +382,118 @@ class RealModelCase:
         def deferred():
             return ext.materialize(ext.deferred_init(build), device=device)
 
-        params = list(ext.deferred_init(build).parameters())
-        return build, patched if self.ext == "patched" else deferred, params
+        model_on_meta = ext.deferred_init(build)
+        floor = partial(allocate_and_fill, tensor_specs(model_on_meta), device)
+        ext_fn = patched if self.ext == "patched" else deferred
+        return build, ext_fn, floor, list(model_on_meta.parameters())
+
+
+FRESH_NUMEL = 64 * 2**20  # 256 MiB of float32: past glibc's largest mmap threshold (32 MiB)
+
+
+@dataclass(frozen=True)
+class FreshCase:
+    """A fill of a fresh 256 MiB float32 tensor, allocation included: every call maps new
+    pages (glibc mmaps an allocation this large and unmaps it when freed), as a model's first
+    init does. Its floor is torch.empty + fill_. `env` is set in a subprocess that runs the row,
+    for settings read once per process: huge pages on for all three (THP_MEM_ALLOC_ENABLE=1 has
+    torch's allocator ask for them, TORCHINIT_HUGE_PAGES=1 has ours ask where they would not by
+    default)."""
+
+    fn: str
+    env: tuple = ()  # (name, value) pairs
+
+    devices = ("cpu",)
+    fresh_memory = True
+    default = True
+    contended = False
+
+    @property
+    def name(self):
+        settings = "".join(f", {k}={v}" for k, v in self.env)
+        return f"{self.fn} 256 MiB f32, fresh memory{settings}"
+
+    def calls(self, device):
+        def allocated(fill):
+            tensor = torch.empty(FRESH_NUMEL, device=device)
+            fill(tensor)
+            return tensor
+
+        stock_fn = partial(allocated, getattr(stock, self.fn))
+        ext_fn = partial(allocated, getattr(ext, self.fn))
+        floor = partial(allocated, lambda t: t.fill_(1.0))
+        return stock_fn, ext_fn, floor, [torch.empty(FRESH_NUMEL, device="meta")]
+
+
+def _numpy_generator(bit_generator):
+    import numpy as np
+
+    rng = np.random.Generator(getattr(np.random, bit_generator)(0))
+    return {
+        "uniform_": lambda out: rng.random(dtype=np.float32, out=out),
+        "normal_": lambda out: rng.standard_normal(dtype=np.float32, out=out),
+    }
+
+
+def _jax_random():
+    import jax
+
+    key = jax.device_put(jax.random.key(0), jax.devices("cpu")[0])
+
+    def sampler(law):
+        compiled = jax.jit(partial(law, shape=(2**24,), dtype="float32"))
+        return lambda _: compiled(key).block_until_ready()
+
+    return {"uniform_": sampler(jax.random.uniform), "normal_": sampler(jax.random.normal)}
+
+
+PEERS = {
+    "numpy Philox": partial(_numpy_generator, "Philox"),
+    "numpy PCG64": partial(_numpy_generator, "PCG64"),
+    "JAX jax.random (CPU)": _jax_random,
+}
+
+
+@dataclass(frozen=True)
+class PeerCase:
+    """Another library's generator in the stock column, ext in the other, 16M float32 on warm
+    memory (numpy writes the tensor's own memory; JAX returns a new array). Only where the
+    library imports."""
+
+    peer: str
+    fn: str
+
+    devices = ("cpu",)
+    fresh_memory = False
+    default = True
+    contended = False
+    env = None
+
+    @property
+    def name(self):
+        return f"{self.fn} 4096x4096 f32: {self.peer} vs ext"
+
+    def calls(self, device):
+        peer_fn = PEERS[self.peer]()[self.fn]
+        tensor = torch.empty(LINEAR, device=device)
+        out = tensor.numpy().reshape(-1)
+        return (
+            partial(peer_fn, out),
+            partial(getattr(ext, self.fn), tensor),
+            partial(tensor.fill_, 1.0),
+            [tensor],
+        )
+
+
+def _installed_peers():
+    found = []
+    for peer, make in PEERS.items():
+        try:
+            make()
+        except Exception:  # not installed, or an API this version lacks: no row
+            continue
+        found.append(peer)
+    return found
 
 
 REAL_MODELS = _real_model_builders()
@@ -443,6 +592,12 @@ CASES = [
     ModelCase("meta+reset vs materialize()", "meta_reset", "materialize"),
     ModelCase("reset vs materialize() in place", "reset", "materialize_in_place"),
     *(RealModelCase(model, way) for model in REAL_MODELS for way in ("patched", "deferred")),
+    *(
+        FreshCase(fn, env)
+        for fn in ("uniform_", "normal_", "zeros_")
+        for env in ((), (("THP_MEM_ALLOC_ENABLE", "1"), ("TORCHINIT_HUGE_PAGES", "1")))
+    ),
+    *(PeerCase(peer, fn) for peer in _installed_peers() for fn in ("uniform_", "normal_")),
 ]
 
 
@@ -453,6 +608,9 @@ class Row:
     stock_ms: float | None = None
     ext_ms: float | None = None
     speedup: float | None = None
+    floor_ms: float | None = None  # writing the same tensors once (fill_; models: allocated too)
+    stock_x_floor: float | None = None
+    ext_x_floor: float | None = None
     bandwidth_fraction: float | None = None
     ext_elements_per_s: float | None = None  # parameters per second for the model rows
     runs: int | None = None  # timed (stock, ext) pairs behind the medians
@@ -468,6 +626,9 @@ class Row:
                 "stock_ms",
                 "ext_ms",
                 "speedup",
+                "floor_ms",
+                "stock_x_floor",
+                "ext_x_floor",
                 "bandwidth_fraction",
                 "ext_elements_per_s",
                 "runs",
@@ -502,6 +663,10 @@ def parse_args():
     )
     # Set by a --simd run on its subprocesses: name the results by the level asked for.
     parser.add_argument("--simd-child", action="store_true", help=argparse.SUPPRESS)
+    # Set on the subprocess of a case with its own environment: run that case alone, print its
+    # row as JSON (the fill bandwidth comes from the parent).
+    parser.add_argument("--one-case", help=argparse.SUPPRESS)
+    parser.add_argument("--bandwidth", type=float, help=argparse.SUPPRESS)
     parser.add_argument(
         "--device", choices=("cpu", "cuda", "all"), default="all", help="default: all available"
     )
@@ -647,8 +812,8 @@ def fill_bandwidth(device, timed, repeats):
 
 
 def time_case(case, device, timed, cfg):
-    """Median stock and ext seconds and the bytes written for one case."""
-    stock_fn, ext_fn, targets = case.calls(device)
+    """Median stock, ext and floor seconds and the bytes and elements written for one case."""
+    stock_fn, ext_fn, floor_fn, targets = case.calls(device)
 
     def run(fn):
         if case.fresh_memory:
@@ -657,16 +822,19 @@ def time_case(case, device, timed, cfg):
 
     for _ in range(cfg.warmup):
         pair_s = run(stock_fn) + run(ext_fn)
+        run(floor_fn)
     runs = min(cfg.max_runs, max(cfg.min_runs, int(cfg.budget_s / pair_s)))
     if runs * pair_s > cfg.row_cap_s:
         runs = max(1, int(cfg.row_cap_s / pair_s))
-    stock_s, ext_s = [], []
+    stock_s, ext_s, floor_s = [], [], []
     for _ in range(runs):
         stock_s.append(run(stock_fn))
         ext_s.append(run(ext_fn))
+        floor_s.append(run(floor_fn))
     nbytes = sum(t.numel() * t.element_size() for t in targets)
     numel = sum(t.numel() for t in targets)
-    return statistics.median(stock_s), statistics.median(ext_s), nbytes, numel, runs
+    medians = (statistics.median(s) for s in (stock_s, ext_s, floor_s))
+    return *medians, nbytes, numel, runs
 
 
 def describe(error):
@@ -679,7 +847,7 @@ def run_case(case, device, timed, cfg, bandwidth):
     row = Row(case.name, device)
     start = time.perf_counter()
     try:
-        stock_s, ext_s, nbytes, numel, row.runs = time_case(case, device, timed, cfg)
+        stock_s, ext_s, floor_s, nbytes, numel, row.runs = time_case(case, device, timed, cfg)
     except Exception as e:  # report and go on with the next case
         row.error = describe(e)
         return row
@@ -688,6 +856,9 @@ def run_case(case, device, timed, cfg, bandwidth):
     row.stock_ms = stock_s * 1e3
     row.ext_ms = ext_s * 1e3
     row.speedup = stock_s / ext_s
+    row.floor_ms = floor_s * 1e3
+    row.stock_x_floor = stock_s / floor_s
+    row.ext_x_floor = ext_s / floor_s
     row.bandwidth_fraction = nbytes / ext_s / bandwidth
     row.ext_elements_per_s = numel / ext_s
     return row
@@ -696,7 +867,8 @@ def run_case(case, device, timed, cfg, bandwidth):
 def table_header(width):
     columns = (
         f"{'case':<{width}}  {'device':<6}  {'stock ms':>10}  "
-        f"{'ext ms':>10}  {'speedup':>8}  {'bw frac':>7}  {'ext Gel/s':>9}  {'runs':>4}  "
+        f"{'ext ms':>10}  {'speedup':>8}  {'floor ms':>10}  {'stock/fl':>8}  {'ext/fl':>7}  "
+        f"{'bw frac':>7}  {'ext Gel/s':>9}  {'runs':>4}  "
         f"{'row s':>6}"
     )
     return f"{columns}\n{'-' * len(columns)}"
@@ -707,7 +879,8 @@ def table_line(row, width):
         f"FAILED: {row.error}"
         if row.error
         else f"{row.stock_ms:>10.2f}  {row.ext_ms:>10.2f}  "
-        f"{row.speedup:>7.2f}x  {row.bandwidth_fraction:>7.2f}  "
+        f"{row.speedup:>7.2f}x  {row.floor_ms:>10.2f}  {row.stock_x_floor:>7.2f}x  "
+        f"{row.ext_x_floor:>6.2f}x  {row.bandwidth_fraction:>7.2f}  "
         f"{row.ext_elements_per_s / 1e9:>9.3f}  {row.runs:>4}  {row.wall_s:>6.1f}"
     )
     return f"{row.case:<{width}}  {row.device:<6}  {result}"
@@ -737,9 +910,33 @@ def run_device(device, cases, cfg, contention):
     rows = []
     with busy_processes(contention):
         for case in cases:
-            rows.append(run_case(case, device, timed, cfg, bandwidth))
+            if case.env:
+                rows.append(run_case_in_subprocess(case, device, cfg, bandwidth))
+            else:
+                rows.append(run_case(case, device, timed, cfg, bandwidth))
             print(table_line(rows[-1], width), flush=True)
     return rows, bandwidth
+
+
+def run_case_in_subprocess(case, device, cfg, bandwidth):
+    """run_case in a subprocess of this script with case.env set."""
+    command = [sys.executable, __file__, "--one-case", case.name, "--device", device]
+    command += ["--bandwidth", str(bandwidth)] + ([] if cfg is QUICK else ["--full"])
+    child = subprocess.run(
+        command, env={**os.environ, **dict(case.env)}, capture_output=True, text=True
+    )
+    lines = child.stdout.strip().splitlines()
+    if child.returncode != 0 or not lines:
+        return Row(case.name, device, error=f"subprocess exit {child.returncode}: {child.stderr}")
+    return Row(**json.loads(lines[-1]))
+
+
+def run_one_case(args):
+    """--one-case: the row of one case, as JSON on the last line of stdout."""
+    case = next(c for c in CASES if c.name == args.one_case)
+    cfg = QUICK if args.quick else FULL
+    row = run_case(case, args.device, make_timer(args.device), cfg, args.bandwidth)
+    print(json.dumps({**row.to_json(), "error": row.error}))
 
 
 def timing(cfg):
@@ -893,6 +1090,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.simd:
         sys.exit(1 if run_simd_levels(args) else 0)
+    if args.one_case:
+        sys.exit(run_one_case(args))
     cfg = QUICK if args.quick else FULL
     cases = [c for c in CASES if args.filter in c.name and (c.contended or not args.contention)]
     if not cases:

@@ -7,8 +7,11 @@
 // first skips pieces that are already mapped. Before that, a large fill of unmapped memory asks
 // for transparent huge pages (MADV_HUGEPAGE) on the 2 MiB-aligned part inside the tensor: one
 // fault maps 2 MiB instead of 4 KiB, and no page reaches outside the tensor's own bytes, so the
-// memory used is the same. TORCHINIT_HUGE_PAGES=0 turns that off. Only optimizations: any
-// failure leaves the pages to ordinary faults.
+// memory used is the same. Not in a VM whose balloon takes back free memory (free page
+// reporting): it hands freed 2 MiB blocks to the host, so a huge page is usually one the host
+// must map again, 4 KiB at a time, at a tenth of the speed of a reused 4 KiB page.
+// TORCHINIT_HUGE_PAGES=0 or 1 turns them off or on regardless. Only optimizations: any failure
+// leaves the pages to ordinary faults.
 #pragma once
 
 #include <cstddef>
@@ -20,8 +23,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <atomic>
 #include <cerrno>
+#include <fstream>
+#include <string>
 #endif
 
 namespace torchinit::cpu {
@@ -59,10 +66,29 @@ inline void prefault_for_write(void* begin, size_t bytes) {
 
 constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
 
+// Whether a virtio balloon offers free page reporting (feature bit 5, VIRTIO_BALLOON_F_REPORTING;
+// sysfs lists a device's feature bits as '0'/'1' characters, bit 0 first).
+inline bool free_pages_go_to_host() {
+  const std::string driver = "/sys/bus/virtio/drivers/virtio_balloon/";
+  DIR* folder = opendir(driver.c_str());
+  if (folder == nullptr) return false;
+  bool reporting = false;
+  while (const dirent* entry = readdir(folder)) {
+    if (std::strncmp(entry->d_name, "virtio", 6) != 0) continue;
+    std::string features;
+    std::ifstream(driver + entry->d_name + "/features") >> features;
+    reporting |= features.size() > 5 && features[5] == '1';
+  }
+  closedir(folder);
+  return reporting;
+}
+
 inline bool huge_pages_allowed() {
   static const bool allowed = [] {
     const char* setting = std::getenv("TORCHINIT_HUGE_PAGES");
-    return setting == nullptr || std::strcmp(setting, "0") != 0;
+    if (setting != nullptr && std::strcmp(setting, "0") == 0) return false;
+    if (setting != nullptr && std::strcmp(setting, "1") == 0) return true;
+    return !free_pages_go_to_host();
   }();
   return allowed;
 }
