@@ -14,7 +14,8 @@ torch, and no network).
 
 Everything it writes (the logs, the pytest report, the bench JSON and chart) goes straight to $OUT
 when that is set (so a run stopped at its time limit still returns what it wrote), else to
-build/gpu-check (GPU_CHECK_LOGS overrides either). Exit status: 0 when every step passed, 1 when a step failed, 2 without a GPU.
+build/gpu-check (GPU_CHECK_LOGS overrides either). Exit status: 0 when every step passed, 1 when
+a step failed, 2 without a GPU.
 """
 
 import json
