@@ -117,7 +117,8 @@ PyObject* fill_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   {
     pybind11::gil_scoped_release no_gil;
     c10::AutoGradMode no_grad(false);
-    if (self.is_cpu()) torchinit::cpu::prepare_memory(self);  // huge pages for fresh memory, as our fills
+    // Huge pages for fresh memory, as our own fills get.
+    if (self.is_cpu()) torchinit::cpu::prepare_memory(self);
     self.fill_(value);
   }
   Py_RETURN_TRUE;
