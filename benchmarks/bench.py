@@ -258,6 +258,7 @@ class ModelCase:
     fresh_memory = True  # each call starts after release_freed_memory()
     default = False
     contended = False
+    env = None
 
     @property
     def name(self):
@@ -360,6 +361,7 @@ class RealModelCase:
 
     devices = ("cpu",)
     fresh_memory = True
+    env = None
 
     @property
     def default(self):

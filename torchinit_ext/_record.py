@@ -73,6 +73,17 @@ def _map(fn: Callable, value):
     return fn(value)
 
 
+def _meta_leaves(value, found: list) -> list:
+    """Appends the meta tensors in `value` to `found`."""
+    if isinstance(value, Tensor):
+        if value.is_meta:
+            found.append(value)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _meta_leaves(item, found)
+    return found
+
+
 def _is_meta(value) -> bool:
     return isinstance(value, Tensor) and value.is_meta
 
@@ -105,6 +116,15 @@ def arguments(func) -> tuple[tuple[str, bool, bool, object], ...]:
         )
         for a in func._schema.arguments
     )
+
+
+@functools.cache
+def _op_plan(func) -> tuple[tuple[tuple[int, str], ...], bool, bool]:
+    """What Record.add needs of `func`'s schema: the positions and names of the arguments it
+    writes, whether it writes its first argument whole without reading it, and whether it is a
+    view that writes nothing."""
+    written = tuple((i, a[0]) for i, a in enumerate(arguments(func)) if a[1])
+    return written, func in _WRITE_ONLY, func.is_view and not written
 
 
 def _recorded(value):
@@ -142,37 +162,50 @@ class Record:
         self._alive: list[Tensor] = []
 
     def add(self, func, args: tuple, kwargs: dict, out) -> None:
-        inputs = [t for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)]
+        written, write_only, pure_view = _op_plan(func)
+        if pure_view:
+            return  # detach, view, expand...: rebuilt from references where needed
+        inputs = _meta_leaves(args, [])
+        for value in kwargs.values():
+            _meta_leaves(value, inputs)
         outputs = _leaves(out)
-        if not inputs and not any(_is_meta(t) for t in outputs):
+        meta_outputs = [t for t in outputs if _is_meta(t)]
+        if not inputs and not meta_outputs:
             return  # real tensors only: done for real already
+        nbytes = self.nbytes
+        allocates = []
+        for position, t in enumerate(outputs):
+            if _is_meta(t) and _storage_key(t) not in nbytes:
+                allocates.append((position, _storage_key(t)))
+        in_keys = []
+        for t in inputs + meta_outputs:
+            storage = t.untyped_storage()
+            in_keys.append(storage._cdata)
+            if storage._cdata not in nbytes:
+                nbytes[storage._cdata] = storage.nbytes()
         writes, defines = set(), set()
-        for i, (name, is_write, _, _) in enumerate(arguments(func)):
-            if not is_write:
-                continue
+        for i, name in written:
             value = args[i] if i < len(args) else kwargs.get(name)
             for t in _leaves(value):
                 if _is_meta(t):
                     writes.add(_storage_key(t))
-                    if i == 0 and func in _WRITE_ONLY and _covers_storage(t):
+                    if i == 0 and write_only and _covers_storage(t):
                         defines.add(_storage_key(t))
-        allocates = []
-        for position, t in enumerate(outputs):
-            if _is_meta(t) and _storage_key(t) not in self.nbytes:
-                allocates.append((position, _storage_key(t)))
-        for t in inputs + [t for t in outputs if _is_meta(t)]:
-            self.nbytes.setdefault(_storage_key(t), t.untyped_storage().nbytes())
         if not writes and not allocates:
-            return  # a view, or a read: rebuilt from references where needed
-        write_only = args[0] if func in _WRITE_ONLY and args and _is_meta(args[0]) else None
-        reads = {_storage_key(t) for t in inputs if t is not write_only}
+            return  # a read: rebuilt from references where needed
+        first = args[0] if write_only and args and _is_meta(args[0]) else None
+        reads = {k for t, k in zip(inputs, in_keys) if t is not first}
         new = {storage for _, storage in allocates}
-        self._alive += inputs + [t for t in outputs if _is_meta(t)]
+        self._alive += inputs + meta_outputs
+        if inputs:
+            args = _map(_recorded, args)
+            kwargs = {name: _map(_recorded, value) for name, value in kwargs.items()}
+        # (Without meta tensors, the dispatcher's fresh argument objects are kept as they are.)
         self.ops.append(
             _Op(
                 func,
-                _map(_recorded, args),
-                {name: _map(_recorded, value) for name, value in kwargs.items()},
+                args,
+                kwargs,
                 allocates,
                 frozenset(writes | new),
                 frozenset(reads),
