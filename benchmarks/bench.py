@@ -22,6 +22,25 @@ What is measured
     model is released after the clock stops. The last model row times the
     init alone: one model built for the row is re-initialized in place,
     every module's reset_parameters (stock) against ``materialize()``.
+    The real-model rows build transformers, timm and torchvision models from
+    their configs, stock eager against ``patched()`` and against
+    ``deferred_init`` + ``materialize()``, from fresh memory as above.
+
+The floor
+    Every row also times, interleaved with stock and ext, the least its work
+    can cost: writing the same tensors once. For a fill row that is
+    ``fill_(1.0)`` of the same (warm) tensors; for a model row, allocating
+    every parameter and buffer of the model and ``fill_``-ing each once, from
+    fresh memory as the model rows are. ``stock/fl`` and ``ext/fl`` are each
+    side's median over the floor's. The fresh-memory rows allocate and fill a
+    256 MiB tensor in each call (a new mapping: glibc maps allocations this
+    large anew and unmaps them when freed), their floor being torch.empty +
+    ``fill_``; their huge-pages-on variant runs in a subprocess with
+    THP_MEM_ALLOC_ENABLE=1 and TORCHINIT_HUGE_PAGES=1 set, since both are read
+    once per process. Where installed, numpy's Philox and PCG64 generators and
+    JAX's ``jax.random`` (CPU) stand in the stock column of peer rows. JAX's
+    rows run in a subprocess: its CPU threads spin on after each call, which
+    slows the ext and floor columns of those two rows (only).
 
 How
     Each case is warmed up (stock, ext) and then timed as interleaved runs
@@ -45,8 +64,8 @@ How
 
 Sets and modes
     The default times, on the CPU, the cases marked ``default`` (the 16M-element
-    targets, small tensors, real models' patched() rows); ``--full`` times every
-    case, with more runs. ``--contention [N]`` times only the 16M-element and
+    targets, small tensors, the real models, fresh memory, the peers);
+    ``--full`` times every case, with more runs. ``--contention [N]`` times only the 16M-element and
     real-model patched() rows of that set while N busy processes (default: one
     per core) spin beside them; the bandwidth probe runs before they start.
     ``--simd LEVELS`` runs the CPU rows once per SIMD level, each in a
@@ -72,6 +91,7 @@ import contextlib
 import ctypes
 import datetime
 import gc
+import importlib.util
 import json
 import math
 import os
@@ -363,11 +383,11 @@ class RealModelCase:
     fresh_memory = True
     env = None
 
-    @property
-    def default(self):
-        return self.ext == "patched"
+    default = True
 
-    contended = default
+    @property
+    def contended(self):
+        return self.ext == "patched"
 
     @property
     def name(self):
@@ -449,10 +469,13 @@ def _jax_random():
     return {"uniform_": sampler(jax.random.uniform), "normal_": sampler(jax.random.normal)}
 
 
+# name: (module that must import, the samplers' maker, environment of the rows' subprocess). JAX
+# runs in a subprocess of its own: its CPU threads spin on after a call and would slow the
+# bench's other rows.
 PEERS = {
-    "numpy Philox": partial(_numpy_generator, "Philox"),
-    "numpy PCG64": partial(_numpy_generator, "PCG64"),
-    "JAX jax.random (CPU)": _jax_random,
+    "numpy Philox": ("numpy", partial(_numpy_generator, "Philox"), None),
+    "numpy PCG64": ("numpy", partial(_numpy_generator, "PCG64"), None),
+    "JAX jax.random (CPU)": ("jax", _jax_random, (("JAX_PLATFORMS", "cpu"),)),
 }
 
 
@@ -469,14 +492,17 @@ class PeerCase:
     fresh_memory = False
     default = True
     contended = False
-    env = None
+
+    @property
+    def env(self):
+        return PEERS[self.peer][2]
 
     @property
     def name(self):
         return f"{self.fn} 4096x4096 f32: {self.peer} vs ext"
 
     def calls(self, device):
-        peer_fn = PEERS[self.peer]()[self.fn]
+        peer_fn = PEERS[self.peer][1]()[self.fn]
         tensor = torch.empty(LINEAR, device=device)
         out = tensor.numpy().reshape(-1)
         return (
@@ -488,14 +514,7 @@ class PeerCase:
 
 
 def _installed_peers():
-    found = []
-    for peer, make in PEERS.items():
-        try:
-            make()
-        except Exception:  # not installed, or an API this version lacks: no row
-            continue
-        found.append(peer)
-    return found
+    return [peer for peer, (module, _, _) in PEERS.items() if importlib.util.find_spec(module)]
 
 
 REAL_MODELS = _real_model_builders()
