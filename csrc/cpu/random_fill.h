@@ -112,7 +112,7 @@ inline int32_t find_nans(const T* x, int32_t n, int32_t* out) {
 // contract): attempt r = 1 .. kAttempts - 1 of element i evaluates dist on block
 // stream_block(r, i) and takes the first of its values that is not NaN; the last attempt is
 // dist.last_attempt of block stream_block(kAttempts, i). The pending elements of an attempt are
-// batched kLanes at a time, so redraws run in SIMD too.
+// batched kWideLanes at a time, so redraws run in SIMD too.
 template <SimdLevel L, typename acc_t, typename Dist>
 inline void resample_rejected(const Dist& dist, PhiloxState state, acc_t* dst, int64_t begin,
                               int64_t end) {
@@ -121,12 +121,12 @@ inline void resample_rejected(const Dist& dist, PhiloxState state, acc_t* dst, i
   int64_t count = find_nans<L>(dst, static_cast<int32_t>(end - begin), pending);
   for (uint32_t attempt = 1; count > 0 && attempt < Dist::kAttempts; ++attempt) {
     int64_t still = 0;
-    for (int64_t s = 0; s < count; s += kLanes) {
-      const int64_t lanes = std::min<int64_t>(kLanes, count - s);
-      uint64_t blocks[kLanes] = {};  // lanes past `lanes` compute block 0, unused
+    for (int64_t s = 0; s < count; s += kWideLanes) {
+      const int64_t lanes = std::min<int64_t>(kWideLanes, count - s);
+      uint64_t blocks[kWideLanes] = {};  // lanes past `lanes` compute block 0, unused
       for (int64_t j = 0; j < lanes; ++j) blocks[j] = stream_block(attempt, begin + pending[s + j]);
-      acc_t proposals[kLanes * Dist::kPerBlock];
-      generate_batch<L, kLanes>(dist, state, blocks, proposals);
+      acc_t proposals[kWideLanes * Dist::kPerBlock];
+      generate_batch<L, kWideLanes>(dist, state, blocks, proposals);
       for (int64_t j = 0; j < lanes; ++j) {
         const acc_t* p = proposals + j * Dist::kPerBlock;
         int k = 0;
