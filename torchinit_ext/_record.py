@@ -40,6 +40,8 @@ _FILL_LAWS = {
 # The others, filled whole (a random one from the generator of the tensor's seed key):
 _WHOLE_FILLS = {ext.orthogonal_.default, ext.sparse_.default, ext.eye_.default, ext.dirac_.default}
 _WRITE_ONLY = {*_FILL_LAWS, *_WHOLE_FILLS, aten.fill_.Tensor, aten.copy_.default}
+# Factories of uninitialized memory: nothing to replay, the replay makes storage of the size.
+_EMPTY = {aten.empty.memory_format, aten.empty_strided.default}
 _META = torch.device("meta")
 
 
@@ -165,6 +167,11 @@ class Record:
         written, write_only, pure_view = _op_plan(func)
         if pure_view:
             return  # detach, view, expand...: rebuilt from references where needed
+        if func in _EMPTY and _is_meta(out):
+            storage = out.untyped_storage()
+            self.nbytes[storage._cdata] = storage.nbytes()
+            self._alive.append(out)
+            return
         inputs = _meta_leaves(args, [])
         for value in kwargs.values():
             _meta_leaves(value, inputs)
@@ -299,8 +306,9 @@ class Replay:
         self.substitutes[ref.storage] = tensor
 
     def storage(self, key: int) -> torch.UntypedStorage:
-        # Storages whose allocation is not replayed: written whole before any read (so the
-        # allocation was dead), or made before recording began (no values, as on meta).
+        # Storages whose allocation is not replayed: made by empty (not recorded), written
+        # whole before any read (so the allocation was dead), or made before recording began
+        # (no values, as on meta).
         if key not in self.storages:
             self._bind(key, torch.UntypedStorage(self.record.nbytes[key], device=self.device))
         return self.storages[key]
