@@ -75,17 +75,6 @@ def _map(fn: Callable, value):
     return fn(value)
 
 
-def _meta_leaves(value, found: list) -> list:
-    """Appends the meta tensors in `value` to `found`."""
-    if isinstance(value, Tensor):
-        if value.is_meta:
-            found.append(value)
-    elif isinstance(value, (list, tuple)):
-        for item in value:
-            _meta_leaves(item, found)
-    return found
-
-
 def _is_meta(value) -> bool:
     return isinstance(value, Tensor) and value.is_meta
 
@@ -172,22 +161,19 @@ class Record:
             self.nbytes[storage._cdata] = storage.nbytes()
             self._alive.append(out)
             return
-        inputs = _meta_leaves(args, [])
-        for value in kwargs.values():
-            _meta_leaves(value, inputs)
+        inputs = [t for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)]
         outputs = _leaves(out)
         meta_outputs = [t for t in outputs if _is_meta(t)]
         if not inputs and not meta_outputs:
             return  # real tensors only: done for real already
         nbytes = self.nbytes
-        allocates = []
-        for position, t in enumerate(outputs):
-            if _is_meta(t) and _storage_key(t) not in nbytes:
-                allocates.append((position, _storage_key(t)))
-        in_keys = []
+        allocates = [
+            (position, _storage_key(t))
+            for position, t in enumerate(outputs)
+            if _is_meta(t) and _storage_key(t) not in nbytes
+        ]
         for t in inputs + meta_outputs:
             storage = t.untyped_storage()
-            in_keys.append(storage._cdata)
             if storage._cdata not in nbytes:
                 nbytes[storage._cdata] = storage.nbytes()
         writes, defines = set(), set()
@@ -201,7 +187,7 @@ class Record:
         if not writes and not allocates:
             return  # a read: rebuilt from references where needed
         first = args[0] if write_only and args and _is_meta(args[0]) else None
-        reads = {k for t, k in zip(inputs, in_keys) if t is not first}
+        reads = {_storage_key(t) for t in inputs if t is not first}
         new = {storage for _, storage in allocates}
         self._alive += inputs + meta_outputs
         if inputs:

@@ -36,6 +36,8 @@ namespace torchinit::cpu {
 // Bytes mapped at a time: the size a thread writes before mapping the next piece, small enough
 // that the kernel's zeroing of a piece is still in cache when the fill overwrites it.
 constexpr size_t kPrefaultBytes = size_t{1} << 20;
+constexpr size_t kPage = 4096;
+constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
 
 #if defined(__linux__)
 
@@ -46,8 +48,7 @@ constexpr size_t kPrefaultBytes = size_t{1} << 20;
 // Maps the pages lying wholly inside [begin, begin + bytes), which must be at most
 // kPrefaultBytes, unless they all are mapped already.
 inline void prefault_for_write(void* begin, size_t bytes) {
-  static std::atomic<bool> unsupported{sysconf(_SC_PAGESIZE) != 4096};
-  constexpr size_t kPage = 4096;
+  static std::atomic<bool> unsupported{sysconf(_SC_PAGESIZE) != kPage};
   if (unsupported.load(std::memory_order_relaxed)) return;
   const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + kPage - 1) & ~(kPage - 1);
   const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + bytes) & ~(kPage - 1);
@@ -63,8 +64,6 @@ inline void prefault_for_write(void* begin, size_t bytes) {
     unsupported.store(true, std::memory_order_relaxed);  // a kernel before 5.14: stop trying
   }
 }
-
-constexpr uintptr_t kHugePage = uintptr_t{1} << 21;
 
 // Whether a virtio balloon offers free page reporting (feature bit 5, VIRTIO_BALLOON_F_REPORTING;
 // sysfs lists a device's feature bits as '0'/'1' characters, bit 0 first).
@@ -101,7 +100,7 @@ inline void advise_huge_pages(void* begin, size_t bytes) {
   const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + bytes) & ~(kHugePage - 1);
   if (last <= first || !huge_pages_allowed()) return;
   unsigned char resident = 0;
-  if (mincore(reinterpret_cast<void*>(first), 4096, &resident) != 0 || (resident & 1)) return;
+  if (mincore(reinterpret_cast<void*>(first), kPage, &resident) != 0 || (resident & 1)) return;
   madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
 }
 
