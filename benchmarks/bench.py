@@ -31,16 +31,17 @@ The floor
     can cost: writing the same tensors once. For a fill row that is
     ``fill_(1.0)`` of the same (warm) tensors; for a model row, allocating
     every parameter and buffer of the model and ``fill_``-ing each once, from
-    fresh memory as the model rows are. ``stock/fl`` and ``ext/fl`` are each
-    side's median over the floor's. The fresh-memory rows allocate and fill a
-    256 MiB tensor in each call (a new mapping: glibc maps allocations this
-    large anew and unmaps them when freed), their floor being torch.empty +
-    ``fill_``; their huge-pages-on variant runs in a subprocess with
-    THP_MEM_ALLOC_ENABLE=1 and TORCHINIT_HUGE_PAGES=1 set, since both are read
-    once per process. Where installed, numpy's Philox and PCG64 generators and
-    JAX's ``jax.random`` (CPU) stand in the stock column of peer rows. JAX's
-    rows run in a subprocess: its CPU threads spin on after each call, which
-    slows the ext and floor columns of those two rows (only).
+    fresh memory as the model rows are. ``ext/floor`` (``ext_x_floor``) and
+    ``stock_x_floor`` are each side's median over the floor's. The
+    fresh-memory rows allocate and fill a 256 MiB tensor in each call (a new
+    mapping: glibc maps allocations this large anew and unmaps them when
+    freed), their floor being torch.empty + ``fill_``; their huge-pages-on
+    variant runs in a subprocess with THP_MEM_ALLOC_ENABLE=1 and
+    TORCHINIT_HUGE_PAGES=1 set, since both are read once per process. Where
+    installed, numpy's Philox and PCG64 generators and JAX's ``jax.random``
+    (CPU) stand in the stock column of peer rows. JAX's rows run in a
+    subprocess: its CPU threads spin on after each call, which slows the ext
+    and floor columns of those two rows (only).
 
 How
     Each case is warmed up (stock, ext) and then timed as interleaved runs
@@ -64,21 +65,29 @@ How
 
 Sets and modes
     The default times, on the CPU, the cases marked ``default`` (the 16M-element
-    targets, small tensors, the real models, fresh memory, the peers);
-    ``--full`` times every case, with more runs. ``--contention [N]`` times only the 16M-element and
-    real-model patched() rows of that set while N busy processes (default: one
-    per core) spin beside them; the bandwidth probe runs before they start.
+    targets, small tensors, the real models, fresh memory, the peers: 4-5
+    minutes on 2 cores); ``--full`` times every case, with more runs.
+    ``--contention [N]`` times only the 16M-element and real-model patched()
+    rows of that set while N busy processes (default: one per core) spin
+    beside them; the bandwidth probe runs before they start.
     ``--simd LEVELS`` runs the CPU rows once per SIMD level, each in a
     subprocess with TORCHINIT_CPU_CAPABILITY set, and prints one table of them.
 
 Output
-    One progress line per case (with its run count and wall time), a final
-    aligned table, and per device ``<out>/<stem>.json`` (``machine`` block:
-    SIMD level, contention, ...; ``rows``) and ``<out>/<stem>.png`` (speedup
-    bar chart), where stem is the device slug, then ``-contention`` for a
-    contention run and ``-<level>`` for a --simd run. A case that raises is
-    reported as ``FAILED: <reason>`` (null numbers in the JSON) and the run
-    goes on; the exit code is 1 if any case failed.
+    A header (CPU, torch, rows, timing, the load average at start, with a
+    warning when the machine is not quiet), one progress line per case (with
+    its run count and wall time), then, once, a table per device in 100
+    columns with a legend of its columns, the load at the end and the cores
+    other processes kept busy during the run (from /proc/stat, less this
+    bench's own CPU time), and last the paths of the results: per device a new
+    ``<out>/<stem>.json`` (``machine`` block: SIMD level, contention, date,
+    load, ...; ``rows``) and ``<out>/<stem>.png`` (speedup bar chart). The
+    stem is the device slug, the SIMD level (a --simd run: the level asked
+    for), ``contention`` for a contention run, and the date and time (UTC),
+    e.g. ``cpu-amd-epyc-avx512-2026-12-06T0815``; ``-2``, ``-3``, ... is added
+    where that name is taken, so no run writes over another's results. A case
+    that raises is reported as ``FAILED: <reason>`` (null numbers in the JSON)
+    and the run goes on; the exit code is 1 if any case failed.
 
 Usage
     python benchmarks/bench.py [--full] [--contention [N]] [--simd LEVELS]
@@ -101,10 +110,11 @@ import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -114,7 +124,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.init as stock  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from torch import nn  # noqa: E402
 
 # Fall back to an in-tree build when the package is not installed.
@@ -148,7 +159,7 @@ class Config:
 
 
 FULL = Config(warmup=2, min_runs=5, max_runs=25, budget_s=3.0, row_cap_s=math.inf, fill_repeats=10)
-QUICK = Config(warmup=1, min_runs=3, max_runs=10, budget_s=0.5, row_cap_s=6.0, fill_repeats=5)
+DEFAULT = Config(warmup=1, min_runs=3, max_runs=10, budget_s=0.5, row_cap_s=6.0, fill_repeats=5)
 
 
 @dataclass(frozen=True)
@@ -159,7 +170,7 @@ class Case:
     kwargs: dict = field(default_factory=dict)
     dtype: torch.dtype = torch.float32
     view: Callable | None = None  # fill this view of the allocated tensor
-    default: bool = False  # in the default (quick) CPU set; --full runs every case
+    default: bool = False  # in the default CPU set; --full runs every case
     devices: tuple = ("cpu", "cuda")
     # ext's batched form of fn (no stock counterpart): `batch` tensors of `shape`, stock calls
     # fn on each in a loop, ext fills all of them in one batch_fn call.
@@ -663,9 +674,9 @@ def parse_args():
     parser.add_argument(
         "--full",
         action="store_true",
-        help="every case (the default is a quick subset on the CPU), with more runs",
+        help="every case (the default is a subset on the CPU: 4-5 minutes on 2 cores), "
+        "with more runs",
     )
-    parser.add_argument("--quick", action="store_true", help="the default; kept for old scripts")
     parser.add_argument(
         "--contention",
         type=int,
@@ -682,8 +693,10 @@ def parse_args():
         help="comma list of avx512, avx2, default, or 'all' (those this CPU has): "
         "run the CPU rows once per level, each in a subprocess, and compare them",
     )
-    # Set by a --simd run on its subprocesses: name the results by the level asked for.
-    parser.add_argument("--simd-child", action="store_true", help=argparse.SUPPRESS)
+    # Set by a --simd run on its subprocesses: the stem of their results (named by the level asked
+    # for) and the load average before the first level ran.
+    parser.add_argument("--simd-child", metavar="STEM", help=argparse.SUPPRESS)
+    parser.add_argument("--start-load", type=float, nargs=3, help=argparse.SUPPRESS)
     # Set on the subprocess of a case with its own environment: run that case alone, print its
     # row as JSON (the fill bandwidth comes from the parent).
     parser.add_argument("--one-case", help=argparse.SUPPRESS)
@@ -702,7 +715,6 @@ def parse_args():
         help=f"results directory (default {RESULTS_DIR})",
     )
     args = parser.parse_args()
-    args.quick = not args.full
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
     if args.simd:
@@ -885,26 +897,157 @@ def run_case(case, device, timed, cfg, bandwidth):
     return row
 
 
-def table_header(width):
-    columns = (
-        f"{'case':<{width}}  {'device':<6}  {'stock ms':>10}  "
-        f"{'ext ms':>10}  {'speedup':>8}  {'floor ms':>10}  {'stock/fl':>8}  {'ext/fl':>7}  "
-        f"{'bw frac':>7}  {'ext Gel/s':>9}  {'runs':>4}  "
-        f"{'row s':>6}"
-    )
-    return f"{columns}\n{'-' * len(columns)}"
+WIDTH = 100  # console columns: the table, the legend and the other lines fit in them
+CASE_WIDTH = 43  # the numbers take the other 57 columns; a longer name goes on over the next lines
+COLUMNS = (  # header, width
+    ("stock ms", 8),
+    ("ext ms", 8),
+    ("speedup", 7),
+    ("floor ms", 8),
+    ("ext/floor", 9),
+    ("runs", 4),
+)
+
+LEGEND = """\
+Columns (each time is the median of the row's timed runs, for one call, in milliseconds):
+  stock ms   stock torch.nn.init; in a row "A vs B", A is this column (stock's way to build a
+             model, or a peer library such as numpy) and B the ext column
+  ext ms     torchinit_ext: the same call with the same arguments, on the same tensor
+  speedup    stock ms / ext ms: above 1x, torchinit_ext is faster
+  floor ms   the least the work can cost: fill_(1.0) of the same tensors, once (model and
+             fresh-memory rows: allocating each tensor and filling it once, from fresh memory)
+  ext/floor  ext ms / floor ms: 1x is as fast as merely writing the memory
+  runs       timed rounds (stock, ext, floor, interleaved) behind each median
+Rows "x1000 calls" time 1000 calls on a small tensor: their milliseconds are microseconds per call.
+The JSON has more for each row: stock over the floor (stock_x_floor), the fraction of the fill
+bandwidth (bandwidth_fraction), elements written per second and the row's wall time."""
+
+SIMD_LEGEND = """\
+Columns of the comparison:
+  stock ms   stock torch.nn.init, for one call: the median of its times in the levels' runs
+  <level>    torchinit_ext with its CPU kernels at that SIMD level (TORCHINIT_CPU_CAPABILITY):
+             milliseconds for one call and, in brackets, its speedup over stock in the same run"""
+
+# Limits of a quiet machine, whatever its number of cores: the bench runs a thread per core and a
+# parallel fill waits for its slowest thread, so a single busy process slows the rows. At start,
+# the 1-minute load average must be under QUIET_LOAD: half a core leaves room for the bench's own
+# start-up (its imports and `make bench`'s build check, about 12 s on one core: 0.2 of the
+# average). After the run, the verdict is the cores other processes kept busy beside it (the
+# machine's busy time in /proc/stat less the bench's own), which must stay under QUIET_OTHERS.
+QUIET_LOAD = 0.5
+QUIET_OTHERS = 0.25
 
 
-def table_line(row, width):
-    result = (
-        f"FAILED: {row.error}"
-        if row.error
-        else f"{row.stock_ms:>10.2f}  {row.ext_ms:>10.2f}  "
-        f"{row.speedup:>7.2f}x  {row.floor_ms:>10.2f}  {row.stock_x_floor:>7.2f}x  "
-        f"{row.ext_x_floor:>6.2f}x  {row.bandwidth_fraction:>7.2f}  "
-        f"{row.ext_elements_per_s / 1e9:>9.3f}  {row.runs:>4}  {row.wall_s:>6.1f}"
+@dataclass(frozen=True)
+class Moment:
+    """The date, the machine's load average and busy CPU time, and the bench's own CPU time: that
+    of this process and its finished children (subprocess rows, --simd levels, the busy processes
+    of --contention)."""
+
+    date: datetime.datetime  # UTC
+    load: tuple  # os.getloadavg(): 1, 5 and 15 minutes
+    wall: float
+    machine_cpu: float | None  # busy CPU seconds of every process since boot; None without /proc
+    own_cpu: float
+
+    @classmethod
+    def now(cls):
+        try:
+            with open("/proc/stat") as stat:
+                user, nice, system, _, _, irq, softirq = map(int, stat.readline().split()[1:8])
+            machine_cpu = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError):
+            machine_cpu = None
+        own = os.times()
+        own_cpu = own.user + own.system + own.children_user + own.children_system
+        date = datetime.datetime.now(datetime.timezone.utc)
+        return cls(date, os.getloadavg(), time.monotonic(), machine_cpu, own_cpu)
+
+    def others_since(self, start):
+        """Cores that other processes kept busy on average from `start` to this moment."""
+        if self.machine_cpu is None or start.machine_cpu is None or self.wall <= start.wall:
+            return None
+        others = self.machine_cpu - start.machine_cpu - (self.own_cpu - start.own_cpu)
+        return max(0.0, others / (self.wall - start.wall))
+
+
+def start_warning(start):
+    if start.load[0] < QUIET_LOAD:
+        return None
+    return (
+        f"the machine is not quiet: its 1-minute load average is {start.load[0]:.2f} at start "
+        f"(quiet: under {QUIET_LOAD}). Other processes ran in the last minute; those still running "
+        "take cores from the bench and make its times slower and noisier. The load beside the "
+        "run is reported at its end; rerun on an idle machine for numbers to compare."
     )
-    return f"{row.case:<{width}}  {row.device:<6}  {result}"
+
+
+def run_warning(others):
+    if others is None or others < QUIET_OTHERS:
+        return None
+    return (
+        f"the machine was not quiet: other processes kept {others:.2f} cores busy on average "
+        f"during the run (quiet: under {QUIET_OTHERS}), so its times are slower and noisier; "
+        "rerun on an idle machine for numbers to compare."
+    )
+
+
+def end_warning(start, end):
+    """The verdict on the run: by the load measured beside it where /proc/stat allows, else by
+    the load average at start."""
+    others = end.others_since(start)
+    return start_warning(start) if others is None else run_warning(others)
+
+
+def show_load(load):
+    return ", ".join(f"{value:.2f}" for value in load)
+
+
+def say(name, text):
+    """One item of the header or the summary: its name, then its text wrapped under itself."""
+    print(textwrap.fill(text, WIDTH, initial_indent=f"  {name:<10}  ", subsequent_indent=" " * 14))
+
+
+def sig(value, digits, max_decimals):
+    """`value` with about `digits` significant digits, and at most `max_decimals` decimals."""
+    magnitude = math.floor(math.log10(abs(value))) if value else 0
+    return f"{value:.{min(max_decimals, max(0, digits - 1 - magnitude))}f}"
+
+
+def ms(value):
+    return sig(value, 4, 4)
+
+
+def times(ratio):
+    return sig(ratio, 3, 2) + "x"
+
+
+def plural(count, noun):
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def wrap_name(name, width):
+    return textwrap.wrap(name, width, subsequent_indent="  ", break_on_hyphens=False)
+
+
+def table_lines(rows):
+    """The table of `rows`, one line each: a name longer than its column goes on over the next
+    lines, and a failed row's reason stands under its name."""
+    header = f"{'case':<{CASE_WIDTH}}" + "".join(f"  {name:>{width}}" for name, width in COLUMNS)
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        names = wrap_name(row.case, CASE_WIDTH)
+        if row.error:
+            reason = textwrap.wrap(
+                f"FAILED: {row.error}", WIDTH, initial_indent="    ", subsequent_indent="    "
+            )
+            lines += names + reason
+            continue
+        cells = (ms(row.stock_ms), ms(row.ext_ms), times(row.speedup), ms(row.floor_ms))
+        cells += (times(row.ext_x_floor), str(row.runs))
+        numbers = "".join(f"  {cell:>{width}}" for cell, (_, width) in zip(cells, COLUMNS))
+        lines += [f"{names[0]:<{CASE_WIDTH}}{numbers}", *names[1:]]
+    return lines
 
 
 def simd_level(device):
@@ -913,49 +1056,47 @@ def simd_level(device):
     return ext.cpu_capability() if device == "cpu" else None
 
 
-def conditions(device, contention):
-    simd = f"SIMD {simd_level(device)}, " if device == "cpu" else ""
-    return f"{simd}contention {contention}"
-
-
 def run_device(device, cases, cfg, contention):
+    """The rows of `cases` on `device`, with one progress line as each ends (the table comes at
+    the end of the run), and the device's fill bandwidth."""
     timed = make_timer(device)
     bandwidth = fill_bandwidth(device, timed, cfg.fill_repeats)
-    print(
-        f"\n== {device}: {device_name(device)}, {conditions(device, contention)}, "
-        f"fill bandwidth {bandwidth / 1e9:.1f} GB/s ==",
-        flush=True,
-    )
-    width = max(len(c.name) for c in cases)
-    print(table_header(width), flush=True)
+    print(f"\n{device}, {len(cases)} rows (fill bandwidth {bandwidth / 1e9:.1f} GB/s):", flush=True)
     rows = []
     with busy_processes(contention):
-        for case in cases:
+        for index, case in enumerate(cases, 1):
+            start = time.perf_counter()
             if case.env:
                 rows.append(run_case_in_subprocess(case, device, cfg, bandwidth))
             else:
                 rows.append(run_case(case, device, timed, cfg, bandwidth))
-            print(table_line(rows[-1], width), flush=True)
+            done = "FAILED" if rows[-1].error else plural(rows[-1].runs, "run")
+            done += f", {time.perf_counter() - start:.1f} s"
+            # The name wraps, its run count and time stay whole on its last line.
+            name = f"[{index:>{len(str(len(cases)))}}/{len(cases)}] {case.name}:"
+            lines = wrap_name(name, WIDTH - len(done) - 1)
+            print("\n".join(lines[:-1] + [f"{lines[-1]} {done}"]), flush=True)
     return rows, bandwidth
 
 
 def run_case_in_subprocess(case, device, cfg, bandwidth):
     """run_case in a subprocess of this script with case.env set."""
     command = [sys.executable, __file__, "--one-case", case.name, "--device", device]
-    command += ["--bandwidth", str(bandwidth)] + ([] if cfg is QUICK else ["--full"])
+    command += ["--bandwidth", str(bandwidth)] + (["--full"] if cfg is FULL else [])
     child = subprocess.run(
         command, env={**os.environ, **dict(case.env)}, capture_output=True, text=True
     )
     lines = child.stdout.strip().splitlines()
     if child.returncode != 0 or not lines:
-        return Row(case.name, device, error=f"subprocess exit {child.returncode}: {child.stderr}")
+        last = (child.stderr.strip().splitlines() or [""])[-1]  # a traceback's exception
+        return Row(case.name, device, error=f"subprocess exit {child.returncode}: {last}")
     return Row(**json.loads(lines[-1]))
 
 
 def run_one_case(args):
     """--one-case: the row of one case, as JSON on the last line of stdout."""
     case = next(c for c in CASES if c.name == args.one_case)
-    cfg = QUICK if args.quick else FULL
+    cfg = FULL if args.full else DEFAULT
     row = run_case(case, args.device, make_timer(args.device), cfg, args.bandwidth)
     print(json.dumps({**row.to_json(), "error": row.error}))
 
@@ -967,112 +1108,237 @@ def timing(cfg):
     return runs
 
 
-def print_header(args, cfg, devices):
-    print("torchinit_ext benchmark: stock torch.nn.init vs torchinit_ext")
-    for device in devices:
-        print(f"  device   {device}: {device_name(device)}")
-    cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
-    print(f"  torch    {torch.__version__}{cuda}, python {platform.python_version()}")
-    print(f"  threads  {torch.get_num_threads()}, SIMD {simd_level('cpu')} (our CPU kernels)")
-    print(
-        f"  timing   MEDIAN of {timing(cfg)} after {cfg.warmup} warm-up call(s) each; "
-        "CPU: perf_counter, CUDA: events"
+def print_header(args, cfg, cases, start):
+    """What runs, where, and how loaded the machine is before the first row."""
+    print("torchinit_ext benchmark: stock torch.nn.init against torchinit_ext")
+    say(
+        "cpu",
+        f"{cpu_model_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; "
+        f"our kernels at SIMD {simd_level('cpu')} (torch's own: "
+        f"{torch.backends.cpu.get_cpu_capability()})",
     )
-    print(f"  mode     {'quick' if args.quick else 'full'}")
-    print(f"  busy     {args.contention} competing busy process(es)", flush=True)
+    if "cuda" in cases:
+        say("cuda", device_name("cuda"))
+    cuda = f", CUDA {torch.version.cuda}" if torch.version.cuda else ""
+    say("torch", f"{torch.__version__}{cuda}, python {platform.python_version()}")
+    chosen = "every case (--full)" if args.full else "the default set (--full: every case)"
+    if args.contention:
+        chosen = "the 16M-element and real-model patched() rows of " + chosen
+    if args.filter:
+        chosen += f", names containing {args.filter!r}"
+    counts = ", ".join(f"{len(on_device)} on {device}" for device, on_device in cases.items())
+    say("rows", f"{chosen}: {counts}")
+    say(
+        "timing",
+        f"median of {timing(cfg)} after {plural(cfg.warmup, 'warm-up call')} each; "
+        "CPU: perf_counter, CUDA: events",
+    )
+    if args.contention:
+        say(
+            "contention",
+            f"{args.contention} busy processes (pure-Python loops, a core each) are started "
+            "beside the rows, after the bandwidth probe: this bench's own, not other load",
+        )
+    given = "; measured by the --simd run" if args.start_load else ""
+    say(
+        "load",
+        f"{show_load(start.load)} (1-, 5- and 15-minute averages) at start, "
+        f"on {os.cpu_count()} cores{given}",
+    )
+    warning = start_warning(start)
+    if warning:
+        say("WARNING", warning)
+    sys.stdout.flush()
 
 
-def print_table(rows, contention):
-    width = max(len(r.case) for r in rows)
-    for device in dict.fromkeys(r.device for r in rows):
-        print(f"\n== {device}: {conditions(device, contention)} ==")
-        print(table_header(width))
-        for row in rows:
-            if row.device == device:
-                print(table_line(row, width))
+def print_tables(results):
+    """One table per device, printed once, at the end of the run."""
+    for device, (rows, bandwidth) in results.items():
+        details = [device_name(device)]
+        if device == "cpu":
+            details.append(f"SIMD {simd_level(device)}")
+        details.append(f"fill bandwidth {bandwidth / 1e9:.1f} GB/s")
+        print(f"\n== {device}: {', '.join(details)} ==")
+        print("\n".join(table_lines(rows)))
 
 
-def machine_info(device, args, bandwidth, cfg):
+def print_summary(start, end, count):
+    """The machine's load at the end and beside the run, then `count` (what ran, what failed)."""
+    print()
+    say("load", f"{show_load(end.load)} at the end (the bench's own threads included)")
+    others = end.others_since(start)
+    if others is not None:
+        busy = f"{others:.2f} cores kept busy on average by other processes during the run"
+        say("other load", f"{busy} (quiet: under {QUIET_OTHERS})")
+    warning = end_warning(start, end)
+    if warning:
+        say("WARNING", warning)
+    print(f"{count}, {end.wall - start.wall:.0f} s")
+
+
+def shown(path):
+    """`path` relative to the working directory where it lies under it."""
+    path = path.resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def print_paths(written):
+    """The results and chart paths: the last lines of the output."""
+    lines = []
+    for label, json_path, png_path in written:
+        tag = f" ({label})" if len(written) > 1 else ""
+        lines += [(f"results{tag}:", json_path), (f"plot{tag}:", png_path)]
+    width = max((len(key) for key, _ in lines), default=0) + 1
+    for key, path in lines:
+        print(f"{key:<{width}}{shown(path)}")
+
+
+def machine_info(device, args, bandwidth, cfg, start, end):
+    others = end.others_since(start)
     return {
         "device_name": device_name(device),
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
         "threads": torch.get_num_threads(),
         "python_version": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "quick": args.quick,
+        "date": start.date.isoformat(timespec="seconds"),
+        "quick": not args.full,  # the default set
         "simd": simd_level(device),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "contention": args.contention,
         "timing": f"median of {timing(cfg)}",
         "fill_bandwidth_GBps": bandwidth / 1e9,
         "driver_version": driver_version() if device == "cuda" else None,
+        "cores": os.cpu_count(),
+        "load_avg_start": list(start.load),
+        "load_avg_end": list(end.load),
+        "other_processes_cores": others,
+        "quiet": end_warning(start, end) is None,
     }
 
 
-def results_stem(device, contention, level=None):
-    """<device-slug>, then -contention for a --contention run, then -<level> for a --simd run."""
-    contended = "-contention" if contention else ""
-    return f"{device_slug(device)}{contended}{f'-{level}' if level else ''}"
+def results_base(device, level, contention, date):
+    """<device slug>-<SIMD level>[-contention]-<date and time, UTC>: a name of its own for each
+    run, where the device's name alone is shared by every run on it."""
+    parts = [device_slug(device), level, "contention" if contention else None]
+    return "-".join([*filter(None, parts), f"{date:%Y-%m-%dT%H%M}"])
+
+
+def new_stem(out_dir, base):
+    """`base`, or base-2, base-3, ...: the first with neither a .json nor a .png in out_dir."""
+    stem, number = base, 1
+    while (out_dir / f"{stem}.json").exists() or (out_dir / f"{stem}.png").exists():
+        number += 1
+        stem = f"{base}-{number}"
+    return stem
 
 
 def write_results(out_dir, stem, rows, machine):
+    """<stem>.json and <stem>.png, created: a file that exists already is never written over (a
+    run that raced for the name stops with FileExistsError)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path = out_dir / f"{stem}.json"
-    json_path.write_text(
-        json.dumps({"machine": machine, "rows": [r.to_json() for r in rows]}, indent=2) + "\n"
-    )
-    png_path = out_dir / f"{stem}.png"
-    title = f"torchinit_ext speedup, {machine['device_name']}"
-    if machine["simd"]:
-        title += f", SIMD {machine['simd']}"
-    if machine["contention"]:
-        title += f", {machine['contention']} busy processes"
-    write_chart(png_path, title, [r for r in rows if not r.error])
+    json_path, png_path = out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+    with json_path.open("x") as file:
+        results = {"machine": machine, "rows": [r.to_json() for r in rows]}
+        file.write(json.dumps(results, indent=2) + "\n")
+    failed = sum(1 for r in rows if r.error)
+    title = chart_title(machine) + (f"\n{failed} failed rows not shown" if failed else "")
+    with png_path.open("xb") as file:
+        write_chart(file, title, [r for r in rows if not r.error])
     return json_path, png_path
 
 
-def write_chart(path, title, rows):
-    """Horizontal log-scale bars from the 1x line to each case's speedup."""
-    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.3 * len(rows)))
+def chart_title(machine):
+    details = [machine["device_name"]]
+    if machine["simd"]:
+        details += [f"SIMD {machine['simd']}", f"{machine['threads']} threads"]
+    details.append(f"torch {machine['torch_version']}")
+    if machine["contention"]:
+        details.append(f"{machine['contention']} busy processes beside")
+    date = datetime.datetime.fromisoformat(machine["date"])
+    details.append(f"{date:%Y-%m-%d %H:%M} UTC" + ("" if machine["quiet"] else " (not quiet)"))
+    return "torchinit_ext: speedup over stock torch.nn.init\n" + ", ".join(details)
+
+
+FASTER, SLOWER = "tab:green", "tab:red"
+BAR_AREA_IN = 7  # the bars' width in inches, the row names' added to it
+
+
+def write_chart(file, title, rows):
+    """Horizontal log-scale bars from the 1x line to each row's speedup, each labelled with its
+    value right of the bar, or right of the 1x line for a bar under 1x (clear of the names)."""
     speedups = [r.speedup for r in rows]
-    bars = ax.barh(
-        [r.case for r in rows],
-        [s - 1 for s in speedups],
-        left=1,
-        color=["tab:green" if s >= 1 else "tab:red" for s in speedups],
-    )
-    ax.bar_label(bars, labels=[f"{s:.2f}x" for s in speedups], padding=3)
+    places = range(len(rows))
+    fig, ax = plt.subplots(figsize=(BAR_AREA_IN, 2.5 + 0.28 * len(rows)), layout="constrained")
+    colors = [FASTER if s >= 1 else SLOWER for s in speedups]
+    ax.barh(places, [s - 1 for s in speedups], left=1, color=colors)
+    ax.set_yticks(places, [r.case for r in rows])
+    ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)  # the first row on top
+    labels = [
+        ax.annotate(
+            f"{s:.2f}x", (max(s, 1), y), xytext=(4, 0), textcoords="offset points", va="center"
+        )
+        for y, s in zip(places, speedups)
+    ]
     ax.set_xscale("log")
-    ax.set_xlim(min(speedups + [1]) / 2, max(speedups + [1]) * 2)
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}x"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.axvline(1.0, color="black", linewidth=1)
-    ax.invert_yaxis()
-    ax.set_xlabel("speedup (stock ms / ext ms), log scale")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    ax.set_xlabel("speedup = stock time / ext time (log scale; in a peer row, stock is the peer)")
+    fig.suptitle(title)
+    fig.legend(
+        handles=[
+            Patch(color=FASTER, label="torchinit_ext faster than stock"),
+            Patch(color=SLOWER, label="torchinit_ext slower than stock"),
+        ],
+        loc="outside lower center",
+        ncols=2,
+    )
+    # The row names get the room they take on top of the bars'.
+    renderer = fig.canvas.get_renderer()
+    names = [t.get_window_extent(renderer).width for t in ax.get_yticklabels()]
+    fig.set_size_inches(BAR_AREA_IN + max(names, default=0) / fig.dpi, fig.get_size_inches()[1])
+    low, high = min([1, *speedups]) / 1.5, max([1, *speedups])
+    ax.set_xlim(low, high)
+    fig.canvas.draw()
+    # The right limit, on the log scale, at which every label ends inside the axes: the label of
+    # a bar ending at x takes the fraction `share` of the axes' width after it.
+    axes_px = ax.get_window_extent().width
+    for label in labels:
+        share = (label.get_window_extent().width + 8) / axes_px
+        high = max(high, low * math.exp(math.log(label.xy[0] / low) / (1 - share)))
+    ax.set_xlim(low, high)
+    if high / low < 5:  # too few 1-2-5 ticks on so short a range
+        ax.xaxis.set_major_locator(LogLocator(subs=(1, 1.5, *range(2, 10))))
+    fig.savefig(file, format="png", dpi=120, bbox_inches="tight", pad_inches=0.2)
     plt.close(fig)
 
 
-def run_simd_levels(args):
+def run_simd_levels(args, start):
     """--simd: the CPU rows once per level, each in a subprocess of this script with
     TORCHINIT_CPU_CAPABILITY set (the extension reads it when it loads), then one table."""
-    results, failed = {}, False
+    results, written, failed = {}, [], False
     for level in args.simd:
         print(f"\n==== TORCHINIT_CPU_CAPABILITY={level} ====", flush=True)
-        command = [sys.executable, __file__, "--simd-child", "--device", "cpu"]
+        stem = new_stem(args.out, results_base("cpu", level, args.contention, start.date))
+        command = [sys.executable, __file__, "--simd-child", stem, "--device", "cpu"]
         command += ["--filter", args.filter, "--out", str(args.out)]
+        command += ["--start-load", *map(str, start.load)]
         command += ["--full"] if args.full else []
         command += ["--contention", str(args.contention)] if args.contention else []
         code = subprocess.run(command, env={**os.environ, "TORCHINIT_CPU_CAPABILITY": level})
         failed |= code.returncode != 0
         if code.returncode in (0, 1):  # 1: some case failed, the results were written
-            path = args.out / f"{results_stem('cpu', args.contention, level)}.json"
+            path = args.out / f"{stem}.json"
             results[level] = json.loads(path.read_text())
+            written.append((level, path, path.with_suffix(".png")))
     if results:
         print_simd_table(results)
+        print(f"\n{SIMD_LEGEND}\nThe tables of each level above:\n{LEGEND}")
+    done = f"{len(args.simd)} SIMD levels, {len(args.simd) - len(results)} failed"
+    print_summary(start, Moment.now(), done)
+    print_paths(written)
     return failed
 
 
@@ -1081,65 +1347,72 @@ def print_simd_table(results):
     the stock of the same run."""
     by_level = {level: {r["case"]: r for r in got["rows"]} for level, got in results.items()}
     cases = list(dict.fromkeys(case for rows in by_level.values() for case in rows))
-    width = max(map(len, cases))
-    print("\n== SIMD levels compared (ext ms, and speedup vs stock in the same run) ==")
+    cell = 15  # "802.2 (2.69x)"
+    width = min(max(map(len, cases)), WIDTH - 10 - (2 + cell) * len(by_level))
+    print("\n== SIMD levels compared: ext ms for one call (speedup over stock in the same run) ==")
     for level, got in results.items():
         ran = got["machine"]["simd"]
         note = "" if ran == level else f" (asked for {level})"
         print(f"  {level}: ran {ran}{note}, contention {got['machine']['contention']}")
-    columns = f"{'case':<{width}}  {'stock ms':>10}" + "".join(
-        f"  {level + ' ms':>11}  {'speedup':>8}" for level in by_level
-    )
+    columns = f"{'case':<{width}}  {'stock ms':>8}" + "".join(f"  {lv:>{cell}}" for lv in by_level)
     print(f"{columns}\n{'-' * len(columns)}")
     for case in cases:
         got = [rows.get(case) for rows in by_level.values()]
         stock_ms = [r["stock_ms"] for r in got if r and r["stock_ms"] is not None]
-        line = f"{case:<{width}}  " + (
-            f"{statistics.median(stock_ms):>10.2f}" if stock_ms else f"{'-':>10}"
+        names = wrap_name(case, width)
+        line = f"{names[0]:<{width}}  " + (
+            f"{ms(statistics.median(stock_ms)):>8}" if stock_ms else f"{'-':>8}"
         )
         for r in got:
-            if r and r["ext_ms"] is not None:
-                line += f"  {r['ext_ms']:>11.2f}  {r['speedup']:>7.2f}x"
-            else:
-                line += f"  {'-':>11}  {'-':>8}"
-        print(line)
+            value = (
+                f"{ms(r['ext_ms'])} ({times(r['speedup'])})"
+                if r and r["ext_ms"] is not None
+                else "-"
+            )
+            line += f"  {value:>{cell}}"
+        print("\n".join([line, *names[1:]]))
 
 
 def main():
     args = parse_args()
     # SIGTERM unwinds like Ctrl-C, so the busy processes of --contention are killed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.simd:
-        sys.exit(1 if run_simd_levels(args) else 0)
     if args.one_case:
         sys.exit(run_one_case(args))
-    cfg = QUICK if args.quick else FULL
+    start = Moment.now()
+    if args.start_load:  # a --simd level: the load before its first level ran
+        start = replace(start, load=tuple(args.start_load))
+    if args.simd:
+        sys.exit(1 if run_simd_levels(args, start) else 0)
+    cfg = FULL if args.full else DEFAULT
     cases = [c for c in CASES if args.filter in c.name and (c.contended or not args.contention)]
     if not cases:
         sys.exit(f"no case matches --filter {args.filter!r}")
-    devices = select_devices(args.device)
-    print_header(args, cfg, devices)
-    start = time.perf_counter()
-    all_rows = []
-    for device in devices:
-        on_device = [
-            c
-            for c in cases
-            if device in c.devices and (c.default or not args.quick or device != "cpu")
+    by_device = {
+        device: [
+            c for c in cases if device in c.devices and (c.default or args.full or device != "cpu")
         ]
+        for device in select_devices(args.device)
+    }
+    by_device = {device: on_device for device, on_device in by_device.items() if on_device}
+    print_header(args, cfg, by_device, start)
+    results, written = {}, []
+    for device, on_device in by_device.items():
         rows, bandwidth = run_device(device, on_device, cfg, args.contention)
-        all_rows += rows
-        level = os.environ.get("TORCHINIT_CPU_CAPABILITY") if args.simd_child else None
-        paths = write_results(
-            args.out,
-            results_stem(device, args.contention, level),
-            rows,
-            machine_info(device, args, bandwidth, cfg),
-        )
-        print("wrote " + ", ".join(str(p) for p in paths), flush=True)
-    print_table(all_rows, args.contention)
+        end = Moment.now()
+        base = results_base(device, simd_level(device), args.contention, start.date)
+        stem = args.simd_child or new_stem(args.out, base)  # a --simd level runs on the CPU alone
+        machine = machine_info(device, args, bandwidth, cfg, start, end)
+        written.append((device, *write_results(args.out, stem, rows, machine)))
+        results[device] = rows, bandwidth
+    print_tables(results)
+    if not args.simd_child:  # a --simd run prints it once, under its comparison
+        print(f"\n{LEGEND}")
+    all_rows = [row for rows, _ in results.values() for row in rows]
     failed = sum(1 for r in all_rows if r.error)
-    print(f"\n{len(all_rows)} cases, {failed} failed, {time.perf_counter() - start:.1f} s")
+    print_summary(start, end, f"{len(all_rows)} rows, {failed} failed")
+    if not args.simd_child:  # a --simd run prints its levels' at its end
+        print_paths(written)
     sys.exit(1 if failed else 0)
 
 

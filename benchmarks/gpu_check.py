@@ -10,7 +10,8 @@ torch, and no network).
    capture and replay, exact sparse_ zero counts, orthogonality), the build's tests, and the CPU
    side of the RNG contract (golden values), with every skip and its reason listed.
 4. The GPU bench: benchmarks/bench.py --device cuda, every fill as a fraction of the device's own
-   fill_ bandwidth, against stock; written to benchmarks/results/<device>.json.
+   fill_ bandwidth, against stock; its JSON copied to benchmarks/results/<device>-<date>.json, a
+   new file (bench.py names each run's results by device, date and time).
 
 Everything it writes (the logs, the pytest report, the bench JSON and chart) goes straight to $OUT
 when that is set (so a run stopped at its time limit still returns what it wrote), else to
@@ -125,14 +126,20 @@ def main() -> int:
         say("no GPU: the build and test collection ran; the bench needs a CUDA device")
         return 2
     if passed:
+        earlier = set(logs.glob("*.json"))  # a reused logs folder keeps earlier runs' results
         passed &= step(
             "bench",
             [python, "benchmarks/bench.py", "--device", "cuda", "--out", str(logs)],
             env=test_env,
             log=logs / "bench.log",
         )
-        for result in logs.glob("*.json"):
-            shutil.copy(result, ROOT / "benchmarks" / "results" / result.name)
+        for result in set(logs.glob("*.json")) - earlier:
+            target = ROOT / "benchmarks" / "results" / result.name
+            if target.exists():  # results are never written over
+                say(f"bench: {target} exists, {result} left where it is")
+            else:
+                shutil.copy(result, target)
+                say(f"bench: results copied to {target}")
     return 0 if passed else 1
 
 

@@ -150,8 +150,9 @@ def machine_line(data):
         parts.append(str(m["date"])[:10])
     if m.get("contention"):
         parts.append(f"{m['contention']} busy processes beside it")
-    if m.get("load") is not None:
-        parts.append(f"load {m['load']}")
+    loaded = load_part(m)
+    if loaded:
+        parts.append(loaded)
     tail = []
     if m.get("timing"):
         tail.append(str(m["timing"]))
@@ -167,6 +168,26 @@ def machine_line(data):
     if tail:
         sentence += "; " + ", ".join(tail)
     return f"{sentence}. From `{data['path']}`."
+
+
+def load_part(m):
+    """How loaded the machine was, from the keys bench.py writes since it reports load (older
+    files lack them): "machine not quiet (1-minute load 1.51 at start, other processes kept 0.73
+    cores busy)", "machine quiet (...)", or None when the file has none of them."""
+    details = []
+    start = m.get("load_avg_start")
+    if isinstance(start, (list, tuple)) and start:
+        start = start[0]  # the 1-minute average
+    if isinstance(start, (int, float)):
+        details.append(f"1-minute load {start:.2f} at start")
+    others = m.get("other_processes_cores")
+    if isinstance(others, (int, float)):
+        details.append(f"other processes kept {others:.2f} cores busy")
+    quiet = m.get("quiet")
+    verdict = None if quiet is None else "machine quiet" if quiet else "machine not quiet"
+    if verdict and details:
+        return f"{verdict} ({', '.join(details)})"
+    return verdict or ", ".join(details) or None
 
 
 # ---- row groups ---------------------------------------------------------------------------

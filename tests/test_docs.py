@@ -88,13 +88,24 @@ def test_report_names_the_optional_machine_fields(tmp_path):
         "simd": "avx2",
         "date": "2027-01-02T03:04:05+00:00",
         "contention": 2,
-        "load": "0.1 0.2 0.3",
+        "load_avg_start": [1.5, 0.25, 0.125],
+        "other_processes_cores": 0.734,
+        "quiet": False,
     }
     line = report.machine_line(
         {"machine": machine, "rows": [], "path": "benchmarks/results/x.json"}
     )
-    for part in ("SIMD avx2", "2027-01-02", "2 busy processes", "load 0.1 0.2 0.3", "x.json"):
+    for part in ("SIMD avx2", "2027-01-02", "2 busy processes", "x.json"):
         assert part in line
+    load = "machine not quiet (1-minute load 1.50 at start, other processes kept 0.73 cores busy)"
+    assert load in line
+    quiet = {**machine, "load_avg_start": [0.1, 0.2, 0.3], "other_processes_cores": 0.0}
+    line = report.machine_line({"machine": {**quiet, "quiet": True}, "rows": [], "path": "x"})
+    assert "machine quiet (1-minute load 0.10 at start, other processes kept 0.00 cores" in line
+    # Without /proc/stat the bench has no figure for other processes: the rest still shows.
+    del quiet["other_processes_cores"]
+    line = report.machine_line({"machine": quiet, "rows": [], "path": "x"})
+    assert "machine not quiet (1-minute load 0.10 at start)" in line
 
 
 def test_report_update_rewrites_a_stale_table(tmp_path):
