@@ -1,9 +1,9 @@
 # Two commands set everything up on a fresh machine: `make bench` and `make test`.
 # They use the active python3 when it already has torch (e.g. a CUDA build); otherwise they make
 # .venv with the CPU torch 2.13.0. VENV=DIR TORCH="torch==... torchvision==..." makes and uses
-# that venv instead, with that torch (CI's second job: VENV=.venv-cuda TORCH="torch==2.14.1
-# torchvision==0.29.1", the CUDA build). The extension is built against the venv's torch, never
-# in an isolated build environment, so pip never downloads a CUDA torch into one.
+# that venv instead, with that torch (CI's CUDA-torch jobs, .ci/run). The extension is built
+# against the venv's torch, never in an isolated build environment, so pip never downloads a CUDA
+# torch into one.
 
 VENV ?= .venv
 TORCH ?= torch==2.13.0
@@ -54,14 +54,14 @@ test: build
 
 # On a GPU machine, with its own python3 and torch and no network (the device tool's): builds the
 # CUDA kernels for that GPU's architecture alone, runs the CUDA and device-invariance tests, and
-# writes the GPU bench to benchmarks/results/<device>.json ($OUT too, when set). Without a GPU it
+# writes the GPU bench to a new dated file in benchmarks/results/ ($OUT too, when set). Without a GPU it
 # stops at the first CUDA call with a one-line "no GPU"; TORCH_CUDA_ARCH_LIST=9.0 takes it that
 # far on a machine without one (a dry run). benchmarks/gpu_check.py.
 gpu-check:
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/gpu_check.py $(ARGS)
 
-# The default set takes under 5 minutes on 2 cores; ARGS=--full, --contention, "--simd all":
-# benchmarks/README.md.
+# The default set takes 4-6 minutes on 2 cores and writes a new dated results file, never over
+# another; ARGS=--full, --contention, "--simd all": benchmarks/README.md.
 bench: build
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/bench.py $(ARGS)
 

@@ -16,12 +16,24 @@ import re
 import shutil
 import subprocess
 import sysconfig
+import warnings
 
-import torch
 from setuptools import Command, find_packages, setup
 
-# The torch releases this project supports and checks (docs/design.md, "Supported torch").
-TORCH_REQUIREMENT = "torch>=2.11,<2.15"
+try:
+    import torch
+except ImportError as error:
+    raise SystemExit(
+        "torchinit_ext builds against the torch already installed, and none is importable here: "
+        "install torch first, then build without build isolation "
+        "(`pip install --no-build-isolation .`), so that pip never downloads a torch of its own"
+    ) from error
+
+# A lower bound only: installing this package must never make pip remove or replace the user's
+# torch. Releases past the newest checked one build with a warning (docs/design.md, "Supported
+# torch").
+TORCH_REQUIREMENT = "torch>=2.11"
+NEWEST_CHECKED_TORCH = (2, 15)
 
 # The CUDA architectures built when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible: Ampere
 # (A100, RTX 30), Ampere GA10x (A10, A40), Ada (L4, RTX 40), Hopper (H100, H200), Blackwell (B200,
@@ -66,6 +78,18 @@ def default_cuda_arch_list() -> str:
     return ";".join(archs) + "+PTX"
 
 
+def warn_if_torch_unchecked() -> None:
+    release = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
+    if release > NEWEST_CHECKED_TORCH:
+        newest = ".".join(map(str, NEWEST_CHECKED_TORCH))
+        warnings.warn(
+            f"torchinit_ext is checked with torch 2.11 to {newest}; building against torch "
+            f"{torch.__version__}, which it has not been checked with",
+            stacklevel=1,
+        )
+
+
+warn_if_torch_unchecked()
 locate_cuda_home()
 
 # torch.utils.cpp_extension reads CUDA_HOME when it is imported.

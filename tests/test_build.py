@@ -1,6 +1,7 @@
 """The build: its record of the torch it was built against, the one-line import errors of a
 missing, mismatched or broken build, and in a CUDA build a CUDA kernel for every op."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -68,6 +69,34 @@ def test_cuda_build_registers_a_cuda_kernel_for_every_op():
     assert [op for op in _device_specific_ops() if not _has_kernel(op, "CUDA")] == []
 
 
+def test_installing_the_package_never_replaces_the_installed_torch(tmp_path):
+    # What `pip install --no-build-isolation .` would install, as pip resolves it (metadata only,
+    # nothing compiled), without this machine's pip constraint file, which caps torch.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    report = tmp_path / "report.json"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--no-build-isolation",
+            "--quiet",
+            "--report",
+            str(report),
+            root,
+        ],
+        env=dict(os.environ, PIP_CONSTRAINT="/dev/null"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    installs = [item["metadata"]["name"] for item in json.loads(report.read_text())["install"]]
+    assert installs == ["torchinit_ext"]
+
+
 def _import_copy(tmp_path, build_info: str | None, extension: str = "link") -> str:
     """Imports a copy of the package whose extension and build record are as given, in a fresh
     interpreter; returns the last line of its error output (the exception)."""
@@ -106,7 +135,7 @@ def test_import_refuses_an_extension_built_for_another_torch(tmp_path):
     assert line.startswith("ImportError: ")
     assert "built against torch 2.0.0+cpu" in line
     assert f"torch {torch.__version__} is installed" in line
-    assert "make build" in line and "pip install --no-build-isolation" in line
+    assert "make build" in line and "pip install --no-build-isolation --no-deps" in line
 
 
 def test_import_without_a_build_names_the_missing_extension_and_the_command(tmp_path):

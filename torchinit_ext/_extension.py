@@ -17,7 +17,7 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 BUILD_INFO_PATH = os.path.join(PACKAGE_DIR, "_C.build.json")
 REBUILD = (
     "rebuild it against the installed torch: `make build` in the source checkout, or "
-    "`pip install --no-build-isolation --force-reinstall .`"
+    "`pip install --no-build-isolation --no-deps --force-reinstall .`"
 )
 
 
