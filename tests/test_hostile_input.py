@@ -16,6 +16,10 @@ from scipy import stats
 
 import torchinit_ext as init
 
+# Means far outside [a, b] are the point of many cases here; that they warn as stock does is
+# checked in test_api_parity.py.
+pytestmark = pytest.mark.filterwarnings("ignore:mean is more than 2 std")
+
 # (fill_many_'s own arguments that overflow, blocks and devices, are in test_fill_many.py.)
 
 
@@ -368,6 +372,7 @@ SCRIPTABLE = {
 
 
 @pytest.mark.parametrize("name", list(SCRIPTABLE))
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 def test_functions_stock_lets_torchscript_compile_compile_too(name):
     scripted = torch.jit.script(getattr(init, name))
     got = SCRIPTABLE[name](scripted, torch.empty(6, 5))

@@ -14,6 +14,14 @@ import torchinit_ext as ti
 from torchinit_ext import _dispatch
 from torchinit_ext.model import seed_key
 
+# Modules built plainly on meta get their layers' reset_parameters(), and a warning when they sit
+# under classes outside torch.nn: by design here, and checked in test_deferred_init.py.
+# nn.Transformer warns of its own nested-tensor setting.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::torchinit_ext.UnrecordedInitWarning"),
+    pytest.mark.filterwarnings("ignore:enable_nested_tensor is True"),
+]
+
 # ---- patching --------------------------------------------------------------------------------
 
 
