@@ -35,11 +35,13 @@ except ImportError as error:
 TORCH_REQUIREMENT = "torch>=2.11"
 NEWEST_CHECKED_TORCH = (2, 15)
 
-# The CUDA architectures built when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible: Ampere
-# (A100, RTX 30), Ampere GA10x (A10, A40), Ada (L4, RTX 40), Hopper (H100, H200), Blackwell (B200,
-# RTX 50), with PTX of the newest so that later GPUs can compile it at load. Those the installed
-# nvcc cannot build are left out.
-DEFAULT_CUDA_ARCHS = ("8.0", "8.6", "8.9", "9.0", "10.0", "12.0")
+# The CUDA architectures built when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible: SASS for
+# Turing (T4, RTX 20), Ampere (A100; its SASS runs on every 8.x GPU: A10, A40, RTX 30, L4, L40,
+# RTX 40), Hopper (H100, H200), Blackwell data-centre (B200, B300) and desktop (RTX 50, RTX PRO),
+# and PTX of the first, which any later GPU (Jetson Thor, the next ones) compiles at load. Each
+# SASS architecture costs about 45 s of compiler time on one core (docs/cuda.md, "Building").
+# Those the installed nvcc cannot build are left out.
+DEFAULT_CUDA_ARCHS = ("7.5", "8.0", "9.0", "10.0", "12.0")
 
 
 def nvcc_report(*args: str) -> str:
@@ -67,7 +69,7 @@ def locate_cuda_home() -> None:
 
 
 def default_cuda_arch_list() -> str:
-    """DEFAULT_CUDA_ARCHS that this nvcc can build (`nvcc --list-gpu-arch`), PTX for the last."""
+    """DEFAULT_CUDA_ARCHS that this nvcc can build (`nvcc --list-gpu-arch`), PTX for the first."""
     listed = set(re.findall(r"compute_(\d+)", nvcc_report("--list-gpu-arch")))
     archs = [a for a in DEFAULT_CUDA_ARCHS if a.replace(".", "") in listed]
     if not archs:
@@ -75,7 +77,7 @@ def default_cuda_arch_list() -> str:
             f"nvcc can build none of the default CUDA architectures {DEFAULT_CUDA_ARCHS}: set "
             "TORCH_CUDA_ARCH_LIST to the architectures to build, or TORCHINIT_CUDA=0"
         )
-    return ";".join(archs) + "+PTX"
+    return ";".join([archs[0] + "+PTX", *archs[1:]])
 
 
 def warn_if_torch_unchecked() -> None:

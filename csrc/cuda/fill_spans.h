@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "../plan/elementwise_fill.h"
+#include "../unroll.h"
 #include "strided_layout.h"
 
 namespace torchinit::cuda {
@@ -193,6 +194,7 @@ C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, Philox
   for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
     // A chunk's tail, or a block whose spans aren't Philox-block-aligned spans of the full tensor.
     if (end - s < kSpan || !t.full.aligned_range()) {
+      TORCHINIT_NO_UNROLL
       for (int64_t k = 0; k < kSpan && s + k < end; ++k) {
         data[t.layout.offset(s + k)] = static_cast<scalar_t>(values(t.full(s + k)));
       }

@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <optional>
 
+#include "../unroll.h"
+
 namespace torchinit::cuda {
 
 // Dimensions a layout keeps after coalescing; tensors with more take a contiguous temporary.
@@ -22,6 +24,7 @@ struct StridedLayout {
 
   C10_HOST_DEVICE int64_t offset(int64_t i) const {
     int64_t offset = ndim == 0 ? i : 0;
+    TORCHINIT_NO_UNROLL
     for (int32_t d = ndim - 1; d >= 0; --d) {
       offset += (i % sizes[d]) * strides[d];
       i /= sizes[d];

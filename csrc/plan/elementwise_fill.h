@@ -20,6 +20,7 @@
 #include "../dist/trunc_normal_plan.h"
 #include "../dist/uniform_normal.h"
 #include "../rng/philox.h"
+#include "../unroll.h"
 #include "checks.h"
 
 namespace torchinit {
@@ -152,6 +153,7 @@ C10_HOST_DEVICE inline int64_t full_index(int64_t i, int64_t ndim, const int64_t
                                           const int64_t* strides, int64_t base) {
   if (ndim == 0) return base + i;
   int64_t full = base;
+  TORCHINIT_NO_UNROLL
   for (int64_t d = ndim - 1; d > 0; --d) {
     full += (i % sizes[d]) * strides[d];
     i /= sizes[d];
