@@ -929,13 +929,15 @@ Columns of the comparison:
              milliseconds for one call and, in brackets, its speedup over stock in the same run"""
 
 # Limits of a quiet machine, whatever its number of cores: the bench runs a thread per core and a
-# parallel fill waits for its slowest thread, so a single busy process slows the rows. At start,
-# the 1-minute load average must be under QUIET_LOAD: half a core leaves room for the bench's own
-# start-up (its imports and `make bench`'s build check, about 12 s on one core: 0.2 of the
-# average). After the run, the verdict is the cores other processes kept busy beside it (the
-# machine's busy time in /proc/stat less the bench's own), which must stay under QUIET_OTHERS.
+# parallel fill waits for its slowest thread, so a single busy process slows the rows. At start
+# and over the run, the cores other processes keep busy (the machine's busy time in /proc/stat
+# less the bench's own) must stay under QUIET_OTHERS; at start they are measured over
+# START_LOOK seconds, since the load average also counts what has just ended, such as
+# `make bench`'s own build. Without /proc/stat, the 1-minute load average at start must be under
+# QUIET_LOAD: half a core leaves room for the bench's own start-up.
 QUIET_LOAD = 0.5
 QUIET_OTHERS = 0.25
+START_LOOK = 1.0
 
 
 @dataclass(frozen=True)
@@ -971,7 +973,23 @@ class Moment:
         return max(0.0, others / (self.wall - start.wall))
 
 
-def start_warning(start):
+def others_busy_now():
+    """Cores other processes keep busy over the next START_LOOK seconds, while the bench sleeps;
+    None without /proc/stat."""
+    before = Moment.now()
+    time.sleep(START_LOOK)
+    return Moment.now().others_since(before)
+
+
+def start_warning(start, busy_now):
+    if busy_now is not None:
+        if busy_now < QUIET_OTHERS:
+            return None
+        return (
+            f"the machine is not quiet: other processes keep {busy_now:.2f} cores busy at start "
+            f"(quiet: under {QUIET_OTHERS}); they take cores from the bench and make its times "
+            "slower and noisier. Rerun on an idle machine for numbers to compare."
+        )
     if start.load[0] < QUIET_LOAD:
         return None
     return (
@@ -996,7 +1014,7 @@ def end_warning(start, end):
     """The verdict on the run: by the load measured beside it where /proc/stat allows, else by
     the load average at start."""
     others = end.others_since(start)
-    return start_warning(start) if others is None else run_warning(others)
+    return start_warning(start, None) if others is None else run_warning(others)
 
 
 def show_load(load):
@@ -1108,7 +1126,7 @@ def timing(cfg):
     return runs
 
 
-def print_header(args, cfg, cases, start):
+def print_header(args, cfg, cases, start, busy_now):
     """What runs, where, and how loaded the machine is before the first row."""
     print("torchinit_ext benchmark: stock torch.nn.init against torchinit_ext")
     say(
@@ -1145,7 +1163,9 @@ def print_header(args, cfg, cases, start):
         f"{show_load(start.load)} (1-, 5- and 15-minute averages) at start, "
         f"on {os.cpu_count()} cores{given}",
     )
-    warning = start_warning(start)
+    if busy_now is not None:
+        say("now", f"other processes keep {busy_now:.2f} cores busy (quiet: under {QUIET_OTHERS})")
+    warning = start_warning(start, busy_now)
     if warning:
         say("WARNING", warning)
     sys.stdout.flush()
@@ -1395,7 +1415,7 @@ def main():
         for device in select_devices(args.device)
     }
     by_device = {device: on_device for device, on_device in by_device.items() if on_device}
-    print_header(args, cfg, by_device, start)
+    print_header(args, cfg, by_device, start, others_busy_now())
     results, written = {}, []
     for device, on_device in by_device.items():
         rows, bandwidth = run_device(device, on_device, cfg, args.contention)
