@@ -8,6 +8,13 @@ storage seen through another geometry. So an op's tensors are recorded as refere
 (storage, dtype, sizes, strides, offset) and rebuilt on the replayed storage; view ops are not
 replayed at all. Ops that only touch real tensors ran for real while recording and are not
 replayed either.
+
+What the constructor observes of a meta tensor's values (.item(), .tolist(), .cpu(), bool(), a
+comparison, torch.equal) is computed then, once, and captured: the replay writes the captured
+values instead of recomputing them, so the materialized module holds what was observed. Writes
+from a constructor's own generator are computed and captured at once, as eager construction
+draws from it. Real tensors an op reads are copied when it is recorded, and each op keeps the
+default dtype it ran under.
 """
 
 import contextlib
@@ -42,7 +49,10 @@ _WHOLE_FILLS = {ext.orthogonal_.default, ext.sparse_.default, ext.eye_.default, 
 _WRITE_ONLY = {*_FILL_LAWS, *_WHOLE_FILLS, aten.fill_.Tensor, aten.copy_.default}
 # Factories of uninitialized memory: nothing to replay, the replay makes storage of the size.
 _EMPTY = {aten.empty.memory_format, aten.empty_strided.default}
+# Ops that give Python values of their tensors (bool() and comparisons reach .item()).
+_OBSERVING = {aten._local_scalar_dense.default, aten.equal.default}
 _META = torch.device("meta")
+_CPU = torch.device("cpu")
 
 
 @dataclasses.dataclass(unsafe_hash=True)  # not frozen: its __init__ is half the cost
@@ -119,7 +129,11 @@ def _op_plan(func) -> tuple[tuple[tuple[int, str], ...], bool, bool]:
 
 
 def _recorded(value):
-    return ref(value) if _is_meta(value) else value
+    """An op's argument as recorded: a meta tensor by reference, a real one by its value now
+    (the caller may change it before the replay)."""
+    if not isinstance(value, Tensor):
+        return value
+    return ref(value) if value.is_meta else value.detach().clone()
 
 
 def _covers_storage(tensor: Tensor) -> bool:
@@ -140,6 +154,12 @@ class _Op:
     writes: frozenset[int]
     reads: frozenset[int]
     defines: frozenset[int]  # storages the op writes whole without reading
+    default_dtype: torch.dtype  # what factories and type promotion gave at the recording
+
+    def copies_in(self) -> bool:
+        """Whether the op copies a value known at recording (a real tensor, or a captured value)
+        into meta storage: its result needs no capturing."""
+        return self.func is aten.copy_.default and not self.reads
 
 
 class Record:
@@ -152,20 +172,22 @@ class Record:
         self.refs_by_name: dict[str, _Ref] = {}  # the module's tensors when it was built
         self._alive: list[Tensor] = []
 
-    def add(self, func, args: tuple, kwargs: dict, out) -> None:
+    def add(self, func, args: tuple, kwargs: dict, out) -> _Op | None:
+        """Records the op if it writes meta storage; returns its record."""
         written, write_only, pure_view = _op_plan(func)
         if pure_view:
-            return  # detach, view, expand...: rebuilt from references where needed
+            return None  # detach, view, expand...: rebuilt from references where needed
         if func in _EMPTY and _is_meta(out):
             storage = out.untyped_storage()
             self.nbytes[storage._cdata] = storage.nbytes()
             self._alive.append(out)
-            return
-        inputs = [t for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)]
+            return None
+        tensors = [t for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)]
+        inputs = [t for t in tensors if t.is_meta]
         outputs = _leaves(out)
         meta_outputs = [t for t in outputs if _is_meta(t)]
         if not inputs and not meta_outputs:
-            return  # real tensors only: done for real already
+            return None  # real tensors only: done for real already
         nbytes = self.nbytes
         allocates = [
             (position, _storage_key(t))
@@ -185,24 +207,44 @@ class Record:
                     if i == 0 and write_only and _covers_storage(t):
                         defines.add(_storage_key(t))
         if not writes and not allocates:
-            return  # a read: rebuilt from references where needed
+            return None  # a read: rebuilt from references where needed
         first = args[0] if write_only and args and _is_meta(args[0]) else None
         reads = {_storage_key(t) for t in inputs if t is not first}
         new = {storage for _, storage in allocates}
         self._alive += inputs + meta_outputs
-        if inputs:
+        if tensors:
             args = _map(_recorded, args)
             kwargs = {name: _map(_recorded, value) for name, value in kwargs.items()}
-        # (Without meta tensors, the dispatcher's fresh argument objects are kept as they are.)
+        # (Without tensors, the dispatcher's fresh argument objects are kept as they are.)
+        op = _Op(
+            func,
+            args,
+            kwargs,
+            allocates,
+            frozenset(writes | new),
+            frozenset(reads),
+            frozenset(defines | new),
+            torch.get_default_dtype(),
+        )
+        self.ops.append(op)
+        return op
+
+    def whole(self, key: int) -> _Ref:
+        """Storage `key` as bytes."""
+        return _Ref(key, torch.uint8, (self.nbytes[key],), (1,), 0)
+
+    def capture(self, key: int, value: Tensor) -> None:
+        """Records that storage `key` now holds `value`'s bytes (a CPU uint8 tensor)."""
         self.ops.append(
             _Op(
-                func,
-                args,
-                kwargs,
-                allocates,
-                frozenset(writes | new),
-                frozenset(reads),
-                frozenset(defines | new),
+                aten.copy_.default,
+                (self.whole(key), value),
+                {},
+                [],
+                frozenset({key}),
+                frozenset(),
+                frozenset({key}),
+                torch.get_default_dtype(),
             )
         )
 
@@ -246,6 +288,19 @@ def _leaves_meta(kwargs: dict) -> bool:
     return device is not None and torch.device(device) != _META
 
 
+@functools.cache
+def _takes_generator(func) -> bool:
+    return any(name == "generator" for name, *_ in arguments(func))
+
+
+def _own_generator(func, args: tuple, kwargs: dict) -> bool:
+    """Whether the op draws from a generator other than the global one (a constructor's own)."""
+    if not _takes_generator(func):
+        return False
+    generator = _bound(func, args, kwargs).get("generator")
+    return generator is not None and generator is not torch.default_generator
+
+
 class _Recorder(TorchDispatchMode):
     """Records ops, and puts the tensors that factory ops make on the meta device. (Not a
     torch.device("meta") context: code that asks where new tensors go, as transformers does
@@ -262,15 +317,16 @@ class _Recorder(TorchDispatchMode):
             kwargs = {**kwargs, "device": _META}
             if kwargs.get("pin_memory"):
                 kwargs["pin_memory"] = False
-        elif func is aten._local_scalar_dense.default and _is_meta(args[0]):
-            # .item() of a meta tensor (a drop-path schedule, say): its value, computed now.
-            return evaluate(self.record, args[0]).item()
-        elif func is aten._to_copy.default and _is_meta(args[0]) and _leaves_meta(kwargs):
-            # .cpu(), .tolist() or .to(device) of a meta tensor (timm's drop-path schedules):
-            # its value, computed now.
-            args = (evaluate(self.record, args[0]), *args[1:])
+        elif func in _OBSERVING or (func is aten._to_copy.default and _leaves_meta(kwargs)):
+            # .item(), bool(), torch.equal, .cpu(), .tolist(), .to(device) of a meta tensor (a
+            # drop-path schedule, say): its value, computed now and kept for the replay.
+            args = _map(lambda t: evaluate(self.record, t) if _is_meta(t) else t, args)
         out = func(*args, **kwargs)
-        self.record.add(func, args, kwargs, out)
+        op = self.record.add(func, args, kwargs, out)
+        if op is not None and _own_generator(func, args, kwargs):
+            # Drawn from now, once, as eager construction does: what the generator gives next,
+            # and the values of a generator seeded in the constructor, depend on it.
+            _compute(self.record, set(op.writes))
         return out
 
 
@@ -329,16 +385,33 @@ class Replay:
                     self._real(value)
 
     def run(self, ops: list[_Op]) -> None:
-        for op in ops:
-            args = _map(self._real, op.args)
-            kwargs = {name: _map(self._real, value) for name, value in op.kwargs.items()}
-            out = _replay_op(op.func, args, kwargs)
-            if torch.Tag.inplace_view in op.func.tags:  # t_(), as_strided_(): rebuilt tensors
-                self.tensors.clear()  # may no longer have their references' geometry
-            if op.allocates:
-                flat = _leaves(out)
-                for position, key in op.allocates:
-                    self._bind(key, flat[position].untyped_storage())
+        """Runs `ops`, each under the default dtype it was recorded under."""
+        default_dtype = torch.get_default_dtype()
+        try:
+            for op in ops:
+                if op.default_dtype != torch.get_default_dtype():
+                    torch.set_default_dtype(op.default_dtype)
+                self._run(op)
+        finally:
+            torch.set_default_dtype(default_dtype)
+
+    def _run(self, op: _Op) -> None:
+        args = _map(self._real, op.args)
+        kwargs = {name: _map(self._real, value) for name, value in op.kwargs.items()}
+        out = _replay_op(op.func, args, kwargs)
+        if torch.Tag.inplace_view in op.func.tags:  # t_(), as_strided_(): rebuilt tensors
+            self.tensors.clear()  # may no longer have their references' geometry
+        if op.allocates:
+            flat = _leaves(out)
+            for position, key in op.allocates:
+                storage = flat[position].untyped_storage()
+                if storage.nbytes() != self.record.nbytes[key]:
+                    # Rebuilt references would read past it: refuse rather than read garbage.
+                    raise RuntimeError(
+                        f"materialize: the replay of {op.func} made {storage.nbytes()} bytes "
+                        f"where its recording made {self.record.nbytes[key]}"
+                    )
+                self._bind(key, storage)
 
 
 def _bound(func, args: tuple, kwargs: dict) -> dict:
@@ -380,14 +453,30 @@ def _replay_op(func, args: tuple, kwargs: dict):
     return stock()
 
 
+def _compute(record: Record, storages: set[int]) -> Replay:
+    """Computes on the CPU, once, the values `storages` have now, and captures those of every
+    storage this wrote: the replay writes the captured values instead of computing them again,
+    so that they are the ones the constructor saw. Random writes draw from their generators now,
+    as eager construction would. Returns the replay that computed them."""
+    while True:  # the other storages those ops write are computed whole too, to be captured
+        ops = record.needed(storages)
+        written = storages.union(*(op.writes for op in ops))
+        if written == storages:
+            break
+        storages = written
+    replay = Replay(record, _CPU)
+    with torch.no_grad():
+        replay.run(ops)
+    for key in {key for op in ops if not op.copies_in() for key in op.writes}:
+        record.capture(key, replay.tensor(record.whole(key)))
+    return replay
+
+
 def evaluate(record: Record, tensor: Tensor) -> Tensor:
-    """The real value (on the CPU) a meta tensor of `record` has now, by replaying what it needs.
-    The global RNG is left as it was."""
-    replay = Replay(record, torch.device("cpu"))
+    """The real value (on the CPU) a meta tensor of `record` has now; materialize() gives the
+    module this value too (_compute). It shares memory with the captured value: read it only."""
     wanted = ref(tensor)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        replay.run(record.needed({wanted.storage}))
-        return replay.tensor(wanted).clone()
+    return _compute(record, {wanted.storage}).tensor(wanted)
 
 
 # ---- deferred_init ---------------------------------------------------------------------------
