@@ -1,8 +1,10 @@
-"""patch()/unpatch()/patched(): while active, every random and constant init reaches the
-compiled kernels, however the caller got hold of the init function.
+"""patch()/unpatch()/patched(): while active in the calling context (thread, or asyncio task),
+every random and constant init reaches the compiled kernels, however the caller got hold of the
+init function; every other context gets stock's functions, bit for bit.
 
-Stock's function objects keep their identity and only their ``__code__`` changes, for the
-duration, to a trampoline into ours with the same signature. So references captured anywhere
+Stock's function objects keep their identity. While any context is patched, their ``__code__`` is
+a trampoline with the same signature that asks a context variable which function to run: ours in
+a patched context, stock's in any other. So references captured anywhere
 (``from torch.nn.init import normal_``, transformers' ``TORCH_INIT_FUNCTIONS``, torchtitan's
 ``functools.partial`` objects) are intercepted too, and nothing captured while patched outlives
 the patch: afterwards those very objects run stock's code again. The same holds for timm's
@@ -12,13 +14,20 @@ ViT, timm's ``variance_scaling_``, models' ``_init_weights``) take the compiled 
 Every intercepted call keeps stock's semantics (arguments, errors, autograd): where the compiled
 path would not do exactly what stock does (a tensor that needs autograd, an argument ours
 refuses), stock's own code runs.
+
+The state of a context is one context variable, set in one step; installing and removing the
+trampolines is idempotent and never changes what any context runs. So a KeyboardInterrupt
+anywhere in patch(), unpatch() or patched() leaves every context running the functions its
+variable names, and a later patch() or unpatch() completes whatever install was cut short.
 """
 
 import contextlib
+import contextvars
 import inspect
 import sys
 import threading
 import types
+import weakref
 from collections.abc import Callable, Iterator
 
 import torch
@@ -30,15 +39,49 @@ from ._dispatch import InitTypeError, InitValueError
 
 __all__ = ["patch", "unpatch", "patched"]
 
-# The module global through which a trampoline reaches its replacement: set in the stock
-# function's module only while patched.
-_TABLE = "_torchinit_ext_patched"
+# Set in a module's namespace while its functions run trampolines: the replacements, by name.
+_MARKER = "_torchinit_ext_patched"
+
+# Stock's callable for each intercepted function (keyed by the function object) and Tensor
+# method (keyed by "Tensor.<name>").
+_STOCK: dict = {}
+
+
+class _Lease(dict):
+    """The table of one patch(): ours for each key until the patch ends, when it is emptied
+    (_end) and answers every key as the table before the patch does. So a context copied inside
+    (an asyncio task created there) does not outlive the patch, and a context that still holds
+    an ended lease (its restore interrupted) runs what it ran before. A key it lacks (timm's,
+    when timm was loaded after the patch began) is also the table's before."""
+
+    def __init__(self, ours: dict, parent: dict):
+        super().__init__(ours)
+        self.parent = parent  # the context's table before this patch
+
+    def __missing__(self, key):
+        return self.parent[key]
+
+    # By identity, as the members of _open.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+
+# What every trampoline and Tensor method asks: the calling context's table, _STOCK unless a
+# patch() of this context (or of the one it was copied from) holds.
+_tables: contextvars.ContextVar[dict] = contextvars.ContextVar(
+    "torchinit_ext_tables", default=_STOCK
+)
+
+# Placeholders in a trampoline's source for two of its constants, the context variable and its
+# key: a module global in their place could be removed, by the last unpatch(), under a call that
+# is running the trampoline in another thread.
+_VAR, _KEY = "_torchinit_ext_tables", "_torchinit_ext_key"
 
 
 def _trampoline(function: types.FunctionType) -> types.CodeType:
-    """Code with `function`'s parameters that calls _TABLE[name] with them. Defaults stay the
-    function's own (__defaults__/__kwdefaults__); file and line stay too, so that
-    inspect.getsource (TorchScript) still finds stock's source."""
+    """Code with `function`'s parameters that calls the function its context's table holds for
+    `function`, with them. Defaults stay the function's own (__defaults__/__kwdefaults__); file
+    and line stay too, so that inspect.getsource (TorchScript) still finds stock's source."""
     params, passed, star = [], [], False
     for p in inspect.signature(function).parameters.values():
         if p.kind is p.VAR_POSITIONAL:
@@ -58,12 +101,18 @@ def _trampoline(function: types.FunctionType) -> types.CodeType:
             params.append(p.name)
             passed.append(p.name)
     name = function.__name__
-    source = f"def {name}({', '.join(params)}):\n    return {_TABLE}[{name!r}]({', '.join(passed)})"
+    source = (
+        f"def {name}({', '.join(params)}):\n"
+        f"    return {_VAR!r}.get()[{_KEY!r}]({', '.join(passed)})"
+    )
     namespace: dict = {}
     exec(source, namespace)
-    code = function.__code__
-    return namespace[name].__code__.replace(
-        co_filename=code.co_filename, co_firstlineno=code.co_firstlineno
+    code = namespace[name].__code__
+    constants = {_VAR: _tables, _KEY: function}
+    return code.replace(
+        co_consts=tuple(constants.get(c, c) if type(c) is str else c for c in code.co_consts),
+        co_filename=function.__code__.co_filename,
+        co_firstlineno=function.__code__.co_firstlineno,
     )
 
 
@@ -81,24 +130,27 @@ def _falling_back(ours: Callable, stock: Callable) -> Callable:
 
 
 class _Interception:
-    """The functions of one module whose code is swapped while patched."""
+    """The functions of one module that run a trampoline while any context is patched."""
 
     def __init__(self, module: types.ModuleType, replacements: dict[str, Callable]):
         self.namespace = module.__dict__
-        self.functions = {name: getattr(module, name) for name in replacements}
-        self.codes = {name: f.__code__ for name, f in self.functions.items()}
-        self.trampolines = {name: _trampoline(f) for name, f in self.functions.items()}
-        self.table = replacements
+        self.replacements = replacements
+        self.functions = [getattr(module, name) for name in replacements]
+        self.codes = [f.__code__ for f in self.functions]
+        self.trampolines = [_trampoline(f) for f in self.functions]
+        self.ours = {f: replacements[f.__name__] for f in self.functions}
+        # Copies of stock's functions, which run stock's code whatever the trampolines.
+        _STOCK.update({f: _init.original(f) for f in self.functions})
 
     def apply(self) -> None:
-        self.namespace[_TABLE] = self.table
-        for name, function in self.functions.items():
-            function.__code__ = self.trampolines[name]
+        self.namespace[_MARKER] = self.replacements
+        for function, trampoline in zip(self.functions, self.trampolines):
+            function.__code__ = trampoline
 
     def undo(self) -> None:
-        for name, function in self.functions.items():
-            function.__code__ = self.codes[name]
-        self.namespace.pop(_TABLE, None)
+        for function, code in zip(self.functions, self.codes):
+            function.__code__ = code
+        self.namespace.pop(_MARKER, None)
 
 
 # Stock's public fills, each replaced by ours. Our functions fall back to copies of stock's
@@ -175,62 +227,121 @@ def _method(name: str) -> Callable:
     return fill
 
 
-_TENSOR_METHODS = {name: _method(name) for name in _METHODS}
+def _dispatching(name: str) -> Callable:
+    """Tensor.<name> while any context is patched: the method its context's table holds."""
+    key = f"Tensor.{name}"
+
+    def method(self, *args, **kwargs):
+        return _tables.get()[key](self, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method.__doc__ = getattr(_TensorBase, name).__doc__
+    return method
+
+
+_TENSOR_OURS = {f"Tensor.{name}": _method(name) for name in _METHODS}
+_STOCK.update({f"Tensor.{name}": getattr(_TensorBase, name) for name in _METHODS})
+_TENSOR_METHODS = {name: _dispatching(name) for name in _METHODS}
 
 # ---- patch / unpatch -------------------------------------------------------------------------
 
 _lock = threading.Lock()
-_depth = 0
-_applied: list[_Interception] = []
-_shadowed: dict[str, object] = {}  # torch.Tensor's own attributes the methods replaced
+# Leases not ended yet: while any is alive, the trampolines stay installed. Weak, so that one
+# whose patch() was interrupted before its context took it goes with its last reference.
+_open: "weakref.WeakSet[_Lease]" = weakref.WeakSet()
+_installed: list[_Interception] = []
+_shadowed: dict[str, object] = {}  # torch.Tensor's own attributes the methods replaced (or None)
 
 
-def patch() -> None:
-    """Makes stock's init functions (torch.nn.init's, and timm's truncated normal when timm is
-    loaded) and Tensor.uniform_/normal_ run the compiled fills, until the matching unpatch().
-    Calls nest: only the outermost unpatch() restores stock."""
-    global _depth
-    with _lock:
-        _depth += 1
-        if _depth > 1:
-            return
-        _applied[:] = [i for i in (_torch_interception, _timm()) if i is not None]
-        for interception in _applied:
-            interception.apply()
-        for name, method in _TENSOR_METHODS.items():
-            if name in Tensor.__dict__:
-                _shadowed[name] = Tensor.__dict__[name]
+def _install(interceptions: list[_Interception]) -> None:
+    """Trampolines and methods in place. Idempotent, and each step is recorded before it is
+    taken, so that _uninstall undoes whatever part of an interrupted install ran."""
+    for interception in interceptions:
+        if interception not in _installed:
+            _installed.append(interception)
+        interception.apply()
+    for name, method in _TENSOR_METHODS.items():
+        current = Tensor.__dict__.get(name)
+        if current is not method:
+            _shadowed[name] = current
             setattr(Tensor, name, method)
 
 
-def unpatch() -> None:
-    """Undoes one patch(); the outermost gives every function and method its stock code back."""
-    global _depth
-    with _lock:
-        if _depth == 0:
-            raise RuntimeError("torchinit_ext.unpatch() without a matching patch()")
-        _depth -= 1
-        if _depth > 0:
-            return
-        for interception in reversed(_applied):
-            interception.undo()
-        _applied.clear()
-        for name in _TENSOR_METHODS:
-            if name in _shadowed:
-                setattr(Tensor, name, _shadowed.pop(name))
-            else:
+def _uninstall() -> None:
+    """Stock's code and methods back in place; idempotent."""
+    for name, method in _TENSOR_METHODS.items():
+        if Tensor.__dict__.get(name) is method:
+            if _shadowed.get(name) is None:
                 delattr(Tensor, name)
+            else:
+                setattr(Tensor, name, _shadowed[name])
+    for interception in reversed(_installed):
+        interception.undo()
+    _installed.clear()
+
+
+def _begin() -> _Lease:
+    """A new lease on ours for the calling context (which does not hold it yet), with the
+    trampolines installed. timm's truncated normal is in it when timm is loaded now."""
+    with _lock:
+        interceptions = [i for i in (_torch_interception, _timm()) if i is not None]
+        ours = dict(_TENSOR_OURS)
+        for interception in interceptions:
+            ours.update(interception.ours)
+        lease = _Lease(ours, _tables.get())
+        _open.add(lease)
+        _install(interceptions)
+    return lease
+
+
+def _end(lease: _Lease) -> None:
+    """Ends a lease: contexts still holding it (copied inside its patch) run what they ran
+    before it; the last one open takes the trampolines out."""
+    lease.clear()
+    with _lock:
+        _open.discard(lease)
+        if not _open:
+            _uninstall()
+
+
+def patch() -> None:
+    """Makes the calling context (this thread, or this asyncio task) run the compiled fills for
+    stock's init functions (torch.nn.init's, and timm's truncated normal when timm is loaded)
+    and Tensor.uniform_/normal_, until the matching unpatch() in the same context. Calls nest:
+    only the outermost unpatch() restores stock. Other threads, and tasks not created in the
+    context while patched, keep stock's functions; a thread started while patched starts
+    unpatched (threads start with an empty context). Interrupted (KeyboardInterrupt), it has
+    patched nothing."""
+    _tables.set(_begin())
+
+
+def unpatch() -> None:
+    """Undoes the calling context's innermost patch(): it gets the functions it had before, and
+    so do contexts copied from it while patched (asyncio tasks created meanwhile). Interrupted,
+    the context is either still patched (call unpatch() again) or runs what it ran before."""
+    lease = _tables.get()
+    if not isinstance(lease, _Lease):
+        raise RuntimeError("torchinit_ext.unpatch() without a matching patch()")
+    try:
+        _tables.set(lease.parent)
+    finally:
+        _end(lease)  # also when interrupted above: an ended lease runs what ran before it
 
 
 @contextlib.contextmanager
 def patched() -> Iterator[None]:
-    """Context manager: patch() inside, stock again on exit, also when the block raises.
+    """Context manager: patch() of the calling context inside, its functions of before on exit,
+    also when the block raises or is interrupted.
 
     >>> with torchinit_ext.patched():
     ...     model = MyModel()  # every init call and Tensor.normal_/uniform_ runs compiled
     """
-    patch()
+    lease = _begin()
     try:
-        yield
+        try:
+            _tables.set(lease)
+            yield
+        finally:
+            _tables.set(lease.parent)  # the value on entry, whether or not the set above ran
     finally:
-        unpatch()
+        _end(lease)  # also when interrupted above: an ended lease runs what ran before it
