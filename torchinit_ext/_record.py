@@ -332,14 +332,16 @@ class _Recorder(TorchDispatchMode):
 
 class Replay:
     """Real storage for a record's meta storages, filled by replaying the ops that reach the
-    given tensors. `on_storage(key, storage)` is told of each storage as it is made."""
+    given tensors. `on_storage(replay, key)` is told of each storage as it is made (given the
+    replay rather than closing over it: a cycle would keep every storage until gc.collect())."""
 
     def __init__(self, record: Record, device: torch.device, on_storage: Callable | None = None):
         self.record = record
         self.device = device
         self.storages: dict[int, torch.UntypedStorage] = {}
-        self.tensors: dict[_Ref, Tensor] = {}  # each reference rebuilt once
-        self.on_storage = on_storage or (lambda key, storage: None)
+        # Each reference rebuilt once, by storage, so that a storage's tensors go with it.
+        self.tensors: dict[int, dict[_Ref, Tensor]] = {}
+        self.on_storage = on_storage or (lambda replay, key: None)
         self.substitutes: dict[int, Tensor] = {}  # storage -> the (sharded) tensor written instead
 
     def substitute(self, ref: _Ref, tensor: Tensor) -> None:
@@ -357,15 +359,26 @@ class Replay:
 
     def _bind(self, key: int, storage: torch.UntypedStorage) -> None:
         self.storages[key] = storage
-        self.on_storage(key, storage)
+        self.on_storage(self, key)
 
     def tensor(self, ref: _Ref) -> Tensor:
-        tensor = self.tensors.get(ref)
+        tensors = self.tensors.setdefault(ref.storage, {})
+        tensor = tensors.get(ref)
         if tensor is None:
             empty = torch.empty(0, dtype=ref.dtype, device=self.device)
             tensor = empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
-            self.tensors[ref] = tensor
+            tensors[ref] = tensor
         return tensor
+
+    def drop(self, key: int) -> None:
+        """Lets go of storage `key` and the tensors rebuilt on it."""
+        self.storages.pop(key, None)
+        self.tensors.pop(key, None)
+
+    def clear(self) -> None:
+        """Lets go of every storage and tensor."""
+        self.storages.clear()
+        self.tensors.clear()
 
     def _real(self, value):
         if isinstance(value, _Ref):
@@ -384,14 +397,23 @@ class Replay:
                 if isinstance(value, _Ref) and value.storage not in allocated:
                     self._real(value)
 
-    def run(self, ops: list[_Op]) -> None:
-        """Runs `ops`, each under the default dtype it was recorded under."""
+    def run(self, ops: list[_Op], keep: set[int]) -> None:
+        """Runs `ops`, each under the default dtype it was recorded under. A storage not in
+        `keep` is dropped after the last op that uses it: a temporary (the randn of
+        `randn(n) * 0.02`) is freed once read, as in eager construction, not at the end."""
+        last_use = {key: i for i, op in enumerate(ops) for key in op.reads | op.writes}
+        drops: dict[int, list[int]] = {}
+        for key, i in last_use.items():
+            if key not in keep:
+                drops.setdefault(i, []).append(key)
         default_dtype = torch.get_default_dtype()
         try:
-            for op in ops:
+            for i, op in enumerate(ops):
                 if op.default_dtype != torch.get_default_dtype():
                     torch.set_default_dtype(op.default_dtype)
                 self._run(op)
+                for key in drops.get(i, ()):
+                    self.drop(key)
         finally:
             torch.set_default_dtype(default_dtype)
 
@@ -466,7 +488,7 @@ def _compute(record: Record, storages: set[int]) -> Replay:
         storages = written
     replay = Replay(record, _CPU)
     with torch.no_grad():
-        replay.run(ops)
+        replay.run(ops, storages)
     for key in {key for op in ops if not op.copies_in() for key in op.writes}:
         record.capture(key, replay.tensor(record.whole(key)))
     return replay

@@ -260,7 +260,7 @@ def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -
             named_refs.setdefault(ref.storage, []).append((names[id(tensor)], ref))
     session = _Session({}, seed, set(), checked=True)
 
-    def name_tensors(storage: int, _) -> None:
+    def name_tensors(replay: _record.Replay, storage: int) -> None:
         for name, ref in named_refs.get(storage, ()):
             session.names[_extent(replay.tensor(ref))] = name
 
@@ -292,8 +292,14 @@ def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -
         try:
             replay.prepare(ops)
             with _Tracker(session):
-                replay.run(ops)
+                replay.run(ops, needed)
                 session.flush()
+        except BaseException:
+            # The traceback holds this frame, and a notebook holds the last traceback: let go of
+            # the replayed memory now rather than when the exception is dropped.
+            replay.clear()
+            session.pending.clear()
+            raise
         finally:
             _dispatch.set_session(previous)
         for tensor, ref in copied.values():

@@ -9,6 +9,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -97,11 +98,16 @@ struct Job {
 class Pool {
  public:
   // Makes `job` the current one and wakes `helpers` workers for it, first starting workers up to
-  // that number.
+  // that number. Where the system refuses a thread (RLIMIT_NPROC, a pids cgroup's limit), only
+  // the workers there are are woken, and the caller's work() takes the other tasks.
   void post(const std::shared_ptr<Job>& job, int64_t helpers) {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      for (; workers_ < helpers; ++workers_) std::thread([this] { serve(); }).detach();
+      try {
+        for (; workers_ < helpers; ++workers_) std::thread([this] { serve(); }).detach();
+      } catch (const std::system_error&) {
+        helpers = workers_;  // tried again at the next loop: the limit may have been lifted
+      }
       job_ = job;
       wakeups_ = helpers;  // any left over from the last job would find nothing to do
     }

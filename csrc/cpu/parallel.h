@@ -7,8 +7,8 @@
 //
 // Values never depend on which thread writes which range (the fills are counter-based), so a loop
 // that cannot use the pool runs on the calling thread: one nested in a task, one started while
-// another thread's loop holds the pool, and any in a forked child (the pool's threads do not
-// survive fork(), as libgomp's did not).
+// another thread's loop holds the pool, any in a forked child (the pool's threads do not survive
+// fork(), as libgomp's did not), and the share of workers the system would not start.
 #pragma once
 
 #include <algorithm>
