@@ -129,4 +129,12 @@ def test_models_doc_sharded_example_runs_under_torchrun(tmp_path):
     (line, code), *_ = [(n, c) for n, c in code_blocks("docs/models.md") if "fully_shard" in c]
     args = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2")
     done = run_python(code, tmp_path, args=args)
-    assert done.returncode == 0, f"docs/models.md:{line}: the example fails:\n{done.stderr[-3000:]}"
+    failure = f"docs/models.md:{line}: the example fails:\n{done.stderr[-3000:]}"
+    for rank in (0, 1):
+        assert f"rank {rank}: every shard equals the single-device model" in done.stdout, failure
+    # After both ranks have checked everything, torch's gloo sometimes aborts a rank at exit
+    # ("terminate called without an active exception"): plain torch does it too, with no
+    # torchinit_ext (init_device_mesh, all_reduce, destroy_process_group: 6 exits in 15, torch
+    # 2.13 and 2.15). Any other failure fails the test.
+    exit_abort = "terminate called without an active exception" in done.stderr
+    assert done.returncode == 0 or exit_abort, failure
