@@ -32,8 +32,8 @@ except ImportError as error:
 # A lower bound only: installing this package must never make pip remove or replace the user's
 # torch. Releases past the newest checked one build with a warning (docs/design.md, "Supported
 # torch").
-TORCH_REQUIREMENT = "torch>=2.11"
-NEWEST_CHECKED_TORCH = (2, 15)
+OLDEST_TORCH = "2.11"
+NEWEST_CHECKED_TORCH = "2.15"
 
 # The CUDA architectures built when TORCH_CUDA_ARCH_LIST is unset and no GPU is visible: SASS for
 # Turing (T4, RTX 20), Ampere (A100; its SASS runs on every 8.x GPU: A10, A40, RTX 30, L4, L40,
@@ -82,11 +82,10 @@ def default_cuda_arch_list() -> str:
 
 def warn_if_torch_unchecked() -> None:
     release = tuple(int(part) for part in re.findall(r"\d+", torch.__version__)[:2])
-    if release > NEWEST_CHECKED_TORCH:
-        newest = ".".join(map(str, NEWEST_CHECKED_TORCH))
+    if release > tuple(int(part) for part in NEWEST_CHECKED_TORCH.split(".")):
         warnings.warn(
-            f"torchinit_ext is checked with torch 2.11 to {newest}; building against torch "
-            f"{torch.__version__}, which it has not been checked with",
+            f"torchinit_ext is checked with torch {OLDEST_TORCH} to {NEWEST_CHECKED_TORCH}; "
+            f"building against torch {torch.__version__}, which it has not been checked with",
             stacklevel=1,
         )
 
@@ -288,5 +287,5 @@ setup(
     ext_modules=[extension],
     cmdclass={"build_ext": BuildExtensionWithInfo, "cuda_check": CudaCheck},
     python_requires=">=3.10",
-    install_requires=[TORCH_REQUIREMENT],
+    install_requires=[f"torch>={OLDEST_TORCH}"],
 )
