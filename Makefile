@@ -26,7 +26,7 @@ TORCHVISION_FALLBACK := torchvision==0.28.0
 HAS_MODULES = $(PY) -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, sys.argv[1:])))"
 ARGS ?=
 
-.PHONY: env build test bench cuda-check gpu-check sanitize lint format clean
+.PHONY: env build test bench cuda-check gpu-cost gpu-check sanitize lint format clean
 
 env:
 	@if [ "$(PY)" = "$(VENV)/bin/python" ] && [ ! -x $(VENV)/bin/python ]; then \
@@ -70,6 +70,20 @@ bench: build
 # doesn't compile can't land.
 cuda-check: env
 	@$(PY) setup.py -q cuda_check
+
+# A static GPU cost report, without a GPU (benchmarks/gpu_cost.py): compiles the CUDA sources for
+# sm_90 as the build does and prints each kernel's registers, stack, spills, FP64 instructions,
+# 128-bit stores and SASS instructions per element beside issue 29's targets. It fails when a
+# kernel is worse than its baseline in benchmarks/gpu_cost_budget.json (CI runs it, so kernels
+# only get cheaper); ARGS=--update-baseline records the new figures, ARGS="--arch sm_80 sm_89
+# sm_90" adds architectures. About 45 s on 2 cores. Its disassemblers come from pip, major 13 as
+# the nvcc.
+GPU_COST_DEPS := "nvidia-cuda-cuobjdump==13.*" "nvidia-cuda-nvdisasm==13.*"
+
+gpu-cost: env
+	@$(PY) -c "import importlib.metadata as m; m.version('nvidia-cuda-cuobjdump'); \
+		m.version('nvidia-cuda-nvdisasm')" 2>/dev/null || $(PY) -m pip install -q $(GPU_COST_DEPS)
+	$(PY) benchmarks/gpu_cost.py $(ARGS)
 
 # An ASan+UBSan copy of the extension, built CPU-only into build/sanitize (the in-place build is
 # untouched), and pytest run against it (tests/sanitize.sh). ARGS picks the tests; the default is

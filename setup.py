@@ -168,6 +168,31 @@ def version() -> str:
         return re.search(r'^__version__ = "([^"]+)"', f.read(), re.MULTILINE).group(1)
 
 
+def torch_header_flags() -> list[str]:
+    """cuda_check's defines and include paths: an extension's, as C++17, with torch's headers and
+    a one-line stub of c10/cuda/impl/cuda_cmake_macros.h, which the CPU wheel lacks."""
+    stub = os.path.join(HERE, "build", "cuda-stub")
+    os.makedirs(os.path.join(stub, "c10", "cuda", "impl"), exist_ok=True)
+    with open(os.path.join(stub, "c10", "cuda", "impl", "cuda_cmake_macros.h"), "w") as f:
+        f.write("#pragma once\n")
+    defines = ["-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C", "-std=c++17"]
+    return [*defines, *("-I" + path for path in (stub, *include_paths()))]
+
+
+def nvcc_check_command(arch: str) -> list[str]:
+    """cuda_check's nvcc command for SASS of `arch` (sm_90), up to the output mode and the source:
+    the CUDA build's flags. benchmarks/gpu_cost.py imports it, so it compiles as the build does."""
+    # 3306: torch's own headers use C++20 bit-field initializers, which nvcc notes in C++17.
+    return [
+        "nvcc",
+        *NVCC_FLAGS,
+        *COMMON_NVCC_FLAGS,
+        f"-arch={arch}",
+        "-diag-suppress=3306",
+        *torch_header_flags(),
+    ]
+
+
 class CudaCheck(Command):
     """`python setup.py cuda_check`: compiles every CUDA source with nvcc and the flags of the CUDA
     build, against torch's headers, without a GPU or a CUDA torch (CI runs it, so CUDA code that
@@ -187,25 +212,9 @@ class CudaCheck(Command):
         pass
 
     def run(self):
-        stub = os.path.join(HERE, "build", "cuda-stub")
-        os.makedirs(os.path.join(stub, "c10", "cuda", "impl"), exist_ok=True)
-        with open(os.path.join(stub, "c10", "cuda", "impl", "cuda_cmake_macros.h"), "w") as f:
-            f.write("#pragma once\n")
-        defines = ["-DTORCH_API_INCLUDE_EXTENSION_H", "-DTORCH_EXTENSION_NAME=_C", "-std=c++17"]
-        includes = ["-I" + path for path in (stub, *include_paths())]
         python_include = "-I" + sysconfig.get_paths()["include"]
-        # 3306: torch's own headers use C++20 bit-field initializers, which nvcc notes in C++17.
-        nvcc = [
-            "nvcc",
-            *NVCC_FLAGS,
-            *COMMON_NVCC_FLAGS,
-            "-arch=sm_90",
-            "-diag-suppress=3306",
-            *defines,
-            *includes,
-            "-c",
-        ]
-        cxx = ["c++", *CXX_FLAGS, "-fsyntax-only", "-w", *defines, *includes, python_include]
+        nvcc = [*nvcc_check_command("sm_90"), "-c"]
+        cxx = ["c++", *CXX_FLAGS, "-fsyntax-only", "-w", *torch_header_flags(), python_include]
         checks = [(source, [*nvcc, source, "-o", os.devnull]) for source in cuda_sources]
         checks += [(source, [*cxx, source]) for source in cpu_sources]
         for source, command in checks:
@@ -279,13 +288,15 @@ else:
         extra_link_args=LINK_FLAGS,
     )
 
-setup(
-    name="torchinit_ext",
-    version=version(),
-    description="A drop-in torch.nn.init with compiled, parallel, counter-based-RNG kernels",
-    packages=find_packages(include=["torchinit_ext", "torchinit_ext.*"]),
-    ext_modules=[extension],
-    cmdclass={"build_ext": BuildExtensionWithInfo, "cuda_check": CudaCheck},
-    python_requires=">=3.10",
-    install_requires=[f"torch>={OLDEST_TORCH}"],
-)
+# Not when benchmarks/gpu_cost.py imports this file for nvcc_check_command.
+if __name__ == "__main__":
+    setup(
+        name="torchinit_ext",
+        version=version(),
+        description="A drop-in torch.nn.init with compiled, parallel, counter-based-RNG kernels",
+        packages=find_packages(include=["torchinit_ext", "torchinit_ext.*"]),
+        ext_modules=[extension],
+        cmdclass={"build_ext": BuildExtensionWithInfo, "cuda_check": CudaCheck},
+        python_requires=">=3.10",
+        install_requires=[f"torch>={OLDEST_TORCH}"],
+    )
