@@ -5,12 +5,18 @@ one counter-based RNG (Philox4x32-10). ``import torchinit_ext as init`` works wh
 from . import init as _init
 from ._dispatch import InitTypeError, InitValueError
 from ._patch import patch, patched, unpatch
-from ._record import deferred_init
+from ._record import UnrecordableError, deferred_init
 from ._simd import cpu_capability, set_cpu_capability, supported_cpu_capabilities
 from .init import *  # noqa: F403
 from .init import __all__ as _init_all
 from .init import _calculate_correct_fan, _calculate_fan_in_and_fan_out, orthogonal_batch_  # noqa: F401
-from .model import UninitializedError, UnrecordedInitWarning, materialize
+from .model import (
+    LeftOnMetaWarning,
+    NotReplayableError,
+    UninitializedError,
+    UnrecordedInitWarning,
+    materialize,
+)
 
 # Names with no stock counterpart are not in init.__all__, which mirrors stock's.
 __all__ = list(_init_all) + [
@@ -22,6 +28,9 @@ __all__ = list(_init_all) + [
     "deferred_init",
     "UnrecordedInitWarning",
     "UninitializedError",
+    "NotReplayableError",
+    "LeftOnMetaWarning",
+    "UnrecordableError",
     "InitTypeError",
     "InitValueError",
     "cpu_capability",

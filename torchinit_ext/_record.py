@@ -15,16 +15,25 @@ values instead of recomputing them, so the materialized module holds what was ob
 from a constructor's own generator are computed and captured at once, as eager construction
 draws from it. Real tensors an op reads are copied when it is recorded, and each op keeps the
 default dtype it ran under.
+
+An op that fails on meta tensors, where its result's shape depends on their values (torch.unique,
+nonzero, x[x > 0]) or it has no meta kernel, runs the same way on the real values, and gives the
+constructor meta tensors whose values are captured; what cannot be recorded so (.numpy(), a write
+into meta that fails there) raises UnrecordableError, naming the module whose constructor ran it.
 """
 
 import contextlib
 import dataclasses
 import functools
+import re
+import sys
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from types import FrameType, TracebackType
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parameter import UninitializedTensorMixin
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _dispatch, _patch
@@ -89,13 +98,13 @@ def _is_meta(value) -> bool:
     return isinstance(value, Tensor) and value.is_meta
 
 
-def _storage_key(tensor: Tensor) -> int:
+def storage_key(tensor: Tensor) -> int:
     return tensor.untyped_storage()._cdata
 
 
 def ref(tensor: Tensor) -> _Ref:
     return _Ref(
-        _storage_key(tensor),
+        storage_key(tensor),
         tensor.dtype,
         tuple(tensor.shape),
         tuple(tensor.stride()),
@@ -169,8 +178,12 @@ class Record:
     def __init__(self):
         self.ops: list[_Op] = []
         self.nbytes: dict[int, int] = {}  # every meta storage seen, by key
-        self.refs_by_name: dict[str, _Ref] = {}  # the module's tensors when it was built
+        self.built: dict[str, Built] = {}  # the module's tensors when it was built, by name
+        self.root: weakref.ref[nn.Module] | None = None  # the module it built
         self._alive: list[Tensor] = []
+        # Real tensors torch.tensor(data) made while building, by storage (kept alive until
+        # the module is built, so that storage keys stay unique).
+        self.lifted: dict[int, Tensor] = {}
 
     def add(self, func, args: tuple, kwargs: dict, out) -> _Op | None:
         """Records the op if it writes meta storage; returns its record."""
@@ -190,9 +203,9 @@ class Record:
             return None  # real tensors only: done for real already
         nbytes = self.nbytes
         allocates = [
-            (position, _storage_key(t))
+            (position, storage_key(t))
             for position, t in enumerate(outputs)
-            if _is_meta(t) and _storage_key(t) not in nbytes
+            if _is_meta(t) and storage_key(t) not in nbytes
         ]
         for t in inputs + meta_outputs:
             storage = t.untyped_storage()
@@ -203,13 +216,13 @@ class Record:
             value = args[i] if i < len(args) else kwargs.get(name)
             for t in _leaves(value):
                 if _is_meta(t):
-                    writes.add(_storage_key(t))
+                    writes.add(storage_key(t))
                     if i == 0 and write_only and _covers_storage(t):
-                        defines.add(_storage_key(t))
+                        defines.add(storage_key(t))
         if not writes and not allocates:
             return None  # a read: rebuilt from references where needed
         first = args[0] if write_only and args and _is_meta(args[0]) else None
-        reads = {_storage_key(t) for t in inputs if t is not first}
+        reads = {storage_key(t) for t in inputs if t is not first}
         new = {storage for _, storage in allocates}
         self._alive += inputs + meta_outputs
         if tensors:
@@ -234,8 +247,16 @@ class Record:
         return _Ref(key, torch.uint8, (self.nbytes[key],), (1,), 0)
 
     def capture(self, key: int, value: Tensor) -> None:
-        """Records that storage `key` now holds `value`'s bytes (a CPU uint8 tensor)."""
-        self.ops.append(
+        """Records that storage `key` now holds `value`'s bytes (a CPU uint8 tensor): as the
+        values it has held since the last op that wrote it, right after which the capture goes.
+        So the ops recorded since, which read it, read the captured values too: computing them
+        later replays no write of it again, which would draw its random values anew (the mask
+        `w > 0`, recorded before a read of `w` captured `w`, is that of the captured `w`)."""
+        position = len(self.ops)
+        while position and key not in self.ops[position - 1].writes:
+            position -= 1
+        self.ops.insert(
+            position,
             _Op(
                 aten.copy_.default,
                 (self.whole(key), value),
@@ -245,7 +266,7 @@ class Record:
                 frozenset(),
                 frozenset({key}),
                 torch.get_default_dtype(),
-            )
+            ),
         )
 
     def filled_whole_by_one_fill(self, ref: _Ref) -> bool:
@@ -301,6 +322,185 @@ def _own_generator(func, args: tuple, kwargs: dict) -> bool:
     return generator is not None and generator is not torch.default_generator
 
 
+# ---- constructors the meta device cannot run -------------------------------------------------
+
+
+class UnrecordableError(RuntimeError):
+    """deferred_init() met a construction it cannot record, or a module holds tensors that nothing
+    can materialize (a lazy module's). `module` is the class (qualified name) of the module whose
+    constructor ran it, `op` what failed; the error torch raised is its __cause__."""
+
+    def __init__(self, message: str, module: str | None = None, op: str | None = None):
+        super().__init__(message)
+        self.module = module
+        self.op = op
+
+
+_WAY_OUT = (
+    "build this model with torchinit_ext.patched() (eager construction with compiled fills) or "
+    "construct it for real"
+)
+# How torch says that an op cannot run on meta tensors, where it could on real ones: no meta
+# kernel (NotImplementedError: _unique2, masked_select), an output shape that depends on the
+# values (nonzero, a boolean mask), a value read inside the op (allclose's .item(), beyond this
+# mode's reach: an op's own kernel runs with the mode off), a real tensor among meta ones. A
+# shape error says none of these and is raised as it is.
+_META_WORD = re.compile(r"\bmeta\b", re.IGNORECASE)
+_DATA_DEPENDENT = {
+    "DataDependentOutputException",
+    "DynamicOutputShapeException",
+    "GuardOnDataDependentSymNode",
+}
+
+
+def _fails_on_meta(error: Exception) -> bool:
+    return (
+        isinstance(error, NotImplementedError)
+        or any(cls.__name__ in _DATA_DEPENDENT for cls in type(error).__mro__)
+        or (isinstance(error, RuntimeError) and _META_WORD.search(str(error)) is not None)
+    )
+
+
+def _on_meta(value) -> bool:
+    return _is_meta(value) or (isinstance(value, torch.device) and value.type == "meta")
+
+
+def _constructing(frames: Iterable[FrameType]) -> str | None:
+    """The class of the module whose __init__ is the first of `frames` (innermost first) to be a
+    module's: the constructor that was running."""
+    for frame in frames:
+        code = frame.f_code
+        if code.co_name == "__init__" and code.co_argcount:
+            module = frame.f_locals.get(code.co_varnames[0])  # self
+            if isinstance(module, nn.Module):
+                return type(module).__qualname__
+    return None
+
+
+def _frames_out(frame: FrameType | None) -> Iterator[FrameType]:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+def _frames_in(traceback: TracebackType | None) -> list[FrameType]:
+    """The frames of an exception's traceback, innermost first."""
+    frames = []
+    while traceback is not None:
+        frames.append(traceback.tb_frame)
+        traceback = traceback.tb_next
+    return frames[::-1]
+
+
+def _unrecordable(module: str | None, op: str, why: str) -> UnrecordableError:
+    whose = f"the constructor of {module}" if module else "the construction"
+    return UnrecordableError(
+        f"deferred_init cannot record {whose}: {op} {why}; {_WAY_OUT}", module=module, op=op
+    )
+
+
+def _captured(record: Record, value: Tensor) -> Tensor:
+    """A new meta tensor of `value`'s shape and dtype whose values `record` captures as those of
+    `value` (real): what the constructor reads of it, and what the replay writes, are these."""
+    meta = torch.empty(value.shape, dtype=value.dtype, device=_META)
+    storage = meta.untyped_storage()
+    record.nbytes[storage._cdata] = storage.nbytes()
+    record._alive.append(meta)
+    record.capture(storage._cdata, value.detach().reshape(-1).view(torch.uint8).clone())
+    return meta
+
+
+def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Exception):
+    """Runs `func`, which failed on the meta device with `error` (_fails_on_meta), on the real
+    values of its meta tensors (computed now and captured, as evaluate() does), and gives its new
+    tensors back on meta, their values captured too: what eager construction computes, the
+    constructor sees and the replay writes (the unique widths of a RegNet, the indices of nonzero
+    values). A real tensor it writes is written for real, as ops on real tensors are. A failure
+    of the real run is eager construction's own error, raised as it is. An op that writes a meta
+    tensor (its storage would have to be captured whole, an out= one resized) or is a view (a
+    copy would not alias its base) cannot be recorded so: UnrecordableError, once the real run,
+    on copies, has told it from an error of eager's."""
+    plan = _op_plan(func)[0]
+    positions, names = {i for i, _ in plan}, {name for _, name in plan}
+    pairs = [(value, i in positions) for i, value in enumerate(args)]
+    named = {name: (value, name in names) for name, value in kwargs.items()}
+    writes_meta = any(
+        written and any(_is_meta(t) for t in _leaves(value))
+        for value, written in (*pairs, *named.values())
+    )
+
+    # Their values computed together: the storages they share ancestors with computed once.
+    metas = [t for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)]
+    replay = _compute(record, {ref(t).storage for t in metas}) if metas else None
+
+    def real(value, written: bool):
+        if _is_meta(value):
+            value = replay.tensor(ref(value))  # shares memory with the captured value: copied
+            return value.clone() if written else value  # where the op writes it
+        if isinstance(value, torch.device) and value.type == "meta":
+            return _CPU
+        if written and (writes_meta or func.is_view) and isinstance(value, Tensor):
+            return value.clone()  # the op runs only to tell which error to raise
+        return value
+
+    out = func(
+        *(_map(functools.partial(real, written=written), value) for value, written in pairs),
+        **{
+            name: _map(functools.partial(real, written=written), value)
+            for name, (value, written) in named.items()
+        },
+    )
+    if writes_meta or func.is_view:
+        raise _unrecordable(
+            _constructing(_frames_out(sys._getframe(1))),
+            func._schema.name,
+            f"{'writes' if writes_meta else 'is a view of'} a meta tensor, and cannot run on the "
+            "meta device",
+        ) from error
+    # Results that are real tensors it was given (what an out= or in-place op on them returns)
+    # stay real; the others are new, and go on meta.
+    given = {id(t) for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)}
+    made = [t for t in _leaves(out) if isinstance(t, Tensor) and id(t) not in given]
+    if any(t.layout != torch.strided for t in made):
+        raise _unrecordable(
+            _constructing(_frames_out(sys._getframe(1))),
+            func._schema.name,
+            "cannot run on the meta device, and makes a tensor of another layout than strided",
+        ) from error
+    made_ids = {id(t) for t in made}
+    return _map(lambda t: _captured(record, t) if id(t) in made_ids else t, out)
+
+
+def refuse_uninitialized(module: nn.Module, caller: str) -> None:
+    """Raises UnrecordableError if `module` holds an UninitializedParameter or
+    UninitializedBuffer (a lazy module's, nn.LazyLinear: its first forward pass decides its shape),
+    which `caller` ("deferred_init", "materialize") can give no values; names the first."""
+    for owner in module.modules():
+        for slots in (owner._parameters, owner._buffers):
+            for name, tensor in slots.items():
+                if isinstance(tensor, UninitializedTensorMixin):
+                    prefix = next(p for p, m in module.named_modules() if m is owner)
+                    qualified = f"{prefix}.{name}" if prefix else name
+                    raise UnrecordableError(
+                        f"{caller}: {qualified!r} of {type(owner).__qualname__} is an "
+                        f"{type(tensor).__name__} (a lazy module's, shaped by its first forward "
+                        f"pass), which has no shape to materialize; {_WAY_OUT}, then run a "
+                        "forward pass",
+                        module=type(owner).__qualname__,
+                        op=type(tensor).__name__,
+                    )
+
+
+# Errors of a constructor's code that reads a meta tensor's values out of any dispatch mode's
+# reach (not dispatched, or under torch._C._DisableTorchDispatch): their type, a part of their
+# message, and what the constructor ran.
+_ESCAPED = (
+    (TypeError, "meta device type tensor to numpy", "Tensor.numpy()"),
+    (RuntimeError, "item() cannot be called on meta", "Tensor.item()"),
+    (NotImplementedError, "Cannot copy out of meta tensor", "a copy out of a meta tensor"),
+)
+
+
 class _Recorder(TorchDispatchMode):
     """Records ops, and puts the tensors that factory ops make on the meta device. (Not a
     torch.device("meta") context: code that asks where new tensors go, as transformers does
@@ -321,13 +521,36 @@ class _Recorder(TorchDispatchMode):
             # .item(), bool(), torch.equal, .cpu(), .tolist(), .to(device) of a meta tensor (a
             # drop-path schedule, say): its value, computed now and kept for the replay.
             args = _map(lambda t: evaluate(self.record, t) if _is_meta(t) else t, args)
-        out = func(*args, **kwargs)
+        try:  # (costs nothing until an op raises: only the failure path does more)
+            out = func(*args, **kwargs)
+        except Exception as error:
+            if not _fails_on_meta(error) or not any(
+                _on_meta(t) for t in _leaves((args, tuple(kwargs.values())))
+            ):
+                raise
+            # torch.unique, nonzero, x[x > 0], allclose...: run on the values, results captured.
+            return _run_for_real(self.record, func, args, kwargs, error)
+        if func is aten.lift_fresh.default and not out.is_meta:
+            # torch.tensor(data), made below this mode, stays real while building (transformers
+            # asks torch.tensor([]).device where new tensors go); deferred_init() puts those the
+            # module keeps on meta.
+            self.record.lifted[storage_key(out)] = out
         op = self.record.add(func, args, kwargs, out)
         if op is not None and _own_generator(func, args, kwargs):
             # Drawn from now, once, as eager construction does: what the generator gives next,
             # and the values of a generator seeded in the constructor, depend on it.
             _compute(self.record, set(op.writes))
         return out
+
+    def __exit__(self, exc_type, error, traceback):
+        super().__exit__(exc_type, error, traceback)
+        if error is None or isinstance(error, UnrecordableError):
+            return
+        for kind, words, op in _ESCAPED:
+            if isinstance(error, kind) and words in str(error):
+                module = _constructing(_frames_in(traceback))
+                why = "reads a meta tensor, which has no values"
+                raise _unrecordable(module, op, why) from error
 
 
 class Replay:
@@ -501,18 +724,37 @@ def evaluate(record: Record, tensor: Tensor) -> Tensor:
     return _compute(record, {wanted.storage}).tensor(wanted)
 
 
+def like(tensor: Tensor, value: Tensor) -> Tensor:
+    """`value` as the same kind of tensor as `tensor`: a Parameter (of the same subclass, with
+    the same attributes and requires_grad) for a Parameter, plain otherwise."""
+    if not isinstance(tensor, nn.Parameter):
+        return value
+    # What Parameter.__new__ does, without a subclass's own __new__ and its arguments.
+    like = torch.Tensor._make_subclass(type(tensor), value, tensor.requires_grad)
+    like.__dict__.update(tensor.__dict__)
+    return like
+
+
 # ---- deferred_init ---------------------------------------------------------------------------
 
-_records: "weakref.WeakKeyDictionary[nn.Module, Record]" = weakref.WeakKeyDictionary()
+
+@dataclasses.dataclass
+class Built:
+    """A parameter or buffer as deferred_init() returned it."""
+
+    ref: _Ref
+    tensor: Tensor
+    owner: "weakref.ref[nn.Module]"
+    version: int  # its version counter then: an in-place write on meta since changes it
 
 
-def record_of(module: nn.Module) -> Record | None:
+# Every module of a deferred_init() tree, to its record and its qualified name's prefix ("" for
+# the root, "layer1." for a child): materialize() of a submodule replays its part of the record.
+_records: "weakref.WeakKeyDictionary[nn.Module, tuple[Record, str]]" = weakref.WeakKeyDictionary()
+
+
+def record_of(module: nn.Module) -> tuple[Record, str] | None:
     return _records.get(module)
-
-
-def forget(module: nn.Module) -> None:
-    """Drops the record of a module that no longer needs it (materialized)."""
-    _records.pop(module, None)
 
 
 @contextlib.contextmanager
@@ -538,11 +780,32 @@ def deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         module = fn(*args, **kwargs)
     if not isinstance(module, nn.Module):
         raise TypeError(f"deferred_init: fn must return an nn.Module, got {type(module).__name__}")
-    # By name too: sharding (fully_shard, parallelize_module) replaces the tensor objects.
-    record.refs_by_name = {
-        name: ref(tensor)
-        for name, tensor in (*module.named_parameters(), *module.named_buffers())
-        if tensor.is_meta
-    }
-    _records[module] = record
+    refuse_uninitialized(module, "deferred_init")
+    on_meta: dict[int, Tensor] = {}  # id -> its meta twin, for every holder of a tied tensor
+    for owner in module.modules():
+        for slots in (owner._parameters, owner._buffers):
+            for name, tensor in slots.items():
+                if tensor is not None and not tensor.is_meta:
+                    if id(tensor) not in on_meta and storage_key(tensor) in record.lifted:
+                        on_meta[id(tensor)] = like(tensor, _captured(record, tensor))
+                    slots[name] = on_meta.get(id(tensor), tensor)
+    record.lifted.clear()
+    record.root = weakref.ref(module)
+    # By name too: sharding (fully_shard, parallelize_module) and casts (.half()) replace the
+    # tensors or their storage, and a module materialized once holds real tensors.
+    for prefix, owner in module.named_modules():
+        prefix = f"{prefix}." if prefix else ""
+        own = [
+            (name, tensor)
+            for slots in (owner._parameters, owner._buffers)
+            for name, tensor in slots.items()
+            if tensor is not None and tensor.is_meta
+        ]
+        seen = [(name, tensor) for name, tensor in own if storage_key(tensor) in record.nbytes]
+        if own and not seen and owner in _records:
+            continue  # built by a deferred_init() of its own before, and passed in
+        _records[owner] = (record, prefix)
+        for name, tensor in seen:
+            built = Built(ref(tensor), tensor, weakref.ref(owner), tensor._version)
+            record.built.setdefault(prefix + name, built)
     return module

@@ -4,7 +4,9 @@ by (seed, parameter name) so that values depend on nothing else.
 
 import contextlib
 import hashlib
+import os
 import struct
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -16,7 +18,13 @@ from . import _dispatch, _record, _sharded
 from ._dispatch import compiled, ops
 from ._patch import patched
 
-__all__ = ["materialize", "UnrecordedInitWarning", "UninitializedError"]
+__all__ = [
+    "materialize",
+    "UnrecordedInitWarning",
+    "UninitializedError",
+    "NotReplayableError",
+    "LeftOnMetaWarning",
+]
 
 # ---- materialize -----------------------------------------------------------------------------
 
@@ -227,35 +235,144 @@ def _target_device(device) -> torch.device:
     return torch.device(device)
 
 
-def _tensor_slots(module: nn.Module) -> Iterator[tuple[dict, str, Tensor]]:
+def _tensor_slots(module: nn.Module) -> Iterator[tuple[str, dict, str, Tensor]]:
     """Every place a module of the tree holds a tensor: parameters, buffers and plain tensor
-    attributes (such as a rotary embedding's copy of its inv_freq)."""
-    for submodule in module.modules():
+    attributes (such as a rotary embedding's copy of its inv_freq), with the qualified name of
+    the place."""
+    for prefix, submodule in module.named_modules():
+        prefix = f"{prefix}." if prefix else ""
         for slots in (submodule._parameters, submodule._buffers, submodule.__dict__):
             for name, tensor in slots.items():
                 if isinstance(tensor, Tensor):
-                    yield slots, name, tensor
+                    yield prefix + name, slots, name, tensor
 
 
-def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -> nn.Module:
-    """materialize() of a module built by deferred_init(): the recorded writes that reach its
-    tensors, replayed on `device`, elementwise fills batched (and keyed by name with a seed).
+# How _replay gives a tensor of the module its value, from the record:
+_REPLAYED = "replayed"  # on meta as recorded: the replayed tensor takes its place
+_CONVERTED = "converted"  # cast since (.half(), channels_last): the replayed value, converted
+_IN_PLACE = "in place"  # real (materialized before): the replayed value written into it
+
+
+def _how_replayed(tensor: Tensor, holder: dict, record, built) -> str | None:
+    """How a plain (not sharded) tensor of the module gets its value from `record`; None when
+    the record has no value for it (made on meta after deferred_init())."""
+    if not tensor.is_meta:
+        return _IN_PLACE if built is not None else None
+    if _record.storage_key(tensor) in record.nbytes:
+        return _REPLAYED
+    if built is None:
+        return None
+    owner = built.owner()
+    recorded = built.ref
+    # A cast keeps the slot's module, the shape, and a Parameter's object (param.data is
+    # replaced); a new tensor of the same dtype and layout in its place is a new tensor.
+    if (
+        owner is not None
+        and holder in (owner._parameters, owner._buffers)
+        and tuple(tensor.shape) == recorded.size
+        and (
+            tensor is built.tensor
+            or (tensor.dtype, tuple(tensor.stride())) != (recorded.dtype, recorded.stride)
+        )
+    ):
+        return _CONVERTED
+    return None
+
+
+def _written_since(tensor: Tensor, how: str | None, built) -> bool:
+    """Whether an in-place op wrote `tensor` on meta after deferred_init() returned: its version
+    counter moved (a write through .data has a counter of its own, and can't be seen)."""
+    if built is None or not tensor.is_meta:
+        return False
+    if tensor is built.tensor:
+        return tensor._version != built.version
+    return how == _CONVERTED and tensor._version != 0  # a cast starts at 0
+
+
+def _new_subtrees(
+    module: nn.Module, prefix: str, new: set[int], record
+) -> Iterator[tuple[str, nn.Module]]:
+    """The largest submodules all of whose parameters and buffers are in `new`, not part of
+    `record`'s module when it was built (swapped in since, or given to deferred_init() ready
+    made), with their qualified-name prefixes."""
+    tensors = [*module.parameters(), *module.buffers()]
+    recorded = _record.record_of(module)
+    if (
+        tensors
+        and all(id(t) in new for t in tensors)
+        and (recorded is None or recorded[0] is not record)
+    ):
+        yield prefix, module
+        return
+    for name, child in module.named_children():
+        yield from _new_subtrees(child, f"{prefix}{name}.", new, record)
+
+
+def _replay(
+    module: nn.Module, record, prefix: str, device, seed: int | None, qualifier: str | None = None
+) -> nn.Module:
+    """materialize() of a module built by deferred_init(), or of one of its submodules (whose
+    names in the record start with `prefix`): the recorded writes that reach its tensors,
+    replayed on `device`, elementwise fills batched (and keyed by name with a seed). Names (seed
+    keys, errors) start with `qualifier`, by default `prefix`: the name of a module swapped into
+    another from its own deferred_init() is its name in the module it is materialized with.
+
+    The record is also found by name: a tensor cast since gets its recorded value converted; a
+    real tensor (materialized before) is re-initialized in place; a submodule built on meta and
+    swapped in since gets its resets, as materialize() gives any module built on meta. A tensor
+    written on meta since, or made since where no reset fills it, is refused before anything is
+    written.
 
     A tensor sharded since (a DTensor: FSDP2, tensor parallel) gets its local shard only. When
     one elementwise fill gives its values, the fill runs on the shard, at its place in the
     replay; otherwise the full tensor is replayed and the shard copied from it."""
-    names: dict[int, str] = {}
+    qualifier = prefix if qualifier is None else qualifier
+    local_names: dict[int, str] = {}
     named = (*module.named_parameters(), *module.named_buffers())
     for name, tensor in named:
-        names.setdefault(id(tensor), name)
+        local_names.setdefault(id(tensor), name)
+    names = {key: qualifier + name for key, name in local_names.items()}
     sharded = {n: t for n, t in named if _sharded.is_dtensor(t) and _on_meta(t)}
-    slots, real_slots = [], []  # plain tensors to replay, and those the constructor made real
-    for slot in _tensor_slots(module):
-        if not _sharded.is_dtensor(slot[2]):
-            (slots if slot[2].is_meta else real_slots).append(slot)
-    finals = {id(tensor): (tensor, _record.ref(tensor)) for _, _, tensor in slots}
+    slots = [slot for slot in _tensor_slots(module) if not _sharded.is_dtensor(slot[3])]
+    finals: dict[int, tuple[Tensor, _record._Ref, str]] = {}  # id -> (tensor, value's ref, how)
+    new: dict[int, str] = {}  # meta tensors the record has no value for -> their names
+    written_since, moved = [], []
+    for qualified, holder, _, tensor in slots:
+        if id(tensor) in finals or id(tensor) in new:
+            continue
+        local = local_names.get(id(tensor))
+        built = None if local is None else record.built.get(prefix + local)
+        how = _how_replayed(tensor, holder, record, built)
+        if _written_since(tensor, how, built):
+            written_since.append(names[id(tensor)])
+        if how == _REPLAYED:
+            finals[id(tensor)] = (tensor, _record.ref(tensor), how)
+        elif how is not None:
+            finals[id(tensor)] = (tensor, built.ref, how)
+        elif tensor.is_meta:
+            new[id(tensor)] = names.get(id(tensor), qualifier + qualified)
+        else:
+            moved.append(tensor)  # real all along (a layer built for real and passed in)
+    subtrees = list(_new_subtrees(module, qualifier, set(new), record)) if new else []
+    for _, subtree in subtrees:
+        for tensor in (*subtree.parameters(), *subtree.buffers()):
+            new.pop(id(tensor), None)
+    if written_since or new:
+        raise NotReplayableError.of(written_since, sorted(new.values()))
+    if device is None:
+        in_place = [tensor for tensor, _, how in finals.values() if how == _IN_PLACE]
+        device = in_place[0].device if in_place else _target_device(None)
+    device = torch.device(device)
+    for subtree_prefix, subtree in subtrees:
+        # Built by a deferred_init() of its own, it has its own record; else, its resets.
+        recorded = _record.record_of(subtree)
+        if recorded is not None and recorded[0] is not record:
+            _replay(subtree, *recorded, device, seed, subtree_prefix)
+        else:
+            _reset_all(subtree, device, seed, subtree_prefix)
+
     named_refs: dict[int, list] = {}
-    for tensor, ref in finals.values():
+    for tensor, ref, _ in finals.values():
         if id(tensor) in names:
             named_refs.setdefault(ref.storage, []).append((names[id(tensor)], ref))
     session = _Session({}, seed, set(), checked=True)
@@ -265,22 +382,22 @@ def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -
             session.names[_extent(replay.tensor(ref))] = name
 
     replay = _record.Replay(record, device, name_tensors)
-    needed = {ref.storage for _, ref in finals.values()}
+    needed = {ref.storage for _, ref, _ in finals.values()}
     copied = {}  # sharded tensors copied from their full replayed value
     if sharded:
         module.to_empty(device=device)  # the shards' memory, as FSDP2 and TP allocate it
         allocated = {**dict(module.named_parameters()), **dict(module.named_buffers())}
         for name in sharded:
             tensor = allocated[name]
-            ref = record.refs_by_name.get(name)
-            if ref is None:
+            built = record.built.get(prefix + name)
+            if built is None:
                 raise RuntimeError(f"materialize: {name!r} was not built by deferred_init()")
-            if record.filled_whole_by_one_fill(ref):
-                replay.substitute(ref, tensor)
-                session.names[_extent(tensor)] = name
+            if record.filled_whole_by_one_fill(built.ref):
+                replay.substitute(built.ref, tensor)
+                session.names[_extent(tensor)] = qualifier + name
             else:
-                copied[name] = (tensor, ref)
-                needed.add(ref.storage)
+                copied[name] = (tensor, built.ref)
+                needed.add(built.ref.storage)
     ops = record.needed(needed | set(replay.substitutes))
     previous = _dispatch.active_session()
     # With a seed, draws that no name keys (temporaries) come from the seed too.
@@ -304,28 +421,75 @@ def _replay(module: nn.Module, record, device: torch.device, seed: int | None) -
             _dispatch.set_session(previous)
         for tensor, ref in copied.values():
             _sharded.fill_from_full(tensor, lambda full, ref=ref: full.copy_(replay.tensor(ref)))
-    real: dict[int, Tensor] = {}
-    for key, (tensor, ref) in finals.items():
-        value = replay.tensor(ref)
-        if isinstance(tensor, nn.Parameter):
-            value = nn.Parameter(value, tensor.requires_grad)
-            value.__dict__.update(tensor.__dict__)
-        real[key] = value
-    for holder, name, tensor in slots:
-        holder[name] = real[id(tensor)]
-    # Tensors the constructor made real (torch.tensor(...), say) go to `device`.
-    for holder, name, tensor in real_slots:
-        if tensor.device != device:
-            holder[name] = _moved(tensor, device)
-    _record.forget(module)
+        real: dict[int, Tensor] = {}
+        for key, (tensor, ref, how) in finals.items():
+            value = replay.tensor(ref)
+            if how != _REPLAYED:
+                value = _converted(value, tensor, device)
+            if how == _IN_PLACE:
+                if tensor.device == device:
+                    tensor.copy_(value)
+                else:
+                    tensor.data = value  # moved, as module.to() moves it
+                continue
+            real[key] = _record.like(tensor, value)
+    # Real tensors the module holds go to `device`.
+    moved_to = {id(t): _moved(t, device) for t in moved if t.device != device}
+    real.update(moved_to)
+    # A submodule's tensors may be held elsewhere in the model too (tied weights): everywhere.
+    root = record.root() if prefix else None
+    for _, holder, name, tensor in _tensor_slots(root) if root is not None else slots:
+        if id(tensor) in real:
+            holder[name] = real[id(tensor)]
+    # And in lists a module keeps of its own parameters (nn.LSTM's _flat_weights).
+    for submodule in (root or module).modules():
+        for attr, value in _held(submodule):
+            swapped = _swapped(value, real)
+            if swapped is not value:
+                submodule.__dict__[attr] = swapped
     return module
 
 
+def _held(module: nn.Module) -> list[tuple[str, object]]:
+    """The attributes of a module that are tensors, lists, tuples or dicts (not parameters,
+    buffers or nn.Module's own)."""
+    return [
+        (attr, value)
+        for attr, value in vars(module).items()
+        if isinstance(value, (Tensor, list, tuple, dict)) and attr not in _MODULE_INTERNALS
+    ]
+
+
+def _swapped(value, real: dict[int, Tensor], depth: int = 0):
+    """`value` with the tensors that `real` replaces (by id) replaced, lists and dicts in place,
+    tuples rebuilt: the same object when nothing changed."""
+    if isinstance(value, Tensor):
+        return real.get(id(value), value)
+    if depth == _CONTAINER_DEPTH:
+        return value
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            value[i] = _swapped(item, real, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            value[key] = _swapped(item, real, depth + 1)
+    elif type(value) is tuple:
+        items = tuple(_swapped(item, real, depth + 1) for item in value)
+        if any(a is not b for a, b in zip(items, value)):
+            return items
+    return value
+
+
+def _converted(value: Tensor, like: Tensor, device: torch.device) -> Tensor:
+    """`value` in `like`'s dtype and layout, on `device`."""
+    if (value.dtype, value.stride(), value.device) == (like.dtype, like.stride(), device):
+        return value
+    converted = torch.empty_strided(like.shape, like.stride(), dtype=like.dtype, device=device)
+    return converted.copy_(value)
+
+
 def _moved(tensor: Tensor, device: torch.device) -> Tensor:
-    moved = tensor.detach().to(device)
-    if isinstance(tensor, nn.Parameter):
-        moved = nn.Parameter(moved, tensor.requires_grad)
-    return moved
+    return _record.like(tensor, tensor.detach().to(device))
 
 
 def materialize(
@@ -355,27 +519,47 @@ def materialize(
     (UnrecordedInitWarning), naming them, of the other tensors under modules of classes outside
     torch.nn: their constructors may have initialized them in ways no reset reproduces.
 
-    A module built by deferred_init() is instead materialized by replaying the record of its
-    construction: every write that survives into its tensors, elementwise fills batched into
-    one fill_many_, so that each tensor gets the law eager construction gives it.
+    A module built by deferred_init(), or any submodule of one, is instead materialized by
+    replaying the record of its construction: every write that survives into its tensors,
+    elementwise fills batched into one fill_many_, so that each tensor gets the law eager
+    construction gives it. Called again, it replays again, writing in place. Tensors cast since
+    get the recorded values cast; submodules built on meta and swapped in since get their
+    resets; a tensor written on meta since deferred_init() returned, or a new one no reset fills,
+    raises NotReplayableError naming it, before anything is written.
+
+    Warns (LeftOnMetaWarning) naming tensors that stay on meta: those held in lists, tuples or
+    dicts, which no module method reaches.
     """
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"materialize: seed must be an int or None, got {type(seed).__name__}")
-    record = _record.record_of(module)
-    if record is not None:
-        return _replay(module, record, _target_device(device), seed)
+    _record.refuse_uninitialized(module, "materialize")
+    recorded = _record.record_of(module)
+    if recorded is not None:
+        record, prefix = recorded
+        _replay(module, record, prefix, device, seed)
+    else:
+        prefix = ""
+        from_meta = any(_on_meta(t) for t in (*module.parameters(), *module.buffers()))
+        if not from_meta and device is not None:
+            module.to(device)
+        _reset_all(module, _target_device(device) if from_meta else None, seed, prefix)
+    _warn_left_on_meta(module, prefix)
+    return module
+
+
+def _reset_all(module: nn.Module, device: torch.device | None, seed: int | None, prefix: str):
+    """materialize() by resets: the tensors on meta given storage on `device` first. Qualified
+    names (seed keys, errors) start with `prefix`."""
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     from_meta = {name for name, t in tensors.items() if _on_meta(t)}
     # Tied tensors: each holder's reset runs as in eager construction, where ties are made after
     # the layers are built and the first holder's values are kept (_untie, then _tie).
     tied = _shared_slots(module)
     if from_meta:
-        module.to_empty(device=_target_device(device))
-    elif device is not None:
-        module.to(device)
+        module.to_empty(device=device)
     scratch = _untie(tied)
     named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    session = _Session(named, seed, scratch)
+    session = _Session({prefix + n: t for n, t in named.items()}, seed, scratch)
     previous = _dispatch.active_session()
     with patched(), torch.no_grad():
         _dispatch.set_session(session)
@@ -389,14 +573,14 @@ def materialize(
             _tie(tied)
     params = dict(module.named_parameters())  # tied again: no scratch names
     missed = [
-        name
+        prefix + name
         for name, t in named.items()
         if t.numel()
         and _storage_id(t) not in session.written
         and (name in params or name in from_meta)
     ]
     if from_meta:
-        _warn_unrecorded(module, from_meta - set(missed))
+        _warn_unrecorded(module, {prefix + n for n in from_meta} - set(missed), prefix)
     if missed:
         raise UninitializedError(
             "materialize: no reset_parameters() or _reset_parameters() of the module or its "
@@ -405,7 +589,59 @@ def materialize(
             "torchinit_ext.deferred_init()",
             missed,
         )
-    return module
+
+
+def _warn_left_on_meta(module: nn.Module, prefix: str) -> None:
+    """Warns, naming them, of meta tensors the module holds in lists, tuples or dicts, or as
+    plain attributes where no record places them: materialize() can't reach them."""
+    left = []
+    for qualified, submodule in module.named_modules():
+        qualified = prefix + (f"{qualified}." if qualified else "")
+        for attr, value in _held(submodule):
+            left += _meta_leaves(value, qualified + attr)
+    if left:
+        warnings.warn(
+            LeftOnMetaWarning(
+                f"materialize: {len(left)} tensors ({_listed(left)}) stay on the meta "
+                "device: a plain attribute, list, tuple or dict is no parameter or buffer, so no "
+                "method of the module reaches it; register them as buffers, or build them after "
+                "materialize()",
+                left,
+            ),
+            stacklevel=_stacklevel(),
+        )
+
+
+# What nn.Module keeps in its __dict__ itself (_parameters, _buffers, hooks...).
+_MODULE_INTERNALS = frozenset(vars(nn.Module()))
+_CONTAINER_DEPTH = 2  # containers of containers of tensors, no deeper: a walk stays cheap
+
+
+def _meta_leaves(value, name: str, depth: int = 0) -> list[str]:
+    if isinstance(value, Tensor):
+        return [name] if _on_meta(value) else []
+    if depth == _CONTAINER_DEPTH:
+        return []
+    if isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    elif isinstance(value, dict):
+        items = value.items()
+    else:
+        return []
+    return [
+        leaf for key, item in items for leaf in _meta_leaves(item, f"{name}[{key!r}]", depth + 1)
+    ]
+
+
+_PACKAGE = os.path.dirname(__file__)
+
+
+def _stacklevel() -> int:
+    """warnings.warn's stacklevel that points at the first caller outside this package."""
+    frame, level = sys._getframe(2), 2  # the frame above the one that warns
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class _NamesTensors:
@@ -421,6 +657,39 @@ class UninitializedError(_NamesTensors, RuntimeError):
     """materialize() found tensors that no reset wrote; `names` lists them all."""
 
 
+class NotReplayableError(_NamesTensors, RuntimeError):
+    """materialize() of a deferred_init() module found tensors its record has no values for;
+    `names` lists them all."""
+
+    @classmethod
+    def of(cls, written_since: list[str], new: list[str]) -> "NotReplayableError":
+        parts = []
+        if written_since:
+            parts.append(
+                "written on the meta device after deferred_init() returned, where writes have "
+                f"no values: {_listed(written_since)} (write them after materialize(), or in the "
+                "function given to deferred_init())"
+            )
+        if new:
+            parts.append(
+                "made on the meta device after deferred_init() returned, beside recorded "
+                f"tensors of their module, so that no reset can fill them alone: {_listed(new)} "
+                "(make them in the function given to deferred_init())"
+            )
+        return cls(f"materialize: {'; and '.join(parts)}", written_since + new)
+
+
+def _listed(names: list[str]) -> str:
+    """The first few of `names`, for a message; an exception's or warning's .names has all."""
+    shown = ", ".join(names[:6])
+    return shown + (f" and {len(names) - 6} more, all in .names" if len(names) > 6 else "")
+
+
+class LeftOnMetaWarning(_NamesTensors, UserWarning):
+    """materialize() left tensors of the module on the meta device (held in containers, which
+    no module method reaches); `names` lists them all."""
+
+
 class UnrecordedInitWarning(_NamesTensors, UserWarning):
     """materialize() ran the resets of a module built on the meta device without
     deferred_init(), and constructors outside torch.nn may have initialized its tensors their
@@ -433,13 +702,13 @@ def _owners(name: str) -> set[str]:
     return {".".join(parts[:k]) for k in range(len(parts))}
 
 
-def _warn_unrecorded(module: nn.Module, from_meta: set[str]) -> None:
+def _warn_unrecorded(module: nn.Module, from_meta: set[str], prefix: str) -> None:
     """Warns, naming them, of the tensors under modules whose class is not torch.nn's: only a
     record (deferred_init) knows what their constructors wrote (torchvision's ResNet re-inits
     its convolutions and zeroes its last BatchNorms; transformers' post_init re-inits all)."""
     custom = {
-        prefix: type(m)
-        for prefix, m in module.named_modules()
+        (prefix + name).rstrip("."): type(m)
+        for name, m in module.named_modules()
         if not type(m).__module__.startswith("torch.nn.")
     }
     affected = sorted(name for name in from_meta if _owners(name) & custom.keys())
@@ -447,15 +716,14 @@ def _warn_unrecorded(module: nn.Module, from_meta: set[str]) -> None:
         return
     classes = sorted({f"{c.__module__}.{c.__qualname__}" for c in custom.values()})
     classes_shown = ", ".join(classes[:4]) + (" ..." if len(classes) > 4 else "")
-    more = f" and {len(affected) - 6} more, all in .names" if len(affected) > 6 else ""
     warnings.warn(
         UnrecordedInitWarning(
-            f"materialize: {len(affected)} tensors ({', '.join(affected[:6])}{more}) were "
+            f"materialize: {len(affected)} tensors ({_listed(affected)}) were "
             "initialized by their layers' reset_parameters(), but they sit under modules of "
             f"classes outside torch.nn ({classes_shown}) whose constructors may have initialized "
             "them differently; build the model with torchinit_ext.deferred_init() to replay "
             "exactly what its constructors did",
             affected,
         ),
-        stacklevel=3,
+        stacklevel=_stacklevel(),
     )

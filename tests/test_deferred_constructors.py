@@ -1,0 +1,333 @@
+"""deferred_init() of constructors the meta device cannot run as they are (issue 30, item 7): an op
+whose result's shape depends on values (torch.unique, nonzero, a boolean mask) runs on the real
+values, and the module holds what the constructor saw; what cannot be recorded (.numpy(), a write
+into meta that fails there, a lazy module's uninitialized tensors) raises one UnrecordableError
+naming the constructor's module, the op and the way out. Exact against eager construction."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+import torchinit_ext as ti
+from torchinit_ext._record import UnrecordableError, refuse_uninitialized
+
+# What a constructor computes from a random tensor `w` (64 values of randn), shaped by its values.
+DATA_DEPENDENT = {
+    "unique": lambda w: torch.unique(torch.round(w * 2)),
+    "unique counts": lambda w: torch.unique(torch.round(w * 2), return_counts=True)[1],
+    "unique inverse": lambda w: torch.unique(torch.round(w), return_inverse=True)[1],
+    "unique rows": lambda w: torch.unique((w > 0).view(32, 2).long(), dim=0),
+    "unique_consecutive": lambda w: torch.unique_consecutive((w > 0).long()),
+    "nonzero": lambda w: (w > 0).nonzero(),
+    "nothing nonzero": lambda w: (w > 100).nonzero(),
+    "boolean mask": lambda w: w[w > 0],
+    "masked_select": lambda w: torch.masked_select(w, w > 0),
+    "where": lambda w: torch.where(w > 0)[0],
+    "repeat_interleave": lambda w: torch.arange(4).repeat_interleave((w[:4] > 0).long() + 1),
+    "bincount": lambda w: torch.bincount((w > 0.5).long() + (w > -0.5).long()),
+}
+
+
+class Shaped(nn.Module):
+    """Draws `w`, then builds a layer as wide as the result of `compute(w)` and keeps both."""
+
+    def __init__(self, compute):
+        super().__init__()
+        w = torch.randn(64)
+        out = compute(w)
+        self.register_buffer("w", w)
+        self.register_buffer("out", out)
+        self.seen = out.tolist()
+        self.count = int((w > 0).sum())
+        self.fc = nn.Linear(4, max(1, out.numel()))
+
+
+@pytest.mark.parametrize("compute", DATA_DEPENDENT.values(), ids=DATA_DEPENDENT.keys())
+def test_a_data_dependent_result_is_what_eager_construction_computes(compute):
+    torch.manual_seed(0)
+    eager = Shaped(compute)
+    torch.manual_seed(0)
+    module = ti.deferred_init(Shaped, compute)
+    assert module.out.is_meta and module.out.shape == eager.out.shape
+    assert module.seen == eager.seen and module.count == eager.count
+    ti.materialize(module, seed=5)
+    assert torch.equal(module.w, eager.w) and torch.equal(module.out, eager.out)
+    assert module.fc.weight.shape == eager.fc.weight.shape
+
+
+@pytest.mark.parametrize("compute", DATA_DEPENDENT.values(), ids=DATA_DEPENDENT.keys())
+def test_the_materialized_tensors_hold_what_the_constructor_saw(compute):
+    torch.manual_seed(1)
+    module = ti.materialize(ti.deferred_init(Shaped, compute), seed=3)
+    assert not module.w.is_meta and len(set(module.w.tolist())) == 64  # random, not a fill
+    assert int((module.w > 0).sum()) == module.count
+    assert torch.equal(module.out, compute(module.w))
+    assert module.out.tolist() == module.seen
+
+
+class Counted(nn.Module):
+    def __init__(self):
+        super().__init__()
+        w = torch.randn(256)
+        self.register_buffer("w", w)
+        self.positive = int((w > 0).sum())
+        self.nonzero = int((w > 0).nonzero().numel())
+        self.head = nn.Linear(8, self.nonzero)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_count_of_a_random_tensor_matches_the_materialized_tensor(seed):
+    torch.manual_seed(seed)
+    module = ti.materialize(ti.deferred_init(Counted), seed=seed + 10)
+    assert int((module.w > 0).sum()) == module.positive == module.nonzero
+    assert module.head.out_features == module.nonzero
+    assert module.head.weight.shape == (module.nonzero, 8)
+
+
+class ReadAfterDerived(nn.Module):
+    """Derives `mask` from `w` before anything reads `w`; reads of both come later."""
+
+    def __init__(self):
+        super().__init__()
+        w = torch.randn(64)
+        mask = w > 0
+        self.kept = w[w > 0.5]  # runs on w's values: captures them
+        self.register_buffer("w", w)
+        self.register_buffer("mask", mask)
+        self.positive = int(mask.sum())  # mask's values: those of the captured w
+
+
+def test_a_tensor_derived_before_its_source_was_captured_agrees_with_it():
+    torch.manual_seed(0)
+    eager = ReadAfterDerived()
+    torch.manual_seed(0)
+    module = ti.materialize(ti.deferred_init(ReadAfterDerived), seed=0)
+    assert torch.equal(module.w, eager.w) and torch.equal(module.mask, module.w > 0)
+    assert module.positive == eager.positive == int((module.w > 0).sum())
+
+
+class RegNetWidths(nn.Module):
+    """Stage widths as timm's RegNet computes them: on a tensor it asks for on the CPU."""
+
+    def __init__(self, depth=13, slope=36.44, initial=24, mult=2.49):
+        super().__init__()
+        continuous = torch.arange(depth, device="cpu") * slope + initial
+        exps = torch.round(torch.log(continuous / initial) / torch.log(torch.tensor(mult)))
+        widths = torch.round((initial * torch.pow(mult, exps)) / 8) * 8
+        stage_widths, stage_depths = torch.unique(widths, return_counts=True)
+        self.num_stages = len(torch.unique(widths))
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[nn.Linear(int(w), int(w)) for _ in range(int(d))])
+            for w, d in zip(stage_widths.tolist(), stage_depths.tolist())
+        )
+
+
+def test_regnet_widths_from_unique_are_stocks():
+    stock = RegNetWidths()
+    module = ti.materialize(ti.deferred_init(RegNetWidths))
+    assert module.num_stages == stock.num_stages == 4
+    shapes = {name: t.shape for name, t in module.state_dict().items()}
+    assert shapes == {name: t.shape for name, t in stock.state_dict().items()}
+
+
+def test_the_reproducer_of_the_issue_builds():
+    def build():
+        w = torch.round(torch.arange(4, dtype=torch.float32, device="cpu") * 24 + 24)
+        return nn.Linear(8, len(torch.unique(w)))
+
+    assert ti.materialize(ti.deferred_init(build)).weight.shape == (4, 8)
+
+
+def test_parametrizations_orthogonal_reads_allclose_of_meta_tensors():
+    # allclose's own kernel calls .item() with the recorder off: it runs on the real values.
+    torch.manual_seed(0)
+    module = ti.materialize(
+        ti.deferred_init(lambda: nn.utils.parametrizations.orthogonal(nn.Linear(16, 16)))
+    )
+    weight = module.weight.detach()
+    assert not weight.is_meta
+    assert torch.allclose(weight @ weight.T, torch.eye(16), atol=1e-5)
+    assert nn.utils.parametrize.is_parametrized(module, "weight")
+
+
+class Mixed(nn.Module):
+    """Arithmetic between its meta tensors and a real tensor it is given, and a write of meta
+    values into that real tensor."""
+
+    def __init__(self, real: torch.Tensor):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.shifted = (self.fc.weight.detach() + real).sum().item()
+        real.copy_(self.fc.weight.detach())
+
+
+def test_real_tensors_mixed_with_meta_ones_see_the_materialized_values():
+    torch.manual_seed(0)
+    real = torch.randn(8, 8)
+    given = real.clone()
+    module = ti.materialize(ti.deferred_init(Mixed, real), seed=0)
+    weight = module.fc.weight.detach()
+    assert module.shifted == (weight + given).sum().item()
+    assert torch.equal(real, weight)  # written for real, as eager construction writes it
+
+
+# ---- what cannot be recorded ------------------------------------------------------------------
+
+
+def _raises_unrecordable(build, *args) -> UnrecordableError:
+    with pytest.raises(UnrecordableError) as caught:
+        ti.deferred_init(build, *args)
+    # Nothing else blew up: the recording is over and the next one works.
+    assert _get_current_dispatch_mode() is None
+    assert torch.empty(2).device.type == "cpu"
+    assert ti.materialize(ti.deferred_init(nn.Linear, 2, 2)).weight.shape == (2, 2)
+    return caught.value
+
+
+def _says(error: UnrecordableError, module: str, op: str) -> None:
+    message = str(error)
+    assert "\n" not in message
+    assert f"constructor of {module}:" in message and op in message
+    assert "torchinit_ext.patched()" in message and "construct it for real" in message
+    assert error.module == module and error.op == op
+
+
+class Inner(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.total = int(self.fc.weight.detach().numpy().sum())
+
+
+class Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.before = nn.Linear(8, 8)
+        self.inner = Inner()
+
+
+def test_numpy_of_a_meta_tensor_names_the_innermost_constructor():
+    error = _raises_unrecordable(Outer)
+    _says(error, "Inner", "Tensor.numpy()")
+    assert isinstance(error.__cause__, TypeError) and "numpy" in str(error.__cause__)
+
+
+def test_the_issues_numpy_reproducer_raises_naming_the_op():
+    def build():
+        w = torch.arange(4.0)
+        return nn.Linear(8, int(w.numpy().sum()))
+
+    error = _raises_unrecordable(build)
+    assert error.module is None and error.op == "Tensor.numpy()"
+    assert "torchinit_ext.patched()" in str(error)
+
+
+class WritesNonzero(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("indices", torch.empty(0, 1, dtype=torch.long))
+        torch.nonzero(torch.randn(8), out=self.indices)
+
+
+def test_a_write_into_meta_that_fails_there_names_the_op():
+    error = _raises_unrecordable(WritesNonzero)
+    _says(error, "WritesNonzero", "aten::nonzero")
+    assert isinstance(error.__cause__, NotImplementedError)
+
+
+class ItemOutOfReach(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        with torch._C._DisableTorchDispatch():  # what no dispatch mode sees
+            self.total = self.fc.weight.sum().item()
+
+
+def test_an_item_out_of_the_recorders_reach_names_the_op():
+    error = _raises_unrecordable(ItemOutOfReach)
+    _says(error, "ItemOutOfReach", "Tensor.item()")
+    assert isinstance(error.__cause__, RuntimeError)
+
+
+class ShapeError(nn.Module):
+    def __init__(self, compute):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        compute(self.fc.weight.detach())
+
+
+def test_a_shape_error_on_meta_is_raised_unchanged():
+    compute = lambda w: w + torch.ones(3)
+    with torch.device("meta"), pytest.raises(RuntimeError) as on_meta:
+        ShapeError(compute)
+    with pytest.raises(RuntimeError) as deferred:
+        ti.deferred_init(ShapeError, compute)
+    assert type(deferred.value) is RuntimeError and str(deferred.value) == str(on_meta.value)
+    assert deferred.value.__cause__ is None and deferred.value.__context__ is None
+    assert _get_current_dispatch_mode() is None
+
+
+NO_META_KERNEL = {  # the real run's error, as eager construction raises it
+    "masked_select": lambda w: torch.masked_select(w, torch.ones(3, dtype=torch.bool)),
+    "unique dim": lambda w: torch.unique(w, dim=5),
+}
+
+
+@pytest.mark.parametrize("compute", NO_META_KERNEL.values(), ids=NO_META_KERNEL.keys())
+def test_an_error_of_eager_construction_is_raised_as_it_is(compute):
+    with pytest.raises(Exception) as eager:
+        ShapeError(compute)
+    with pytest.raises(Exception) as deferred:
+        ti.deferred_init(ShapeError, compute)
+    assert type(deferred.value) is type(eager.value)
+    assert str(deferred.value) == str(eager.value)
+    assert _get_current_dispatch_mode() is None
+
+
+def test_a_lazy_module_is_refused_naming_its_tensor():
+    with pytest.raises(UnrecordableError) as caught:
+        ti.materialize(ti.deferred_init(nn.LazyLinear, 4))  # refused at either step
+    message = str(caught.value)
+    assert "'weight' of LazyLinear" in message and "UninitializedParameter" in message
+    assert "torchinit_ext.patched()" in message
+
+
+def test_refuse_uninitialized_names_the_first_lazy_tensor_by_its_qualified_name():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.LazyBatchNorm1d()))
+    with pytest.raises(UnrecordableError, match=r"^materialize: '1\.0\.weight' of LazyBatchNorm1d"):
+        refuse_uninitialized(model, "materialize")
+    refuse_uninitialized(nn.Sequential(nn.Linear(2, 2)), "materialize")  # nothing to refuse
+
+
+# ---- timm -------------------------------------------------------------------------------------
+
+
+def test_timm_regnet_deferred_has_stocks_shapes():
+    from real_models import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    timm = pytest.importorskip("timm")
+    stock = timm.create_model("regnety_002", pretrained=False)
+    module = ti.materialize(ti.deferred_init(timm.create_model, "regnety_002", pretrained=False))
+    assert not any(t.is_meta for t in module.state_dict().values())
+    shapes = {name: t.shape for name, t in module.state_dict().items()}
+    assert shapes == {name: t.shape for name, t in stock.state_dict().items()}
+
+
+def test_tensors_made_from_python_data_go_on_meta_with_their_values():
+    class FromData(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.tensor(8.0), persistent=False)
+            self.logit_scale = nn.Parameter(torch.tensor([2.6592, -1.0]))
+            self.probe = torch.tensor([]).device  # where new tensors go, as transformers asks
+
+    module = ti.deferred_init(FromData)
+    assert module.probe.type == "cpu"
+    assert module.scale.is_meta and module.logit_scale.is_meta
+    assert isinstance(module.logit_scale, nn.Parameter)
+    ti.materialize(module)
+    assert torch.equal(module.scale, torch.tensor(8.0))
+    assert torch.equal(module.logit_scale.detach(), torch.tensor([2.6592, -1.0]))
+    assert module.logit_scale.requires_grad and "scale" not in module.state_dict()
