@@ -12,7 +12,7 @@ from torch import nn
 
 import torchinit_ext as ti
 from torchinit_ext import _dispatch
-from torchinit_ext.model import seed_key
+from torchinit_ext._session import seed_key
 
 # Modules built plainly on meta get their layers' reset_parameters(), and a warning when they sit
 # under classes outside torch.nn: by design here, and checked in test_deferred_init.py.

@@ -555,16 +555,17 @@ class _Recorder(TorchDispatchMode):
 
 class Replay:
     """Real storage for a record's meta storages, filled by replaying the ops that reach the
-    given tensors. `on_storage(replay, key)` is told of each storage as it is made (given the
-    replay rather than closing over it: a cycle would keep every storage until gc.collect())."""
+    given tensors. A materialize() session (_session.Session), when given, takes the fills
+    and is told of each storage as it is made (session.on_storage(replay, key): given the
+    replay rather than holding it, as a cycle would keep every storage until gc.collect())."""
 
-    def __init__(self, record: Record, device: torch.device, on_storage: Callable | None = None):
+    def __init__(self, record: Record, device: torch.device, session=None):
         self.record = record
         self.device = device
         self.storages: dict[int, torch.UntypedStorage] = {}
         # Each reference rebuilt once, by storage, so that a storage's tensors go with it.
         self.tensors: dict[int, dict[_Ref, Tensor]] = {}
-        self.on_storage = on_storage or (lambda replay, key: None)
+        self.session = session
         self.substitutes: dict[int, Tensor] = {}  # storage -> the (sharded) tensor written instead
 
     def substitute(self, ref: _Ref, tensor: Tensor) -> None:
@@ -582,7 +583,8 @@ class Replay:
 
     def _bind(self, key: int, storage: torch.UntypedStorage) -> None:
         self.storages[key] = storage
-        self.on_storage(self, key)
+        if self.session is not None:
+            self.session.on_storage(self, key)
 
     def tensor(self, ref: _Ref) -> Tensor:
         tensors = self.tensors.setdefault(ref.storage, {})
@@ -643,7 +645,7 @@ class Replay:
     def _run(self, op: _Op) -> None:
         args = _map(self._real, op.args)
         kwargs = {name: _map(self._real, value) for name, value in op.kwargs.items()}
-        out = _replay_op(op.func, args, kwargs)
+        out = _replay_op(op.func, args, kwargs, self.session)
         if torch.Tag.inplace_view in op.func.tags:  # t_(), as_strided_(): rebuilt tensors
             self.tensors.clear()  # may no longer have their references' geometry
         if op.allocates:
@@ -672,16 +674,16 @@ def _bound(func, args: tuple, kwargs: dict) -> dict:
     return bound
 
 
-def _replay_op(func, args: tuple, kwargs: dict):
+def _replay_op(func, args: tuple, kwargs: dict, session):
     """Runs one recorded op on real tensors: elementwise fills through the compiled, batched,
-    seed-keyed path (as the stock functions' interception would), the rest as recorded."""
+    seed-keyed path (as the stock functions' interception would: _dispatch reaches the session
+    running the replay), whole fills with the session's generator, the rest as recorded."""
     if func not in _FILL_LAWS and func not in _WHOLE_FILLS:
         return func(*args, **kwargs)
     bound = _bound(func, args, kwargs)
     target = args[0]
     generator = bound.get("generator")
     if func in _WHOLE_FILLS:
-        session = _dispatch.active_session()
         if session is not None and "generator" in bound:
             bound["generator"] = session.generator_for(target, generator)
         return func(*bound.values())

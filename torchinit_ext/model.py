@@ -3,20 +3,15 @@ by (seed, parameter name) so that values depend on nothing else.
 """
 
 import contextlib
-import hashlib
 import os
-import struct
 import sys
 import warnings
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from . import _dispatch, _record, _sharded
-from ._dispatch import compiled, ops
-from ._patch import patched
+from . import _record, _session, _sharded
 
 __all__ = [
     "materialize",
@@ -27,135 +22,6 @@ __all__ = [
 ]
 
 # ---- materialize -----------------------------------------------------------------------------
-
-
-def seed_key(seed: int, name: str) -> tuple[int, int]:
-    """The Philox (key, offset) of the tensor named `name` under materialize(seed=seed): the
-    16-byte BLAKE2b digest (digest_size=16) of "<seed>/<name>", as two little-endian signed
-    64-bit integers (docs/rng-contract.md, "Seeded keys")."""
-    digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()
-    return struct.unpack("<qq", digest)
-
-
-def _storage_id(tensor: Tensor) -> int:
-    """The address of the memory holding this rank's elements of `tensor` (0 for none)."""
-    local = _sharded.local_tensor(tensor)
-    return local.untyped_storage().data_ptr() if local.numel() and not local.is_meta else 0
-
-
-def _extent(tensor: Tensor) -> tuple:
-    """Which elements of which memory `tensor` holds on this rank, and as what dtype."""
-    local = _sharded.local_tensor(tensor)
-    return (_storage_id(local), local.storage_offset(), local.shape, local.stride(), local.dtype)
-
-
-class _Session:
-    """The fills of one materialize() call. Elementwise fills of the module's tensors are queued
-    and run together in one fill_many_ (flush()); with a seed, each tensor's fills use the key of
-    its name. A dispatch mode (_Tracker) flushes the queue before any other op touches a queued
-    tensor, and records which memory was written. Fills of `scratch` memory (see _untie) draw
-    their keys as any fill does, and write nothing. A replay (`checked`) queues without checking
-    arguments: each recorded fill passed its meta kernel's checks when it was recorded."""
-
-    def __init__(
-        self, named: dict[str, Tensor], seed: int | None, scratch: set[int], checked=False
-    ):
-        self.seed = seed
-        self.scratch = scratch
-        self.check = not checked
-        self.names = {_extent(t): name for name, t in named.items() if _storage_id(t)}
-        # storage -> {extent: (local, law, params, key, block)}: the queue, by memory touched.
-        self.pending: dict[int, dict[tuple, tuple]] = {}
-        self.written: set[int] = set()
-        self.checked: set[tuple] = set()  # (law, params, dtype, shape, strides) that passed
-
-    def _name(self, tensor: Tensor) -> str | None:
-        """The qualified name of `tensor` when it is one of the module's tensors, whole."""
-        return self.names.get(_extent(tensor)) if _storage_id(tensor) else None
-
-    def try_defer(self, tensor: Tensor, law: str, params: tuple, generator) -> bool:
-        """Queues the fill when `tensor` is one of the module's tensors that fill_many_ takes;
-        returns whether it did."""
-        local = _sharded.local_tensor(tensor)
-        name = self._name(tensor)
-        if name is None or not (_dispatch.is_float(local) and compiled(local)):
-            return False
-        block = _sharded.block(tensor)
-        if block is None:
-            return False
-        if self.check:
-            self._check(local, law, params)
-        if law == "constant":
-            key = [0, 0]
-        elif self.seed is not None:
-            key = list(seed_key(self.seed, name))
-        else:
-            key = ops.philox_key(local, generator)  # drawn now, as an immediate fill would
-        storage = _storage_id(tensor)
-        if storage in self.scratch:
-            return True
-        # A later fill of the same tensor replaces an earlier one.
-        self.pending.setdefault(storage, {})[_extent(tensor)] = (local, law, params, key, block)
-        self.written.add(storage)
-        return True
-
-    def _check(self, local: Tensor, law: str, params: tuple) -> None:
-        """Raises the fill's argument errors now, at the call, by the meta kernel's checks. They
-        depend only on the law, its parameters, and the tensor's dtype, shape and strides (for
-        overlap), so a model's many same-shaped layers are checked once."""
-        signature = (law, tuple(map(float, params)), local.dtype, local.shape, local.stride())
-        if signature in self.checked:
-            return
-        # (A factory op, so the check doesn't count as touching a queued tensor.)
-        meta = torch.empty_strided(local.shape, local.stride(), dtype=local.dtype, device="meta")
-        _dispatch.call_many(
-            [meta], [law], [params], [[0, 0]], [(list(local.shape), [0] * local.dim())]
-        )
-        self.checked.add(signature)
-
-    def generator_for(self, tensor: Tensor, generator):
-        """The generator of a fill that is not elementwise: with a seed, one keyed by the name."""
-        name = self._name(tensor) if self.seed is not None else None
-        if name is None:
-            return generator
-        key = seed_key(self.seed, name)[0] & (2**63 - 1)
-        # The compiled kernels take a CPU generator on any device, with the CPU's values; stock
-        # wants the tensor's own device.
-        local = _sharded.local_tensor(tensor)
-        device = "cpu" if compiled(local) else local.device
-        return torch.Generator(device=device).manual_seed(key)
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        queued = [fill for fills in self.pending.values() for fill in fills.values()]
-        self.pending.clear()
-        local, laws, params, keys, blocks = zip(*queued)
-        _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(blocks))
-
-
-class _Tracker(TorchDispatchMode):
-    """Runs queued fills before any op that touches their memory, and records writes."""
-
-    def __init__(self, session: _Session):
-        super().__init__()
-        self.session = session
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if not func.is_view:
-            session = self.session
-            for i, (name, is_write, _, _) in enumerate(_record.arguments(func)):
-                value = args[i] if i < len(args) else kwargs.get(name)
-                for t in value if isinstance(value, (list, tuple)) else (value,):
-                    if not isinstance(t, Tensor):
-                        continue
-                    storage = _storage_id(t)
-                    if storage in session.pending:
-                        session.flush()
-                    if is_write:
-                        session.written.add(storage)
-        return func(*args, **kwargs)
 
 
 def _post_order(module: nn.Module, seen: set[int]) -> Iterator[nn.Module]:
@@ -214,7 +80,7 @@ def _untie(groups: list[list[_Slot]]) -> set[int]:
                 if isinstance(tensor, nn.Parameter):
                     own = nn.Parameter(own, tensor.requires_grad)
                 slots[other_name] = own
-            scratch.add(_storage_id(slots[other_name]))
+            scratch.add(_session.memory_of(slots[other_name]))
     scratch.discard(0)
     return scratch
 
@@ -371,17 +237,11 @@ def _replay(
         else:
             _reset_all(subtree, device, seed, subtree_prefix)
 
-    named_refs: dict[int, list] = {}
+    session = _session.Session({}, seed, set(), checked=True)
     for tensor, ref, _ in finals.values():
         if id(tensor) in names:
-            named_refs.setdefault(ref.storage, []).append((names[id(tensor)], ref))
-    session = _Session({}, seed, set(), checked=True)
-
-    def name_tensors(replay: _record.Replay, storage: int) -> None:
-        for name, ref in named_refs.get(storage, ()):
-            session.names[_extent(replay.tensor(ref))] = name
-
-    replay = _record.Replay(record, device, name_tensors)
+            session.replayed_names.setdefault(ref.storage, []).append((names[id(tensor)], ref))
+    replay = _record.Replay(record, device, session)
     needed = {ref.storage for _, ref, _ in finals.values()}
     copied = {}  # sharded tensors copied from their full replayed value
     if sharded:
@@ -394,31 +254,25 @@ def _replay(
                 raise RuntimeError(f"materialize: {name!r} was not built by deferred_init()")
             if record.filled_whole_by_one_fill(built.ref):
                 replay.substitute(built.ref, tensor)
-                session.names[_extent(tensor)] = qualifier + name
+                session.names[_session.extent(tensor)] = qualifier + name
             else:
                 copied[name] = (tensor, built.ref)
                 needed.add(built.ref.storage)
     ops = record.needed(needed | set(replay.substitutes))
-    previous = _dispatch.active_session()
     # With a seed, draws that no name keys (temporaries) come from the seed too.
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
-    with rng, patched(), torch.no_grad():
+    with rng, torch.no_grad():
         if seed is not None:
             torch.default_generator.manual_seed(seed)
-        _dispatch.set_session(session)
+        replay.prepare(ops)
         try:
-            replay.prepare(ops)
-            with _Tracker(session):
+            with session.running():
                 replay.run(ops, needed)
-                session.flush()
         except BaseException:
             # The traceback holds this frame, and a notebook holds the last traceback: let go of
             # the replayed memory now rather than when the exception is dropped.
             replay.clear()
-            session.pending.clear()
             raise
-        finally:
-            _dispatch.set_session(previous)
         for tensor, ref in copied.values():
             _sharded.fill_from_full(tensor, lambda full, ref=ref: full.copy_(replay.tensor(ref)))
         real: dict[int, Tensor] = {}
@@ -559,24 +413,19 @@ def _reset_all(module: nn.Module, device: torch.device | None, seed: int | None,
         module.to_empty(device=device)
     scratch = _untie(tied)
     named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    session = _Session({prefix + n: t for n, t in named.items()}, seed, scratch)
-    previous = _dispatch.active_session()
-    with patched(), torch.no_grad():
-        _dispatch.set_session(session)
-        try:
-            with _Tracker(session):
-                for submodule in _post_order(module, set()):
-                    _reset(submodule)
-                session.flush()
-        finally:
-            _dispatch.set_session(previous)
-            _tie(tied)
+    session = _session.Session({prefix + n: t for n, t in named.items()}, seed, scratch)
+    try:
+        with session.running():
+            for submodule in _post_order(module, set()):
+                _reset(submodule)
+    finally:
+        _tie(tied)
     params = dict(module.named_parameters())  # tied again: no scratch names
     missed = [
         prefix + name
         for name, t in named.items()
         if t.numel()
-        and _storage_id(t) not in session.written
+        and _session.memory_of(t) not in session.written
         and (name in params or name in from_meta)
     ]
     if from_meta:

@@ -1,0 +1,175 @@
+"""The fills of one materialize() call: a Session queues the elementwise fills of a module's
+tensors, keyed by name with a seed, and runs them together; a Tracker (a dispatch mode) runs the
+queue before any op that touches queued memory and records what was written.
+
+The session is the calling thread's while it runs (`running()`): the fills that stock code calls
+(a layer's reset_parameters()) reach it through _dispatch. A replay is given it explicitly.
+"""
+
+import contextlib
+import hashlib
+import struct
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from . import _dispatch, _record, _sharded
+from ._dispatch import compiled, ops
+from ._patch import patched
+
+
+def seed_key(seed: int, name: str) -> tuple[int, int]:
+    """The Philox (key, offset) of the tensor named `name` under materialize(seed=seed): the
+    16-byte BLAKE2b digest (digest_size=16) of "<seed>/<name>", as two little-endian signed
+    64-bit integers (docs/rng-contract.md, "Seeded keys")."""
+    digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()
+    return struct.unpack("<qq", digest)
+
+
+def memory_of(tensor: Tensor) -> int:
+    """The address of the memory holding this rank's elements of `tensor` (0 for none). A real
+    tensor's memory is known by its address: the tensors a reset writes are made by ops this
+    package does not see. (A record knows meta storages by their object: _record.storage_key.)"""
+    local = _sharded.local_tensor(tensor)
+    return local.untyped_storage().data_ptr() if local.numel() and not local.is_meta else 0
+
+
+def extent(tensor: Tensor) -> tuple:
+    """Which elements of which memory `tensor` holds on this rank, and as what dtype."""
+    local = _sharded.local_tensor(tensor)
+    return (memory_of(local), local.storage_offset(), local.shape, local.stride(), local.dtype)
+
+
+class Session:
+    """The fills of one materialize() call. Elementwise fills of the module's tensors are queued
+    and run together in one fill_many_ (flush()); with a seed, each tensor's fills use the key of
+    its name. A dispatch mode (Tracker) flushes the queue before any other op touches a queued
+    tensor, and records which memory was written. Fills of `scratch` memory (see _untie) draw
+    their keys as any fill does, and write nothing. A replay (`checked`) queues without checking
+    arguments: each recorded fill passed its meta kernel's checks when it was recorded."""
+
+    def __init__(
+        self, named: dict[str, Tensor], seed: int | None, scratch: set[int], checked=False
+    ):
+        self.seed = seed
+        self.scratch = scratch
+        self.check = not checked
+        self.names = {extent(t): name for name, t in named.items() if memory_of(t)}
+        # storage -> {extent: (local, law, params, key, block)}: the queue, by memory touched.
+        self.pending: dict[int, dict[tuple, tuple]] = {}
+        self.written: set[int] = set()
+        self.checked: set[tuple] = set()  # (law, params, dtype, shape, strides) that passed
+        # A replay's storages -> the names and references of the module's tensors on them.
+        self.replayed_names: dict[int, list[tuple[str, _record._Ref]]] = {}
+
+    def on_storage(self, replay: "_record.Replay", key: int) -> None:
+        """Told by a replay of each storage it makes: names the module's tensors on it."""
+        for name, ref in self.replayed_names.get(key, ()):
+            self.names[extent(replay.tensor(ref))] = name
+
+    def _name(self, tensor: Tensor) -> str | None:
+        """The qualified name of `tensor` when it is one of the module's tensors, whole."""
+        return self.names.get(extent(tensor)) if memory_of(tensor) else None
+
+    def try_defer(self, tensor: Tensor, law: str, params: tuple, generator) -> bool:
+        """Queues the fill when `tensor` is one of the module's tensors that fill_many_ takes;
+        returns whether it did."""
+        local = _sharded.local_tensor(tensor)
+        name = self._name(tensor)
+        if name is None or not (_dispatch.is_float(local) and compiled(local)):
+            return False
+        block = _sharded.block(tensor)
+        if block is None:
+            return False
+        if self.check:
+            self._check(local, law, params)
+        if law == "constant":
+            key = [0, 0]
+        elif self.seed is not None:
+            key = list(seed_key(self.seed, name))
+        else:
+            key = ops.philox_key(local, generator)  # drawn now, as an immediate fill would
+        storage = memory_of(tensor)
+        if storage in self.scratch:
+            return True
+        # A later fill of the same tensor replaces an earlier one.
+        self.pending.setdefault(storage, {})[extent(tensor)] = (local, law, params, key, block)
+        self.written.add(storage)
+        return True
+
+    def _check(self, local: Tensor, law: str, params: tuple) -> None:
+        """Raises the fill's argument errors now, at the call, by the meta kernel's checks. They
+        depend only on the law, its parameters, and the tensor's dtype, shape and strides (for
+        overlap), so a model's many same-shaped layers are checked once."""
+        signature = (law, tuple(map(float, params)), local.dtype, local.shape, local.stride())
+        if signature in self.checked:
+            return
+        # (A factory op, so the check doesn't count as touching a queued tensor.)
+        meta = torch.empty_strided(local.shape, local.stride(), dtype=local.dtype, device="meta")
+        _dispatch.call_many(
+            [meta], [law], [params], [[0, 0]], [(list(local.shape), [0] * local.dim())]
+        )
+        self.checked.add(signature)
+
+    def generator_for(self, tensor: Tensor, generator):
+        """The generator of a fill that is not elementwise: with a seed, one keyed by the name."""
+        name = self._name(tensor) if self.seed is not None else None
+        if name is None:
+            return generator
+        key = seed_key(self.seed, name)[0] & (2**63 - 1)
+        # The compiled kernels take a CPU generator on any device, with the CPU's values; stock
+        # wants the tensor's own device.
+        local = _sharded.local_tensor(tensor)
+        device = "cpu" if compiled(local) else local.device
+        return torch.Generator(device=device).manual_seed(key)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Runs the block with this the calling thread's session, its Tracker innermost, stock's
+        init functions patched and grad off; then runs what is still queued."""
+        previous = _dispatch.active_session()
+        with patched(), torch.no_grad():
+            _dispatch.set_session(self)
+            try:
+                with Tracker(self):
+                    yield
+                    self.flush()
+            except BaseException:
+                self.pending.clear()
+                raise
+            finally:
+                _dispatch.set_session(previous)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        queued = [fill for fills in self.pending.values() for fill in fills.values()]
+        self.pending.clear()
+        local, laws, params, keys, blocks = zip(*queued)
+        _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(blocks))
+
+
+class Tracker(TorchDispatchMode):
+    """Runs queued fills before any op that touches their memory, and records writes."""
+
+    def __init__(self, session: Session):
+        super().__init__()
+        self.session = session
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not func.is_view:
+            session = self.session
+            for i, (name, is_write, _, _) in enumerate(_record.arguments(func)):
+                value = args[i] if i < len(args) else kwargs.get(name)
+                for t in value if isinstance(value, (list, tuple)) else (value,):
+                    if not isinstance(t, Tensor):
+                        continue
+                    storage = memory_of(t)
+                    if storage in session.pending:
+                        session.flush()
+                    if is_write:
+                        session.written.add(storage)
+        return func(*args, **kwargs)
