@@ -101,6 +101,40 @@ def test_seeded_values_are_reproducible_and_independent_of_what_was_read():
     assert not torch.equal(build(True, 1)["read.weight"], first["read.weight"])
 
 
+class Temporaries(nn.Module):
+    """Parameters made from random temporaries, with a read of one of them in between."""
+
+    def __init__(self, read):
+        super().__init__()
+        first = torch.randn(WIDTH)
+        self.seen = first.sum().item() if read else None
+        self.scaled = nn.Parameter(torch.randn(WIDTH, WIDTH) * 0.02)
+        self.register_buffer("noise", torch.rand(WIDTH) + first)
+        self.order = nn.Parameter(torch.randperm(WIDTH).float(), requires_grad=False)
+
+
+def test_seeded_temporaries_have_keys_of_their_own_whatever_was_read():
+    def build(read, rng_seed):
+        torch.manual_seed(rng_seed)
+        return _state(ti.materialize(ti.deferred_init(Temporaries, read), seed=7))
+
+    read, unread = build(True, 0), build(False, 1)
+    for name in ("scaled", "order"):  # drawn after the read temporary: not shifted by it
+        assert torch.equal(read[name], unread[name]), name
+    assert torch.equal(build(True, 0)["noise"], read["noise"])
+    assert sorted(unread["order"].tolist()) == list(range(WIDTH))
+
+
+def test_a_seeded_temporary_is_the_documented_compiled_fill():
+    """randn's values under a seed: a compiled normal fill of its shape keyed by
+    (seed, "#<draw>"), the draw numbering the record's random ops (docs/rng-contract.md)."""
+    module = ti.materialize(ti.deferred_init(Temporaries, False), seed=7)
+    expected = torch.empty(WIDTH, WIDTH)
+    generator = torch.Generator().manual_seed(ti._session.generator_seed(7, "#1"))
+    torch.ops.torchinit_ext.normal_(expected, 0.0, 1.0, generator)
+    assert torch.equal(module.scaled.detach(), expected * 0.02)
+
+
 class OwnGenerator(nn.Module):
     """A constructor that seeds a generator of its own, whose values are then deterministic."""
 

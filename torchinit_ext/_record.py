@@ -129,12 +129,13 @@ def arguments(func) -> tuple[tuple[str, bool, bool, object], ...]:
 
 
 @functools.cache
-def _op_plan(func) -> tuple[tuple[tuple[int, str], ...], bool, bool]:
+def _op_plan(func) -> tuple[tuple[tuple[int, str], ...], bool, bool, bool]:
     """What Record.add needs of `func`'s schema: the positions and names of the arguments it
-    writes, whether it writes its first argument whole without reading it, and whether it is a
-    view that writes nothing."""
+    writes, whether it writes its first argument whole without reading it, whether it is a view
+    that writes nothing, and whether it draws random numbers."""
     written = tuple((i, a[0]) for i, a in enumerate(arguments(func)) if a[1])
-    return written, func in _WRITE_ONLY, func.is_view and not written
+    draws = torch.Tag.nondeterministic_seeded in func.tags or _takes_generator(func)
+    return written, func in _WRITE_ONLY, func.is_view and not written, draws
 
 
 def _recorded(value):
@@ -164,6 +165,7 @@ class _Op:
     reads: frozenset[int]
     defines: frozenset[int]  # storages the op writes whole without reading
     default_dtype: torch.dtype  # what factories and type promotion gave at the recording
+    draw: int | None = None  # a random op's number among the record's random ops
 
     def copies_in(self) -> bool:
         """Whether the op copies a value known at recording (a real tensor, or a captured value)
@@ -184,10 +186,11 @@ class Record:
         # Real tensors torch.tensor(data) made while building, by storage (kept alive until
         # the module is built, so that storage keys stay unique).
         self.lifted: dict[int, Tensor] = {}
+        self.draws = 0  # random ops recorded
 
     def add(self, func, args: tuple, kwargs: dict, out) -> _Op | None:
         """Records the op if it writes meta storage; returns its record."""
-        written, write_only, pure_view = _op_plan(func)
+        written, write_only, pure_view, draws = _op_plan(func)
         if pure_view:
             return None  # detach, view, expand...: rebuilt from references where needed
         if func in _EMPTY and _is_meta(out):
@@ -239,6 +242,9 @@ class Record:
             frozenset(defines | new),
             torch.get_default_dtype(),
         )
+        if draws:
+            op.draw = self.draws
+            self.draws += 1
         self.ops.append(op)
         return op
 
@@ -645,7 +651,10 @@ class Replay:
     def _run(self, op: _Op) -> None:
         args = _map(self._real, op.args)
         kwargs = {name: _map(self._real, value) for name, value in op.kwargs.items()}
-        out = _replay_op(op.func, args, kwargs, self.session)
+        key = None
+        if self.session is not None and op.draw is not None:
+            key = self.session.draw_key(op.draw)
+        out = _replay_op(op.func, args, kwargs, self.session, key)
         if torch.Tag.inplace_view in op.func.tags:  # t_(), as_strided_(): rebuilt tensors
             self.tensors.clear()  # may no longer have their references' geometry
         if op.allocates:
@@ -674,15 +683,35 @@ def _bound(func, args: tuple, kwargs: dict) -> dict:
     return bound
 
 
-def _replay_op(func, args: tuple, kwargs: dict, session):
+# Random factories that a seeded replay runs as an empty tensor and a compiled fill, so that a
+# temporary's values are the same on every device: the empty factory, the law, its parameters.
+_RANDOM_FACTORIES = {
+    aten.randn.default: (aten.empty.memory_format, "normal", (0.0, 1.0)),
+    aten.rand.default: (aten.empty.memory_format, "uniform", (0.0, 1.0)),
+    aten.randn_like.default: (aten.empty_like.default, "normal", (0.0, 1.0)),
+    aten.rand_like.default: (aten.empty_like.default, "uniform", (0.0, 1.0)),
+}
+
+
+def _replay_op(func, args: tuple, kwargs: dict, session, key: int | None):
     """Runs one recorded op on real tensors: elementwise fills through the compiled, batched,
     seed-keyed path (as the stock functions' interception would: _dispatch reaches the session
-    running the replay), whole fills with the session's generator, the rest as recorded."""
+    running the replay), whole fills with the session's generator, the rest as recorded. A
+    random op given a `key` (a seeded replay's, for its draw) draws from a generator seeded with
+    it, the compiled fills' on the CPU for every device; its tensor's name key goes first."""
+    keyed = None if key is None else torch.Generator().manual_seed(key)
+    if keyed is not None and func in _RANDOM_FACTORIES:
+        empty, law, params = _RANDOM_FACTORIES[func]
+        out = empty(*args, **kwargs)
+        return _dispatch.elementwise(out, law, params, keyed, lambda: func(*args, **kwargs))
     if func not in _FILL_LAWS and func not in _WHOLE_FILLS:
+        if keyed is not None and _takes_generator(func):
+            device = _device_of(_bound(func, args, kwargs))
+            kwargs = {**kwargs, "generator": torch.Generator(device).manual_seed(key)}
         return func(*args, **kwargs)
     bound = _bound(func, args, kwargs)
     target = args[0]
-    generator = bound.get("generator")
+    generator = bound.get("generator") or keyed
     if func in _WHOLE_FILLS:
         if session is not None and "generator" in bound:
             bound["generator"] = session.generator_for(target, generator)
@@ -698,6 +727,13 @@ def _replay_op(func, args: tuple, kwargs: dict, session):
             return _dispatch.fill(target, params[0], lambda t: stock())
         return _dispatch.elementwise(target, law, params, generator, stock)
     return stock()
+
+
+def _device_of(bound: dict) -> torch.device:
+    """Where an op's result goes: its device argument, or its first tensor's device."""
+    if bound.get("device") is not None:
+        return torch.device(bound["device"])
+    return next(t.device for t in _leaves(tuple(bound.values())) if isinstance(t, Tensor))
 
 
 def _compute(record: Record, storages: set[int]) -> Replay:

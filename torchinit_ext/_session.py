@@ -28,6 +28,12 @@ def seed_key(seed: int, name: str) -> tuple[int, int]:
     return struct.unpack("<qq", digest)
 
 
+def generator_seed(seed: int, name: str) -> int:
+    """The torch.Generator seed of what `name` keys under materialize(seed=seed): seed_key's
+    key, as a non-negative int64."""
+    return seed_key(seed, name)[0] & (2**63 - 1)
+
+
 def memory_of(tensor: Tensor) -> int:
     """The address of the memory holding this rank's elements of `tensor` (0 for none). A real
     tensor's memory is known by its address: the tensors a reset writes are made by ops this
@@ -118,7 +124,7 @@ class Session:
         name = self._name(tensor) if self.seed is not None else None
         if name is None:
             return generator
-        key = seed_key(self.seed, name)[0] & (2**63 - 1)
+        key = generator_seed(self.seed, name)
         # The compiled kernels take a CPU generator on any device, with the CPU's values; stock
         # wants the tensor's own device.
         local = _sharded.local_tensor(tensor)
@@ -141,6 +147,11 @@ class Session:
                 raise
             finally:
                 _dispatch.set_session(previous)
+
+    def draw_key(self, draw: int) -> int | None:
+        """With a seed, the generator seed of a replay's random draw number `draw` (a temporary
+        no name keys): its own, whatever the constructor's reads computed before it."""
+        return None if self.seed is None else generator_seed(self.seed, f"#{draw}")
 
     def flush(self) -> None:
         if not self.pending:
