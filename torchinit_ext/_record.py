@@ -619,23 +619,28 @@ class Replay:
             return self.device
         return value
 
-    def prepare(self, ops: list[_Op]) -> None:
+    def prepare(self, ops: list[_Op], later: set[int] = frozenset()) -> None:
         """Makes the storages that `ops` use but do not allocate, and the tensors on them that
-        they take, now: outside any dispatch mode the caller then runs them under."""
-        allocated = {key for op in ops for _, key in op.allocates}
+        they take, now: outside any dispatch mode the caller then runs them under. Those in
+        `later` are made at their first use instead (memory held for a short while)."""
+        allocated = {key for op in ops for _, key in op.allocates} | later
         for op in ops:
             for value in _leaves((op.args, tuple(op.kwargs.values()))):
                 if isinstance(value, _Ref) and value.storage not in allocated:
                     self._real(value)
 
-    def run(self, ops: list[_Op], keep: set[int]) -> None:
+    def run(
+        self, ops: list[_Op], keep: set[int], finish: dict[int, list[Callable]] | None = None
+    ) -> None:
         """Runs `ops`, each under the default dtype it was recorded under. A storage not in
         `keep` is dropped after the last op that uses it: a temporary (the randn of
-        `randn(n) * 0.02`) is freed once read, as in eager construction, not at the end."""
+        `randn(n) * 0.02`) is freed once read, as in eager construction, not at the end. A
+        storage in `finish` is handed to its callbacks after that op, then dropped."""
+        finish = finish or {}
         last_use = {key: i for i, op in enumerate(ops) for key in op.reads | op.writes}
         drops: dict[int, list[int]] = {}
         for key, i in last_use.items():
-            if key not in keep:
+            if key not in keep or key in finish:
                 drops.setdefault(i, []).append(key)
         default_dtype = torch.get_default_dtype()
         try:
@@ -644,6 +649,8 @@ class Replay:
                     torch.set_default_dtype(op.default_dtype)
                 self._run(op)
                 for key in drops.get(i, ()):
+                    for callback in finish.get(key, ()):
+                        callback()
                     self.drop(key)
         finally:
             torch.set_default_dtype(default_dtype)

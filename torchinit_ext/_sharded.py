@@ -51,8 +51,15 @@ def fill_from_full(tensor: Tensor, fill_full: Callable[[Tensor], object]) -> Ten
     with torch.no_grad():
         full = torch.empty(tensor.shape, dtype=tensor.dtype, device=local.device)
         fill_full(full)
+        copy_from_full(tensor, full)
+    return tensor
+
+
+def copy_from_full(tensor: Tensor, full: Tensor) -> None:
+    """Copies into DTensor `tensor` its slice of `full`, a plain tensor of the global shape on
+    the local device, the same on every rank."""
+    with torch.no_grad():
         shard = distribute_tensor(
             full, tensor.device_mesh, tensor.placements, src_data_rank=None
         ).to_local()
-        local.copy_(shard)
-    return tensor
+        tensor._local_tensor.copy_(shard)

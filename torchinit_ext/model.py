@@ -3,10 +3,11 @@ by (seed, parameter name) so that values depend on nothing else.
 """
 
 import contextlib
+import functools
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -243,7 +244,9 @@ def _replay(
             session.replayed_names.setdefault(ref.storage, []).append((names[id(tensor)], ref))
     replay = _record.Replay(record, device, session)
     needed = {ref.storage for _, ref, _ in finals.values()}
-    copied = {}  # sharded tensors copied from their full replayed value
+    # Sharded tensors copied from their full replayed value, by its storage: each copied once
+    # its last write has run, and the full value let go of then.
+    copied: dict[int, list[Callable]] = {}
     if sharded:
         module.to_empty(device=device)  # the shards' memory, as FSDP2 and TP allocate it
         allocated = {**dict(module.named_parameters()), **dict(module.named_buffers())}
@@ -256,25 +259,23 @@ def _replay(
                 replay.substitute(built.ref, tensor)
                 session.names[_session.extent(tensor)] = qualifier + name
             else:
-                copied[name] = (tensor, built.ref)
-                needed.add(built.ref.storage)
-    ops = record.needed(needed | set(replay.substitutes))
-    # With a seed, draws that no name keys (temporaries) come from the seed too.
+                copy = functools.partial(_copy_shard, replay, built.ref, tensor)
+                copied.setdefault(built.ref.storage, []).append(copy)
+    ops = record.needed(needed | set(replay.substitutes) | set(copied))
+    # With a seed, random ops that take no generator (randint) draw from the seed too.
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with rng, torch.no_grad():
         if seed is not None:
             torch.default_generator.manual_seed(seed)
-        replay.prepare(ops)
+        replay.prepare(ops, later=set(copied))
         try:
             with session.running():
-                replay.run(ops, needed)
+                replay.run(ops, needed, finish=copied)
         except BaseException:
             # The traceback holds this frame, and a notebook holds the last traceback: let go of
             # the replayed memory now rather than when the exception is dropped.
             replay.clear()
             raise
-        for tensor, ref in copied.values():
-            _sharded.fill_from_full(tensor, lambda full, ref=ref: full.copy_(replay.tensor(ref)))
         real: dict[int, Tensor] = {}
         for key, (tensor, ref, how) in finals.items():
             value = replay.tensor(ref)
@@ -332,6 +333,10 @@ def _swapped(value, real: dict[int, Tensor], depth: int = 0):
         if any(a is not b for a, b in zip(items, value)):
             return items
     return value
+
+
+def _copy_shard(replay: _record.Replay, ref: _record._Ref, tensor: Tensor) -> None:
+    _sharded.copy_from_full(tensor, replay.tensor(ref))
 
 
 def _converted(value: Tensor, like: Tensor, device: torch.device) -> Tensor:
