@@ -187,6 +187,7 @@ class Record:
         # the module is built, so that storage keys stay unique).
         self.lifted: dict[int, Tensor] = {}
         self.draws = 0  # random ops recorded
+        self.written: set[int] = set()  # the storages some op writes
 
     def add(self, func, args: tuple, kwargs: dict, out) -> _Op | None:
         """Records the op if it writes meta storage; returns its record."""
@@ -245,6 +246,7 @@ class Record:
         if draws:
             op.draw = self.draws
             self.draws += 1
+        self.written.update(op.writes)
         self.ops.append(op)
         return op
 
@@ -259,8 +261,9 @@ class Record:
         later replays no write of it again, which would draw its random values anew (the mask
         `w > 0`, recorded before a read of `w` captured `w`, is that of the captured `w`)."""
         position = len(self.ops)
-        while position and key not in self.ops[position - 1].writes:
-            position -= 1
+        while key in self.written and key not in self.ops[position - 1].writes:
+            position -= 1  # (a storage no op wrote, one torch.tensor made, goes last at once)
+        self.written.add(key)
         self.ops.insert(
             position,
             _Op(
