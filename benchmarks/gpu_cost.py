@@ -80,6 +80,9 @@ DTYPES = {
     "long": ("int64", 8),
 }
 # fill_one_kernel's law (second template argument, parameters stripped) -> law and target family.
+# fill_one_strided_kernel (strided views, misaligned data) has the same laws and no per-element
+# target: its loop figure is its vector-store path's, which only tensors of 2^31 elements or more
+# take.
 LAWS = {
     "Uniform": ("uniform", "uniform"),
     "Normal": ("normal", "normal"),
@@ -343,10 +346,11 @@ def describe(kernel: Kernel, demangled: str) -> None:
     first, _, law = (arguments.group(1) if arguments else "").partition(", ")
     if first in DTYPES:
         kernel.dtype = DTYPES[first][0]
-    if kernel.kernel == "fill_one_kernel":
+    if kernel.kernel in ("fill_one_kernel", "fill_one_strided_kernel"):
         law_key = re.sub(r"<[^,>]*, ?", "<", law) if law.startswith("TruncNormal<") else law
         kernel.law, family = LAWS.get(law_key, LAWS.get(law_key.split("<")[0], (law, None)))
-        kernel.family = family if kernel.dtype == "float32" else None
+        main = kernel.kernel == "fill_one_kernel" and kernel.dtype == "float32"
+        kernel.family = family if main else None
         kernel.is_fill = True
     else:
         kernel.law, kernel.is_fill = OTHER_KERNELS.get(kernel.kernel, ("", False))

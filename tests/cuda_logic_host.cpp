@@ -19,6 +19,14 @@ namespace {
 
 constexpr int64_t kThreads = 256;  // threads per block, as the kernels launch
 
+// Calls fill(begin, end, lane) for every lane of every chunk of d, as the chunked kernels do.
+template <typename Fill>
+void for_each_chunk_lane(const FillDesc& d, const Fill& fill) {
+  for (int64_t c = 0; c < num_chunks(d.numel); ++c) {
+    for (int64_t lane = 0; lane < kThreads; ++lane) fill(c * kChunk, chunk_end(d, c), lane);
+  }
+}
+
 // fill_many_ as fill_many_kernel runs it: every chunk of every target, every lane of the chunk.
 void fill_many(std::vector<at::Tensor> selves, const std::vector<std::string>& laws,
                const std::vector<double>& params, const std::vector<int64_t>& keys,
@@ -27,13 +35,39 @@ void fill_many(std::vector<at::Tensor> selves, const std::vector<std::string>& l
     if (target.self.numel() == 0) continue;
     const PlannedTarget planned = plan_target(target.self, target.fill, target.shard);
     const FillDesc& d = planned.desc;
-    for (int64_t c = 0; c < num_chunks(d.numel); ++c) {
-      for (int64_t lane = 0; lane < kThreads; ++lane) {
-        fill_chunk_any(d, d.fill.state, c * kChunk, chunk_end(d, c), lane, kThreads);
-      }
-    }
+    for_each_chunk_lane(d, [&](int64_t begin, int64_t end, int64_t lane) {
+      fill_chunk_any(d, d.fill.state, begin, end, lane, kThreads);
+    });
     copy_temporaries({planned});
   }
+}
+
+// A single uniform_, normal_ or trunc_normal_ (law and params as fill_many_ takes them, key and
+// offset as philox_key gives them) as fill_one runs it on `blocks` thread blocks: fill_one_kernel
+// where the target takes_contiguous, else fill_one_strided_kernel.
+void fill_one(at::Tensor self, const std::string& law, const std::vector<double>& params,
+              int64_t key, int64_t offset, int64_t blocks) {
+  if (self.numel() == 0) return;
+  const ElementwiseFill fill = named_fill(self, law, params);
+  const PhiloxState state{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
+  const PlannedTarget target = plan_target(self, fill, ShardIndex());
+  const FillDesc& d = target.desc;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "fill_one", [&] {
+    visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
+      if (takes_contiguous(d)) {
+        const auto threads = static_cast<int32_t>(blocks * kThreads);
+        for (int32_t thread = 0; thread < threads; ++thread) {
+          fill_contiguous(static_cast<scalar_t*>(d.data), static_cast<int32_t>(d.numel), dist,
+                          state, thread, threads);
+        }
+        return;
+      }
+      for_each_chunk_lane(d, [&](int64_t begin, int64_t end, int64_t lane) {
+        fill_chunk_with<scalar_t>(d, dist, state, begin, end, lane, kThreads);
+      });
+    });
+  });
+  copy_temporaries({target});
 }
 
 // sparse_ as its three kernels and the scan between them run it.
@@ -88,6 +122,7 @@ void identity(at::Tensor self, int64_t groups) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fill_many", &fill_many);
+  m.def("fill_one", &fill_one);
   m.def("sparse", &sparse);
   m.def("identity", &identity);
 }

@@ -70,6 +70,32 @@ def test_fill_many_blocks_equal_cpu(host, law, params):
         assert torch.equal(a, b)
 
 
+def _single_targets(dtype):
+    """fill_one_kernel's (contiguous: whole spans and a 3-element tail, whole spans only, the tail
+    alone), fill_one_strided_kernel's (misaligned by one element, transposed), and 10 dims no two
+    of which merge (filled through a contiguous temporary: fill_one_kernel)."""
+    return [
+        torch.empty(8192 * 3 + 3, dtype=dtype),
+        torch.empty(64, 33, dtype=dtype),
+        torch.empty(3, dtype=dtype),
+        torch.empty(4097, dtype=dtype)[1:],
+        torch.empty(300, 70, dtype=dtype).t(),
+        torch.empty((3,) * 10, dtype=dtype)[(slice(0, 2),) * 10],
+    ]
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("law,params", LAWS)
+def test_fill_one_equals_cpu(host, dtype, law, params, blocks):
+    cpu, gpu_logic = _single_targets(dtype), _single_targets(dtype)
+    for t, (a, b) in enumerate(zip(cpu, gpu_logic)):
+        key = (0x5EED + t, 11 * t + 1)
+        ops.fill_many_([a], [law], padded(params), list(key))
+        host.fill_one(b, law, padded(params), *key, blocks)
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(100, 70), (257, 130), (64, 1)])
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.9, 1.0])

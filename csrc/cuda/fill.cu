@@ -27,9 +27,10 @@ void fill_identity(at::Tensor& self, const IdentityLayout& ones) {
   const c10::cuda::CUDAGuard guard(self.device());
   const StridedLayout layout = strided_layout(self).value();  // eye_ and dirac_: at most 5 dims
   AT_DISPATCH_V2(self.scalar_type(), "fill_identity", AT_WRAP([&] {
-                   identity_kernel<scalar_t><<<grid_for((self.numel() + kThreads - 1) / kThreads),
-                                               kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-                       ones, layout, self.numel(), self.data_ptr<scalar_t>());
+                   const auto kernel = identity_kernel<scalar_t>;
+                   kernel<<<grid_for_threads(kernel, self.numel()), kThreads, 0,
+                            c10::cuda::getCurrentCUDAStream()>>>(ones, layout, self.numel(),
+                                                                 self.data_ptr<scalar_t>());
                    C10_CUDA_KERNEL_LAUNCH_CHECK();
                  }),
                  TORCHINIT_FILL_DTYPES);

@@ -1,6 +1,7 @@
 // The GPU's elementwise fills (fill_many_ and the single uniform_/normal_/trunc_normal_) as
 // host-device code: what one thread computes and stores. The kernels in random.cu only hand out
-// chunks; tests run this same code on the host against the CPU kernels (test_cuda_logic.py).
+// chunks or spans; tests run this same code on the host against the CPU kernels
+// (test_cuda_logic.py).
 #pragma once
 
 #include <ATen/OpMathType.h>
@@ -21,7 +22,7 @@
 namespace torchinit::cuda {
 
 // Elements per thread step: one Philox block of float values, stored as one vector.
-constexpr int64_t kSpan = 4;
+constexpr int kSpan = 4;
 // Elements per chunk, the unit a thread block takes (a multiple of kSpan, so spans are aligned to
 // Philox blocks).
 constexpr int64_t kChunk = 8192;
@@ -102,8 +103,9 @@ inline void copy_temporaries(const std::vector<PlannedTarget>& targets) {
 // ---- values of elements, one thread's view ------------------------------------------------------
 
 // Each law gives element i's value (operator(), any i) and the values of the aligned span
-// [first, first + kSpan) (span(), first a multiple of kSpan: the fast path of whole tensors, with
-// fixed indices only, so everything stays in registers).
+// [first, first + kSpan) (span(), first a multiple of kSpan: the fast path of whole tensors).
+// Arrays are indexed by constants only, so they stay in registers: a run-time index would put them
+// in local memory (the stack).
 
 // Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
 // values are kept, so consecutive elements cost one block per kPerBlock of them.
@@ -122,7 +124,11 @@ struct BlockValues {
       dist(philox4x32_10(b, state), values);
       block = b;
     }
-    return values[i % Dist::kPerBlock];
+    const auto slot = static_cast<int>(i % Dist::kPerBlock);
+    acc_t v = values[0];
+    TORCHINIT_UNROLL
+    for (int k = 1; k < Dist::kPerBlock; ++k) v = slot == k ? values[k] : v;
+    return v;
   }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
     TORCHINIT_UNROLL
@@ -183,6 +189,15 @@ struct alignas(kSpan * sizeof(T)) Span {
   T v[kSpan];
 };
 
+// Values v, converted to scalar_t, as one vector store at `to`.
+template <typename scalar_t, typename acc_t>
+C10_HOST_DEVICE void store_span(scalar_t* to, const acc_t* v) {
+  Span<scalar_t> span;
+  TORCHINIT_UNROLL
+  for (int k = 0; k < kSpan; ++k) span.v[k] = static_cast<scalar_t>(v[k]);
+  *reinterpret_cast<Span<scalar_t>*>(to) = span;
+}
+
 // Elements [begin, end) of target t, law `dist`, key `key`: this thread (lane `lane` of `lanes`)
 // takes spans lane, lane + lanes, ... of kSpan elements.
 template <typename scalar_t, typename Dist>
@@ -203,10 +218,7 @@ C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, Philox
     acc_t v[kSpan];
     values.span(static_cast<uint64_t>(t.full.base + s), v);
     if (t.vector_stores) {
-      Span<scalar_t> span;
-      TORCHINIT_UNROLL
-      for (int64_t k = 0; k < kSpan; ++k) span.v[k] = static_cast<scalar_t>(v[k]);
-      *reinterpret_cast<Span<scalar_t>*>(data + s) = span;
+      store_span(data + s, v);
     } else {
       TORCHINIT_UNROLL
       for (int64_t k = 0; k < kSpan; ++k)
@@ -248,6 +260,35 @@ C10_HOST_DEVICE inline int64_t chunk_end(const FillDesc& t, int64_t c) {
 
 inline int64_t num_chunks(int64_t numel) {
   return (numel + kChunk - 1) / kChunk;
+}
+
+// ---- whole contiguous tensors ------------------------------------------------------------------
+
+// Whether fill_contiguous takes the single fill of t: a whole tensor, contiguous, aligned for span
+// stores, and under 2^31 elements, so that element and span indices fit 32 bits.
+inline bool takes_contiguous(const FillDesc& t) {
+  return t.vector_stores && t.full.ndim == 0 && t.full.base == 0 && t.numel <= INT32_MAX;
+}
+
+// The single fill of a target that takes_contiguous: fill_chunk_with's aligned spans without its
+// checks, spans thread, thread + threads, ... (a warp's stores coalesced), then element `thread` of
+// the tail after the last whole span.
+template <typename scalar_t, typename Dist>
+C10_HOST_DEVICE void fill_contiguous(scalar_t* data, int32_t numel, const Dist& dist,
+                                     PhiloxState state, int32_t thread, int32_t threads) {
+  using acc_t = at::opmath_type<scalar_t>;
+  ElementValues<acc_t, Dist> values(dist, state);
+  const int32_t spans = numel / kSpan;
+  for (int32_t s = thread; s < spans; s += threads) {
+    acc_t v[kSpan];
+    // Widened from 32 unsigned bits: Philox's high counter word is then known to be 0.
+    values.span(static_cast<uint64_t>(static_cast<uint32_t>(s)) * kSpan, v);
+    store_span(data + static_cast<int64_t>(s) * kSpan, v);
+  }
+  if (thread < numel - spans * kSpan) {
+    const int32_t i = spans * kSpan + thread;
+    data[i] = static_cast<scalar_t>(values(static_cast<uint32_t>(i)));
+  }
 }
 
 }  // namespace torchinit::cuda

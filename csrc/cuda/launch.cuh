@@ -12,13 +12,23 @@ namespace torchinit::cuda {
 
 constexpr int kThreads = 256;
 
-// Thread blocks for `work` units of work: at most enough to fill the current GPU (grid-stride
-// loops take the rest), at least one.
-inline unsigned grid_for(int64_t work) {
-  int sms = 0;
+// Thread blocks of kThreads for `blocks` blocks of work: at most as many as the current GPU holds
+// at once, by the occupancy of `kernel` (its registers and stack), so the grid runs as one wave
+// and grid-stride loops take the rest; at least one.
+template <typename Kernel>
+unsigned grid_for(Kernel kernel, int64_t blocks) {
+  int sms = 0, per_sm = 0;
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
-  return static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(work, int64_t{8} * sms)));
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
+  return static_cast<unsigned>(
+      std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t{per_sm} * sms)));
+}
+
+// grid_for one thread per unit of `threads` units of work.
+template <typename Kernel>
+unsigned grid_for_threads(Kernel kernel, int64_t threads) {
+  return grid_for(kernel, (threads + kThreads - 1) / kThreads);
 }
 
 // Calls f(i) for every i in [0, n), spread over all threads of the grid.

@@ -21,9 +21,20 @@
 namespace torchinit::cuda {
 namespace {
 
-// One kernel per (dtype, law) for single fills, so each holds only its own law's registers.
+// Two kernels per (dtype, law) for single fills, so each holds only its own law's registers:
+// fill_one_kernel for the contiguous tensors that takes_contiguous (32-bit indices, no layout
+// checks), fill_one_strided_kernel for the others (strided views, misaligned data, 2^31 elements
+// and more). At most 64 registers, so 4 blocks fit on an SM (issue 29's budget; unbounded, ptxas
+// gives the truncated normal's laws up to 68).
 template <typename scalar_t, typename Dist>
-__global__ void fill_one_kernel(FillDesc target, Dist dist, KeySource source) {
+__global__ void __launch_bounds__(kThreads, 4)
+    fill_one_kernel(scalar_t* data, int32_t numel, Dist dist, KeySource source) {
+  fill_contiguous(data, numel, dist, resolve(source), blockIdx.x * blockDim.x + threadIdx.x,
+                  gridDim.x * blockDim.x);
+}
+
+template <typename scalar_t, typename Dist>
+__global__ void fill_one_strided_kernel(FillDesc target, Dist dist, KeySource source) {
   const PhiloxState state = resolve(source);
   const int64_t chunks = (target.numel + kChunk - 1) / kChunk;
   for_each_block_index(chunks, [&](int64_t c) {
@@ -33,8 +44,10 @@ __global__ void fill_one_kernel(FillDesc target, Dist dist, KeySource source) {
 }
 
 // first_chunk[t]: the first of target t's chunks in the launch's numbering; first_chunk[n]: all.
-__global__ void fill_many_kernel(const FillDesc* targets, const int64_t* first_chunk,
-                                 int64_t num_targets) {
+// It holds every law's code: at most 128 registers (unbounded, ptxas takes 240), so 2 blocks fit
+// on an SM.
+__global__ void __launch_bounds__(kThreads, 2)
+    fill_many_kernel(const FillDesc* targets, const int64_t* first_chunk, int64_t num_targets) {
   const int64_t chunks = first_chunk[num_targets];
   for_each_block_index(chunks, [&](int64_t c) {
     int64_t t = 0;  // the last target with first_chunk[t] <= c
@@ -55,11 +68,20 @@ void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
   const c10::cuda::CUDAGuard guard(self.device());
   const PlannedTarget target = plan_target(self, fill, ShardIndex());
   const KeySource source = draw_key_source(self, generator);
+  const FillDesc& desc = target.desc;
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "fill_", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
-      fill_one_kernel<scalar_t>
-          <<<grid_for(num_chunks(self.numel())), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-              target.desc, dist, source);
+      using Dist = std::decay_t<decltype(dist)>;
+      if (takes_contiguous(desc)) {
+        const auto kernel = fill_one_kernel<scalar_t, Dist>;
+        kernel<<<grid_for_threads(kernel, desc.numel / kSpan), kThreads, 0, stream>>>(
+            static_cast<scalar_t*>(desc.data), static_cast<int32_t>(desc.numel), dist, source);
+      } else {
+        const auto kernel = fill_one_strided_kernel<scalar_t, Dist>;
+        kernel<<<grid_for(kernel, num_chunks(desc.numel)), kThreads, 0, stream>>>(desc, dist,
+                                                                                  source);
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -114,7 +136,8 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
   const int64_t chunks = first_chunk[n];
   const at::Tensor on_device =
       staging.to(at::TensorOptions().device(device), /*non_blocking=*/true);
-  fill_many_kernel<<<grid_for(chunks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+  fill_many_kernel<<<grid_for(fill_many_kernel, chunks), kThreads, 0,
+                     c10::cuda::getCurrentCUDAStream()>>>(
       reinterpret_cast<const FillDesc*>(on_device.data_ptr()),
       reinterpret_cast<const int64_t*>(on_device.data_ptr<uint8_t>() + desc_bytes),
       static_cast<int64_t>(n));

@@ -51,10 +51,6 @@ __global__ void write_kernel(SparseColumns p, KeySource source, const uint64_t* 
   });
 }
 
-unsigned blocks_for(int64_t threads) {
-  return grid_for((threads + kThreads - 1) / kThreads);
-}
-
 void sparse_cuda(at::Tensor& self, double sparsity, double std,
                  std::optional<at::Generator> generator) {
   check_sparse_args(self, sparsity, std);
@@ -74,16 +70,17 @@ void sparse_cuda(at::Tensor& self, double sparsity, double std,
       p, source, reinterpret_cast<Mask*>(mask_data));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   at::Tensor counts = at::empty({rows * p.groups()}, long_options);
-  count_kernel<<<blocks_for(counts.numel()), kThreads, 0, stream>>>(p, mask_data,
-                                                                    counts.data_ptr<int64_t>());
+  count_kernel<<<grid_for_threads(count_kernel, counts.numel()), kThreads, 0, stream>>>(
+      p, mask_data, counts.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const at::Tensor ends = at::cumsum(counts, 0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse_", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    write_kernel<scalar_t><<<blocks_for(self.numel()), kThreads, 0, stream>>>(
-        p, source, mask_data, ends.data_ptr<int64_t>(),
-        Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)}, self.data_ptr<scalar_t>(), self.stride(0),
-        self.stride(1));
+    write_kernel<scalar_t>
+        <<<grid_for_threads(write_kernel<scalar_t>, self.numel()), kThreads, 0, stream>>>(
+            p, source, mask_data, ends.data_ptr<int64_t>(),
+            Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)}, self.data_ptr<scalar_t>(),
+            self.stride(0), self.stride(1));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
