@@ -368,17 +368,42 @@ def _real_model_builders():
         )
         builders["HF Qwen2-0.5B shape"] = partial(transformers.Qwen2ForCausalLM, qwen2)
         builders["HF GPT-2 124M"] = partial(transformers.GPT2LMHeadModel, transformers.GPT2Config())
+        builders["HF Mistral tiny, resized vocab"] = _resized_mistral
     with contextlib.suppress(ImportError):
         import timm
 
         builders["timm ViT-B/16"] = partial(timm.create_model, "vit_base_patch16_224")
         builders["timm EfficientNet-B0"] = partial(timm.create_model, "efficientnet_b0")
+        builders["timm MobileNetV3-S"] = partial(timm.create_model, "mobilenetv3_small_100")
     with contextlib.suppress(ImportError):
         import torchvision
 
         builders["torchvision ResNet-50"] = torchvision.models.resnet50
         builders["torchvision VGG-16"] = torchvision.models.vgg16
+        # Small models of many layers: per-layer costs, not fills, dominate.
+        builders["torchvision MobileNetV3-S"] = torchvision.models.mobilenet_v3_small
+        builders["torchvision DenseNet-121"] = torchvision.models.densenet121
+        builders["torchvision EfficientNet-B0"] = torchvision.models.efficientnet_b0
+        builders["torchvision RegNetY-400MF"] = torchvision.models.regnet_y_400mf
     return builders
+
+
+def _resized_mistral():
+    """A tiny Mistral whose builder resizes its vocabulary: transformers' mean resizing reads
+    the embedding's values while building."""
+    import transformers
+
+    config = transformers.MistralConfig(
+        vocab_size=1024,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model = transformers.MistralForCausalLM(config)
+    model.resize_token_embeddings(config.vocab_size + 64)
+    return model
 
 
 @dataclass(frozen=True)

@@ -311,7 +311,7 @@ def _held(module: nn.Module) -> list[tuple[str, object]]:
     return [
         (attr, value)
         for attr, value in vars(module).items()
-        if isinstance(value, (Tensor, list, tuple, dict)) and attr not in _MODULE_INTERNALS
+        if attr not in _MODULE_INTERNALS and isinstance(value, (Tensor, list, tuple, dict))
     ]
 
 
