@@ -279,13 +279,13 @@ def _replay(
         real: dict[int, Tensor] = {}
         for key, (tensor, ref, how) in finals.items():
             value = replay.tensor(ref)
+            if how == _IN_PLACE and tensor.device == device:
+                tensor.copy_(value)  # (converting as it copies)
+                continue
             if how != _REPLAYED:
                 value = _converted(value, tensor, device)
             if how == _IN_PLACE:
-                if tensor.device == device:
-                    tensor.copy_(value)
-                else:
-                    tensor.data = value  # moved, as module.to() moves it
+                tensor.data = value  # moved, as module.to() moves it
                 continue
             real[key] = _record.like(tensor, value)
     # Real tensors the module holds go to `device`.
