@@ -1,4 +1,5 @@
-// The lean Python entries of the most common fills (torchinit_ext._C.uniform_, normal_, fill_):
+// The lean Python entries of the most common fills (torchinit_ext._C.uniform_, normal_, fill_)
+// and of the key draw that materialize() makes per fill (philox_key):
 // a small tensor's torch.ops call costs several microseconds of argument parsing against the
 // schema, more than its fill. These unpack the arguments directly and call the same ops through
 // the C++ dispatcher, so autograd, inference mode, version counters and dispatch modes see exactly
@@ -10,6 +11,7 @@
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/Generator.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -125,6 +127,33 @@ PyObject* fill_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
+// philox_key(tensor, generator) -> (key, offset): ops.philox_key's draw, out of the reach of
+// dispatch modes. materialize() draws a key per deferred fill under its own tracking mode, which
+// has nothing to see in a draw (it reads no element) and would cost more than the draw.
+PyObject* philox_key_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("torchinit_ext::philox_key", "")
+          .typed<std::vector<int64_t>(const at::Tensor&, std::optional<at::Generator>)>();
+  TORCH_CHECK_TYPE(nargs == 2, "philox_key: expected 2 arguments, got ", nargs);
+  TORCH_CHECK_TYPE(THPVariable_Check(args[0]), "philox_key: expected a Tensor");
+  PyObject* gen = args[1];
+  TORCH_CHECK_TYPE(
+      gen == Py_None || Py_TYPE(gen) == reinterpret_cast<PyTypeObject*>(THPGeneratorClass),
+      "philox_key: expected a torch.Generator or None");
+  std::optional<at::Generator> generator;
+  if (gen != Py_None) generator = reinterpret_cast<THPGenerator*>(gen)->cdata;
+  std::vector<int64_t> key;
+  {
+    c10::impl::ExcludeDispatchKeyGuard no_modes(
+        c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot}));
+    key = op.call(THPVariable_Unpack(args[0]), std::move(generator));
+  }
+  return Py_BuildValue("[LL]", static_cast<long long>(key[0]), static_cast<long long>(key[1]));
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
     {"uniform_", reinterpret_cast<PyCFunction>(random_fill_entry<kUniform>), METH_FASTCALL,
      "uniform_(tensor, a, b, generator) -> bool: ops.uniform_ without grad, if it takes them."},
@@ -133,6 +162,9 @@ PyMethodDef methods[] = {
      "them."},
     {"fill_", reinterpret_cast<PyCFunction>(fill_entry), METH_FASTCALL,
      "fill_(tensor, value) -> bool: tensor.fill_(value) without grad, if it takes them."},
+    {"philox_key", reinterpret_cast<PyCFunction>(philox_key_entry), METH_FASTCALL,
+     "philox_key(tensor, generator) -> [key, offset]: ops.philox_key, unseen by dispatch "
+     "modes."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -197,3 +197,36 @@ def test_dynamo_traces_the_op():
     build(t)
     targets = [node.target for node in graphs[0].graph.nodes if node.op == "call_function"]
     assert ops.uniform_.default in targets
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_lean_key_draw_equals_the_op_and_is_unseen_by_dispatch_modes(seeded):
+    """materialize() draws a key per deferred fill through _C.philox_key: the op's (key, offset),
+    advancing the generator as the op does, without its dispatch mode paying for a call that
+    reads no element."""
+
+    def generator():
+        if seeded:
+            return torch.Generator().manual_seed(11)
+        torch.manual_seed(11)
+        return None
+
+    class Seen(TorchDispatchMode):
+        calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls.append(func)
+            return func(*args, **(kwargs or {}))
+
+    t = torch.empty(3)
+    g = generator()
+    with Seen():
+        lean = [_C.philox_key(t, g) for _ in range(3)]
+    g = generator()
+    reference = [ops.philox_key(t, g) for _ in range(3)]
+    assert lean == reference and len({tuple(k) for k in lean}) == 3
+    assert Seen.calls == []
+    with pytest.raises(TypeError, match="philox_key: expected a torch.Generator"):
+        _C.philox_key(t, 3)
+    with pytest.raises(TypeError, match="philox_key: expected a Tensor"):
+        _C.philox_key([1.0], None)

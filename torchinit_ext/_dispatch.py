@@ -20,7 +20,6 @@ _C = _extension.load()  # loading it registers torch.ops.torchinit_ext
 
 ops = torch.ops.torchinit_ext
 
-_PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 # The dtypes of the random fills, and those that constant_, eye_ and dirac_ write.
 FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 FILL_DTYPES = FLOAT_DTYPES | {
@@ -58,7 +57,7 @@ class InitTypeError(TypeError, NotImplementedError):
 def compiled(tensor: Tensor, dtypes: frozenset = FLOAT_DTYPES) -> bool:
     """Whether `tensor` takes the compiled kernels of a fill that writes `dtypes`."""
     return (
-        type(tensor) in _PLAIN_TYPES
+        type(tensor) in _sharded.PLAIN_TYPES
         and tensor.dtype in dtypes
         and tensor.layout == torch.strided
         and (tensor.is_cpu or tensor.device.type in COMPILED_DEVICES)
@@ -126,14 +125,14 @@ def set_session(session) -> None:
 def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Callable[[], Tensor]):
     """Runs an elementwise fill: in a materialize() session (deferred), on a DTensor's local
     shard, with the compiled op, or with stock's stock() when no kernel takes the tensor."""
-    session = active_session()
+    session = _local.session
     if session is not None and session.try_defer(tensor, law, params, generator):
         return tensor
     if _sharded.is_dtensor(tensor) and compiled(_sharded.local_tensor(tensor)):
         shard = _sharded.block(tensor)
         if shard is not None:
             local = _sharded.local_tensor(tensor)
-            key = ops.philox_key(local, generator) if tensor.numel() else [0, 0]
+            key = _C.philox_key(local, generator) if tensor.numel() else [0, 0]
             call_many([local], [law], [params], [key], [shard])
             return tensor
     if compiled(tensor):
@@ -157,11 +156,16 @@ _LAW_OPS = {
 
 def call_many(tensors, laws, params, keys, blocks) -> None:
     """One fill_many_ over tensors[t], each the block blocks[t] = (full sizes, starts) of the
-    tensor whose law laws[t] with params[t] and Philox key keys[t] it takes."""
+    tensor whose law laws[t] with params[t] and Philox key keys[t] it takes (None: the whole
+    tensor)."""
     flat_params = [float(p) for ps in params for p in (*ps, 0.0, 0.0, 0.0, 0.0)[:4]]
     flat_keys = [k for key in keys for k in key]
-    full_sizes = [n for full, _ in blocks for n in full]
-    starts = [s for _, start in blocks for s in start]
+    full_sizes, starts = [], []
+    if blocks.count(None) < len(blocks):
+        for tensor, block in zip(tensors, blocks):
+            full, start = block or (tensor.shape, [0] * tensor.dim())
+            full_sizes += full
+            starts += start
     _run(ops.fill_many_.default, tensors, laws, flat_params, flat_keys, full_sizes, starts)
 
 

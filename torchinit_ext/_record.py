@@ -480,24 +480,29 @@ def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Except
     return _map(lambda t: _captured(record, t) if id(t) in made_ids else t, out)
 
 
-def refuse_uninitialized(module: nn.Module, caller: str) -> None:
+def refuse_uninitialized(module: nn.Module, caller: str, slots=None) -> None:
     """Raises UnrecordableError if `module` holds an UninitializedParameter or
     UninitializedBuffer (a lazy module's, nn.LazyLinear: its first forward pass decides its shape),
-    which `caller` ("deferred_init", "materialize") can give no values; names the first."""
-    for owner in module.modules():
-        for slots in (owner._parameters, owner._buffers):
-            for name, tensor in slots.items():
-                if isinstance(tensor, UninitializedTensorMixin):
-                    prefix = next(p for p, m in module.named_modules() if m is owner)
-                    qualified = f"{prefix}.{name}" if prefix else name
-                    raise UnrecordableError(
-                        f"{caller}: {qualified!r} of {type(owner).__qualname__} is an "
-                        f"{type(tensor).__name__} (a lazy module's, shaped by its first forward "
-                        f"pass), which has no shape to materialize; {_WAY_OUT}, then run a "
-                        "forward pass",
-                        module=type(owner).__qualname__,
-                        op=type(tensor).__name__,
-                    )
+    which `caller` ("deferred_init", "materialize") can give no values; names the first. `slots`:
+    the module tree's (prefix, owner, kind, name, tensor), when known (model._Tree)."""
+    if slots is None:
+        slots = [
+            (f"{prefix}." if prefix else "", owner, kind, name, tensor)
+            for prefix, owner in module.named_modules()
+            for kind in ("_parameters", "_buffers")
+            for name, tensor in getattr(owner, kind).items()
+        ]
+    for dotted, owner, _, name, tensor in slots:
+        if isinstance(tensor, UninitializedTensorMixin):
+            qualified = dotted + name
+            raise UnrecordableError(
+                f"{caller}: {qualified!r} of {type(owner).__qualname__} is an "
+                f"{type(tensor).__name__} (a lazy module's, shaped by its first forward "
+                f"pass), which has no shape to materialize; {_WAY_OUT}, then run a "
+                "forward pass",
+                module=type(owner).__qualname__,
+                op=type(tensor).__name__,
+            )
 
 
 # Errors of a constructor's code that reads a meta tensor's values out of any dispatch mode's

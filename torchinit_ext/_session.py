@@ -16,7 +16,7 @@ from torch import Tensor
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _dispatch, _record, _sharded
-from ._dispatch import compiled, ops
+from ._dispatch import _C, compiled
 from ._patch import patched
 
 
@@ -62,61 +62,96 @@ class Session:
         self.seed = seed
         self.scratch = scratch
         self.check = not checked
-        self.names = {extent(t): name for name, t in named.items() if memory_of(t)}
+        self._named = named
+        # The module's tensors by object: a reset fills its own parameters and buffers.
+        self._by_object = {id(t): (t, name) for name, t in named.items()}
+        self._names: dict[tuple, str] | None = None  # by extent: see `names`
         # storage -> {extent: (local, law, params, key, block)}: the queue, by memory touched.
         self.pending: dict[int, dict[tuple, tuple]] = {}
-        self.written: set[int] = set()
+        self.written: set[int] = set()  # memory written, by any op
+        self.filled: set[str] = set()  # names of the tensors deferred fills wrote whole
+        self.flushing = False
         self.checked: set[tuple] = set()  # (law, params, dtype, shape, strides) that passed
         # A replay's storages -> the names and references of the module's tensors on them.
         self.replayed_names: dict[int, list[tuple[str, _record._Ref]]] = {}
+
+    @property
+    def names(self) -> dict[tuple, str]:
+        """The module's tensors by extent, which also names other tensor objects that are one of
+        them whole (`weight.data`, a replay's tensors); made when first needed."""
+        if self._names is None:
+            self._names = {extent(t): name for name, t in self._named.items() if memory_of(t)}
+        return self._names
 
     def on_storage(self, replay: "_record.Replay", key: int) -> None:
         """Told by a replay of each storage it makes: names the module's tensors on it."""
         for name, ref in self.replayed_names.get(key, ()):
             self.names[extent(replay.tensor(ref))] = name
 
-    def _name(self, tensor: Tensor) -> str | None:
-        """The qualified name of `tensor` when it is one of the module's tensors, whole."""
-        return self.names.get(extent(tensor)) if memory_of(tensor) else None
+    def _name(self, tensor: Tensor, where: tuple) -> str | None:
+        """The qualified name of `tensor`, at `where` (its extent), when it is one of the
+        module's tensors, whole."""
+        if not where[0]:
+            return None
+        known = self._by_object.get(id(tensor))
+        if known is not None and known[0] is tensor:
+            return known[1]
+        return self.names.get(where)
 
-    def try_defer(self, tensor: Tensor, law: str, params: tuple, generator) -> bool:
-        """Queues the fill when `tensor` is one of the module's tensors that fill_many_ takes;
-        returns whether it did."""
-        local = _sharded.local_tensor(tensor)
-        name = self._name(tensor)
-        if name is None or not (_dispatch.is_float(local) and compiled(local)):
-            return False
-        block = _sharded.block(tensor)
-        if block is None:
-            return False
+    def target(self, tensor: Tensor) -> tuple | None:
+        """(local, extent, name, block) of `tensor` when it is one of the module's tensors that
+        fill_many_ takes, for defer(); else None."""
+        plain = type(tensor) in _sharded.PLAIN_TYPES
+        local = tensor if plain else _sharded.local_tensor(tensor)
+        if not compiled(local):
+            return None
+        where = extent(local)
+        name = self._name(tensor, where)
+        if name is None:
+            return None
+        block = None if plain else _sharded.block(tensor)  # None: the whole tensor
+        if block is None and not plain:
+            return None
+        return local, where, name, block
+
+    def defer(self, target: tuple, law: str, params: tuple, generator) -> None:
+        """Queues the fill of a target(): its arguments checked and its key drawn now, as an
+        immediate fill would."""
+        local, where, name, block = target
         if self.check:
-            self._check(local, law, params)
+            signature = (law, params, *where[2:])  # where[2:]: shape, strides, dtype
+            if signature not in self.checked:
+                self._check(local, law, params, signature)
         if law == "constant":
             key = [0, 0]
         elif self.seed is not None:
             key = list(seed_key(self.seed, name))
         else:
-            key = ops.philox_key(local, generator)  # drawn now, as an immediate fill would
-        storage = memory_of(tensor)
+            key = _C.philox_key(local, generator)
+        storage = where[0]
         if storage in self.scratch:
-            return True
+            return
         # A later fill of the same tensor replaces an earlier one.
-        self.pending.setdefault(storage, {})[extent(tensor)] = (local, law, params, key, block)
+        self.pending.setdefault(storage, {})[where] = (local, law, params, key, block)
         self.written.add(storage)
+        self.filled.add(name)
+
+    def try_defer(self, tensor: Tensor, law: str, params: tuple, generator) -> bool:
+        """Queues the fill when `tensor` is one of the module's tensors that fill_many_ takes;
+        returns whether it did."""
+        target = self.target(tensor)
+        if target is None:
+            return False
+        self.defer(target, law, params, generator)
         return True
 
-    def _check(self, local: Tensor, law: str, params: tuple) -> None:
+    def _check(self, local: Tensor, law: str, params: tuple, signature: tuple) -> None:
         """Raises the fill's argument errors now, at the call, by the meta kernel's checks. They
         depend only on the law, its parameters, and the tensor's dtype, shape and strides (for
-        overlap), so a model's many same-shaped layers are checked once."""
-        signature = (law, tuple(map(float, params)), local.dtype, local.shape, local.stride())
-        if signature in self.checked:
-            return
+        overlap): its `signature`, so a model's many same-shaped layers are checked once."""
         # (A factory op, so the check doesn't count as touching a queued tensor.)
         meta = torch.empty_strided(local.shape, local.stride(), dtype=local.dtype, device="meta")
-        _dispatch.call_many(
-            [meta], [law], [params], [[0, 0]], [(list(local.shape), [0] * local.dim())]
-        )
+        _dispatch.call_many([meta], [law], [params], [[0, 0]], [None])
         self.checked.add(signature)
 
     def generator_for(self, tensor: Tensor, generator):
@@ -159,7 +194,11 @@ class Session:
         queued = [fill for fills in self.pending.values() for fill in fills.values()]
         self.pending.clear()
         local, laws, params, keys, blocks = zip(*queued)
-        _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(blocks))
+        self.flushing = True  # the Tracker has nothing to do for this op: its writes are known
+        try:
+            _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(blocks))
+        finally:
+            self.flushing = False
 
 
 class Tracker(TorchDispatchMode):
@@ -171,8 +210,8 @@ class Tracker(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not func.is_view:
-            session = self.session
+        session = self.session
+        if not (func.is_view or session.flushing):
             for i, (name, is_write, _, _) in enumerate(_record.arguments(func)):
                 value = args[i] if i < len(args) else kwargs.get(name)
                 for t in value if isinstance(value, (list, tuple)) else (value,):

@@ -20,12 +20,18 @@ except ImportError:  # torch built without distributed support
     DTensor = None
 
 
+# The tensor types that are plain strided tensors, neither DTensors nor other subclasses.
+PLAIN_TYPES = (Tensor, torch.nn.Parameter)
+
+
 def is_dtensor(tensor: Tensor) -> bool:
     return DTensor is not None and isinstance(tensor, DTensor)
 
 
 def local_tensor(tensor: Tensor) -> Tensor:
     """The shard this rank holds (plain tensors are their own shard)."""
+    if type(tensor) in PLAIN_TYPES:  # most calls: no isinstance needed
+        return tensor
     return tensor._local_tensor if is_dtensor(tensor) else tensor
 
 

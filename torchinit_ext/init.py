@@ -212,6 +212,19 @@ def _dirac(tensor: Tensor, groups: int) -> None:
         _stock.dirac_(tensor, groups)
 
 
+def _xavier_std(tensor: Tensor, gain: float) -> float:
+    """The standard deviation of the Xavier fills, computed as stock computes it."""
+    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
+    return gain * math.sqrt(2.0 / float(fan_in + fan_out))
+
+
+def _kaiming_std(tensor: Tensor, a: float, mode: str, nonlinearity: str) -> float:
+    """The standard deviation of the Kaiming fills, computed as stock computes it."""
+    fan = _calculate_correct_fan(tensor, mode)
+    gain = calculate_gain(nonlinearity, a)
+    return gain / math.sqrt(fan)
+
+
 def xavier_uniform_(
     tensor: Tensor,
     gain: float = 1.0,
@@ -221,9 +234,7 @@ def xavier_uniform_(
     See :func:`torch.nn.init.xavier_uniform_`."""
     if torch.jit.is_scripting():
         return _script_xavier_uniform_(tensor, gain, generator)
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    a = math.sqrt(3.0) * std  # Calculate uniform bounds from standard deviation
+    a = math.sqrt(3.0) * _xavier_std(tensor, gain)  # the uniform bounds of that std
     return _dispatch.uniform(tensor, -a, a, generator)
 
 
@@ -236,9 +247,7 @@ def xavier_normal_(
     See :func:`torch.nn.init.xavier_normal_`."""
     if torch.jit.is_scripting():
         return _script_xavier_normal_(tensor, gain, generator)
-    fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
-    std = gain * math.sqrt(2.0 / float(fan_in + fan_out))
-    return _dispatch.normal(tensor, 0.0, std, generator)
+    return _dispatch.normal(tensor, 0.0, _xavier_std(tensor, gain), generator)
 
 
 def kaiming_uniform_(
@@ -263,10 +272,7 @@ def kaiming_uniform_(
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    fan = _calculate_correct_fan(tensor, mode)
-    gain = calculate_gain(nonlinearity, a)
-    std = gain / math.sqrt(fan)
-    bound = math.sqrt(3.0) * std  # Calculate uniform bounds from standard deviation
+    bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)  # that std's bounds
     return _dispatch.uniform(tensor, -bound, bound, generator)
 
 
@@ -282,10 +288,7 @@ def kaiming_normal_(
     if 0 in tensor.shape:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=2)
         return tensor
-    fan = _calculate_correct_fan(tensor, mode)
-    gain = calculate_gain(nonlinearity, a)
-    std = gain / math.sqrt(fan)
-    return _dispatch.normal(tensor, 0, std, generator)
+    return _dispatch.normal(tensor, 0, _kaiming_std(tensor, a, mode, nonlinearity), generator)
 
 
 def orthogonal_(

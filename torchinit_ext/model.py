@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from . import _record, _session, _sharded
+from . import _known_resets, _record, _session, _sharded
 
 __all__ = [
     "materialize",
@@ -25,15 +25,47 @@ __all__ = [
 # ---- materialize -----------------------------------------------------------------------------
 
 
-def _post_order(module: nn.Module, seen: set[int]) -> Iterator[nn.Module]:
-    """Children before their parent, each module once: the order of eager construction, where
-    a parent's own reset (nn.Transformer's, MultiheadAttention's) runs after its children's."""
-    if id(module) in seen:
-        return
-    seen.add(id(module))
-    for child in module.children():
-        yield from _post_order(child, seen)
-    yield module
+class _Tree:
+    """One walk of a module tree: what materialize()'s resets need, without walking it again
+    for each list (named_modules() order, children before parents, the tensor slots)."""
+
+    def __init__(self, module: nn.Module):
+        self.named: list[tuple[str, nn.Module]] = []  # named_modules() order
+        self.post_order: list[nn.Module] = []  # children before their parent: eager's resets
+        # (prefix, module, "_parameters" or "_buffers", attribute, tensor), in named_modules()
+        # order, each module's parameters before its buffers.
+        self.slots: list[tuple[str, nn.Module, str, str, Tensor]] = []
+        self._visit(module, "", set())
+
+    def _visit(self, module: nn.Module, prefix: str, seen: set[int]) -> None:
+        seen.add(id(module))
+        self.named.append((prefix, module))
+        dotted = f"{prefix}." if prefix else ""
+        for name, tensor in module._parameters.items():
+            if tensor is not None:
+                self.slots.append((dotted, module, "_parameters", name, tensor))
+        for name, tensor in module._buffers.items():
+            if tensor is not None:
+                self.slots.append((dotted, module, "_buffers", name, tensor))
+        for name, child in module._modules.items():
+            if child is not None and id(child) not in seen:
+                self._visit(child, dotted + name, seen)
+        self.post_order.append(module)
+
+    def index(self) -> tuple[dict[str, Tensor], dict[str, Tensor], list[list["_Slot"]]]:
+        """named_parameters() and named_buffers() as dicts, and the slots that hold one tensor
+        object together (tied weights), each group in named_parameters() order: the first is the
+        slot that names the tensor."""
+        named: tuple[dict[str, Tensor], dict[str, Tensor]] = ({}, {})
+        seen: tuple[set[int], set[int]] = (set(), set())
+        holders: dict[int, list[_Slot]] = {}
+        for dotted, module, kind, name, tensor in self.slots:
+            key, buffer = id(tensor), kind == "_buffers"
+            if key not in seen[buffer]:
+                seen[buffer].add(key)
+                named[buffer][dotted + name] = tensor
+            holders.setdefault(key, []).append((module, kind, name))
+        return *named, [slots for slots in holders.values() if len(slots) > 1]
 
 
 def _reset(module: nn.Module) -> None:
@@ -44,26 +76,32 @@ def _reset(module: nn.Module) -> None:
             return
 
 
+def _reset_known(module: nn.Module, session: _session.Session) -> bool:
+    """Queues the fills of `module`'s reset without running it, when it is one of torch.nn's
+    (_known_resets) and the session takes every tensor it fills; returns whether it did."""
+    fills = _known_resets.fills(module)
+    if fills is None:
+        return False
+    targets = []
+    for tensor, law, _ in fills:
+        target = None if law == "zero" else session.target(tensor)
+        if target is None and law != "zero":
+            return False
+        targets.append(target)
+    for target, (tensor, law, params) in zip(targets, fills):
+        if law == "zero":
+            tensor.zero_()
+        else:
+            session.defer(target, law, params, None)
+    return True
+
+
 def _on_meta(tensor: Tensor) -> bool:
     return _sharded.local_tensor(tensor).is_meta
 
 
 # A tensor slot of a module: (the module, "_parameters" or "_buffers", the attribute name).
 _Slot = tuple[nn.Module, str, str]
-
-
-def _shared_slots(module: nn.Module) -> list[list[_Slot]]:
-    """The slots that hold one tensor object together (tied weights), each group in
-    named_parameters() order: the first is the slot that names the tensor."""
-    holders: dict[int, list[_Slot]] = {}
-    seen: set[tuple[int, str]] = set()
-    for submodule in module.modules(remove_duplicate=False):
-        for kind in ("_parameters", "_buffers"):
-            for name, tensor in getattr(submodule, kind).items():
-                if tensor is not None and (id(submodule), name) not in seen:
-                    seen.add((id(submodule), name))
-                    holders.setdefault(id(tensor), []).append((submodule, kind, name))
-    return [slots for slots in holders.values() if len(slots) > 1]
 
 
 def _untie(groups: list[list[_Slot]]) -> set[int]:
@@ -357,7 +395,9 @@ def materialize(
     seed: int | None = None,
 ) -> nn.Module:
     """Gives `module` storage on `device` and initializes it by running every submodule's own
-    reset_parameters() (or _reset_parameters()), children first, with the compiled fills.
+    reset_parameters() (or _reset_parameters()), children first, with the compiled fills (torch.nn's
+    own resets, Linear's, the convolutions', the norms', Embedding's, MultiheadAttention's, are
+    queued as the fills they make without running their Python code: the same values).
 
     For a module built under ``torch.device("meta")`` this is what eager construction would have
     given, without constructing twice. A module on a real device is re-initialized in place, or
@@ -391,47 +431,64 @@ def materialize(
     """
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"materialize: seed must be an int or None, got {type(seed).__name__}")
-    _record.refuse_uninitialized(module, "materialize")
+    tree = _Tree(module)
+    _record.refuse_uninitialized(module, "materialize", tree.slots)
     recorded = _record.record_of(module)
     if recorded is not None:
         record, prefix = recorded
         _replay(module, record, prefix, device, seed)
-    else:
-        prefix = ""
-        from_meta = any(_on_meta(t) for t in (*module.parameters(), *module.buffers()))
-        if not from_meta and device is not None:
-            module.to(device)
-        _reset_all(module, _target_device(device) if from_meta else None, seed, prefix)
-    _warn_left_on_meta(module, prefix)
+        _warn_left_on_meta(module, prefix)
+        return module
+    from_meta = any(_on_meta(slot[4]) for slot in tree.slots)
+    if not from_meta and device is not None:
+        module.to(device)
+        tree = None  # module.to() may have given it new tensors
+    device = _target_device(device) if from_meta else None
+    _reset_all(module, device, seed, "", tree, None if from_meta else set())
+    _warn_left_on_meta(module, "", tree and tree.named)
     return module
 
 
-def _reset_all(module: nn.Module, device: torch.device | None, seed: int | None, prefix: str):
+def _reset_all(
+    module: nn.Module,
+    device: torch.device | None,
+    seed: int | None,
+    prefix: str,
+    tree: "_Tree | None" = None,
+    from_meta: set[str] | None = None,
+):
     """materialize() by resets: the tensors on meta given storage on `device` first. Qualified
-    names (seed keys, errors) start with `prefix`."""
-    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    from_meta = {name for name, t in tensors.items() if _on_meta(t)}
+    names (seed keys, errors) start with `prefix`. `tree` is the module's _Tree, and `from_meta`
+    the names of its tensors on meta, when known."""
+    tree = tree or _Tree(module)
+    params, buffers, tied = tree.index()
+    named = {**params, **buffers}
+    if from_meta is None:
+        from_meta = {name for name, t in named.items() if _on_meta(t)}
     # Tied tensors: each holder's reset runs as in eager construction, where ties are made after
     # the layers are built and the first holder's values are kept (_untie, then _tie).
-    tied = _shared_slots(module)
     if from_meta:
         module.to_empty(device=device)
     scratch = _untie(tied)
-    named = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    if from_meta or tied:
+        tree = _Tree(module)  # new tensors: to_empty's storage, _untie's scratch tensors
+        new_params, new_buffers, _ = tree.index()
+        named = {**new_params, **new_buffers}
     session = _session.Session({prefix + n: t for n, t in named.items()}, seed, scratch)
     try:
         with session.running():
-            for submodule in _post_order(module, set()):
-                _reset(submodule)
+            for submodule in tree.post_order:
+                if not _reset_known(submodule, session):
+                    _reset(submodule)
     finally:
         _tie(tied)
-    params = dict(module.named_parameters())  # tied again: no scratch names
     missed = [
         prefix + name
         for name, t in named.items()
-        if t.numel()
+        if (name in params or name in from_meta)
+        and prefix + name not in session.filled
         and _session.memory_of(t) not in session.written
-        and (name in params or name in from_meta)
+        and t.numel()
     ]
     if from_meta:
         _warn_unrecorded(module, {prefix + n for n in from_meta} - set(missed), prefix)
@@ -445,11 +502,12 @@ def _reset_all(module: nn.Module, device: torch.device | None, seed: int | None,
         )
 
 
-def _warn_left_on_meta(module: nn.Module, prefix: str) -> None:
+def _warn_left_on_meta(module: nn.Module, prefix: str, named_modules=None) -> None:
     """Warns, naming them, of meta tensors the module holds in lists, tuples or dicts, or as
-    plain attributes where no record places them: materialize() can't reach them."""
+    plain attributes where no record places them: materialize() can't reach them.
+    `named_modules`: module.named_modules(), when known."""
     left = []
-    for qualified, submodule in module.named_modules():
+    for qualified, submodule in named_modules or module.named_modules():
         qualified = prefix + (f"{qualified}." if qualified else "")
         for attr, value in _held(submodule):
             left += _meta_leaves(value, qualified + attr)
