@@ -272,6 +272,57 @@ def reset_every_module(model):
             reset()
 
 
+# The host cost row: GPT-2 XL's 48 blocks (580 tensors) with tiny tensors, so that the time is
+# the host's work per tensor, which on a GPU is what stands between the kernels.
+HOST_COST_CONFIG = dict(d_model=50, layers=48, heads=25, vocab=64, context=16)
+
+
+def host_cost(repeats=20):
+    """Python-level calls (functions and builtins, as sys.setprofile counts them) and
+    microseconds per tensor of re-initializing one model in place: stock's reset loop against
+    materialize(). Needs no GPU."""
+    model = GPT(**HOST_COST_CONFIG)
+    tensors = len([*model.parameters(), *model.buffers()])
+    ways = {"stock": partial(reset_every_module, model), "ext": partial(ext.materialize, model)}
+    result = {"model": "GPT-2 XL shape (48 blocks), tiny tensors", "tensors": tensors}
+    for name, way in ways.items():
+        calls = {"call": 0, "c_call": 0}  # Python functions, builtins
+
+        def count(frame, event, arg, calls=calls):
+            if event in calls:
+                calls[event] += 1
+
+        way()  # warm
+        sys.setprofile(count)
+        try:
+            way()
+        finally:
+            sys.setprofile(None)
+        result[f"{name}_python_calls_per_tensor"] = calls["call"] / tensors
+        result[f"{name}_calls_per_tensor"] = (calls["call"] + calls["c_call"]) / tensors
+    best = {name: math.inf for name in ways}
+    for _ in range(repeats):  # interleaved, best of each
+        for name, way in ways.items():
+            began = time.perf_counter()
+            way()
+            best[name] = min(best[name], time.perf_counter() - began)
+    for name in ways:
+        result[f"{name}_us_per_tensor"] = best[name] / tensors * 1e6
+    return result
+
+
+def print_host_cost(cost):
+    print(
+        f"\n== host cost: re-initializing in place, {cost['model']}, {cost['tensors']} tensors =="
+    )
+    for name, label in (("stock", "stock's reset loop"), ("ext", "materialize()")):
+        print(
+            f"  {label:<20} {cost[f'{name}_calls_per_tensor']:6.1f} calls/tensor "
+            f"({cost[f'{name}_python_calls_per_tensor']:.1f} of Python functions)  "
+            f"{cost[f'{name}_us_per_tensor']:6.1f} us/tensor"
+        )
+
+
 @dataclass(frozen=True)
 class ModelCase:
     """Whole-model init of GPT_CONFIGS[device]: stock's way (`stock`: "eager" construction,
@@ -1441,6 +1492,8 @@ def main():
     }
     by_device = {device: on_device for device, on_device in by_device.items() if on_device}
     print_header(args, cfg, by_device, start, others_busy_now())
+    # The host's work per tensor: once, on the CPU (as it is on any device), beside the CPU rows.
+    cost = host_cost() if "cpu" in by_device and not args.contention else None
     results, written = {}, []
     for device, on_device in by_device.items():
         rows, bandwidth = run_device(device, on_device, cfg, args.contention)
@@ -1448,9 +1501,13 @@ def main():
         base = results_base(device, simd_level(device), args.contention, start.date)
         stem = args.simd_child or new_stem(args.out, base)  # a --simd level runs on the CPU alone
         machine = machine_info(device, args, bandwidth, cfg, start, end)
+        if device == "cpu":
+            machine["host_cost"] = cost
         written.append((device, *write_results(args.out, stem, rows, machine)))
         results[device] = rows, bandwidth
     print_tables(results)
+    if cost:
+        print_host_cost(cost)
     if not args.simd_child:  # a --simd run prints it once, under its comparison
         print(f"\n{LEGEND}")
     all_rows = [row for rows, _ in results.values() for row in rows]
