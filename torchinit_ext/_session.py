@@ -70,7 +70,7 @@ class Session:
         self.pending: dict[int, dict[tuple, tuple]] = {}
         self.written: set[int] = set()  # memory written, by any op
         self.filled: set[str] = set()  # names of the tensors deferred fills wrote whole
-        self.flushing = False
+        self.own_op = False  # see _own_op
         self.checked: set[tuple] = set()  # (law, params, dtype, shape, strides) that passed
         # A replay's storages -> the names and references of the module's tensors on them.
         self.replayed_names: dict[int, list[tuple[str, _record._Ref]]] = {}
@@ -149,10 +149,22 @@ class Session:
         """Raises the fill's argument errors now, at the call, by the meta kernel's checks. They
         depend only on the law, its parameters, and the tensor's dtype, shape and strides (for
         overlap): its `signature`, so a model's many same-shaped layers are checked once."""
-        # (A factory op, so the check doesn't count as touching a queued tensor.)
-        meta = torch.empty_strided(local.shape, local.stride(), dtype=local.dtype, device="meta")
-        _dispatch.call_many([meta], [law], [params], [[0, 0]], [None])
+        with self._own_op():
+            meta = torch.empty_strided(
+                local.shape, local.stride(), dtype=local.dtype, device="meta"
+            )
+            _dispatch.call_many([meta], [law], [params], [[0, 0]], [None])
         self.checked.add(signature)
+
+    @contextlib.contextmanager
+    def _own_op(self) -> Iterator[None]:
+        """Runs the session's own op (a check on meta, the queue's fill_many_), whose writes are
+        known: the Tracker has nothing to do for it."""
+        self.own_op = True
+        try:
+            yield
+        finally:
+            self.own_op = False
 
     def generator_for(self, tensor: Tensor, generator):
         """The generator of a fill that is not elementwise: with a seed, one keyed by the name."""
@@ -194,11 +206,8 @@ class Session:
         queued = [fill for fills in self.pending.values() for fill in fills.values()]
         self.pending.clear()
         local, laws, params, keys, blocks = zip(*queued)
-        self.flushing = True  # the Tracker has nothing to do for this op: its writes are known
-        try:
+        with self._own_op():
             _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(blocks))
-        finally:
-            self.flushing = False
 
 
 class Tracker(TorchDispatchMode):
@@ -211,7 +220,7 @@ class Tracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         session = self.session
-        if not (func.is_view or session.flushing):
+        if not (func.is_view or session.own_op):
             for i, (name, is_write, _, _) in enumerate(_record.arguments(func)):
                 value = args[i] if i < len(args) else kwargs.get(name)
                 for t in value if isinstance(value, (list, tuple)) else (value,):
