@@ -163,3 +163,30 @@ def test_record_keeps_only_writes_of_meta_storage():
     assert torch.ops.aten.slice.Tensor not in funcs  # views are rebuilt, not replayed
     assert torch.ops.aten.mul_.Tensor in funcs
     assert torch.equal(_record.evaluate(record, real), torch.tensor([2.0, 4.0, 4.0]))
+
+
+def test_compiled_code_in_a_constructor_gives_eagers_values():
+    """The recording mode lets dynamo trace through it (no per-op torch._dynamo.disable, which
+    cost about as much as recording an op): code compiled with torch.compile and run in a
+    constructor still gives eager's values."""
+
+    @torch.compile(backend="eager")
+    def rescale(w):
+        return w * 2 + torch.sin(w).sum()
+
+    class Rescaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 3)
+            with torch.no_grad():
+                self.linear.weight.copy_(rescale(self.linear.weight))
+
+    with ti.patched():
+        torch.manual_seed(0)
+        eager = Rescaled()
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dynamo's notes on what it traces
+        deferred = ti.materialize(ti.deferred_init(Rescaled))
+    assert torch.equal(deferred.linear.weight, eager.linear.weight)
+    assert torch.equal(deferred.linear.bias, eager.linear.bias)
