@@ -166,9 +166,8 @@ def test_record_keeps_only_writes_of_meta_storage():
 
 
 def test_compiled_code_in_a_constructor_gives_eagers_values():
-    """The recording mode lets dynamo trace through it (no per-op torch._dynamo.disable, which
-    cost about as much as recording an op): code compiled with torch.compile and run in a
-    constructor still gives eager's values."""
+    """Code compiled with torch.compile and run in a constructor is recorded as eager code is:
+    deferred_init() and materialize() give eager's values."""
 
     @torch.compile(backend="eager")
     def rescale(w):
@@ -186,7 +185,7 @@ def test_compiled_code_in_a_constructor_gives_eagers_values():
         eager = Rescaled()
     torch.manual_seed(0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # dynamo's notes on what it traces
+        warnings.simplefilter("ignore")  # dynamo's notes, if any
         deferred = ti.materialize(ti.deferred_init(Rescaled))
     assert torch.equal(deferred.linear.weight, eager.linear.weight)
     assert torch.equal(deferred.linear.bias, eager.linear.bias)

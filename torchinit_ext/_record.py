@@ -515,15 +515,6 @@ _ESCAPED = (
 )
 
 
-def no_dynamo_guard() -> bool:
-    """_should_skip_dynamo() of this package's dispatch modes: False, so torch does not wrap
-    their __torch_dispatch__ in torch._dynamo.disable, whose frame switching costs about as much
-    as recording an op. Compiled code run under them still gives eager's values (dynamo then
-    traces the mode's Python too: tests/test_deferred_init.py,
-    test_compiled_code_in_a_constructor_gives_eagers_values)."""
-    return False
-
-
 class _Recorder(TorchDispatchMode):
     """Records ops, and puts the tensors that factory ops make on the meta device. (Not a
     torch.device("meta") context: code that asks where new tensors go, as transformers does
@@ -532,8 +523,6 @@ class _Recorder(TorchDispatchMode):
     def __init__(self, record: Record):
         super().__init__()
         self.record = record
-
-    _should_skip_dynamo = classmethod(lambda cls: no_dynamo_guard())
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

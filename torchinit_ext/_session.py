@@ -217,8 +217,6 @@ class Tracker(TorchDispatchMode):
         super().__init__()
         self.session = session
 
-    _should_skip_dynamo = classmethod(lambda cls: _record.no_dynamo_guard())
-
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         session = self.session

@@ -26,8 +26,8 @@ __all__ = [
 
 
 class _Tree:
-    """One walk of a module tree: what materialize()'s resets need, without walking it again
-    for each list (named_modules() order, children before parents, the tensor slots)."""
+    """One walk of a module tree: what materialize() needs of it, without walking it again for
+    each list."""
 
     def __init__(self, module: nn.Module):
         self.named: list[tuple[str, nn.Module]] = []  # named_modules() order
@@ -35,18 +35,31 @@ class _Tree:
         # (prefix, module, "_parameters" or "_buffers", attribute, tensor), in named_modules()
         # order, each module's parameters before its buffers.
         self.slots: list[tuple[str, nn.Module, str, str, Tensor]] = []
+        # Every place a module holds a tensor: parameters, buffers and plain tensor attributes
+        # (such as a rotary embedding's copy of its inv_freq), as (qualified name, the dict that
+        # holds it, its key, the tensor).
+        self.places: list[tuple[str, dict, str, Tensor]] = []
+        # (prefix, module, attribute) of the attributes that are tensors, lists, tuples or
+        # dicts (not parameters, buffers or nn.Module's own): what no module method reaches.
+        self.held: list[tuple[str, nn.Module, str]] = []
         self._visit(module, "", set())
 
     def _visit(self, module: nn.Module, prefix: str, seen: set[int]) -> None:
         seen.add(id(module))
         self.named.append((prefix, module))
         dotted = f"{prefix}." if prefix else ""
-        for name, tensor in module._parameters.items():
-            if tensor is not None:
-                self.slots.append((dotted, module, "_parameters", name, tensor))
-        for name, tensor in module._buffers.items():
-            if tensor is not None:
-                self.slots.append((dotted, module, "_buffers", name, tensor))
+        for kind in ("_parameters", "_buffers"):
+            holder = module.__dict__[kind]
+            for name, tensor in holder.items():
+                if tensor is not None:
+                    self.slots.append((dotted, module, kind, name, tensor))
+                    self.places.append((dotted + name, holder, name, tensor))
+        attributes = module.__dict__
+        for name, value in attributes.items():
+            if name not in _MODULE_INTERNALS and isinstance(value, _HELD_TYPES):
+                self.held.append((dotted, module, name))
+                if isinstance(value, Tensor):
+                    self.places.append((dotted + name, attributes, name, value))
         for name, child in module._modules.items():
             if child is not None and id(child) not in seen:
                 self._visit(child, dotted + name, seen)
@@ -140,18 +153,6 @@ def _target_device(device) -> torch.device:
     return torch.device(device)
 
 
-def _tensor_slots(module: nn.Module) -> Iterator[tuple[str, dict, str, Tensor]]:
-    """Every place a module of the tree holds a tensor: parameters, buffers and plain tensor
-    attributes (such as a rotary embedding's copy of its inv_freq), with the qualified name of
-    the place."""
-    for prefix, submodule in module.named_modules():
-        prefix = f"{prefix}." if prefix else ""
-        for slots in (submodule._parameters, submodule._buffers, submodule.__dict__):
-            for name, tensor in slots.items():
-                if isinstance(tensor, Tensor):
-                    yield prefix + name, slots, name, tensor
-
-
 # How _replay gives a tensor of the module its value, from the record:
 _REPLAYED = "replayed"  # on meta as recorded: the replayed tensor takes its place
 _CONVERTED = "converted"  # cast since (.half(), channels_last): the replayed value, converted
@@ -214,7 +215,13 @@ def _new_subtrees(
 
 
 def _replay(
-    module: nn.Module, record, prefix: str, device, seed: int | None, qualifier: str | None = None
+    module: nn.Module,
+    record,
+    prefix: str,
+    device,
+    seed: int | None,
+    qualifier: str | None = None,
+    tree: _Tree | None = None,
 ) -> nn.Module:
     """materialize() of a module built by deferred_init(), or of one of its submodules (whose
     names in the record start with `prefix`): the recorded writes that reach its tensors,
@@ -232,13 +239,15 @@ def _replay(
     one elementwise fill gives its values, the fill runs on the shard, at its place in the
     replay; otherwise the full tensor is replayed and the shard copied from it."""
     qualifier = prefix if qualifier is None else qualifier
+    tree = tree or _Tree(module)
+    params, buffers, _ = tree.index()
     local_names: dict[int, str] = {}
-    named = (*module.named_parameters(), *module.named_buffers())
+    named = (*params.items(), *buffers.items())
     for name, tensor in named:
         local_names.setdefault(id(tensor), name)
     names = {key: qualifier + name for key, name in local_names.items()}
     sharded = {n: t for n, t in named if _sharded.is_dtensor(t) and _on_meta(t)}
-    slots = [slot for slot in _tensor_slots(module) if not _sharded.is_dtensor(slot[3])]
+    slots = [slot for slot in tree.places if not _sharded.is_dtensor(slot[3])]
     finals: dict[int, tuple[Tensor, _record._Ref, str]] = {}  # id -> (tensor, value's ref, how)
     new: dict[int, str] = {}  # meta tensors the record has no value for -> their names
     written_since, moved = [], []
@@ -331,26 +340,17 @@ def _replay(
     real.update(moved_to)
     # A submodule's tensors may be held elsewhere in the model too (tied weights): everywhere.
     root = record.root() if prefix else None
-    for _, holder, name, tensor in _tensor_slots(root) if root is not None else slots:
+    everywhere = _Tree(root) if root is not None else tree
+    for _, holder, name, tensor in everywhere.places:
         if id(tensor) in real:
             holder[name] = real[id(tensor)]
     # And in lists a module keeps of its own parameters (nn.LSTM's _flat_weights).
-    for submodule in (root or module).modules():
-        for attr, value in _held(submodule):
-            swapped = _swapped(value, real)
-            if swapped is not value:
-                submodule.__dict__[attr] = swapped
+    for _, submodule, attr in everywhere.held:
+        value = submodule.__dict__[attr]
+        swapped = _swapped(value, real)
+        if swapped is not value:
+            submodule.__dict__[attr] = swapped
     return module
-
-
-def _held(module: nn.Module) -> list[tuple[str, object]]:
-    """The attributes of a module that are tensors, lists, tuples or dicts (not parameters,
-    buffers or nn.Module's own)."""
-    return [
-        (attr, value)
-        for attr, value in vars(module).items()
-        if attr not in _MODULE_INTERNALS and isinstance(value, (Tensor, list, tuple, dict))
-    ]
 
 
 def _swapped(value, real: dict[int, Tensor], depth: int = 0):
@@ -436,8 +436,8 @@ def materialize(
     recorded = _record.record_of(module)
     if recorded is not None:
         record, prefix = recorded
-        _replay(module, record, prefix, device, seed)
-        _warn_left_on_meta(module, prefix)
+        _replay(module, record, prefix, device, seed, tree=tree)
+        _warn_left_on_meta(module, prefix, tree)
         return module
     from_meta = any(_on_meta(slot[4]) for slot in tree.slots)
     if not from_meta and device is not None:
@@ -445,7 +445,7 @@ def materialize(
         tree = None  # module.to() may have given it new tensors
     device = _target_device(device) if from_meta else None
     _reset_all(module, device, seed, "", tree, None if from_meta else set())
-    _warn_left_on_meta(module, "", tree and tree.named)
+    _warn_left_on_meta(module, "", tree)
     return module
 
 
@@ -502,15 +502,13 @@ def _reset_all(
         )
 
 
-def _warn_left_on_meta(module: nn.Module, prefix: str, named_modules=None) -> None:
+def _warn_left_on_meta(module: nn.Module, prefix: str, tree: _Tree | None = None) -> None:
     """Warns, naming them, of meta tensors the module holds in lists, tuples or dicts, or as
-    plain attributes where no record places them: materialize() can't reach them.
-    `named_modules`: module.named_modules(), when known."""
+    plain attributes where no record places them: materialize() can't reach them. `tree`: the
+    module's _Tree, when walked."""
     left = []
-    for qualified, submodule in named_modules or module.named_modules():
-        qualified = prefix + (f"{qualified}." if qualified else "")
-        for attr, value in _held(submodule):
-            left += _meta_leaves(value, qualified + attr)
+    for dotted, submodule, attr in (tree or _Tree(module)).held:
+        left += _meta_leaves(submodule.__dict__.get(attr), prefix + dotted + attr)
     if left:
         warnings.warn(
             LeftOnMetaWarning(
@@ -526,6 +524,7 @@ def _warn_left_on_meta(module: nn.Module, prefix: str, named_modules=None) -> No
 
 # What nn.Module keeps in its __dict__ itself (_parameters, _buffers, hooks...).
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
+_HELD_TYPES = (Tensor, list, tuple, dict)
 _CONTAINER_DEPTH = 2  # containers of containers of tensors, no deeper: a walk stays cheap
 
 
