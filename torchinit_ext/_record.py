@@ -54,7 +54,13 @@ _FILL_LAWS = {
     ext.constant_.default: ("constant", ("value",)),
 }
 # The others, filled whole (a random one from the generator of the tensor's seed key):
-_WHOLE_FILLS = {ext.orthogonal_.default, ext.sparse_.default, ext.eye_.default, ext.dirac_.default}
+_WHOLE_FILLS = {
+    ext.orthogonal_.default,
+    ext.orthogonal_batch_.default,
+    ext.sparse_.default,
+    ext.eye_.default,
+    ext.dirac_.default,
+}
 _WRITE_ONLY = {*_FILL_LAWS, *_WHOLE_FILLS, aten.fill_.Tensor, aten.copy_.default}
 # Factories of uninitialized memory: nothing to replay, the replay makes storage of the size.
 _EMPTY = {aten.empty.memory_format, aten.empty_strided.default}

@@ -168,7 +168,7 @@ class Session:
 
     def generator_for(self, tensor: Tensor, generator):
         """The generator of a fill that is not elementwise: with a seed, one keyed by the name."""
-        name = self._name(tensor) if self.seed is not None else None
+        name = self._name(tensor, extent(tensor)) if self.seed is not None else None
         if name is None:
             return generator
         key = generator_seed(self.seed, name)

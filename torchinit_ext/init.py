@@ -354,8 +354,10 @@ def orthogonal_batch_(
         for t in members:
             _stock.orthogonal_(t, gain, generator=generator)
         return tensors
-    if is_batch_tensor:
-        return call(ops.orthogonal_batch_, tensors, gain, generator)
+    if is_batch_tensor:  # one tensor: in materialize(seed=...), keyed by its name
+        return _dispatch.whole(
+            tensors, lambda t, g: call(ops.orthogonal_batch_, t, gain, g), generator
+        )
     with torch.no_grad():
         first = members[0]
         work = torch.empty((len(members), *first.shape), dtype=first.dtype, device=first.device)
