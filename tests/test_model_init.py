@@ -260,3 +260,37 @@ def test_fill_errors_inside_a_reset_are_raised_at_the_call():
 
     with pytest.raises(ValueError, match="std"):
         ti.materialize(_from_meta(BadStd))
+
+
+WHOLE_FILLS = {
+    "orthogonal_": (lambda w: ti.orthogonal_(w), (4, 6)),
+    "sparse_": (lambda w: ti.sparse_(w, 0.5), (6, 4)),
+    "eye_": (lambda w: ti.eye_(w), (3, 5)),
+    "dirac_": (lambda w: ti.dirac_(w), (4, 2, 3)),
+}
+
+
+@pytest.mark.filterwarnings("ignore::torchinit_ext.UnrecordedInitWarning")
+@pytest.mark.parametrize("fill", WHOLE_FILLS)
+def test_seeded_whole_fills_in_resets_follow_the_name(fill):
+    """A reset's orthogonal_, sparse_, eye_ or dirac_ under materialize(seed=...): the values of
+    the tensor's name key, whatever the global generator holds, from meta and in place."""
+    write, shape = WHOLE_FILLS[fill]
+
+    class Whole(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.empty(shape))
+            self.reset_parameters()
+
+        def reset_parameters(self):
+            write(self.weight)
+
+    values = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        values.append(ti.materialize(Whole().to("meta"), device="cpu", seed=3).weight)
+        torch.manual_seed(global_seed + 10)
+        values.append(ti.materialize(Whole(), seed=3).weight)
+    for other in values[1:]:
+        assert torch.equal(other, values[0])
