@@ -194,9 +194,7 @@ def _takes_compiled(tensor: Tensor) -> bool:
     where stock's Python meta normal_ takes about a millisecond."""
     if tensor.requires_grad and torch.is_grad_enabled():
         return False
-    return (
-        type(tensor) in (Tensor, torch.nn.Parameter) or _sharded.is_dtensor(tensor)
-    ) and _dispatch.compiled(_sharded.local_tensor(tensor))
+    return _dispatch.compiled(_sharded.local_tensor(tensor))  # (other subclasses: themselves)
 
 
 def _method(name: str) -> Callable:
