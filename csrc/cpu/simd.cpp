@@ -17,7 +17,9 @@ constexpr const char* kEnvironmentVariable = "TORCHINIT_CPU_CAPABILITY";
 
 SimdLevel detect_simd_level() {
 #if TORCHINIT_X86_SIMD
+  // Both levels use FMA (simd.h). Every CPU with AVX2 or AVX-512 has it, but it is a separate flag.
   __builtin_cpu_init();
+  if (!__builtin_cpu_supports("fma")) return SimdLevel::kDefault;
   if (__builtin_cpu_supports("avx512f")) return SimdLevel::kAvx512;
   if (__builtin_cpu_supports("avx2")) return SimdLevel::kAvx2;
 #endif

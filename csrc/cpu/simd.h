@@ -2,7 +2,9 @@
 // named by TORCHINIT_CPU_CAPABILITY (avx512, avx2 or default), as ATen's ATEN_CPU_CAPABILITY, so
 // every path can be tested and measured on one machine. The build itself must run on any x86-64:
 // only functions compiled for a level (with_simd_level) use its instructions. Kernels use IEEE
-// basic operations without FMA contraction, so every level computes the same bits.
+// basic operations and explicit fmaf, without FMA contraction, so every level computes the same
+// bits. Both levels have FMA (avx512f implies it), so fmaf vectorizes to vfmadd; the default level
+// calls libm's fmaf, correctly rounded too.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +14,7 @@
 #define TORCHINIT_X86_SIMD 1
 #include <immintrin.h>
 #define TORCHINIT_TARGET_AVX512 __attribute__((target("avx512f")))
-#define TORCHINIT_TARGET_AVX2 __attribute__((target("avx2")))
+#define TORCHINIT_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #else
 #define TORCHINIT_X86_SIMD 0
 #endif

@@ -16,7 +16,7 @@ namespace torchinit {
 // Two independent standard normals from two independent words (float) or word pairs (double).
 C10_HOST_DEVICE inline SinCos<float> box_muller_f32(uint32_t radius_bits, uint32_t angle_bits) {
   const float r = sqrtf(-2.0f * log_f32(open_unit_f32(radius_bits)));
-  const SinCos<float> cs = sincos_2pi_f32(unit_f32(angle_bits));
+  const SinCos<float> cs = sincos_2pi_f32(angle_bits);
   return {r * cs.cos, r * cs.sin};
 }
 
@@ -63,10 +63,10 @@ struct Normal<float> {
   C10_HOST_DEVICE void operator()(PhiloxBlock b, float* out) const {
     const SinCos<float> z01 = box_muller_f32(b.w[0], b.w[1]);
     const SinCos<float> z23 = box_muller_f32(b.w[2], b.w[3]);
-    out[0] = z01.cos * std + mean;
-    out[1] = z01.sin * std + mean;
-    out[2] = z23.cos * std + mean;
-    out[3] = z23.sin * std + mean;
+    out[0] = fmaf(z01.cos, std, mean);
+    out[1] = fmaf(z01.sin, std, mean);
+    out[2] = fmaf(z23.cos, std, mean);
+    out[3] = fmaf(z23.sin, std, mean);
   }
 };
 

@@ -1,7 +1,9 @@
-// log, sin/cos of 2 pi t and the standard normal quantile, from IEEE basic operations only
-// (+ - * / sqrt, conversions). Kernels are compiled without FMA contraction, so each value is
-// bit-identical on every CPU and GPU: that is why these are our own short polynomials rather than
-// libm's or the device's intrinsics.
+// log, sin/cos of 2 pi t and the standard normal quantile, from IEEE basic operations (+ - * /
+// sqrt, conversions) and fmaf, each correctly rounded on every CPU and GPU. Kernels are compiled
+// without FMA contraction, so each value is bit-identical everywhere: that is why these are our
+// own short polynomials rather than libm's or the device's intrinsics. The float polynomials are
+// minimax fits evaluated by Horner with fmaf (docs/rng-contract.md, "Transforms", gives their
+// measured errors).
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -14,34 +16,38 @@
 
 namespace torchinit {
 
-// ---- elementary functions from basic operations -----------------------------------------------
+// ---- elementary functions ---------------------------------------------------------------------
 
-// Natural log of m 2^e for m in [1, 2): m is moved into [sqrt(1/2), sqrt(2)), then
-// log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, as an odd series in s.
-C10_HOST_DEVICE inline float log_f32_parts(int32_t e, float m) {
-  const bool big = m > 1.41421356f;
-  m = big ? m * 0.5f : m;
-  e = big ? e + 1 : e;
-  const float s = (m - 1.0f) / (m + 1.0f);
-  const float s2 = s * s;
-  const float series = 1.0f + s2 * (1.0f / 3 + s2 * (1.0f / 5 + s2 * (1.0f / 7 + s2 * (1.0f / 9))));
-  const float fe = static_cast<float>(e);
-  return fe * 0.693145752f + (2.0f * s * series + fe * 1.42860677e-06f);
+// log(2^e (1 + f)) for f in [sqrt(1/2) - 1, sqrt(2) - 1): log(1 + f) = f + f^2 Q(f), with Q of
+// degree 8, and e ln2 added with a single rounding (ln2 rounded to float costs < 0.2 ulp there).
+C10_HOST_DEVICE inline float log_f32_reduced(int32_t e, float f) {
+  constexpr float kQ[9] = {-0.0762210861f, 0.129046902f,  -0.132429764f,
+                           0.141817793f,   -0.166090772f, 0.200019762f,
+                           -0.250015825f,  0.333333254f,  -0.499999881f};  // highest power first
+  float q = kQ[0];
+  TORCHINIT_UNROLL
+  for (int k = 1; k < 9; ++k) q = fmaf(q, f, kQ[k]);
+  return fmaf(static_cast<float>(e), 0.693147182f, fmaf(q, f * f, f));
 }
 
-// Natural log for positive normal x.
+// Natural log for positive normal x = 2^e m, m in [sqrt(1/2), sqrt(2)) taken from the bits: the
+// bits minus sqrt(1/2)'s hold e in their exponent field.
 C10_HOST_DEVICE inline float log_f32(float x) {
   const uint32_t bits = c10::bit_cast<uint32_t>(x);
-  return log_f32_parts(static_cast<int32_t>(bits >> 23) - 127,
-                       c10::bit_cast<float>((bits & 0x7FFFFFu) | 0x3F800000u));
+  const uint32_t shifted = bits - 0x3F3504F3u;  // float(sqrt(1/2))
+  const float m = c10::bit_cast<float>(bits - (shifted & 0xFF800000u));
+  return log_f32_reduced(static_cast<int32_t>(shifted) >> 23, m - 1.0f);
 }
 
 // Log of a positive normal double to float precision. The exponent comes exactly from x, so
-// probabilities far below float's range (1e-300) keep their precision.
+// probabilities far below float's range (1e-300) keep their precision. The exponent is an int32
+// shifted from the high word: 64-bit arithmetic shifts have no SIMD form below AVX-512.
 C10_HOST_DEVICE inline float log_f32_of_f64(double x) {
   const uint64_t bits = c10::bit_cast<uint64_t>(x);
-  const double m = c10::bit_cast<double>((bits & 0xFFFFFFFFFFFFFull) | 0x3FF0000000000000ull);
-  return log_f32_parts(static_cast<int32_t>(bits >> 52) - 1023, static_cast<float>(m));
+  const uint64_t shifted = bits - 0x3FE6A09E667F3BCDull;  // sqrt(1/2)
+  const double m = c10::bit_cast<double>(bits - (shifted & 0xFFF0000000000000ull));
+  return log_f32_reduced(static_cast<int32_t>(static_cast<uint32_t>(shifted >> 32)) >> 20,
+                         static_cast<float>(m) - 1.0f);
 }
 
 // The exponent is an int32: int64 -> double conversion has no SIMD form without AVX-512DQ.
@@ -63,9 +69,10 @@ C10_HOST_DEVICE inline double log_f64(double x) {
   return fe * 6.93147180369123816490e-01 + (2.0 * s * series + fe * 1.90821492927058770002e-10);
 }
 
-// cos and sin of 2 pi t for t in [0, 1). The quadrant q comes exactly from t, the remainder is a
-// Taylor polynomial on [-pi/4, pi/4] (truncation error below half an ulp), and the result is the
-// remainder's (cos, sin) rotated by q quarter turns.
+// cos and sin of 2 pi t for t in [0, 1). The quadrant q and the remainder r = 4t - q in
+// [-1/2, 1/2] come exactly from t, (cos, sin)(pi/2 r) are polynomials in r (float: minimax, in
+// r^2, with pi/2 folded into the coefficients; double: Taylor in x = pi/2 r, truncation error
+// below half an ulp), and the result is that pair rotated by q quarter turns.
 template <typename T>
 struct SinCos {
   T cos;
@@ -77,22 +84,29 @@ C10_HOST_DEVICE inline SinCos<T> rotate_quadrant(int32_t q, T c, T s) {
   const bool swap = q & 1;
   const T cq = swap ? s : c;
   const T sq = swap ? c : s;
-  const T cos_sign = ((q + 1) & 2) ? T(-1) : T(1);  // q = 1, 2
-  const T sin_sign = (q & 2) ? T(-1) : T(1);        // q = 2, 3
-  return {cos_sign * cq, sin_sign * sq};
+  return {((q + 1) & 2) ? -cq : cq,  // q = 1, 2
+          (q & 2) ? -sq : sq};       // q = 2, 3
 }
 
-C10_HOST_DEVICE inline SinCos<float> sincos_2pi_f32(float t) {
-  const float v = t * 4.0f;
-  const int32_t q = static_cast<int32_t>(v + 0.5f);
-  const float x = (v - static_cast<float>(q)) * 1.57079637f;
-  const float x2 = x * x;
-  const float s =
-      x + x * x2 * (-1.0f / 6 + x2 * (1.0f / 120 + x2 * (-1.0f / 5040 + x2 * (1.0f / 362880))));
-  const float c =
-      1.0f + x2 * (-0.5f + x2 * (1.0f / 24 + x2 * (-1.0f / 720 +
-                                                   x2 * (1.0f / 40320 + x2 * (-1.0f / 3628800)))));
-  return rotate_quadrant(q, c, s);
+// t = (w >> 8) 2^-24, so q and r = 4t - q (mod 4) come from w's bits as integers: q is the top two
+// bits of w + 2^29 (mod 2^32), and r 2^22 is the signed number in bits 8-29 of w, exact in float.
+// sin(pi/2 r) = kHalfPi r + r^3 S(r^2): the largest term, kHalfPi r, is rounded only once, in the
+// last fmaf.
+C10_HOST_DEVICE inline SinCos<float> sincos_2pi_f32(uint32_t w) {
+  constexpr float kHalfPi = 1.57079637f;
+  constexpr float kSin[3] = {-0.00468508201f, 0.0797122121f, -0.645966649f};  // S, highest first
+  constexpr float kCos[5] = {0.000903766544f, -0.0208601654f, 0.253669232f, -1.23370051f,
+                             1.0f};  // cos(pi/2 r) in r^2, highest power first
+  const int32_t q = static_cast<int32_t>((w + 0x20000000u) >> 30);
+  const float r = static_cast<float>(static_cast<int32_t>(w << 2) >> 10) * 0x1p-22f;
+  const float r2 = r * r;
+  float s = kSin[0];
+  TORCHINIT_UNROLL
+  for (int k = 1; k < 3; ++k) s = fmaf(s, r2, kSin[k]);
+  float c = kCos[0];
+  TORCHINIT_UNROLL
+  for (int k = 1; k < 5; ++k) c = fmaf(c, r2, kCos[k]);
+  return rotate_quadrant(q, c, fmaf(r, kHalfPi, r * r2 * s));
 }
 
 C10_HOST_DEVICE inline SinCos<double> sincos_2pi_f64(double t) {
