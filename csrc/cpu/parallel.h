@@ -1,7 +1,7 @@
 // The parallel loop of the CPU kernels, on a thread pool of our own instead of at::parallel_for's
 // OpenMP regions. An OpenMP region ends in a barrier that waits for every thread of the team, even
-// one not yet scheduled: with other processes busy on the cores, a fill then took many times as
-// long as stock's serial one. Here the calling thread always works, the range is cut into a few
+// one not yet scheduled: with other processes busy on the cores, a fill would wait for threads
+// the system has not run. Here the calling thread always works, the range is cut into a few
 // tasks per thread that whoever is running takes in turn, and the caller waits only for tasks
 // already taken: a worker that wakes late finds none left and drops the job.
 //

@@ -38,9 +38,8 @@ TORCHINIT_TARGET_AVX2 inline void mulhilo(__m256i a, __m256i m, __m256i& hi, __m
 // lane, where vpmuludq gives its whole product: the high word is one shift away and the low word
 // is the product itself, its high half left as garbage that no later step reads (vpmuludq and
 // the final narrowing look at low halves only). A round costs 6 instructions per 8 blocks,
-// against 8 per 8 with 32-bit lanes, whose products need splitting and blending back: uniform_
-// 12% faster on Zen 4. (AVX2 keeps 32-bit lanes: its blends are cheap, and 64-bit lanes
-// measured no faster there.)
+// against 8 per 8 with 32-bit lanes, whose products need splitting and blending back. (AVX2
+// keeps 32-bit lanes: its blends are cheap, so 64-bit lanes save it nothing; docs/design.md.)
 template <int N>
 TORCHINIT_TARGET_AVX512 inline void philox_avx512(PhiloxState state, const uint64_t* blocks,
                                                   uint32_t (*words)[N]) {

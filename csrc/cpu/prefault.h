@@ -9,7 +9,7 @@
 // fault maps 2 MiB instead of 4 KiB, and no page reaches outside the tensor's own bytes, so the
 // memory used is the same. Not in a VM whose balloon takes back free memory (free page
 // reporting): it hands freed 2 MiB blocks to the host, so a huge page is usually one the host
-// must map again, 4 KiB at a time: 5-10 times slower than reused 4 KiB pages, measured.
+// must map again, 4 KiB at a time, slower than reused 4 KiB pages (docs/design.md).
 // TORCHINIT_HUGE_PAGES=0 or 1 turns them off or on regardless. Only optimizations: any failure
 // leaves the pages to ordinary faults.
 #pragma once
