@@ -94,7 +94,7 @@ LAWS = {
 }
 OTHER_KERNELS = {  # kernel -> law; the fills get the register, stack and FP64 targets
     "fill_many_kernel": ("every law", True),
-    "identity_kernel": ("eye_/dirac_", True),
+    "identity_ones_kernel": ("eye_/dirac_ ones", True),
     "write_kernel": ("sparse_ values", True),
     "choose_kernel": ("sparse_ choice", False),
     "count_kernel": ("sparse_ counts", False),

@@ -1,14 +1,15 @@
 // The GPU kernels' per-thread code (csrc/cuda/*.h, all host-device) run on the host, one
 // simulated thread after another, so tests can compare it with the CPU kernels on machines
 // without a GPU. The kernels themselves only hand these functions their indices.
+#include <ATen/Dispatch_v2.h>
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "cuda/fill_spans.h"
 #include "cuda/sparse_columns.h"
-#include "cuda/strided_layout.h"
 #include "plan/elementwise_fill.h"
 #include "plan/identity_layout.h"
 
@@ -105,17 +106,32 @@ void sparse(at::Tensor self, double sparsity, double std, int64_t state, int64_t
   });
 }
 
-// eye_ (groups = 0) or dirac_ as identity_kernel runs it.
-void identity(at::Tensor self, int64_t groups) {
-  const IdentityLayout ones =
+// The element offsets identity_ones_kernel writes for eye_ (groups = 0) or dirac_, thread k's
+// k-th; none for an empty tensor, which fill_identity leaves before any launch.
+std::vector<int64_t> one_offsets(const at::Tensor& self, int64_t groups) {
+  const IdentityLayout layout =
       groups == 0 ? IdentityLayout::eye(self) : IdentityLayout::dirac(self, groups);
-  const StridedLayout layout = strided_layout(self).value();
-  AT_DISPATCH_ALL_TYPES_AND3(
-      at::kHalf, at::kBFloat16, at::kBool, self.scalar_type(), "identity", [&] {
-        for (int64_t i = 0; i < self.numel(); ++i) {
-          self.data_ptr<scalar_t>()[layout.offset(i)] = ones.is_one(i) ? scalar_t(1) : scalar_t(0);
-        }
-      });
+  const OnePlaces ones = layout.in_memory(self);
+  std::vector<int64_t> offsets(self.numel() == 0 ? 0 : layout.num_ones);
+  for (int64_t k = 0; k < static_cast<int64_t>(offsets.size()); ++k) offsets[k] = ones(k);
+  return offsets;
+}
+
+// eye_ or dirac_ as fill_identity runs it: its zeros (a dense tensor's bytes as one memset, any
+// other view's elements by ATen's fill), then a 1 at each of one_offsets.
+void identity(at::Tensor self, int64_t groups) {
+  const std::vector<int64_t> offsets = one_offsets(self, groups);
+  if (self.numel() == 0) return;
+  if (self.is_non_overlapping_and_dense()) {
+    std::memset(self.data_ptr(), 0, self.nbytes());
+  } else {
+    self.zero_();
+  }
+  AT_DISPATCH_V2(self.scalar_type(), "identity", AT_WRAP([&] {
+                   for (const int64_t offset : offsets)
+                     self.data_ptr<scalar_t>()[offset] = scalar_t(1);
+                 }),
+                 TORCHINIT_FILL_DTYPES);
 }
 
 }  // namespace
@@ -125,4 +141,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("fill_one", &fill_one);
   m.def("sparse", &sparse);
   m.def("identity", &identity);
+  m.def("one_offsets", &one_offsets);
 }

@@ -15,6 +15,7 @@ from fill_laws import LAWS, padded
 from torch.utils.cpp_extension import load
 
 import torchinit_ext  # noqa: F401  (registers torch.ops.torchinit_ext)
+from torchinit_ext._dispatch import FILL_DTYPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,14 +109,74 @@ def test_sparse_equals_cpu(host, dtype, shape, sparsity):
     assert torch.equal(cpu, gpu_logic)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.int64, torch.bool, torch.bfloat16])
-@pytest.mark.parametrize(
-    "shape,groups",
-    [((5, 7), 0), ((7, 5), 0), ((6, 4, 3, 3), 2), ((4, 4, 5), 1), ((2, 6, 3, 2, 3), 2)],
-)
-def test_identity_equals_cpu(host, dtype, shape, groups):
-    cpu = torch.full(shape, 3, dtype=dtype)
-    (ops.eye_(cpu) if groups == 0 else ops.dirac_(cpu, groups))
-    gpu_logic = torch.full(shape[::-1], 3, dtype=dtype).permute(*reversed(range(len(shape))))
+# eye_ (groups 0) and dirac_ targets: square, wide, tall, grouped, 1 to 3 spatial dims with odd
+# and even sizes, and empty ones.
+IDENTITY = [
+    ((5, 7), 0),
+    ((7, 5), 0),
+    ((1, 1), 0),
+    ((0, 4), 0),
+    ((6, 4, 3, 3), 2),
+    ((4, 4, 5), 1),
+    ((6, 2, 4), 3),
+    ((2, 6, 3, 2, 3), 2),
+    ((12, 3, 1, 4), 4),
+    ((4, 4, 0, 3), 2),
+]
+LAYOUTS = ["contiguous", "reversed", "channels_last", "sliced"]
+
+
+def _identity_target(shape, layout, dtype):
+    """(base, view): a view of `shape` in `layout`, and the tensor it lies in, all 3s. reversed:
+    every dim transposed; channels_last: in channels innermost (channels_last for 4 dims,
+    channels_last_3d for 5); sliced: every other out channel and a margin in the last dim, not
+    dense, so the base's other elements must stay 3."""
+    n = len(shape)
+    if layout == "sliced":
+        base = torch.full((2 * shape[0], *shape[1:-1], shape[-1] + 2), 3, dtype=dtype)
+        return base, base[::2, ..., 1:-1]
+    order = {
+        "contiguous": list(range(n)),
+        "reversed": list(reversed(range(n))),
+        "channels_last": [0, *range(2, n), 1],
+    }[layout]
+    base = torch.full([shape[d] for d in order], 3, dtype=dtype)
+    return base, base.permute(*[order.index(d) for d in range(n)])
+
+
+def _run_cpu(view, groups):
+    return ops.eye_(view) if groups == 0 else ops.dirac_(view, groups)
+
+
+@pytest.mark.parametrize("dtype", sorted(FILL_DTYPES, key=str))
+@pytest.mark.parametrize("shape,groups", IDENTITY)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_identity_equals_cpu_bit_for_bit(host, dtype, shape, groups, layout):
+    cpu_base, cpu = _identity_target(shape, layout, dtype)
+    gpu_base, gpu_logic = _identity_target(shape, layout, dtype)
+    _run_cpu(cpu, groups)
     host.identity(gpu_logic, groups)
-    assert torch.equal(cpu, gpu_logic)
+    assert torch.equal(cpu_base.view(torch.uint8), gpu_base.view(torch.uint8))
+
+
+def _cpu_one_offsets(view, groups):
+    """The memory offsets (from the view's data pointer) of the ones the CPU writes."""
+    _run_cpu(view, groups)
+    index = torch.nonzero(view).reshape(-1, view.dim())
+    return sorted((index * torch.tensor(view.stride())).sum(1).tolist())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_one_per_thread_offsets_are_the_cpu_ones(host, layout):
+    shapes = [((rows, cols), 0) for rows in (1, 2, 3, 7, 16) for cols in (1, 2, 5, 16)]
+    shapes += [
+        ((groups * per_group, in_channels, *spatial), groups)
+        for groups in (1, 2, 3)
+        for per_group in (1, 2, 5)
+        for in_channels in (1, 3, 4)
+        for spatial in ((1,), (4,), (3, 2), (2, 1, 5), (3, 3, 3), (0, 2))
+    ]
+    for shape, groups in shapes:
+        _, view = _identity_target(shape, layout, torch.float32)
+        offsets = host.one_offsets(view, groups)
+        assert sorted(offsets) == _cpu_one_offsets(view, groups), (shape, groups)
