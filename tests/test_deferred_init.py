@@ -166,8 +166,8 @@ def test_record_keeps_only_writes_of_meta_storage():
 
 
 def test_compiled_code_in_a_constructor_gives_eagers_values():
-    """Code compiled with torch.compile and run in a constructor is recorded as eager code is:
-    deferred_init() and materialize() give eager's values."""
+    """Code compiled with torch.compile and run in a constructor is recorded as eager code is,
+    and run in a reset as eager code is: materialize() gives eager's values both ways."""
 
     @torch.compile(backend="eager")
     def rescale(w):
@@ -177,15 +177,22 @@ def test_compiled_code_in_a_constructor_gives_eagers_values():
         def __init__(self):
             super().__init__()
             self.linear = nn.Linear(4, 3)
+            self.reset_parameters()
+
+        def reset_parameters(self):
             with torch.no_grad():
                 self.linear.weight.copy_(rescale(self.linear.weight))
 
     with ti.patched():
         torch.manual_seed(0)
         eager = Rescaled()
-    torch.manual_seed(0)
+    on_meta = Rescaled().to("meta")  # materialize() runs the resets, compiled code and all
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # dynamo's notes, if any
+        warnings.simplefilter("ignore")  # dynamo's notes, and the custom class's
+        torch.manual_seed(0)
         deferred = ti.materialize(ti.deferred_init(Rescaled))
-    assert torch.equal(deferred.linear.weight, eager.linear.weight)
-    assert torch.equal(deferred.linear.bias, eager.linear.bias)
+        torch.manual_seed(0)
+        reset = ti.materialize(on_meta, device="cpu")
+    for model in (deferred, reset):
+        assert torch.equal(model.linear.weight, eager.linear.weight)
+        assert torch.equal(model.linear.bias, eager.linear.bias)
