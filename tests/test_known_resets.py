@@ -89,7 +89,7 @@ def _materialized(build, seed, known, from_meta, monkeypatch):
         torch.manual_seed(1)
         ti.materialize(model, device="cpu" if from_meta else None, seed=seed)
     if known:  # none of the known ones ran
-        assert all(_known_resets.fills(module) is None for module in ran)
+        assert all(_known_resets.fills(module, _known_resets.table()) is None for module in ran)
     return model.state_dict()
 
 
@@ -99,7 +99,7 @@ def _materialized(build, seed, known, from_meta, monkeypatch):
 @pytest.mark.parametrize("name", MODULES)
 def test_a_known_reset_writes_what_running_it_writes(name, seed, from_meta, monkeypatch):
     module = MODULES[name]()
-    assert any(_known_resets.fills(m) is not None for m in module.modules())
+    assert any(_known_resets.fills(m, _known_resets.table()) is not None for m in module.modules())
     known = _materialized(MODULES[name], seed, True, from_meta, monkeypatch)
     reference = MODULES[name]
     if name == "conv channels_last" and seed is not None:
@@ -116,15 +116,38 @@ def test_a_known_reset_writes_what_running_it_writes(name, seed, from_meta, monk
 
 @pytest.mark.parametrize("name", UNUSUAL)
 def test_unusual_resets_run(name):
-    assert _known_resets.fills(UNUSUAL[name]()) is None
+    assert _known_resets.fills(UNUSUAL[name](), _known_resets.table()) is None
 
 
 def test_a_reset_set_on_the_instance_runs():
     linear = nn.Linear(2, 3, bias=False)
     linear.reset_parameters = lambda: linear.weight.data.fill_(2.0)
-    assert _known_resets.fills(linear) is None
+    assert _known_resets.fills(linear, _known_resets.table()) is None
     ti.materialize(linear)
     assert (linear.weight == 2).all()
+
+
+@pytest.mark.parametrize(
+    "module, namespace, name",
+    [
+        (lambda: nn.Linear(3, 4), torch.nn.init, "kaiming_uniform_"),
+        (lambda: nn.LayerNorm(4), torch.nn.init, "zeros_"),
+        (lambda: nn.MultiheadAttention(4, 2), torch.nn.modules.activation, "xavier_uniform_"),
+    ],
+)
+def test_a_reset_whose_init_function_was_swapped_runs(module, namespace, name, monkeypatch):
+    """A library that swaps torch.nn.init's functions (transformers' no_init_weights swaps them
+    for no-ops) gets its function called, as running the reset would call it."""
+    original = getattr(namespace, name)
+    calls = []
+    monkeypatch.setattr(namespace, name, lambda *args, **kwargs: calls.append(args[0]))
+    layer = module()  # (built with the swapped function too)
+    calls.clear()
+    with pytest.raises(ti.UninitializedError):  # the no-op wrote nothing: as running it
+        ti.materialize(layer)
+    assert len(calls) == 1
+    monkeypatch.setattr(namespace, name, original)
+    assert any(_known_resets.fills(m, _known_resets.table()) is not None for m in layer.modules())
 
 
 def test_the_table_follows_torchs_version(monkeypatch):

@@ -2,9 +2,10 @@
 running each reset's Python code through the init functions: a model's host work then grows with
 its tensors by less than stock's reset loop does.
 
-`fills(module)` gives, for a module whose reset is one of torch.nn's below (its class's
+`fills(module, table())` gives, for a module whose reset is one of torch.nn's below (its class's
 reset_parameters or _reset_parameters is torch.nn's function itself, so subclasses that keep it
-count, and one replaced by anyone does not), the writes that reset makes, in its order:
+count, and one replaced by anyone does not; and the init functions it calls are torch's own),
+the writes that reset makes, in its order:
 (tensor, law, params), where law is a fill_many_ law or "zero" (an integer tensor's zero_()). It
 gives None where anything is unusual (zero-element tensors, padding rows, lazy modules, a
 reset_running_stats of another class, a torch newer than those tested): the reset then runs.
@@ -101,17 +102,27 @@ def _attention(module: nn.MultiheadAttention) -> list[Fill] | None:
     return fills
 
 
-def _known() -> dict[Callable, Callable[[nn.Module], list[Fill] | None]]:
+# What the resets call, as torch.nn.init had it at import (patch() keeps these objects).
+_ORIGINAL = dict(vars(torch.nn.init))
+_LAYER_CALLS = ("kaiming_uniform_", "uniform_", "_calculate_fan_in_and_fan_out")
+_AFFINE_CALLS = ("ones_", "zeros_")
+
+
+def _known() -> dict[Callable, tuple[Callable[[nn.Module], list[Fill] | None], tuple[str, ...]]]:
+    """Each known reset: its fills, and the names of the init functions it calls."""
     modules = nn.modules
     return {
-        modules.linear.Linear.reset_parameters: _layer,
-        modules.conv._ConvNd.reset_parameters: _layer,
-        modules.sparse.Embedding.reset_parameters: _embedding,
-        modules.normalization.LayerNorm.reset_parameters: _layer_norm,
-        modules.normalization.RMSNorm.reset_parameters: _layer_norm,
-        modules.normalization.GroupNorm.reset_parameters: _group_norm,
-        modules.batchnorm._NormBase.reset_parameters: _batch_norm,
-        modules.activation.MultiheadAttention._reset_parameters: _attention,
+        modules.linear.Linear.reset_parameters: (_layer, _LAYER_CALLS),
+        modules.conv._ConvNd.reset_parameters: (_layer, _LAYER_CALLS),
+        modules.sparse.Embedding.reset_parameters: (_embedding, ("normal_",)),
+        modules.normalization.LayerNorm.reset_parameters: (_layer_norm, _AFFINE_CALLS),
+        modules.normalization.RMSNorm.reset_parameters: (_layer_norm, ("ones_",)),
+        modules.normalization.GroupNorm.reset_parameters: (_group_norm, _AFFINE_CALLS),
+        modules.batchnorm._NormBase.reset_parameters: (_batch_norm, _AFFINE_CALLS),
+        modules.activation.MultiheadAttention._reset_parameters: (
+            _attention,
+            ("xavier_uniform_", "constant_", "xavier_normal_"),
+        ),
     }
 
 
@@ -120,6 +131,23 @@ _KNOWN = (
     if tuple(int(part) for part in torch.__version__.split(".")[:2]) <= _TESTED_TORCH
     else {}
 )
+
+
+def _called(reset: Callable, name: str):
+    """The function `reset` calls as `name` now: a global of its module, or `init.<name>`."""
+    names = reset.__globals__
+    return names[name] if name in names else getattr(names["init"], name, None)
+
+
+def table() -> dict[Callable, Callable[[nn.Module], list[Fill] | None]]:
+    """The known resets whose init functions are torch's own now, for one materialize(): one
+    that would call a function swapped in since (transformers' no_init_weights swaps them for
+    no-ops) runs instead."""
+    return {
+        reset: law
+        for reset, (law, calls) in _KNOWN.items()
+        if all(_called(reset, name) is _ORIGINAL.get(name) for name in calls)
+    }
 
 
 def reset_of(module: nn.Module) -> Callable | None:
@@ -133,7 +161,8 @@ def reset_of(module: nn.Module) -> Callable | None:
     return None
 
 
-def fills(module: nn.Module) -> list[Fill] | None:
-    """The writes of `module`'s reset, in order, when it is one of torch.nn's above; else None."""
-    law = _KNOWN.get(reset_of(module))
+def fills(module: nn.Module, known: dict) -> list[Fill] | None:
+    """The writes of `module`'s reset, in order, when it is one of `known` (table()); else
+    None."""
+    law = known.get(reset_of(module))
     return None if law is None else law(module)

@@ -89,10 +89,11 @@ def _reset(module: nn.Module) -> None:
             return
 
 
-def _reset_known(module: nn.Module, session: _session.Session) -> bool:
-    """Queues the fills of `module`'s reset without running it, when it is one of torch.nn's
-    (_known_resets) and the session takes every tensor it fills; returns whether it did."""
-    fills = _known_resets.fills(module)
+def _reset_known(module: nn.Module, session: _session.Session, known: dict) -> bool:
+    """Queues the fills of `module`'s reset without running it, when it is one of torch.nn's in
+    `known` (_known_resets.table()) and the session takes every tensor it fills; returns whether
+    it did."""
+    fills = _known_resets.fills(module, known)
     if fills is None:
         return False
     targets = []
@@ -475,10 +476,11 @@ def _reset_all(
         new_params, new_buffers, _ = tree.index()
         named = {**new_params, **new_buffers}
     session = _session.Session({prefix + n: t for n, t in named.items()}, seed, scratch)
+    known = _known_resets.table()
     try:
         with session.running():
             for submodule in tree.post_order:
-                if not _reset_known(submodule, session):
+                if not _reset_known(submodule, session, known):
                     _reset(submodule)
     finally:
         _tie(tied)
