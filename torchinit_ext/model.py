@@ -30,7 +30,6 @@ class _Tree:
     each list."""
 
     def __init__(self, module: nn.Module):
-        self.named: list[tuple[str, nn.Module]] = []  # named_modules() order
         self.post_order: list[nn.Module] = []  # children before their parent: eager's resets
         # (prefix, module, "_parameters" or "_buffers", attribute, tensor), in named_modules()
         # order, each module's parameters before its buffers.
@@ -46,7 +45,6 @@ class _Tree:
 
     def _visit(self, module: nn.Module, prefix: str, seen: set[int]) -> None:
         seen.add(id(module))
-        self.named.append((prefix, module))
         dotted = f"{prefix}." if prefix else ""
         for kind in ("_parameters", "_buffers"):
             holder = module.__dict__[kind]
