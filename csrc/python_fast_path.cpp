@@ -1,10 +1,10 @@
 // The lean Python entries of the most common fills (torchinit_ext._C.uniform_, normal_, fill_)
-// and of the key draw that materialize() makes per fill (philox_key):
-// a small tensor's torch.ops call costs several microseconds of argument parsing against the
-// schema, more than its fill. These unpack the arguments directly and call the same ops through
-// the C++ dispatcher, so autograd, inference mode, version counters and dispatch modes see exactly
-// the op's call. Each returns False, having done nothing, for what the Python path must handle:
-// tensor subclasses, dtypes and devices without kernels, arguments of other types, and any
+// and of what materialize() asks per fill: the key draw (philox_key), the tensor's extent
+// (fill_extent): a small tensor's torch.ops call costs several microseconds of argument parsing
+// against the schema, more than its fill. These unpack the arguments directly and call the same ops
+// through the C++ dispatcher, so autograd, inference mode, version counters and dispatch modes see
+// exactly the op's call. Each returns False, having done nothing, for what the Python path must
+// handle: tensor subclasses, dtypes and devices without kernels, arguments of other types, and any
 // tensor while a __torch_function__ mode is on (the mode must see the call).
 #include "python_fast_path.h"
 
@@ -12,6 +12,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/Generator.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -35,20 +36,25 @@ bool has_kernel(c10::DispatchKey key) {
       .hasKernelForDispatchKey(key);
 }
 
-// The tensor of `obj` when the Python path would fill it with the compiled kernels (or, for
-// constants, stock's fill_): a plain Tensor or Parameter of a float dtype, strided, not nested,
-// on a device with kernels; nullptr otherwise.
-const at::Tensor* lean_tensor(PyObject* obj) {
+// The tensor of `obj` when the compiled kernels take it (_dispatch.compiled): a plain Tensor or
+// Parameter of a float dtype, strided, not nested, on a device with kernels; nullptr otherwise.
+const at::Tensor* compiled_tensor(PyObject* obj) {
   static const bool cuda = has_kernel(c10::DispatchKey::CUDA);
   static const bool meta = has_kernel(c10::DispatchKey::Meta);
-  // For these types, torch.ops' check for __torch_function__ is the check for a mode.
-  if (!THPVariable_CheckExact(obj) || at::impl::torch_function_mode_enabled()) return nullptr;
+  if (!THPVariable_CheckExact(obj)) return nullptr;
   const at::Tensor& t = THPVariable_Unpack(obj);
   const bool device = t.is_cpu() || (cuda && t.is_cuda()) || (meta && t.is_meta());
   const at::ScalarType dtype = t.scalar_type();
   const bool float_dtype =
       dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16;
   return device && float_dtype && t.layout() == at::kStrided && !t.is_nested() ? &t : nullptr;
+}
+
+// The tensor of `obj` when the Python path would fill it with the compiled kernels (or, for
+// constants, stock's fill_), with no __torch_function__ mode on: for these types, torch.ops'
+// check for __torch_function__ is the check for a mode, which must see the call.
+const at::Tensor* lean_tensor(PyObject* obj) {
+  return at::impl::torch_function_mode_enabled() ? nullptr : compiled_tensor(obj);
 }
 
 // A Python float or int as the op's `float` argument takes it (int.__float__); nullopt for other
@@ -154,6 +160,27 @@ PyObject* philox_key_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
+// fill_extent(tensor) -> (memory, offset, sizes, strides, dtype), or None where the compiled
+// fills don't take the tensor: _session.extent() of a tensor that _dispatch.compiled() accepts,
+// in one call, for materialize(), which asks it of every tensor a known reset fills. Memory is
+// the storage's address (0 for no elements or meta), as UntypedStorage.data_ptr() gives it.
+PyObject* fill_extent_entry(PyObject*, PyObject* obj) {
+  HANDLE_TH_ERRORS
+  const at::Tensor* tensor = compiled_tensor(obj);
+  if (!tensor) Py_RETURN_NONE;
+  const bool has_memory = tensor->numel() != 0 && !tensor->is_meta();
+  const auto memory =
+      has_memory ? reinterpret_cast<uintptr_t>(tensor->storage().mutable_data()) : uintptr_t{0};
+  namespace py = pybind11;
+  return py::make_tuple(
+             memory, tensor->storage_offset(), py::tuple(py::cast(tensor->sizes().vec())),
+             py::tuple(py::cast(tensor->strides().vec())),
+             py::handle(reinterpret_cast<PyObject*>(torch::getTHPDtype(tensor->scalar_type()))))
+      .release()
+      .ptr();
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
     {"uniform_", reinterpret_cast<PyCFunction>(random_fill_entry<kUniform>), METH_FASTCALL,
      "uniform_(tensor, a, b, generator) -> bool: ops.uniform_ without grad, if it takes them."},
@@ -165,6 +192,9 @@ PyMethodDef methods[] = {
     {"philox_key", reinterpret_cast<PyCFunction>(philox_key_entry), METH_FASTCALL,
      "philox_key(tensor, generator) -> [key, offset]: ops.philox_key, unseen by dispatch "
      "modes."},
+    {"fill_extent", reinterpret_cast<PyCFunction>(fill_extent_entry), METH_O,
+     "fill_extent(tensor) -> (memory, offset, sizes, strides, dtype) or None: _session.extent() "
+     "of a tensor the compiled fills take."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

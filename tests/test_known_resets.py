@@ -14,6 +14,12 @@ from torchinit_ext import _known_resets
 KNOWN = bool(_known_resets._KNOWN)
 
 
+def _queued(module: nn.Module) -> bool:
+    """Whether materialize() would queue `module`'s reset as a known one's fills."""
+    resets = _known_resets.Resets()
+    return resets[type(module)].law is not None and _known_resets.fills(module, resets) is not None
+
+
 def _contiguous_conv():
     return nn.Conv2d(3, 4, 3)
 
@@ -60,7 +66,15 @@ UNUSUAL = {
     "own running stats": lambda: type(
         "Own", (nn.BatchNorm1d,), {"reset_running_stats": lambda self: None}
     )(3),
+    "parametrized weight": lambda: _parametrized(nn.Linear(2, 3), "weight"),
+    "parametrized norm": lambda: _parametrized(nn.LayerNorm(3), "weight"),
 }
+
+
+def _parametrized(module: nn.Module, name: str) -> nn.Module:
+    """`module` with its tensor `name` a parametrization's property, not a parameter."""
+    torch.nn.utils.parametrize.register_parametrization(module, name, nn.Identity())
+    return module
 
 
 def _scrambled(module):
@@ -89,7 +103,7 @@ def _materialized(build, seed, known, from_meta, monkeypatch):
         torch.manual_seed(1)
         ti.materialize(model, device="cpu" if from_meta else None, seed=seed)
     if known:  # none of the known ones ran
-        assert all(_known_resets.fills(module, _known_resets.table()) is None for module in ran)
+        assert all(_known_resets.fills(module, _known_resets.Resets()) is None for module in ran)
     return model.state_dict()
 
 
@@ -99,7 +113,7 @@ def _materialized(build, seed, known, from_meta, monkeypatch):
 @pytest.mark.parametrize("name", MODULES)
 def test_a_known_reset_writes_what_running_it_writes(name, seed, from_meta, monkeypatch):
     module = MODULES[name]()
-    assert any(_known_resets.fills(m, _known_resets.table()) is not None for m in module.modules())
+    assert any(_queued(m) for m in module.modules())
     known = _materialized(MODULES[name], seed, True, from_meta, monkeypatch)
     reference = MODULES[name]
     if name == "conv channels_last" and seed is not None:
@@ -116,13 +130,13 @@ def test_a_known_reset_writes_what_running_it_writes(name, seed, from_meta, monk
 
 @pytest.mark.parametrize("name", UNUSUAL)
 def test_unusual_resets_run(name):
-    assert _known_resets.fills(UNUSUAL[name](), _known_resets.table()) is None
+    assert _known_resets.fills(UNUSUAL[name](), _known_resets.Resets()) is None
 
 
 def test_a_reset_set_on_the_instance_runs():
     linear = nn.Linear(2, 3, bias=False)
     linear.reset_parameters = lambda: linear.weight.data.fill_(2.0)
-    assert _known_resets.fills(linear, _known_resets.table()) is None
+    assert _known_resets.fills(linear, _known_resets.Resets()) is None
     ti.materialize(linear)
     assert (linear.weight == 2).all()
 
@@ -147,7 +161,7 @@ def test_a_reset_whose_init_function_was_swapped_runs(module, namespace, name, m
         ti.materialize(layer)
     assert len(calls) == 1
     monkeypatch.setattr(namespace, name, original)
-    assert any(_known_resets.fills(m, _known_resets.table()) is not None for m in layer.modules())
+    assert any(_queued(m) for m in layer.modules())
 
 
 def test_the_table_follows_torchs_version(monkeypatch):

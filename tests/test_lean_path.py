@@ -9,7 +9,7 @@ from common import ops
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchinit_ext as init
-from torchinit_ext import _C, _dispatch
+from torchinit_ext import _C, _dispatch, _session
 
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 LEAN = {"uniform_": _C.uniform_, "normal_": _C.normal_}
@@ -230,3 +230,42 @@ def test_lean_key_draw_equals_the_op_and_is_unseen_by_dispatch_modes(seeded):
         _C.philox_key(t, 3)
     with pytest.raises(TypeError, match="philox_key: expected a Tensor"):
         _C.philox_key([1.0], None)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.empty(3, 5),
+        lambda: torch.nn.Parameter(torch.empty(4, 6, dtype=torch.bfloat16)),
+        lambda: torch.empty(6, 4, dtype=torch.float64).t(),
+        lambda: torch.empty(8, 8, dtype=torch.float16)[2:, 1::3],
+        lambda: torch.empty(0, 3),
+        lambda: torch.empty(2, 3, device="meta"),
+    ],
+)
+def test_fill_extent_is_the_extent_of_a_tensor_the_compiled_fills_take(make):
+    """materialize() asks _C.fill_extent of every tensor a known reset fills: compiled() and
+    extent() in one call, equal (and hashed equal, as a dict key) to the Python pair's."""
+    t = make()
+    assert _dispatch.compiled(t)
+    where = _C.fill_extent(t)
+    assert where == _session.extent(t)
+    assert hash(where) == hash(_session.extent(t))
+    assert (where[0] == 0) == (t.numel() == 0 or t.is_meta)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.tensor([1.0, 2.0]).as_subclass(_SUBCLASS),
+        lambda: torch.tensor([1, 2], dtype=torch.int32),
+        lambda: torch.tensor([1, 2], dtype=torch.complex64),
+        lambda: torch.tensor([1.0, 0.0]).to_sparse(),
+        lambda: torch.nested.nested_tensor([torch.ones(2), torch.ones(3)]),
+        lambda: [1.0, 2.0],
+    ],
+)
+def test_fill_extent_is_none_where_the_compiled_fills_do_not_take_it(make):
+    value = make()
+    assert not (isinstance(value, torch.Tensor) and _dispatch.compiled(value))
+    assert _C.fill_extent(value) is None

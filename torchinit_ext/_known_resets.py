@@ -2,23 +2,24 @@
 running each reset's Python code through the init functions: a model's host work then grows with
 its tensors by less than stock's reset loop does.
 
-`fills(module, table())` gives, for a module whose reset is one of torch.nn's below (its class's
+`fills(module, Resets())` gives, for a module whose reset is one of torch.nn's below (its class's
 reset_parameters or _reset_parameters is torch.nn's function itself, so subclasses that keep it
 count, and one replaced by anyone does not; and the init functions it calls are torch's own),
 the writes that reset makes, in its order:
 (tensor, law, params), where law is a fill_many_ law or "zero" (an integer tensor's zero_()). It
-gives None where anything is unusual (zero-element tensors, padding rows, lazy modules, a
-reset_running_stats of another class, a torch newer than those tested): the reset then runs.
-tests/test_known_resets.py checks each entry against its reset, bit for bit, on every torch CI runs.
-"""
+gives [] for a module with no reset at all, and None where the reset must run: anything unusual
+(zero-element tensors, padding rows, lazy modules, a reset_running_stats of another class, a
+torch newer than those tested). tests/test_known_resets.py checks each entry against its reset,
+bit for bit, on every torch CI runs."""
 
+import dataclasses
 import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from .init import _kaiming_std, _xavier_std
+from .init import _xavier_std
 
 # Entries mirror torch.nn's resets of these versions (checked by CI on 2.13, 2.14 and 2.15; the
 # device machine has 2.11): a later torch may change a reset, so it runs them.
@@ -26,29 +27,32 @@ _TESTED_TORCH = (2, 15)
 
 Fill = tuple[Tensor, str, tuple]
 
-# Linear's and the convolutions' weight: kaiming_uniform_(weight, a=sqrt(5)).
-_LAYER_WEIGHT_A = math.sqrt(5)
+# Linear's and the convolutions' weight: kaiming_uniform_(weight, a=sqrt(5)), whose gain is this
+# (computed as kaiming_uniform_ computes it).
+_LAYER_GAIN = torch.nn.init.calculate_gain("leaky_relu", math.sqrt(5))
+_SQRT3 = math.sqrt(3.0)
 
 
 def _layer(module: nn.Module) -> list[Fill] | None:
     """nn.Linear, and the convolutions (_ConvNd): kaiming_uniform_(weight, a=sqrt(5)), then the
-    bias uniform in +-1/sqrt(fan_in)."""
-    weight, bias = module.weight, module.bias
-    if weight.numel() == 0:
-        return None  # kaiming_uniform_ warns and draws nothing
-    bound = math.sqrt(3.0) * _kaiming_std(weight, _LAYER_WEIGHT_A, "fan_in", "leaky_relu")
+    bias uniform in +-1/sqrt(fan_in); each bound computed as the reset computes it."""
+    parameters = module._parameters
+    weight, bias = parameters.get("weight"), parameters.get("bias")
+    if weight is None or weight.ndim < 2 or not weight.numel():
+        return None  # a parametrization's, or kaiming_uniform_'s warning for zero elements
+    fan_in = math.prod(weight.shape[1:])  # _calculate_fan_in_and_fan_out's
+    root = math.sqrt(fan_in)
+    bound = _SQRT3 * (_LAYER_GAIN / root)
     fills = [(weight, "uniform", (-bound, bound))]
     if bias is not None:
-        fan_in = torch.nn.init._calculate_fan_in_and_fan_out(weight)[0]
-        bias_bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-        fills.append((bias, "uniform", (-bias_bound, bias_bound)))
+        fills.append((bias, "uniform", (-1 / root, 1 / root)))
     return fills
 
 
 def _embedding(module: nn.Embedding) -> list[Fill] | None:
     if module.padding_idx is not None:
         return None  # the padding row's write follows the fill
-    return [(module.weight, "normal", (0.0, 1.0))]
+    return [(module._parameters["weight"], "normal", (0.0, 1.0))]
 
 
 def _affine(weight: Tensor | None, bias: Tensor | None) -> list[Fill]:
@@ -58,14 +62,16 @@ def _affine(weight: Tensor | None, bias: Tensor | None) -> list[Fill]:
 
 
 def _layer_norm(module: nn.Module) -> list[Fill] | None:
-    """nn.LayerNorm, nn.RMSNorm (no bias attribute)."""
+    """nn.LayerNorm, nn.RMSNorm (no bias slot)."""
     if not module.elementwise_affine:
         return []
-    return _affine(module.weight, getattr(module, "bias", None))
+    parameters = module._parameters
+    return _affine(parameters["weight"], parameters.get("bias"))
 
 
 def _group_norm(module: nn.GroupNorm) -> list[Fill] | None:
-    return _affine(module.weight, module.bias) if module.affine else []
+    parameters = module._parameters
+    return _affine(parameters["weight"], parameters["bias"]) if module.affine else []
 
 
 def _batch_norm(module: nn.modules.batchnorm._NormBase) -> list[Fill] | None:
@@ -74,29 +80,32 @@ def _batch_norm(module: nn.modules.batchnorm._NormBase) -> list[Fill] | None:
         return None
     fills = []
     if module.track_running_stats:
+        buffers = module._buffers
         fills = [
-            (module.running_mean, "constant", (0.0,)),
-            (module.running_var, "constant", (1.0,)),
-            (module.num_batches_tracked, "zero", ()),
+            (buffers["running_mean"], "constant", (0.0,)),
+            (buffers["running_var"], "constant", (1.0,)),
+            (buffers["num_batches_tracked"], "zero", ()),
         ]
-    return fills + (_affine(module.weight, module.bias) if module.affine else [])
+    parameters = module._parameters
+    return fills + (_affine(parameters["weight"], parameters["bias"]) if module.affine else [])
 
 
 def _attention(module: nn.MultiheadAttention) -> list[Fill] | None:
+    parameters = module._parameters
     if module._qkv_same_embed_dim:
-        projections = [module.in_proj_weight]
+        projections = [parameters["in_proj_weight"]]
     else:
-        projections = [module.q_proj_weight, module.k_proj_weight, module.v_proj_weight]
+        projections = [parameters[f"{x}_proj_weight"] for x in "qkv"]
     fills = []
     for weight in projections:
-        bound = math.sqrt(3.0) * _xavier_std(weight, 1.0)
+        bound = _SQRT3 * _xavier_std(weight, 1.0)
         fills.append((weight, "uniform", (-bound, bound)))
-    if module.in_proj_bias is not None:
+    if parameters["in_proj_bias"] is not None:
         fills += [
-            (module.in_proj_bias, "constant", (0.0,)),
+            (parameters["in_proj_bias"], "constant", (0.0,)),
             (module.out_proj.bias, "constant", (0.0,)),
         ]
-    for extra in (module.bias_k, module.bias_v):
+    for extra in (parameters.get("bias_k"), parameters.get("bias_v")):
         if extra is not None:
             fills.append((extra, "normal", (0.0, _xavier_std(extra, 1.0))))
     return fills
@@ -150,19 +159,43 @@ def table() -> dict[Callable, Callable[[nn.Module], list[Fill] | None]]:
     }
 
 
-def reset_of(module: nn.Module) -> Callable | None:
-    """The function materialize() runs as `module`'s reset (as model._reset finds it), unbound."""
-    for method in ("reset_parameters", "_reset_parameters"):
-        if method in module.__dict__:
-            return None  # set on the instance: not torch.nn's
-        reset = getattr(type(module), method, None)
-        if callable(reset):
-            return reset
-    return None
+# A module's reset: the first of these it has, as materialize() looks for it.
+RESET_METHODS = ("reset_parameters", "_reset_parameters")
 
 
-def fills(module: nn.Module, known: dict) -> list[Fill] | None:
-    """The writes of `module`'s reset, in order, when it is one of `known` (table()); else
-    None."""
-    law = known.get(reset_of(module))
-    return None if law is None else law(module)
+@dataclasses.dataclass(frozen=True)
+class Reset:
+    """What materialize() runs as the reset of a module class's modules."""
+
+    method: Callable | None  # its reset_parameters or _reset_parameters, unbound; None: none
+    law: Callable[[nn.Module], list[Fill] | None] | None  # its fills, when a known reset
+
+
+class Resets(dict):
+    """Each module class's Reset, looked up once per class: for one materialize(), as the known
+    resets (table()) are those whose init functions are torch's own then."""
+
+    def __init__(self):
+        super().__init__()
+        self.known = table()
+
+    def __missing__(self, cls: type) -> Reset:
+        candidates = (getattr(cls, name, None) for name in RESET_METHODS)
+        method = next((method for method in candidates if callable(method)), None)
+        reset = self[cls] = Reset(method, self.known.get(method))
+        return reset
+
+
+def fills(module: nn.Module, resets: Resets) -> list[Fill] | None:
+    """The writes of `module`'s reset, in order, when it is a known one; [] when it has none;
+    None when it must run."""
+    attributes = module.__dict__
+    if RESET_METHODS[0] in attributes or RESET_METHODS[1] in attributes:
+        return None  # set on the instance: not torch.nn's
+    reset = resets[module.__class__]
+    if reset.law is None:
+        return [] if reset.method is None else None
+    try:
+        return reset.law(module)
+    except KeyError:
+        return None  # a tensor not in its slot (a parametrization's property): the reset runs

@@ -490,7 +490,8 @@ def refuse_uninitialized(module: nn.Module, caller: str, slots=None) -> None:
     """Raises UnrecordableError if `module` holds an UninitializedParameter or
     UninitializedBuffer (a lazy module's, nn.LazyLinear: its first forward pass decides its shape),
     which `caller` ("deferred_init", "materialize") can give no values; names the first. `slots`:
-    the module tree's (prefix, owner, kind, name, tensor), when known (model._Tree)."""
+    the module tree's (prefix, owner, kind, name, tensor) of tensor subclasses, when known
+    (model._Tree.subclassed: plain tensors are never uninitialized)."""
     if slots is None:
         slots = [
             (f"{prefix}." if prefix else "", owner, kind, name, tensor)

@@ -19,6 +19,8 @@ from . import _dispatch, _record, _sharded
 from ._dispatch import _C, compiled
 from ._patch import patched
 
+_NO_KEY = (0, 0)  # a constant fill's: it draws nothing
+
 
 def seed_key(seed: int, name: str) -> tuple[int, int]:
     """The Philox (key, offset) of the tensor named `name` under materialize(seed=seed): the
@@ -57,18 +59,27 @@ class Session:
     arguments: each recorded fill passed its meta kernel's checks when it was recorded."""
 
     def __init__(
-        self, named: dict[str, Tensor], seed: int | None, scratch: set[int], checked=False
+        self,
+        named: dict[str, Tensor],
+        seed: int | None,
+        scratch: set[int],
+        checked=False,
+        by_object: dict[int, tuple[Tensor, str]] | None = None,
     ):
         self.seed = seed
         self.scratch = scratch
         self.check = not checked
         self._named = named
-        # The module's tensors by object: a reset fills its own parameters and buffers.
-        self._by_object = {id(t): (t, name) for name, t in named.items()}
+        # The module's tensors by object (id -> (tensor, name)), when the caller has them: a
+        # reset fills its own parameters and buffers.
+        if by_object is None:
+            by_object = {id(t): (t, name) for name, t in named.items()}
+        self._by_object = by_object
         self._names: dict[tuple, str] | None = None  # by extent: see `names`
-        # storage -> {extent: (local, law, params, key, block)}: the queue, by memory touched.
-        self.pending: dict[int, dict[tuple, tuple]] = {}
-        self.written: set[int] = set()  # memory written, by any op
+        # The queue, by extent: (local, law, params, key, block), and the memory it touches.
+        self.pending: dict[tuple, tuple] = {}
+        self.pending_memory: set[int] = set()
+        self.written: set[int] = set()  # memory written by ops the Tracker saw
         self.filled: set[str] = set()  # names of the tensors deferred fills wrote whole
         self.own_op = False  # see _own_op
         self.checked: set[tuple] = set()  # (law, params, dtype, shape, strides) that passed
@@ -103,9 +114,9 @@ class Session:
         fill_many_ takes, for defer(); else None."""
         plain = type(tensor) in _sharded.PLAIN_TYPES
         local = tensor if plain else _sharded.local_tensor(tensor)
-        if not compiled(local):
+        where = _C.fill_extent(local)  # compiled() and extent() in one call
+        if where is None:
             return None
-        where = extent(local)
         name = self._name(tensor, where)
         if name is None:
             return None
@@ -123,17 +134,16 @@ class Session:
             if signature not in self.checked:
                 self._check(local, law, params, signature)
         if law == "constant":
-            key = [0, 0]
+            key = _NO_KEY
         elif self.seed is not None:
-            key = list(seed_key(self.seed, name))
+            key = seed_key(self.seed, name)
         else:
             key = _C.philox_key(local, generator)
         storage = where[0]
         if storage in self.scratch:
             return
-        # A later fill of the same tensor replaces an earlier one.
-        self.pending.setdefault(storage, {})[where] = (local, law, params, key, block)
-        self.written.add(storage)
+        self.pending[where] = (local, law, params, key, block)  # replacing an earlier fill
+        self.pending_memory.add(storage)
         self.filled.add(name)
 
     def try_defer(self, tensor: Tensor, law: str, params: tuple, generator) -> bool:
@@ -191,6 +201,7 @@ class Session:
                     self.flush()
             except BaseException:
                 self.pending.clear()
+                self.pending_memory.clear()
                 raise
             finally:
                 _dispatch.set_session(previous)
@@ -203,8 +214,9 @@ class Session:
     def flush(self) -> None:
         if not self.pending:
             return
-        queued = [fill for fills in self.pending.values() for fill in fills.values()]
+        queued = list(self.pending.values())
         self.pending.clear()
+        self.pending_memory.clear()
         local, laws, params, keys, blocks = zip(*queued)
         with self._own_op():
             _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(blocks))
@@ -227,7 +239,7 @@ class Tracker(TorchDispatchMode):
                     if not isinstance(t, Tensor):
                         continue
                     storage = memory_of(t)
-                    if storage in session.pending:
+                    if storage in session.pending_memory:
                         session.flush()
                     if is_write:
                         session.written.add(storage)

@@ -24,76 +24,118 @@ __all__ = [
 
 # ---- materialize -----------------------------------------------------------------------------
 
+# A tensor slot of a module: (the module, "_parameters" or "_buffers", the attribute name).
+_Slot = tuple[nn.Module, str, str]
+
 
 class _Tree:
     """One walk of a module tree: what materialize() needs of it, without walking it again for
-    each list."""
+    each list. The walk makes no call per tensor beyond two: a GPU's materialize() waits on it."""
 
     def __init__(self, module: nn.Module):
+        self.pre_order: list[tuple[str, nn.Module]] = []  # (prefix, module), parents first
         self.post_order: list[nn.Module] = []  # children before their parent: eager's resets
         # (prefix, module, "_parameters" or "_buffers", attribute, tensor), in named_modules()
         # order, each module's parameters before its buffers.
         self.slots: list[tuple[str, nn.Module, str, str, Tensor]] = []
-        # Every place a module holds a tensor: parameters, buffers and plain tensor attributes
-        # (such as a rotary embedding's copy of its inv_freq), as (qualified name, the dict that
-        # holds it, its key, the tensor).
-        self.places: list[tuple[str, dict, str, Tensor]] = []
+        # named_parameters() and named_buffers(); each tensor's first qualified name, by id.
+        self.parameters: dict[str, Tensor] = {}
+        self.buffers: dict[str, Tensor] = {}
+        self.names: dict[int, tuple[Tensor, str]] = {}
+        self._holders: dict[int, list[_Slot]] = {}  # the slots of each tensor, by id
+        self._tied: dict[int, None] = {}  # ids of the tensors several slots hold
+        self.on_meta = False  # whether a slot holds a meta tensor
+        self.subclassed: list[tuple] = []  # the slots of tensors of other classes than Tensor's
         # (prefix, module, attribute) of the attributes that are tensors, lists, tuples or
         # dicts (not parameters, buffers or nn.Module's own): what no module method reaches.
         self.held: list[tuple[str, nn.Module, str]] = []
-        self._visit(module, "", set())
+        self._visit(module, "", {}, {}, {})
 
-    def _visit(self, module: nn.Module, prefix: str, seen: set[int]) -> None:
-        seen.add(id(module))
+    # Dicts where sets would do: item assignment and `in` are no calls, which the walk counts.
+    def _visit(
+        self, module: nn.Module, prefix: str, seen: dict, named_ids: dict, held_classes: dict
+    ) -> None:
+        seen[module] = None
         dotted = f"{prefix}." if prefix else ""
-        for kind in ("_parameters", "_buffers"):
-            holder = module.__dict__[kind]
-            for name, tensor in holder.items():
-                if tensor is not None:
-                    self.slots.append((dotted, module, kind, name, tensor))
-                    self.places.append((dotted + name, holder, name, tensor))
+        self.pre_order.append((dotted, module))
         attributes = module.__dict__
-        for name, value in attributes.items():
-            if name not in _MODULE_INTERNALS and isinstance(value, _HELD_TYPES):
+        for kind, named in (("_parameters", self.parameters), ("_buffers", self.buffers)):
+            holder = attributes[kind]
+            for name in holder:
+                tensor = holder[name]
+                if tensor is None:
+                    continue
+                slot = (dotted, module, kind, name, tensor)
+                self.slots.append(slot)
+                key = id(tensor)
+                if key in self._holders:
+                    self._holders[key].append((module, kind, name))
+                    self._tied[key] = None
+                else:
+                    self._holders[key] = [(module, kind, name)]
+                    self.names[key] = (tensor, dotted + name)
+                if (kind, key) not in named_ids:  # named_parameters() and named_buffers() apart
+                    named_ids[kind, key] = None
+                    named[dotted + name] = tensor
+                if tensor.is_meta:
+                    self.on_meta = True
+                if tensor.__class__ not in _sharded.PLAIN_TYPES:
+                    self.subclassed.append(slot)
+        for name in attributes:
+            if name in _MODULE_INTERNALS:
+                continue
+            cls = attributes[name].__class__
+            if cls not in held_classes:
+                held_classes[cls] = issubclass(cls, _HELD_TYPES)
+            if held_classes[cls]:
                 self.held.append((dotted, module, name))
-                if isinstance(value, Tensor):
-                    self.places.append((dotted + name, attributes, name, value))
-        for name, child in module._modules.items():
-            if child is not None and id(child) not in seen:
-                self._visit(child, dotted + name, seen)
+        children = module._modules
+        for name in children:
+            child = children[name]
+            if child is not None and child not in seen:
+                self._visit(child, dotted + name, seen, named_ids, held_classes)
         self.post_order.append(module)
 
-    def index(self) -> tuple[dict[str, Tensor], dict[str, Tensor], list[list["_Slot"]]]:
-        """named_parameters() and named_buffers() as dicts, and the slots that hold one tensor
-        object together (tied weights), each group in named_parameters() order: the first is the
-        slot that names the tensor."""
-        named: tuple[dict[str, Tensor], dict[str, Tensor]] = ({}, {})
-        seen: tuple[set[int], set[int]] = (set(), set())
-        holders: dict[int, list[_Slot]] = {}
-        for dotted, module, kind, name, tensor in self.slots:
-            key, buffer = id(tensor), kind == "_buffers"
-            if key not in seen[buffer]:
-                seen[buffer].add(key)
-                named[buffer][dotted + name] = tensor
-            holders.setdefault(key, []).append((module, kind, name))
-        return *named, [slots for slots in holders.values() if len(slots) > 1]
+    @property
+    def tied(self) -> list[list[_Slot]]:
+        """The slots that hold one tensor object together (tied weights), each group in
+        named_parameters() order: the first is the slot that names the tensor."""
+        return [slots for key, slots in self._holders.items() if key in self._tied]
+
+    @functools.cached_property
+    def places(self) -> list[tuple[str, dict, str, Tensor]]:
+        """Every place a module holds a tensor: parameters, buffers and plain tensor attributes
+        (such as a rotary embedding's copy of its inv_freq), as (qualified name, the dict that
+        holds it, its key, the tensor)."""
+        places = []
+        for dotted, module in self.pre_order:
+            attributes = module.__dict__
+            for kind in ("_parameters", "_buffers"):
+                holder = attributes[kind]
+                places += [
+                    (dotted + name, holder, name, tensor)
+                    for name, tensor in holder.items()
+                    if tensor is not None
+                ]
+            places += [
+                (dotted + name, attributes, name, value)
+                for name, value in attributes.items()
+                if name not in _MODULE_INTERNALS and isinstance(value, Tensor)
+            ]
+        return places
 
 
 def _reset(module: nn.Module) -> None:
-    for method in ("reset_parameters", "_reset_parameters"):
+    for method in _known_resets.RESET_METHODS:
         reset = getattr(module, method, None)
         if callable(reset):
             reset()
             return
 
 
-def _reset_known(module: nn.Module, session: _session.Session, known: dict) -> bool:
-    """Queues the fills of `module`'s reset without running it, when it is one of torch.nn's in
-    `known` (_known_resets.table()) and the session takes every tensor it fills; returns whether
-    it did."""
-    fills = _known_resets.fills(module, known)
-    if fills is None:
-        return False
+def _queue(fills: list[_known_resets.Fill], session: _session.Session) -> bool:
+    """Queues the fills of a known reset (_known_resets.fills) when the session takes every
+    tensor it fills, instead of running it; returns whether it did."""
     targets = []
     for tensor, law, _ in fills:
         target = None if law == "zero" else session.target(tensor)
@@ -110,10 +152,6 @@ def _reset_known(module: nn.Module, session: _session.Session, known: dict) -> b
 
 def _on_meta(tensor: Tensor) -> bool:
     return _sharded.local_tensor(tensor).is_meta
-
-
-# A tensor slot of a module: (the module, "_parameters" or "_buffers", the attribute name).
-_Slot = tuple[nn.Module, str, str]
 
 
 def _untie(groups: list[list[_Slot]]) -> set[int]:
@@ -239,9 +277,8 @@ def _replay(
     replay; otherwise the full tensor is replayed and the shard copied from it."""
     qualifier = prefix if qualifier is None else qualifier
     tree = tree or _Tree(module)
-    params, buffers, _ = tree.index()
     local_names: dict[int, str] = {}
-    named = (*params.items(), *buffers.items())
+    named = (*tree.parameters.items(), *tree.buffers.items())
     for name, tensor in named:
         local_names.setdefault(id(tensor), name)
     names = {key: qualifier + name for key, name in local_names.items()}
@@ -431,14 +468,14 @@ def materialize(
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"materialize: seed must be an int or None, got {type(seed).__name__}")
     tree = _Tree(module)
-    _record.refuse_uninitialized(module, "materialize", tree.slots)
+    _record.refuse_uninitialized(module, "materialize", tree.subclassed)
     recorded = _record.record_of(module)
     if recorded is not None:
         record, prefix = recorded
         _replay(module, record, prefix, device, seed, tree=tree)
         _warn_left_on_meta(module, prefix, tree)
         return module
-    from_meta = any(_on_meta(slot[4]) for slot in tree.slots)
+    from_meta = tree.on_meta
     if not from_meta and device is not None:
         module.to(device)
         tree = None  # module.to() may have given it new tensors
@@ -460,8 +497,8 @@ def _reset_all(
     names (seed keys, errors) start with `prefix`. `tree` is the module's _Tree, and `from_meta`
     the names of its tensors on meta, when known."""
     tree = tree or _Tree(module)
-    params, buffers, tied = tree.index()
-    named = {**params, **buffers}
+    params, tied = tree.parameters, tree.tied
+    named = {**params, **tree.buffers}
     if from_meta is None:
         from_meta = {name for name, t in named.items() if _on_meta(t)}
     # Tied tensors: each holder's reset runs as in eager construction, where ties are made after
@@ -471,14 +508,19 @@ def _reset_all(
     scratch = _untie(tied)
     if from_meta or tied:
         tree = _Tree(module)  # new tensors: to_empty's storage, _untie's scratch tensors
-        new_params, new_buffers, _ = tree.index()
-        named = {**new_params, **new_buffers}
-    session = _session.Session({prefix + n: t for n, t in named.items()}, seed, scratch)
-    known = _known_resets.table()
+        named = {**tree.parameters, **tree.buffers}
+    by_object = tree.names
+    if prefix:
+        by_object = {key: (t, prefix + name) for key, (t, name) in by_object.items()}
+    session = _session.Session(
+        {prefix + n: t for n, t in named.items()}, seed, scratch, by_object=by_object
+    )
+    resets = _known_resets.Resets()
     try:
         with session.running():
             for submodule in tree.post_order:
-                if not _reset_known(submodule, session, known):
+                fills = _known_resets.fills(submodule, resets)
+                if fills is None or (fills and not _queue(fills, session)):
                     _reset(submodule)
     finally:
         _tie(tied)
