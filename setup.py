@@ -254,7 +254,7 @@ class BuildExtensionWithInfo(BuildExtension):
         return super().get_outputs() + [self.info_path(ext) for ext in self.extensions]
 
 
-cpu_sources = sources("csrc/*.cpp", "csrc/cpu/*.cpp")
+cpu_sources = sources("csrc/registration/*.cpp", "csrc/composite/*.cpp", "csrc/cpu/*.cpp")
 cuda_sources = sources("csrc/cuda/*.cu")
 no_cuda_reason = cuda_build_reason()
 # With a visible GPU and no TORCH_CUDA_ARCH_LIST, torch builds for the visible GPUs.

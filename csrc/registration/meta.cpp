@@ -2,9 +2,9 @@
 // serve as the fake (shape) implementations for torch.compile and opcheck.
 #include <torch/library.h>
 
-#include "dist/trunc_normal_plan.h"
-#include "plan/checks.h"
-#include "plan/elementwise_fill.h"
+#include "../dist/trunc_normal_plan.h"
+#include "../plan/checks.h"
+#include "../plan/elementwise_fill.h"
 
 namespace torchinit {
 namespace {

@@ -1,6 +1,7 @@
-// Every op's schema, declared once. Kernels live per backend (cpu/, meta.cpp). Each op mutates
-// `self` in place and returns nothing (the Python layer returns the tensor, as torch.nn.init
-// does): torch.compile's functionalization supports mutated inputs but not aliased outputs.
+// Every op's schema, declared once. Kernels live per backend (cpu/, cuda/, composite/, and the
+// Meta kernels in meta.cpp). Each op mutates `self` in place and returns nothing (the Python
+// layer returns the tensor, as torch.nn.init does): torch.compile's functionalization supports
+// mutated inputs but not aliased outputs.
 #include <Python.h>
 #include <torch/library.h>
 

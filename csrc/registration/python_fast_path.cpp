@@ -19,7 +19,7 @@
 
 #include <optional>
 
-#include "cpu/loops.h"
+#include "../cpu/loops.h"
 
 namespace {
 
