@@ -8,8 +8,8 @@
 #include <algorithm>
 #include <vector>
 
-#include "../dist/trunc_normal.h"
-#include "../dist/uniform_normal.h"
+#include "../samplers/trunc_normal.h"
+#include "../samplers/uniform_normal.h"
 #include "../plan/elementwise_fill.h"
 #include "random_fill.h"
 

@@ -1,5 +1,5 @@
 // Counter-based random fills on the CPU: Philox blocks generated in SIMD batches, transformed by
-// the shared distributions of csrc/dist.
+// the shared samplers of csrc/samplers.
 #pragma once
 
 #include <algorithm>

@@ -16,9 +16,9 @@
 #include <utility>
 #include <vector>
 
-#include "../dist/trunc_normal.h"
-#include "../dist/trunc_normal_plan.h"
-#include "../dist/uniform_normal.h"
+#include "../samplers/trunc_normal.h"
+#include "trunc_normal_plan.h"
+#include "../samplers/uniform_normal.h"
 #include "../rng/philox.h"
 #include "../unroll.h"
 #include "checks.h"

@@ -2,7 +2,7 @@
 // serve as the fake (shape) implementations for torch.compile and opcheck.
 #include <torch/library.h>
 
-#include "../dist/trunc_normal_plan.h"
+#include "../plan/trunc_normal_plan.h"
 #include "../plan/checks.h"
 #include "../plan/elementwise_fill.h"
 
