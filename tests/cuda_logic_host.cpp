@@ -11,6 +11,8 @@
 #include "cuda/fill_spans.h"
 #include "cuda/sparse_columns.h"
 #include "plan/elementwise_fill.h"
+#include "plan/fill_many.h"
+#include "plan/shard_index.h"
 #include "plan/identity_layout.h"
 
 using namespace torchinit;

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "../plan/elementwise_fill.h"
+#include "../plan/fill_many.h"
+#include "../plan/shard_index.h"
 #include "fill_spans.h"
 #include "key_source.cuh"
 #include "launch.cuh"

@@ -5,6 +5,7 @@
 #include "../plan/trunc_normal_plan.h"
 #include "../plan/checks.h"
 #include "../plan/elementwise_fill.h"
+#include "../plan/fill_many.h"
 
 namespace torchinit {
 namespace {
