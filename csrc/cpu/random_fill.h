@@ -7,6 +7,7 @@
 
 #include "../rng/generator_state.h"
 #include "../rng/philox.h"
+#include "../rng/streams.h"
 #include "loops.h"
 #include "philox_lanes.h"
 

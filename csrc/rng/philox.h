@@ -22,15 +22,6 @@ struct PhiloxBlock {
   uint32_t w[4];
 };
 
-// A fill's main values use blocks below 2^56 (stream 0). Draws beyond those (trunc_normal_'s
-// retries, sparse_'s zero positions) use stream s >= 1, block (s << 56) | index, so every draw
-// of a call has a counter of its own and stays a pure function of (key, offset, index).
-constexpr int kStreamShift = 56;
-
-C10_HOST_DEVICE inline uint64_t stream_block(uint32_t stream, uint64_t index) {
-  return (static_cast<uint64_t>(stream) << kStreamShift) | index;
-}
-
 namespace philox_detail {
 constexpr uint32_t kMul0 = 0xD2511F53u;
 constexpr uint32_t kMul1 = 0xCD9E8D57u;

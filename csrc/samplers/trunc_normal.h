@@ -9,6 +9,7 @@
 
 #include "../math/elementary.h"
 #include "../rng/philox.h"
+#include "../rng/streams.h"
 #include "../rng/unit_interval.h"
 #include "uniform_normal.h"
 
