@@ -7,7 +7,7 @@
 
 #include "../plan/checks.h"
 #include "../plan/identity_layout.h"
-#include "loops.h"
+#include "../cpu_runtime/loops.h"
 
 namespace torchinit::cpu {
 namespace {

@@ -8,7 +8,7 @@
 #include "../rng/generator_state.h"
 #include "../rng/philox.h"
 #include "../rng/streams.h"
-#include "loops.h"
+#include "../cpu_runtime/loops.h"
 #include "philox_lanes.h"
 
 namespace torchinit::cpu {

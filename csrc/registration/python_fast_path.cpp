@@ -19,7 +19,7 @@
 
 #include <optional>
 
-#include "../cpu/loops.h"
+#include "../cpu_runtime/loops.h"
 
 namespace {
 
