@@ -4,8 +4,8 @@
 
 #include <cstdint>
 
-#include "../rng/philox.h"
 #include "../cpu_runtime/simd.h"
+#include "../rng/philox.h"
 
 namespace torchinit::cpu {
 

@@ -5,10 +5,10 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "../cpu_runtime/loops.h"
 #include "../rng/generator_state.h"
 #include "../rng/philox.h"
 #include "../rng/streams.h"
-#include "../cpu_runtime/loops.h"
 #include "philox_lanes.h"
 
 namespace torchinit::cpu {

@@ -14,9 +14,9 @@
 #include <array>
 #include <memory>
 
+#include "../plan/checks.h"
 #include "../samplers/sparse_draws.h"
 #include "../samplers/uniform_normal.h"
-#include "../plan/checks.h"
 #include "random_fill.h"
 
 namespace torchinit::cpu {

@@ -33,8 +33,8 @@ TORCH_LIBRARY(torchinit_ext, m) {
   m.def("philox_key(Tensor self, Generator? generator=None) -> int[]");
   // The raw Philox4x32-10 stream of the RNG contract: blocks [0, num_blocks) as int32 words.
   m.def("philox_blocks(int key, int offset, int num_blocks) -> Tensor");
-  // The SIMD level of the CPU kernels (csrc/cpu_runtime/simd.h): the one in use, those this CPU has (best
-  // first), and a new one (None: the automatic choice, TORCHINIT_CPU_CAPABILITY included).
+  // The SIMD level of the CPU kernels (csrc/cpu_runtime/simd.h): the one in use, those this CPU has
+  // (best first), and a new one (None: the automatic choice, TORCHINIT_CPU_CAPABILITY included).
   m.def("cpu_capability() -> str");
   m.def("supported_cpu_capabilities() -> str[]");
   m.def("set_cpu_capability(str? level) -> ()");

@@ -18,8 +18,9 @@ namespace torchinit {
 // ---- the truncated normal
 // ------------------------------------------------------------------------
 //
-// N(mean, std^2) truncated to the standardized interval [alpha, beta], clamped to [lo, hi], bounds
-// that are values of the output dtype (so rounding can't leave [a, b]; see plan/trunc_normal_plan.h).
+// N(mean, std^2) truncated to the standardized interval [alpha, beta], clamped to [lo, hi],
+// bounds that are values of the output dtype (so rounding can't leave [a, b]; see
+// plan/trunc_normal_plan.h).
 
 // By inversion, z = Phi^-1(Phi(alpha) + u (Phi(beta) - Phi(alpha))) with u from 53 bits: one pass,
 // no rejection. The probability is carried in two forms so that either tail keeps full relative
