@@ -105,9 +105,9 @@ from torch.utils.cpp_extension import (  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# No FMA contraction: every SIMD level and the GPU compute the same bits. No errno from sqrt/log
-# and no FP traps (values unchanged), so loops with selects vectorize. No -march: the build must
-# run on any x86-64; the SIMD level is chosen at run time (csrc/cpu_runtime/simd.h). No -fopenmp: the
+# No FMA contraction: every SIMD level and the GPU compute the same bits. No errno from sqrt/log and
+# no FP traps (values unchanged), so loops with selects vectorize. No -march: the build must run on
+# any x86-64; the SIMD level is chosen at run time (csrc/cpu_runtime/simd.h). No -fopenmp: the
 # kernels run on a thread pool of their own (csrc/cpu_runtime/parallel.h).
 CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 
