@@ -35,7 +35,7 @@ C10_HOST_DEVICE inline void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c
   using namespace philox_detail;
 #ifdef __CUDA_ARCH__
   // The same products from mul.hi and mul.lo: for a 64-bit multiply nvcc also emits 64-bit adds
-  // of zero (20 more instructions per block).
+  // of zero.
   const uint64_t p0 = static_cast<uint64_t>(__umulhi(kMul0, c0)) << 32 | kMul0 * c0;
   const uint64_t p1 = static_cast<uint64_t>(__umulhi(kMul1, c2)) << 32 | kMul1 * c2;
 #else
