@@ -105,10 +105,10 @@ from torch.utils.cpp_extension import (  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# No FMA contraction: every SIMD level and the GPU compute the same bits. No errno from sqrt/log
-# and no FP traps (values unchanged), so loops with selects vectorize. No -march: the build must
-# run on any x86-64; the SIMD level is chosen at run time (csrc/cpu/simd.h). No -fopenmp: the
-# kernels run on a thread pool of their own (csrc/cpu/parallel.h).
+# No FMA contraction: every SIMD level and the GPU compute the same bits. No errno from sqrt/log and
+# no FP traps (values unchanged), so loops with selects vectorize. No -march: the build must run on
+# any x86-64; the SIMD level is chosen at run time (csrc/cpu_runtime/simd.h). No -fopenmp: the
+# kernels run on a thread pool of their own (csrc/cpu_runtime/parallel.h).
 CXX_FLAGS = ["-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math"]
 
 # The GPU computes the CPU's bits only without FMA contraction, in device and host code alike.
@@ -254,7 +254,9 @@ class BuildExtensionWithInfo(BuildExtension):
         return super().get_outputs() + [self.info_path(ext) for ext in self.extensions]
 
 
-cpu_sources = sources("csrc/*.cpp", "csrc/cpu/*.cpp")
+cpu_sources = sources(
+    "csrc/registration/*.cpp", "csrc/composite/*.cpp", "csrc/cpu/*.cpp", "csrc/cpu_runtime/*.cpp"
+)
 cuda_sources = sources("csrc/cuda/*.cu")
 no_cuda_reason = cuda_build_reason()
 # With a visible GPU and no TORCH_CUDA_ARCH_LIST, torch builds for the visible GPUs.

@@ -10,8 +10,9 @@
 #endif
 
 // No unrolling of a run-time-count loop over dimensions, whose body holds 64-bit divisions: for
-// sm_100 and later, nvcc unrolls such loops up to their bound (kMaxDims), which made the CUDA
-// build 4x longer there. The host compiler keeps its own judgement.
+// sm_100 and later, nvcc unrolls such loops up to their bound (kMaxDims), which multiplies the
+// CUDA build's time there (figures: docs/cuda.md, "Building"). The host compiler keeps its own
+// judgement.
 #if defined(__CUDACC__)
 #define TORCHINIT_NO_UNROLL _Pragma("unroll 1")
 #else

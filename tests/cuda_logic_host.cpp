@@ -11,7 +11,9 @@
 #include "cuda/fill_spans.h"
 #include "cuda/sparse_columns.h"
 #include "plan/elementwise_fill.h"
+#include "plan/fill_many.h"
 #include "plan/identity_layout.h"
+#include "plan/shard_index.h"
 
 using namespace torchinit;
 using namespace torchinit::cuda;

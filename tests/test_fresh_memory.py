@@ -1,4 +1,4 @@
-"""Fills of fresh memory (csrc/cpu/prefault.h): whether huge pages are asked for or not, and
+"""Fills of fresh memory (csrc/cpu_runtime/prefault.h): whether huge pages are asked for or not, and
 whether the pages are mapped yet or not, a fill writes the same values, and only the tensor's own
 elements (a view of fresh memory leaves its neighbours as they were)."""
 

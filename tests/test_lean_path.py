@@ -1,6 +1,6 @@
-"""The lean entries of _C (csrc/python_fast_path.cpp): taken for plain float tensors, with the op
-path's values, errors, autograd and version semantics, and never where a mode or dynamo must see
-the op."""
+"""The lean entries of _C (csrc/registration/python_fast_path.cpp): taken for plain float tensors,
+with the op path's values, errors, autograd and version semantics, and never where a mode or dynamo
+must see the op."""
 
 import numpy as np
 import pytest

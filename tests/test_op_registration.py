@@ -1,6 +1,6 @@
-"""Every op declared in csrc/ops.cpp has the kernels its kind needs, and the Python layers know
-every op that writes: a new op missing from autograd.cpp's list, from a backend, or from the
-recorder's tables fails here rather than silently (an op the recorder doesn't know would be
+"""Every op declared in csrc/registration/ops.cpp has the kernels its kind needs, and the Python
+layers know every op that writes: a new op missing from autograd.cpp's list, from a backend, or from
+the recorder's tables fails here rather than silently (an op the recorder doesn't know would be
 replayed without batching or seed keys)."""
 
 import pytest

@@ -1,6 +1,6 @@
-"""The CPU kernels' thread pool (csrc/cpu/parallel.cpp): whichever threads run a fill's ranges, and
-however many, its values are a serial fill's, also while several Python threads fill at once (one
-of them has the pool, the others run on their own thread)."""
+"""The CPU kernels' thread pool (csrc/cpu_runtime/parallel.cpp): whichever threads run a fill's
+ranges, and however many, its values are a serial fill's, also while several Python threads fill at
+once (one of them has the pool, the others run on their own thread)."""
 
 import threading
 

@@ -1,6 +1,6 @@
-"""SIMD levels of the CPU kernels (csrc/cpu/simd.h): every level this CPU has gives the scalar
-path's values bit for bit, for every law, dtype and layout; the level can be chosen at run time
-(set_cpu_capability) or at import (TORCHINIT_CPU_CAPABILITY), and bad names are refused."""
+"""SIMD levels of the CPU kernels (csrc/cpu_runtime/simd.h): every level this CPU has gives the
+scalar path's values bit for bit, for every law, dtype and layout; the level can be chosen at run
+time (set_cpu_capability) or at import (TORCHINIT_CPU_CAPABILITY), and bad names are refused."""
 
 import os
 import subprocess

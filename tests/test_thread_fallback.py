@@ -1,5 +1,5 @@
-"""Fills where the system refuses new threads (RLIMIT_NPROC, a pids cgroup's limit): the thread
-pool (csrc/cpu/parallel.cpp) cannot start its workers, and the calling thread runs their tasks,
+"""Fills where the system refuses new threads (RLIMIT_NPROC, a pids cgroup's limit): the thread pool
+(csrc/cpu_runtime/parallel.cpp) cannot start its workers, and the calling thread runs their tasks,
 with the values of a single-threaded fill."""
 
 import os

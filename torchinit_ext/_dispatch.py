@@ -183,9 +183,9 @@ def whole(tensor: Tensor, fill_full: Callable[[Tensor], object], generator):
 
 
 def _lean(fill, tensor: Tensor, *args) -> bool:
-    """Whether _C's lean entry `fill` (csrc/python_fast_path.cpp) filled `tensor`: the common
-    case (a plain float tensor, no materialize() session) without the layers above the op call.
-    Not while dynamo traces, which must see the op itself."""
+    """Whether _C's lean entry `fill` (csrc/registration/python_fast_path.cpp) filled `tensor`: the
+    common case (a plain float tensor, no materialize() session) without the layers above the op
+    call. Not while dynamo traces, which must see the op itself."""
     if _local.session is not None or is_dynamo_compiling():
         return False
     return _raising_init_errors(fill, tensor, *args)

@@ -1,5 +1,5 @@
-"""The SIMD level of the CPU kernels (csrc/cpu/simd.h). Every level gives bit-identical values;
-lower ones exist to test and measure each path on one machine."""
+"""The SIMD level of the CPU kernels (csrc/cpu_runtime/simd.h). Every level gives bit-identical
+values; lower ones exist to test and measure each path on one machine."""
 
 import os
 import warnings

@@ -5,9 +5,9 @@
 
 #include <algorithm>
 
+#include "../cpu_runtime/loops.h"
 #include "../plan/checks.h"
 #include "../plan/identity_layout.h"
-#include "loops.h"
 
 namespace torchinit::cpu {
 namespace {

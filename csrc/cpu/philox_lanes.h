@@ -1,11 +1,11 @@
 // Philox4x32-10 on kLanes (or kWideLanes) blocks at once, with the instructions of a SIMD level
-// (simd.h). Integer arithmetic only: every level returns exactly philox4x32_10's words.
+// (cpu_runtime/simd.h). Integer arithmetic only: every level returns exactly philox4x32_10's words.
 #pragma once
 
 #include <cstdint>
 
+#include "../cpu_runtime/simd.h"
 #include "../rng/philox.h"
-#include "simd.h"
 
 namespace torchinit::cpu {
 

@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <vector>
 
-#include "../dist/trunc_normal.h"
-#include "../dist/uniform_normal.h"
 #include "../plan/elementwise_fill.h"
+#include "../plan/fill_many.h"
+#include "../plan/shard_index.h"
+#include "../samplers/trunc_normal.h"
+#include "../samplers/uniform_normal.h"
 #include "random_fill.h"
 
 namespace torchinit::cpu {

@@ -1,13 +1,14 @@
 // Counter-based random fills on the CPU: Philox blocks generated in SIMD batches, transformed by
-// the shared distributions of csrc/dist.
+// the shared samplers of csrc/samplers.
 #pragma once
 
 #include <algorithm>
 #include <type_traits>
 
+#include "../cpu_runtime/loops.h"
 #include "../rng/generator_state.h"
 #include "../rng/philox.h"
-#include "loops.h"
+#include "../rng/streams.h"
 #include "philox_lanes.h"
 
 namespace torchinit::cpu {

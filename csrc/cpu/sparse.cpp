@@ -14,9 +14,9 @@
 #include <array>
 #include <memory>
 
-#include "../dist/sparse_draws.h"
-#include "../dist/uniform_normal.h"
 #include "../plan/checks.h"
+#include "../samplers/sparse_draws.h"
+#include "../samplers/uniform_normal.h"
 #include "random_fill.h"
 
 namespace torchinit::cpu {

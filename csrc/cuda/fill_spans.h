@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../plan/elementwise_fill.h"
+#include "../plan/shard_index.h"
 #include "../unroll.h"
 #include "strided_layout.h"
 

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "../plan/elementwise_fill.h"
+#include "../plan/fill_many.h"
+#include "../plan/shard_index.h"
 #include "fill_spans.h"
 #include "key_source.cuh"
 #include "launch.cuh"
@@ -24,8 +26,8 @@ namespace {
 // Two kernels per (dtype, law) for single fills, so each holds only its own law's registers:
 // fill_one_kernel for the contiguous tensors that takes_contiguous (32-bit indices, no layout
 // checks), fill_one_strided_kernel for the others (strided views, misaligned data, 2^31 elements
-// and more). At most 64 registers, so 4 blocks fit on an SM (issue 29's budget; unbounded, ptxas
-// gives the truncated normal's laws up to 68).
+// and more). At most 64 registers, so 4 blocks fit on an SM, which the truncated normal's laws
+// would exceed unbounded (docs/cuda.md, "Kernels").
 template <typename scalar_t, typename Dist>
 __global__ void __launch_bounds__(kThreads, 4)
     fill_one_kernel(scalar_t* data, int32_t numel, Dist dist, KeySource source) {

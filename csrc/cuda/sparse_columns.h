@@ -7,8 +7,8 @@
 
 #include <cstdint>
 
-#include "../dist/sparse_draws.h"
-#include "../dist/uniform_normal.h"
+#include "../samplers/sparse_draws.h"
+#include "../samplers/uniform_normal.h"
 
 namespace torchinit::cuda {
 

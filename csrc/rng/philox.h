@@ -22,15 +22,6 @@ struct PhiloxBlock {
   uint32_t w[4];
 };
 
-// A fill's main values use blocks below 2^56 (stream 0). Draws beyond those (trunc_normal_'s
-// retries, sparse_'s zero positions) use stream s >= 1, block (s << 56) | index, so every draw
-// of a call has a counter of its own and stays a pure function of (key, offset, index).
-constexpr int kStreamShift = 56;
-
-C10_HOST_DEVICE inline uint64_t stream_block(uint32_t stream, uint64_t index) {
-  return (static_cast<uint64_t>(stream) << kStreamShift) | index;
-}
-
 namespace philox_detail {
 constexpr uint32_t kMul0 = 0xD2511F53u;
 constexpr uint32_t kMul1 = 0xCD9E8D57u;
@@ -44,7 +35,7 @@ C10_HOST_DEVICE inline void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c
   using namespace philox_detail;
 #ifdef __CUDA_ARCH__
   // The same products from mul.hi and mul.lo: for a 64-bit multiply nvcc also emits 64-bit adds
-  // of zero (20 more instructions per block).
+  // of zero.
   const uint64_t p0 = static_cast<uint64_t>(__umulhi(kMul0, c0)) << 32 | kMul0 * c0;
   const uint64_t p1 = static_cast<uint64_t>(__umulhi(kMul1, c2)) << 32 | kMul1 * c2;
 #else

@@ -13,7 +13,7 @@
 #include <algorithm>
 #include <optional>
 
-#include "plan/checks.h"
+#include "../plan/checks.h"
 
 namespace torchinit {
 namespace {

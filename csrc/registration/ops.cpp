@@ -1,6 +1,7 @@
-// Every op's schema, declared once. Kernels live per backend (cpu/, meta.cpp). Each op mutates
-// `self` in place and returns nothing (the Python layer returns the tensor, as torch.nn.init
-// does): torch.compile's functionalization supports mutated inputs but not aliased outputs.
+// Every op's schema, declared once. Kernels live per backend (cpu/, cuda/, composite/, and the
+// Meta kernels in meta.cpp). Each op mutates `self` in place and returns nothing (the Python
+// layer returns the tensor, as torch.nn.init does): torch.compile's functionalization supports
+// mutated inputs but not aliased outputs.
 #include <Python.h>
 #include <torch/library.h>
 
@@ -32,8 +33,8 @@ TORCH_LIBRARY(torchinit_ext, m) {
   m.def("philox_key(Tensor self, Generator? generator=None) -> int[]");
   // The raw Philox4x32-10 stream of the RNG contract: blocks [0, num_blocks) as int32 words.
   m.def("philox_blocks(int key, int offset, int num_blocks) -> Tensor");
-  // The SIMD level of the CPU kernels (csrc/cpu/simd.h): the one in use, those this CPU has (best
-  // first), and a new one (None: the automatic choice, TORCHINIT_CPU_CAPABILITY included).
+  // The SIMD level of the CPU kernels (csrc/cpu_runtime/simd.h): the one in use, those this CPU has
+  // (best first), and a new one (None: the automatic choice, TORCHINIT_CPU_CAPABILITY included).
   m.def("cpu_capability() -> str");
   m.def("supported_cpu_capabilities() -> str[]");
   m.def("set_cpu_capability(str? level) -> ()");

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "../rng/philox.h"
+#include "../rng/streams.h"
 
 namespace torchinit {
 

@@ -2,9 +2,10 @@
 // serve as the fake (shape) implementations for torch.compile and opcheck.
 #include <torch/library.h>
 
-#include "dist/trunc_normal_plan.h"
-#include "plan/checks.h"
-#include "plan/elementwise_fill.h"
+#include "../plan/checks.h"
+#include "../plan/elementwise_fill.h"
+#include "../plan/fill_many.h"
+#include "../plan/trunc_normal_plan.h"
 
 namespace torchinit {
 namespace {

@@ -1,6 +1,6 @@
 // Host-side set-up of trunc_normal_, shared by every backend: argument checks, the sampling
 // interval that keeps rounded values inside [a, b], and the choice of sampler. The kernels then
-// only evaluate the samplers of trunc_normal.h.
+// only evaluate the samplers of samplers/trunc_normal.h.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <limits>
 
-#include "../plan/checks.h"
+#include "checks.h"
 
 namespace torchinit {
 

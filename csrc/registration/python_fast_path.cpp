@@ -20,7 +20,7 @@
 
 #include <optional>
 
-#include "cpu/loops.h"
+#include "../cpu_runtime/loops.h"
 
 namespace {
 

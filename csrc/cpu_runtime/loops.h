@@ -16,9 +16,8 @@ namespace torchinit::cpu {
 
 // Elements a task generates into its stack buffer before storing them.
 constexpr int64_t kBufferElements = 2048;
-// Fewest elements of a parallel task: a fill under twice this runs on the calling thread. Measured
-// (2 cores): 2 threads fill 64K float32 elements 1.2-1.5x as fast as one on an idle machine, and
-// about as fast as one beside two busy processes.
+// Fewest elements of a parallel task: a fill under twice this runs on the calling thread, where a
+// second thread would gain little (figures: benchmarks/README.md, "Tuning constants").
 constexpr int64_t kGrain = 1 << 15;
 
 // Writes logically consecutive elements of a strided tensor.

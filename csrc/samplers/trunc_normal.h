@@ -1,5 +1,5 @@
-// Every truncated-normal sampler, shared by the CPU and CUDA kernels; trunc_normal_plan.h beside
-// it chooses one and sets its parameters on the host.
+// Every truncated-normal sampler, shared by the CPU and CUDA kernels; plan/trunc_normal_plan.h
+// chooses one and sets its parameters on the host.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -9,6 +9,7 @@
 
 #include "../math/elementary.h"
 #include "../rng/philox.h"
+#include "../rng/streams.h"
 #include "../rng/unit_interval.h"
 #include "uniform_normal.h"
 
@@ -17,8 +18,9 @@ namespace torchinit {
 // ---- the truncated normal
 // ------------------------------------------------------------------------
 //
-// N(mean, std^2) truncated to the standardized interval [alpha, beta], clamped to [lo, hi], bounds
-// that are values of the output dtype (so rounding can't leave [a, b]; see trunc_normal_plan.h).
+// N(mean, std^2) truncated to the standardized interval [alpha, beta], clamped to [lo, hi],
+// bounds that are values of the output dtype (so rounding can't leave [a, b]; see
+// plan/trunc_normal_plan.h).
 
 // By inversion, z = Phi^-1(Phi(alpha) + u (Phi(beta) - Phi(alpha))) with u from 53 bits: one pass,
 // no rejection. The probability is carried in two forms so that either tail keeps full relative
