@@ -294,3 +294,57 @@ def test_seeded_whole_fills_in_resets_follow_the_name(fill):
         values.append(ti.materialize(Whole(), seed=3).weight)
     for other in values[1:]:
         assert torch.equal(other, values[0])
+
+
+class _Odd(nn.Module):
+    """Shapes a module tree can take that named_parameters() and named_buffers() handle: a
+    submodule in two places, a tensor that is a parameter here and a buffer there, a tied
+    weight, a None slot, a child set to None, tensors and containers as plain attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Linear(2, 2)
+        self.a = nn.Sequential(self.shared, nn.LayerNorm(2))
+        self.b = nn.Sequential(nn.Linear(2, 3), self.shared)
+        self.head = nn.Linear(2, 2, bias=False)
+        self.head.weight = self.a[0].weight
+        self.norm = nn.BatchNorm1d(2)
+        self.register_buffer("also_a_buffer", self.b[0].bias)
+        self.register_parameter("nothing", None)
+        self.gone = None
+        self.add_module("empty_child", None)
+        self.cache = [torch.zeros(1), (torch.ones(1),)]
+        self.plain = torch.zeros(2)
+
+
+def test_the_tree_walk_knows_what_torch_lists():
+    """materialize()'s one walk (model._Tree) holds what named_parameters(), named_buffers()
+    and named_modules() give, with the tied groups and each tensor's first name."""
+    module = _Odd()
+    tree = ti.model._Tree(module)
+    assert tree.parameters == dict(module.named_parameters())
+    assert tree.buffers == dict(module.named_buffers())
+    assert [m for _, m in tree.pre_order] == [m for _, m in module.named_modules()]
+    assert [p for p, _ in tree.pre_order] == [
+        f"{n}." if n else "" for n, _ in module.named_modules()
+    ]
+    assert set(map(id, tree.post_order)) == set(map(id, module.modules()))
+    # In the walk's order: the root's own tensors first, so its buffer names the shared bias.
+    groups = [[(id(m), n) for m, _, n in group] for group in tree.tied]
+    assert groups == [
+        [(id(module), "also_a_buffer"), (id(module.b[0]), "bias")],
+        [(id(module.shared), "weight"), (id(module.head), "weight")],
+    ]
+    first_names = {}
+    for prefix, owner in module.named_modules():
+        for name, tensor in [*owner._parameters.items(), *owner._buffers.items()]:
+            if tensor is not None:
+                first_names.setdefault(id(tensor), f"{prefix}.{name}" if prefix else name)
+    assert {key: name for key, (_, name) in tree.names.items()} == first_names
+    assert {p + a for p, _, a in tree.held} == {"cache", "plain", "a.1.normalized_shape"}
+    assert not tree.on_meta and tree.subclassed == []
+    with torch.device("meta"):
+        lazy = nn.Sequential(nn.LazyLinear(2), nn.Linear(2, 2))
+    walked = ti.model._Tree(lazy)
+    assert walked.on_meta
+    assert [p + n for p, _, _, n, _ in walked.subclassed] == ["0.weight", "0.bias"]
