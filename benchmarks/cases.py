@@ -181,28 +181,13 @@ def _installed_peers():
 
 
 LINEAR = (4096, 4096)
-
-
 EMBEDDING = (50000, 4096)
-
-
 CONV = (512, 512, 3, 3)
-
-
 GPU_FILL = (2**14, 2**14)  # 2^28 float32, 1 GiB: the GPU fill-bandwidth rows
-
-
 GPU_DIRAC = (1024, 1024, 3, 3)
-
-
 LSTM = (4 * 1024, 1024)  # weight_ih and weight_hh of nn.LSTM(1024, 1024)
-
-
 LSTM_K = 1 / math.sqrt(1024)  # nn.LSTM.reset_parameters bound
-
-
 SQRT5 = math.sqrt(5)  # nn.Linear / nn.Conv2d kaiming_uniform_ slope
-
 
 CASES = [
     Case("uniform_ 4096x4096 f32", "uniform_", LINEAR, default=True),

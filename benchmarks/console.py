@@ -23,11 +23,7 @@ from benchmarks.machine import (
 from benchmarks.timing import run_counts
 
 WIDTH = 100  # console columns: the table, the legend and the other lines fit in them
-
-
 CASE_WIDTH = 43  # the numbers take the other 57 columns; a longer name goes on over the next lines
-
-
 COLUMNS = (  # header, width
     ("stock ms", 8),
     ("ext ms", 8),

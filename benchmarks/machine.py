@@ -64,11 +64,7 @@ def simd_level(device):
 # `make bench`'s own build. Without /proc/stat, the 1-minute load average at start must be under
 # QUIET_LOAD: half a core leaves room for the bench's own start-up.
 QUIET_LOAD = 0.5
-
-
 QUIET_OTHERS = 0.25
-
-
 START_LOOK = 1.0
 
 

@@ -88,8 +88,6 @@ def chart_title(machine):
 
 
 FASTER, SLOWER = "tab:green", "tab:red"
-
-
 BAR_AREA_IN = 7  # the bars' width in inches, the row names' added to it
 
 
