@@ -52,6 +52,8 @@ from benchmarks.timing import (
     Row,
     busy_processes,
     fill_bandwidth,
+    for_device,
+    hbm_row_bytes,
     make_timer,
     run_case,
 )
@@ -133,7 +135,8 @@ def run_device(device, cases, cfg, contention):
     """The rows of `cases` on `device`, with one progress line as each ends (the table comes at
     the end of the run), and the device's fill bandwidth."""
     timed = make_timer(device)
-    bandwidth = fill_bandwidth(device, timed, cfg.fill_repeats)
+    beyond_bytes = hbm_row_bytes(device)
+    bandwidth = fill_bandwidth(device, timed, cfg, beyond_bytes)
     print(f"\n{device}, {len(cases)} rows (fill bandwidth {bandwidth / 1e9:.1f} GB/s):", flush=True)
     rows = []
     with busy_processes(contention):
@@ -142,7 +145,7 @@ def run_device(device, cases, cfg, contention):
             if case.env:
                 rows.append(run_case_in_subprocess(case, device, cfg, bandwidth))
             else:
-                rows.append(run_case(case, device, timed, cfg, bandwidth))
+                rows.append(run_case(case, device, timed, cfg, bandwidth, beyond_bytes))
             done = "FAILED" if rows[-1].error else plural(rows[-1].runs, "run")
             done += f", {time.perf_counter() - start:.1f} s"
             # The name wraps, its run count and time stay whole on its last line.
@@ -228,11 +231,12 @@ def main():
     cost = host_cost() if "cpu" in by_device and not args.contention else None
     results, written = {}, []
     for device, on_device in by_device.items():
-        rows, bandwidth = run_device(device, on_device, cfg, args.contention)
+        device_cfg = for_device(cfg, device)
+        rows, bandwidth = run_device(device, on_device, device_cfg, args.contention)
         end = Moment.now()
         base = results_base(device, simd_level(device), args.contention, start.date)
         stem = args.simd_child or new_stem(args.out, base)  # a --simd level runs on the CPU alone
-        machine = machine_info(device, args, bandwidth, cfg, start, end)
+        machine = machine_info(device, args, bandwidth, device_cfg, start, end)
         if device == "cpu":
             machine["host_cost"] = cost
         written.append((device, *write_results(args.out, stem, rows, machine)))

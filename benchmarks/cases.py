@@ -12,7 +12,7 @@ import torch.nn.init as stock
 
 import torchinit_ext as ext
 from benchmarks.models import REAL_MODELS, ModelCase, RealModelCase
-from benchmarks.timing import fill_each
+from benchmarks.timing import fill_each, fill_numel, hbm_row_bytes
 
 
 @dataclass(frozen=True)
@@ -183,7 +183,9 @@ def _installed_peers():
 LINEAR = (4096, 4096)
 EMBEDDING = (50000, 4096)
 CONV = (512, 512, 3, 3)
-GPU_FILL = (2**14, 2**14)  # 2^28 float32, 1 GiB: the GPU fill-bandwidth rows
+# The GPU fill-bandwidth rows: 2^28 float32 (1 GiB), or more where 4x the L2 is more.
+GPU_FILL_NUMEL = fill_numel(hbm_row_bytes("cuda") if torch.cuda.is_available() else 0)
+GPU_FILL = (2**14, GPU_FILL_NUMEL // 2**14)
 GPU_DIRAC = (1024, 1024, 3, 3)
 LSTM = (4 * 1024, 1024)  # weight_ih and weight_hh of nn.LSTM(1024, 1024)
 LSTM_K = 1 / math.sqrt(1024)  # nn.LSTM.reset_parameters bound
@@ -247,7 +249,7 @@ CASES = [
     Case("normal_ lstm w.t() 1024x4096 f32", "normal_", LSTM, view=torch.t),
     Case("normal_ 4096x4096 bf16", "normal_", LINEAR, dtype=torch.bfloat16),
     *(
-        Case(f"{fn} 2^28 f32", fn, GPU_FILL, devices=("cuda",))
+        Case(f"{fn} 2^{GPU_FILL_NUMEL.bit_length() - 1} f32", fn, GPU_FILL, devices=("cuda",))
         for fn in (
             "uniform_",
             "normal_",

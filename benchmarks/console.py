@@ -20,7 +20,7 @@ from benchmarks.machine import (
     simd_level,
     start_warning,
 )
-from benchmarks.timing import run_counts
+from benchmarks.timing import for_device, run_counts
 
 WIDTH = 100  # console columns: the table, the legend and the other lines fit in them
 CASE_WIDTH = 43  # the numbers take the other 57 columns; a longer name goes on over the next lines
@@ -123,10 +123,16 @@ def print_header(args, cfg, cases, start, busy_now):
         chosen += f", names containing {args.filter!r}"
     counts = ", ".join(f"{len(on_device)} on {device}" for device, on_device in cases.items())
     say("rows", f"{chosen}: {counts}")
+    clocks = "CPU: perf_counter, CUDA: events"
+    if "cuda" in cases:
+        gpu = for_device(cfg, "cuda")
+        clocks += (
+            f" around back-to-back calls of about {gpu.sample_s * 1e3:g} ms, after "
+            f"{plural(gpu.warmup, 'warm-up call')}"
+        )
     say(
         "timing",
-        f"median of {run_counts(cfg)} after {plural(cfg.warmup, 'warm-up call')} each; "
-        "CPU: perf_counter, CUDA: events",
+        f"median of {run_counts(cfg)} after {plural(cfg.warmup, 'warm-up call')} each; {clocks}",
     )
     if args.contention:
         say(

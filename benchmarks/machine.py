@@ -50,6 +50,11 @@ def device_slug(device):
     return f"cpu-{slug}" if device == "cpu" else slug
 
 
+def l2_cache_bytes():
+    """The GPU's L2 size in bytes; None where this torch does not say."""
+    return getattr(torch.cuda.get_device_properties(), "L2_cache_size", None) or None
+
+
 def simd_level(device):
     """The level torchinit_ext's CPU kernels run with (TORCHINIT_CPU_CAPABILITY, read at load,
     or the best the CPU has); None for a GPU."""

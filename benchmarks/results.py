@@ -16,8 +16,14 @@ from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from benchmarks.gpu_check import driver_version  # noqa: E402
-from benchmarks.machine import device_name, device_slug, end_warning, simd_level  # noqa: E402
-from benchmarks.timing import run_counts  # noqa: E402
+from benchmarks.machine import (  # noqa: E402
+    device_name,
+    device_slug,
+    end_warning,
+    l2_cache_bytes,
+    simd_level,
+)
+from benchmarks.timing import hbm_row_bytes, run_counts  # noqa: E402
 
 
 def machine_info(device, args, bandwidth, cfg, start, end):
@@ -41,7 +47,12 @@ def machine_info(device, args, bandwidth, cfg, start, end):
         "load_avg_end": list(end.load),
         "other_processes_cores": others,
         "quiet": end_warning(start, end) is None,
-    }
+    } | (cuda_info() if device == "cuda" else {})
+
+
+def cuda_info():
+    """The L2 size and the least a CUDA row writes for a bandwidth fraction (timing.hbm_bytes)."""
+    return {"l2_cache_bytes": l2_cache_bytes(), "hbm_row_bytes": hbm_row_bytes("cuda")}
 
 
 def results_base(device, level, contention, date):
