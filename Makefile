@@ -58,12 +58,12 @@ test: build
 # stops at the first CUDA call with a one-line "no GPU"; TORCH_CUDA_ARCH_LIST=9.0 takes it that
 # far on a machine without one (a dry run). benchmarks/gpu_check.py.
 gpu-check:
-	PYTHONPATH=$(CURDIR) $(PY) benchmarks/gpu_check.py $(ARGS)
+	PYTHONPATH=$(CURDIR) $(PY) -m benchmarks.gpu_check $(ARGS)
 
 # The default set takes 4-6 minutes on 2 cores and writes a new dated results file, never over
 # another; ARGS=--full, --contention, "--simd all": benchmarks/README.md.
 bench: build
-	PYTHONPATH=$(CURDIR) $(PY) benchmarks/bench.py $(ARGS)
+	PYTHONPATH=$(CURDIR) $(PY) -m benchmarks.bench $(ARGS)
 
 # Compiles every CUDA source with nvcc against torch's headers, as the CUDA build would, without a
 # GPU or a CUDA torch (setup.py's cuda_check holds the flags). CI runs it, so CUDA code that

@@ -8,10 +8,12 @@ torch, and no network).
    compiled by every core.
 3. The tests: tests/test_cuda.py (device invariance: CPU and GPU values bit for bit, CUDA graph
    capture and replay, exact sparse_ zero counts, orthogonality), the build's tests, and the CPU
-   side of the RNG contract (golden values), with every skip and its reason listed.
-4. The GPU bench: benchmarks/bench.py --device cuda, every fill as a fraction of the device's own
-   fill_ bandwidth, against stock; its JSON copied to benchmarks/results/<device>-<date>.json, a
-   new file (bench.py names each run's results by device, date and time).
+   side of the RNG contract (golden values), the GPU bench's method (tests/test_bench_method.py,
+   which a dry run checks too), with every skip and its reason listed.
+4. The GPU bench: python -m benchmarks.bench --device cuda, every fill beyond the L2 as a fraction
+   of the device's own fill_ bandwidth, against stock; its JSON copied to
+   benchmarks/results/<device>-<date>.json, a new file (the bench names each run's results by
+   device, date and time).
 
 Everything it writes (the logs, the pytest report, the bench JSON and chart) goes straight to $OUT
 when that is set (so a run stopped at its time limit still returns what it wrote), else to
@@ -30,7 +32,12 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/test_cuda.py", "tests/test_build.py", "tests/test_golden_values.py"]
+TESTS = [
+    "tests/test_cuda.py",
+    "tests/test_build.py",
+    "tests/test_golden_values.py",
+    "tests/test_bench_method.py",
+]
 GPU_BUILD_FOLDERS = ["--build-temp", "build/gpu-check-temp", "--build-lib", "build/gpu-check-lib"]
 OUT = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
 
@@ -129,7 +136,7 @@ def main() -> int:
         earlier = set(logs.glob("*.json"))  # a reused logs folder keeps earlier runs' results
         passed &= step(
             "bench",
-            [python, "benchmarks/bench.py", "--device", "cuda", "--out", str(logs)],
+            [python, "-m", "benchmarks.bench", "--device", "cuda", "--out", str(logs)],
             env=test_env,
             log=logs / "bench.log",
         )

@@ -1,4 +1,4 @@
-"""Markdown tables from the results files of ``benchmarks/bench.py``.
+"""Markdown tables from the results files of the bench (``python -m benchmarks.bench``).
 
 The docs do not hold measured numbers typed by hand: each table sits between two marker
 comments that name the kind of table and the results file it comes from,
@@ -16,7 +16,7 @@ Kinds (``simd`` takes several files, the others one):
              line, and each real model under patched() / deferred_init + materialize()
     all      every row, with the floor ratios, bandwidth fraction and run count
     models   the real-model rows: stock eager, the floor, both ways, each against both
-    simd     one file per SIMD level (bench.py --simd): ext's time and speedup per level
+    simd     one file per SIMD level (the bench's --simd): ext's time and speedup per level
     gpu      the main GPU rows, with the fraction of fill_ bandwidth
 
 Usage
@@ -171,7 +171,7 @@ def machine_line(data):
 
 
 def load_part(m):
-    """How loaded the machine was, from the keys bench.py writes since it reports load (older
+    """How loaded the machine was, from the keys the bench writes since it reports load (older
     files lack them): "machine not quiet (1-minute load 1.51 at start, other processes kept 0.73
     cores busy)", "machine quiet (...)", or None when the file has none of them."""
     details = []

@@ -35,6 +35,8 @@ start=$(date +%s)
 status=0
 # --capture=sys: a sanitizer report is written to fd 2 just before the process exits; pytest's
 # default fd capture would swallow it.
-"$PY" -m pytest -q -p no:cacheprovider --capture=sys "$@" || status=$?
+# --import-mode=append: pytest puts the root (above the tests package) after PYTHONPATH, so that
+# torchinit_ext is still the sanitized copy.
+"$PY" -m pytest -q -p no:cacheprovider --capture=sys --import-mode=append "$@" || status=$?
 echo "== sanitized pytest took $(( $(date +%s) - start )) s (exit $status)"
 exit $status

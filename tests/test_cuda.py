@@ -4,10 +4,10 @@ values bit for bit."""
 
 import pytest
 import torch
-from common import FLOATS, gen, ops
-from fill_laws import LAWS, padded
 
 import torchinit_ext as init
+from tests.helpers.common import FLOATS, gen, ops
+from tests.helpers.fill_laws import LAWS, padded
 from torchinit_ext._dispatch import COMPILED_DEVICES
 
 pytestmark = [

@@ -10,11 +10,11 @@ import os
 
 import pytest
 import torch
-from common import FLOATS, ops
-from fill_laws import LAWS, padded
 from torch.utils.cpp_extension import load
 
 import torchinit_ext  # noqa: F401  (registers torch.ops.torchinit_ext)
+from tests.helpers.common import FLOATS, ops
+from tests.helpers.fill_laws import LAWS, padded
 from torchinit_ext._dispatch import FILL_DTYPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -304,7 +304,7 @@ def test_refuse_uninitialized_names_the_first_lazy_tensor_by_its_qualified_name(
 
 
 def test_timm_regnet_deferred_has_stocks_shapes():
-    from real_models import ensure_torchvision_importable
+    from tests.helpers.real_models import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     timm = pytest.importorskip("timm")

@@ -7,10 +7,10 @@ import warnings
 import pytest
 import scipy.stats
 import torch
-from common import P_MIN
 from torch import nn
 
 import torchinit_ext as ti
+from tests.helpers.common import P_MIN
 from torchinit_ext import _dispatch, _record
 
 

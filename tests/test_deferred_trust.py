@@ -8,10 +8,10 @@ import weakref
 import pytest
 import scipy.stats
 import torch
-from common import P_MIN
 from torch import nn
 
 import torchinit_ext as ti
+from tests.helpers.common import P_MIN
 
 WIDTH = 64
 BOUND = 1 / WIDTH**0.5  # nn.Linear's kaiming_uniform_(a=sqrt(5)) of its weight

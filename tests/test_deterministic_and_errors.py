@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.init as stock
-from common import ops
 
 import torchinit_ext as init
+from tests.helpers.common import ops
 
 DTYPES = [
     torch.float32,

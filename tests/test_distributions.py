@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from common import P_MIN
 from scipy import stats
 
 import torchinit_ext as init
+from tests.helpers.common import P_MIN
 
 N = 200_000
 

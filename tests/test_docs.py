@@ -3,16 +3,13 @@ must be exactly what benchmarks/report.py renders from the file its marker names
 renderer copes with results files that lack the optional keys, and the docs' sharded example
 runs."""
 
-import importlib.util
 import json
 
 import pytest
 import torch.distributed as dist
-from doc_snippets import ROOT, code_blocks, run_python
 
-spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
-report = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(report)
+from benchmarks import report
+from tests.helpers.doc_snippets import ROOT, code_blocks, run_python
 
 
 @pytest.mark.parametrize("doc", report.DOCS)

@@ -7,9 +7,10 @@ import math
 
 import pytest
 import torch
-from common import gen, ops
-from fill_laws import padded
-from philox_reference import block
+
+from tests.helpers.common import gen, ops
+from tests.helpers.fill_laws import padded
+from tests.helpers.philox_reference import block
 
 INT64_MAX = 2**63 - 1
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from fill_laws import LAWS
 
 import torchinit_ext  # noqa: F401  (loading it registers torch.ops.torchinit_ext)
+from tests.helpers.fill_laws import LAWS
 
 ops = torch.ops.torchinit_ext
 

@@ -8,10 +8,10 @@ import math
 
 import pytest
 import torch
-from common import gen
 from scipy import stats
 
 import torchinit_ext as init
+from tests.helpers.common import gen
 
 P_MIN = 1e-3  # fixed seeds: deterministic p-values; the threshold guards regressions
 P_REJECT = 1e-6  # a law the sample must clearly not follow

@@ -12,10 +12,10 @@ import pathlib
 
 import pytest
 import torch
-from common import ops
 from torch import nn
 
 import torchinit_ext as init
+from tests.helpers.common import ops
 
 GOLDEN = pathlib.Path(__file__).with_name("golden_values.json")
 KEY = [0x0123456789ABCDE, -0x0FEDCBA98765432]

@@ -11,10 +11,10 @@ import textwrap
 
 import pytest
 import torch
-from common import gen, ops
 from scipy import stats
 
 import torchinit_ext as init
+from tests.helpers.common import gen, ops
 
 # Means far outside [a, b] are the point of many cases here; that they warn as stock does is
 # checked in test_api_parity.py.

@@ -8,9 +8,9 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from common import FLOATS, gen
 
 import torchinit_ext as init
+from tests.helpers.common import FLOATS, gen
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 

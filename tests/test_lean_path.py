@@ -5,10 +5,10 @@ must see the op."""
 import numpy as np
 import pytest
 import torch
-from common import ops
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchinit_ext as init
+from tests.helpers.common import ops
 from torchinit_ext import _C, _dispatch, _session
 
 FLOATS = [torch.float32, torch.float64, torch.float16, torch.bfloat16]

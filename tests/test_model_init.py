@@ -7,10 +7,10 @@ import math
 import pytest
 import scipy.stats
 import torch
-from common import ops
 from torch import nn
 
 import torchinit_ext as ti
+from tests.helpers.common import ops
 from torchinit_ext import _dispatch
 from torchinit_ext._session import seed_key
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from common import P_MIN, gen, ops
 from scipy import stats
 
 import torchinit_ext as init
+from tests.helpers.common import P_MIN, gen, ops
 
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 SHAPES = [(64, 64), (32, 96), (96, 32), (16, 4, 3, 3), (1, 1), (1, 5), (5, 1), (200, 130)]

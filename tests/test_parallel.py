@@ -6,9 +6,9 @@ import threading
 
 import pytest
 import torch
-from common import gen
 
 import torchinit_ext as init
+from tests.helpers.common import gen
 
 # Sizes below, at and well above the grain, a transposed view, and kernels of each CPU file.
 FILLS = {

@@ -10,10 +10,10 @@ import types
 import pytest
 import scipy.stats
 import torch
-from common import P_MIN
 from torch import nn
 
 import torchinit_ext as ti
+from tests.helpers.common import P_MIN
 from torchinit_ext import _patch
 
 
@@ -186,7 +186,7 @@ def test_tensor_methods_take_the_compiled_law(dtype):
 
 @pytest.fixture(scope="module")
 def timm_init():
-    from real_models import ensure_torchvision_importable
+    from tests.helpers.real_models import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     timm = pytest.importorskip("timm")

@@ -2,7 +2,8 @@
 and the page stays short. (Its performance table is checked in test_docs.py.)"""
 
 import pytest
-from doc_snippets import ROOT, code_blocks, run_python
+
+from tests.helpers.doc_snippets import ROOT, code_blocks, run_python
 
 README = "README.md"
 BLOCKS = code_blocks(README)

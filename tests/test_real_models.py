@@ -17,7 +17,10 @@ import warnings
 
 import pytest
 import torch
-from real_models import (
+from torch import nn
+
+import torchinit_ext
+from tests.helpers.real_models import (
     MODELS,
     assert_same_init,
     assert_stock_init,
@@ -27,9 +30,6 @@ from real_models import (
     require,
     stock_reference,
 )
-from torch import nn
-
-import torchinit_ext
 
 pytestmark = pytest.mark.slow  # about 2 minutes on 2 cores, most of it building stock references
 
@@ -250,7 +250,7 @@ def test_materialize_with_a_seed_is_reproducible(name):
 _BUILD_SCRIPT = """
 import importlib, sys
 import torch
-import real_models
+from tests.helpers import real_models
 
 mode, out, *names = sys.argv[1:]
 specs = [real_models.MODELS[name] for name in names]
@@ -285,10 +285,9 @@ def fresh_builds(tmp_path_factory):
             names.append(name)
     folder = tmp_path_factory.mktemp("fresh_builds")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.pathsep.join([root, os.path.join(root, "tests", "helpers")])
     env = {
         **os.environ,
-        "PYTHONPATH": path,
+        "PYTHONPATH": root,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "OMP_NUM_THREADS": "1",  # two interpreters side by side on two cores

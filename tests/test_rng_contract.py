@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from common import FLOATS, ops
-from philox_reference import block, philox
 
 import torchinit_ext as init
+from tests.helpers.common import FLOATS, ops
+from tests.helpers.philox_reference import block, philox
 
 
 def _signed(v):

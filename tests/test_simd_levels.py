@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-from common import FLOATS, gen, ops
 
 import torchinit_ext as init
+from tests.helpers.common import FLOATS, gen, ops
 
 VECTOR_LEVELS = [level for level in init.supported_cpu_capabilities() if level != "default"]
 

@@ -5,7 +5,10 @@ import math
 
 import pytest
 import torch
-from common import (
+from scipy import stats
+
+import torchinit_ext as init
+from tests.helpers.common import (
     FLOATS,
     P_MIN,
     assert_default_generator_is_torch_manual_seed,
@@ -13,9 +16,6 @@ from common import (
     gen,
     ops,
 )
-from scipy import stats
-
-import torchinit_ext as init
 
 
 @pytest.mark.parametrize(

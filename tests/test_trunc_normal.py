@@ -6,16 +6,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from common import (
+from scipy import stats
+
+import torchinit_ext as init
+from tests.helpers.common import (
     FLOATS,
     P_MIN,
     assert_default_generator_is_torch_manual_seed,
     assert_thread_count_invariant,
     gen,
 )
-from scipy import stats
-
-import torchinit_ext as init
 
 # Means far outside [a, b] are the point of many cases here; that they warn as stock does is
 # checked in test_api_parity.py.

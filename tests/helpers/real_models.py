@@ -500,40 +500,41 @@ class ModelSpec:
     build: Callable[[], nn.Module]
 
 
-MODELS = {
-    spec.name: spec
-    for spec in [
-        ModelSpec("hf_llama", "transformers", hf_llama),
-        ModelSpec("hf_llama_tied", "transformers", hf_llama_tied),
-        ModelSpec("hf_gpt2", "transformers", hf_gpt2),
-        ModelSpec("hf_bert", "transformers", hf_bert),
-        ModelSpec("hf_t5", "transformers", hf_t5),
-        ModelSpec("hf_mistral", "transformers", hf_mistral),
-        ModelSpec("hf_qwen3", "transformers", hf_qwen3),
-        ModelSpec("hf_qwen3_moe", "transformers", hf_qwen3_moe),
-        ModelSpec("hf_mixtral", "transformers", hf_mixtral),
-        ModelSpec("hf_deepseek_v3", "transformers", hf_deepseek_v3),
-        ModelSpec("hf_gemma3_text", "transformers", hf_gemma3_text),
-        ModelSpec("hf_phi3", "transformers", hf_phi3),
-        ModelSpec("hf_gpt_oss", "transformers", hf_gpt_oss),
-        ModelSpec("hf_mamba", "transformers", hf_mamba),
-        ModelSpec("hf_mamba2", "transformers", hf_mamba2),
-        ModelSpec("hf_whisper", "transformers", hf_whisper),
-        ModelSpec("hf_clip", "transformers", hf_clip),
-        ModelSpec("hf_siglip", "transformers", hf_siglip),
-        ModelSpec("hf_wav2vec2", "transformers", hf_wav2vec2),
-        *(ModelSpec(f"timm_{name}", "timm", _timm(name, kwargs)) for name, kwargs in _TIMM.items()),
-        ModelSpec("torchvision_resnet50", "torchvision", torchvision_resnet50),
-        ModelSpec("torchvision_vit_b_16", "torchvision", torchvision_vit_b_16),
-        ModelSpec("torchvision_convnext_tiny", "torchvision", torchvision_convnext_tiny),
-        ModelSpec("torchvision_swin_t", "torchvision", torchvision_swin_t),
-        ModelSpec("torchvision_maxvit_t", "torchvision", torchvision_maxvit_t),
-        ModelSpec("torchvision_densenet121", "torchvision", torchvision_densenet121),
-        ModelSpec("torchvision_googlenet", "torchvision", torchvision_googlenet),
-        ModelSpec("torchvision_efficientnet_b0", "torchvision", torchvision_efficientnet_b0),
-        ModelSpec("torchvision_mobilenet_v3_small", "torchvision", torchvision_mobilenet_v3_small),
-    ]
-}
+def _by_name(*specs: ModelSpec) -> dict[str, ModelSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+MODELS = _by_name(
+    ModelSpec("hf_llama", "transformers", hf_llama),
+    ModelSpec("hf_llama_tied", "transformers", hf_llama_tied),
+    ModelSpec("hf_gpt2", "transformers", hf_gpt2),
+    ModelSpec("hf_bert", "transformers", hf_bert),
+    ModelSpec("hf_t5", "transformers", hf_t5),
+    ModelSpec("hf_mistral", "transformers", hf_mistral),
+    ModelSpec("hf_qwen3", "transformers", hf_qwen3),
+    ModelSpec("hf_qwen3_moe", "transformers", hf_qwen3_moe),
+    ModelSpec("hf_mixtral", "transformers", hf_mixtral),
+    ModelSpec("hf_deepseek_v3", "transformers", hf_deepseek_v3),
+    ModelSpec("hf_gemma3_text", "transformers", hf_gemma3_text),
+    ModelSpec("hf_phi3", "transformers", hf_phi3),
+    ModelSpec("hf_gpt_oss", "transformers", hf_gpt_oss),
+    ModelSpec("hf_mamba", "transformers", hf_mamba),
+    ModelSpec("hf_mamba2", "transformers", hf_mamba2),
+    ModelSpec("hf_whisper", "transformers", hf_whisper),
+    ModelSpec("hf_clip", "transformers", hf_clip),
+    ModelSpec("hf_siglip", "transformers", hf_siglip),
+    ModelSpec("hf_wav2vec2", "transformers", hf_wav2vec2),
+    *(ModelSpec(f"timm_{name}", "timm", _timm(name, kwargs)) for name, kwargs in _TIMM.items()),
+    ModelSpec("torchvision_resnet50", "torchvision", torchvision_resnet50),
+    ModelSpec("torchvision_vit_b_16", "torchvision", torchvision_vit_b_16),
+    ModelSpec("torchvision_convnext_tiny", "torchvision", torchvision_convnext_tiny),
+    ModelSpec("torchvision_swin_t", "torchvision", torchvision_swin_t),
+    ModelSpec("torchvision_maxvit_t", "torchvision", torchvision_maxvit_t),
+    ModelSpec("torchvision_densenet121", "torchvision", torchvision_densenet121),
+    ModelSpec("torchvision_googlenet", "torchvision", torchvision_googlenet),
+    ModelSpec("torchvision_efficientnet_b0", "torchvision", torchvision_efficientnet_b0),
+    ModelSpec("torchvision_mobilenet_v3_small", "torchvision", torchvision_mobilenet_v3_small),
+)
 
 
 def require(spec: ModelSpec) -> None:
@@ -541,6 +542,98 @@ def require(spec: ModelSpec) -> None:
     (The torchvision shim first: timm imports torchvision.)"""
     ensure_torchvision_importable()
     pytest.importorskip(spec.library, reason=f"{spec.name} needs {spec.library}")
+
+
+# ---- the bench's models, at realistic sizes ---------------------------------------------------
+
+
+@_builder
+def hf_llama_271m():
+    return _hf(  # untied head
+        "LlamaForCausalLM",
+        "LlamaConfig",
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=2816,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+    )
+
+
+@_builder
+def hf_qwen2_05b_shape():
+    return _hf(  # 494M parameters, tied head
+        "Qwen2ForCausalLM",
+        "Qwen2Config",
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+
+
+@_builder
+def hf_gpt2_124m():
+    return _hf("GPT2LMHeadModel", "GPT2Config")
+
+
+@_builder
+def hf_mistral_resized():
+    """A tiny Mistral whose builder resizes its vocabulary: transformers' mean resizing reads the
+    embedding's values while building."""
+    model = _hf(
+        "MistralForCausalLM",
+        "MistralConfig",
+        vocab_size=1024,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model.resize_token_embeddings(model.config.vocab_size + 64)
+    return model
+
+
+def _torchvision(name: str) -> Callable[[], nn.Module]:
+    """torchvision's full-size `name` model, as torchvision.models.<name>() builds it."""
+
+    def build():
+        import torchvision.models
+
+        return getattr(torchvision.models, name)()
+
+    build.__name__ = build.__qualname__ = f"torchvision_{name}"
+    return _builder(build)
+
+
+# benchmarks/models.py's real-model rows, by row name: what users build, at the sizes they build.
+BENCH_MODELS = _by_name(
+    ModelSpec("HF Llama 271M", "transformers", hf_llama_271m),
+    ModelSpec("HF Qwen2-0.5B shape", "transformers", hf_qwen2_05b_shape),
+    ModelSpec("HF GPT-2 124M", "transformers", hf_gpt2_124m),
+    ModelSpec("HF Mistral tiny, resized vocab", "transformers", hf_mistral_resized),
+    ModelSpec("timm ViT-B/16", "timm", _timm("vit_base_patch16_224", {})),
+    ModelSpec("timm EfficientNet-B0", "timm", _timm("efficientnet_b0", {})),
+    ModelSpec("timm MobileNetV3-S", "timm", _timm("mobilenetv3_small_100", {})),
+    ModelSpec("torchvision ResNet-50", "torchvision", torchvision_resnet50),
+    ModelSpec("torchvision VGG-16", "torchvision", _torchvision("vgg16")),
+    # Small models of many layers: per-layer costs, not fills, dominate.
+    ModelSpec("torchvision MobileNetV3-S", "torchvision", _torchvision("mobilenet_v3_small")),
+    ModelSpec("torchvision DenseNet-121", "torchvision", _torchvision("densenet121")),
+    ModelSpec("torchvision EfficientNet-B0", "torchvision", _torchvision("efficientnet_b0")),
+    ModelSpec("torchvision RegNetY-400MF", "torchvision", _torchvision("regnet_y_400mf")),
+)
+
+
+def installed(specs: dict[str, ModelSpec]) -> dict[str, ModelSpec]:
+    """The specs whose library imports (the torchvision shim first: timm imports torchvision)."""
+    ensure_torchvision_importable()
+    return {name: s for name, s in specs.items() if importlib.util.find_spec(s.library)}
 
 
 # ---- comparing initializations ---------------------------------------------------------------

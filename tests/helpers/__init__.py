@@ -1,0 +1,1 @@
+"""Helpers shared by the tests and, for the real models, the benchmarks."""
