@@ -187,6 +187,78 @@ def whole(tensor: Tensor, fill_full: Callable[[Tensor], object], generator):
     return tensor
 
 
+def eye(tensor: Tensor, stock: Callable[[Tensor], object]) -> Tensor:
+    """eye_, or stock(tensor) for the tensors no kernel takes."""
+
+    def fill_full(t: Tensor, _) -> None:
+        if compiled(t, FILL_DTYPES):
+            call(ops.eye_, t)
+        else:
+            stock(t)
+
+    return whole(tensor, fill_full, None)
+
+
+def dirac(tensor: Tensor, groups: int, stock: Callable[[Tensor, int], object]) -> Tensor:
+    """dirac_, or, after its argument checks, stock(tensor, groups) for the tensors no kernel
+    takes."""
+
+    def fill_full(t: Tensor, _) -> None:
+        if compiled(t, FILL_DTYPES):
+            call(ops.dirac_, t, groups)
+        else:
+            check_arguments(ops.dirac_, t, groups)
+            stock(t, groups)
+
+    return whole(tensor, fill_full, None)
+
+
+def orthogonal(tensor: Tensor, gain: float, generator, stock: Callable[..., object]) -> Tensor:
+    """orthogonal_, or stock(tensor, gain, generator=) for the tensors no kernel takes."""
+
+    def fill_full(t: Tensor, g) -> None:
+        if not compiled(t):
+            stock(t, gain, generator=g)
+        elif t.numel() and not t.is_meta:
+            call(ops.orthogonal_, t, gain, g)
+
+    return whole(tensor, fill_full, generator)
+
+
+def orthogonal_batch(tensors, members: list, gain: float, generator, stock: Callable[..., object]):
+    """orthogonal_batch_ of `tensors` (one tensor whose dim 0 is the batch, or a sequence of
+    same-shape `members`), or stock(member, gain, generator=) for each member where no kernel
+    takes them."""
+    is_batch_tensor = isinstance(tensors, Tensor)
+    if not (compiled(tensors) if is_batch_tensor else all(compiled(t) for t in members)):
+        for t in members:
+            stock(t, gain, generator=generator)
+        return tensors
+    if is_batch_tensor:  # one tensor: in materialize(seed=...), keyed by its name
+        return whole(tensors, lambda t, g: call(ops.orthogonal_batch_, t, gain, g), generator)
+    with torch.no_grad():
+        first = members[0]
+        work = torch.empty((len(members), *first.shape), dtype=first.dtype, device=first.device)
+        call(ops.orthogonal_batch_, work, gain, generator)
+        for t, filled in zip(members, work):
+            t.copy_(filled)
+    return tensors
+
+
+def sparse(tensor: Tensor, sparsity: float, std: float, generator, stock: Callable[..., object]):
+    """sparse_, or, after its argument checks, stock(tensor, sparsity, std, generator=) for the
+    tensors no kernel takes."""
+
+    def fill_full(t: Tensor, g) -> None:
+        if compiled(t):
+            call(ops.sparse_, t, sparsity, std, g)
+        else:
+            check_arguments(ops.sparse_, t, sparsity, std, None)
+            stock(t, sparsity, std, generator=g)
+
+    return whole(tensor, fill_full, generator)
+
+
 def _lean(fill, tensor: Tensor, *args) -> bool:
     """Whether _C's lean entry `fill` (csrc/registration/python_fast_path.cpp) filled `tensor`: the
     common case (a plain float tensor, no materialize() session) without the layers above the op
