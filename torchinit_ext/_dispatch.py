@@ -19,31 +19,38 @@ from . import _extension, _sharded
 _C = _extension.load()  # loading it registers torch.ops.torchinit_ext
 
 ops = torch.ops.torchinit_ext
+aten = torch.ops.aten
 
-# The dtypes of the random fills, and those that constant_, eye_ and dirac_ write.
-FLOAT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
-FILL_DTYPES = FLOAT_DTYPES | {
-    torch.bool,
-    torch.uint8,
-    torch.int8,
-    torch.int16,
-    torch.int32,
-    torch.int64,
-    torch.complex64,
-    torch.complex128,
+# The op table (csrc/plan/op_table.h): (name, schema, kind, law) of every op, kind one of "law"
+# (an elementwise law, which fill_many_ also takes by name), "whole" (a fill that is not
+# elementwise), "batch" (fill_many_) and "helper" (writes nothing).
+OP_TABLE = tuple(_C.op_table())
+# The elementwise laws' ops by law, and the fills that are not elementwise.
+LAW_OPS = {law: getattr(ops, name).default for name, _, kind, law in OP_TABLE if kind == "law"}
+WHOLE_FILLS = frozenset(
+    getattr(ops, name).default for name, _, kind, _ in OP_TABLE if kind == "whole"
+)
+# Stock's in-place fills that write one of the laws: deferred_init() batches them as it does
+# ours, and patch() gives the random ones, as Tensor methods, the compiled fills.
+STOCK_LAW_OPS = {
+    aten.uniform_.default: "uniform",
+    aten.normal_.default: "normal",
+    aten.fill_.Scalar: "constant",
+    aten.zero_.default: "constant",
 }
 
 
-def _devices_with_kernels() -> frozenset:
-    name = "torchinit_ext::uniform_"
-    return frozenset(
-        device
-        for device, key in (("cpu", "CPU"), ("cuda", "CUDA"), ("meta", "Meta"))
-        if torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
-    )
+def law_parameters(op) -> tuple[str, ...]:
+    """The names of the law's parameters among `op`'s arguments: those after the tensor, but
+    the generator (fill_many_'s params, in order)."""
+    return tuple(a.name for a in op._schema.arguments[1:] if a.name != "generator")
 
 
-COMPILED_DEVICES = _devices_with_kernels()
+# The dtypes of the random fills, and those that constant_, eye_ and dirac_ write.
+FLOAT_DTYPES = frozenset(_C.float_dtypes())
+FILL_DTYPES = frozenset(_C.fill_dtypes())
+# The device types with kernels: the CPU, CUDA if it was built, meta.
+COMPILED_DEVICES = frozenset(_C.compiled_devices())
 
 
 class InitValueError(ValueError, RuntimeError):
@@ -55,14 +62,19 @@ class InitTypeError(TypeError, NotImplementedError):
 
 
 def compiled(tensor: Tensor, dtypes: frozenset = FLOAT_DTYPES) -> bool:
-    """Whether `tensor` takes the compiled kernels of a fill that writes `dtypes`."""
-    return (
-        type(tensor) in _sharded.PLAIN_TYPES
-        and tensor.dtype in dtypes
-        and tensor.layout == torch.strided
-        and (tensor.is_cpu or tensor.device.type in COMPILED_DEVICES)
-        and not tensor.is_nested
-    )
+    """Whether `tensor` takes the compiled kernels of a fill that writes `dtypes` (FLOAT_DTYPES
+    or FILL_DTYPES): a plain Tensor or Parameter, strided, not nested, of those dtypes, on a
+    device with kernels. _C decides, as for its lean entries; dynamo, which cannot trace into
+    _C, traces the same test spelled out (tests/test_op_table.py checks that they agree)."""
+    if is_dynamo_compiling():
+        return (
+            type(tensor) in _sharded.PLAIN_TYPES
+            and tensor.dtype in dtypes
+            and tensor.layout == torch.strided
+            and tensor.device.type in COMPILED_DEVICES
+            and not tensor.is_nested
+        )
+    return _C.compiled(tensor, dtypes is FILL_DTYPES)
 
 
 def _without_grad(fn, *args):
@@ -137,7 +149,7 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
             return tensor
     if compiled(tensor):
         if law != "constant":
-            return call(_LAW_OPS[law], tensor, *params, generator)
+            return call(LAW_OPS[law], tensor, *params, generator)
         if tensor.is_inference():  # stock's fill_ would write it before refusing
             return call(ops.constant_.default, tensor, *params)
         # Stock's fill_ writes the same values, as fast at every size, and a small tensor's call
@@ -145,13 +157,6 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
         return _without_grad(tensor.fill_, params[0])
     with torch.no_grad():
         return stock()
-
-
-_LAW_OPS = {
-    "uniform": ops.uniform_.default,
-    "normal": ops.normal_.default,
-    "trunc_normal": ops.trunc_normal_.default,
-}
 
 
 def call_many(tensors, laws, params, keys, blocks) -> None:
@@ -180,6 +185,78 @@ def whole(tensor: Tensor, fill_full: Callable[[Tensor], object], generator):
         return _sharded.fill_from_full(tensor, lambda full: fill_full(full, generator))
     fill_full(tensor, generator)
     return tensor
+
+
+def eye(tensor: Tensor, stock: Callable[[Tensor], object]) -> Tensor:
+    """eye_, or stock(tensor) for the tensors no kernel takes."""
+
+    def fill_full(t: Tensor, _) -> None:
+        if compiled(t, FILL_DTYPES):
+            call(ops.eye_, t)
+        else:
+            stock(t)
+
+    return whole(tensor, fill_full, None)
+
+
+def dirac(tensor: Tensor, groups: int, stock: Callable[[Tensor, int], object]) -> Tensor:
+    """dirac_, or, after its argument checks, stock(tensor, groups) for the tensors no kernel
+    takes."""
+
+    def fill_full(t: Tensor, _) -> None:
+        if compiled(t, FILL_DTYPES):
+            call(ops.dirac_, t, groups)
+        else:
+            check_arguments(ops.dirac_, t, groups)
+            stock(t, groups)
+
+    return whole(tensor, fill_full, None)
+
+
+def orthogonal(tensor: Tensor, gain: float, generator, stock: Callable[..., object]) -> Tensor:
+    """orthogonal_, or stock(tensor, gain, generator=) for the tensors no kernel takes."""
+
+    def fill_full(t: Tensor, g) -> None:
+        if not compiled(t):
+            stock(t, gain, generator=g)
+        elif t.numel() and not t.is_meta:
+            call(ops.orthogonal_, t, gain, g)
+
+    return whole(tensor, fill_full, generator)
+
+
+def orthogonal_batch(tensors, members: list, gain: float, generator, stock: Callable[..., object]):
+    """orthogonal_batch_ of `tensors` (one tensor whose dim 0 is the batch, or a sequence of
+    same-shape `members`), or stock(member, gain, generator=) for each member where no kernel
+    takes them."""
+    is_batch_tensor = isinstance(tensors, Tensor)
+    if not (compiled(tensors) if is_batch_tensor else all(compiled(t) for t in members)):
+        for t in members:
+            stock(t, gain, generator=generator)
+        return tensors
+    if is_batch_tensor:  # one tensor: in materialize(seed=...), keyed by its name
+        return whole(tensors, lambda t, g: call(ops.orthogonal_batch_, t, gain, g), generator)
+    with torch.no_grad():
+        first = members[0]
+        work = torch.empty((len(members), *first.shape), dtype=first.dtype, device=first.device)
+        call(ops.orthogonal_batch_, work, gain, generator)
+        for t, filled in zip(members, work):
+            t.copy_(filled)
+    return tensors
+
+
+def sparse(tensor: Tensor, sparsity: float, std: float, generator, stock: Callable[..., object]):
+    """sparse_, or, after its argument checks, stock(tensor, sparsity, std, generator=) for the
+    tensors no kernel takes."""
+
+    def fill_full(t: Tensor, g) -> None:
+        if compiled(t):
+            call(ops.sparse_, t, sparsity, std, g)
+        else:
+            check_arguments(ops.sparse_, t, sparsity, std, None)
+            stock(t, sparsity, std, generator=g)
+
+    return whole(tensor, fill_full, generator)
 
 
 def _lean(fill, tensor: Tensor, *args) -> bool:

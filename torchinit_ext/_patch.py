@@ -179,8 +179,27 @@ def _timm() -> _Interception | None:
 # ---- Tensor methods --------------------------------------------------------------------------
 
 _TensorBase = torch._C.TensorBase
-_METHODS = {"uniform_": ("from", "to", 0.0, 1.0), "normal_": ("mean", "std", 0.0, 1.0)}
-_LAWS = {"uniform_": _dispatch.uniform, "normal_": _dispatch.normal}
+
+
+def _random_methods() -> dict:
+    """Stock's random fills among the laws' in-place ops (_dispatch.STOCK_LAW_OPS), as Tensor
+    methods, by name: the _dispatch helper of the law (named after it), and the names and
+    defaults of the two parameters in stock's schema."""
+    methods = {}
+    for op, law in _dispatch.STOCK_LAW_OPS.items():
+        if law != "constant":
+            first, second = op._schema.arguments[1:3]
+            methods[op._schema.name.split("::")[1]] = (
+                getattr(_dispatch, law),
+                first.name,
+                second.name,
+                first.default_value,
+                second.default_value,
+            )
+    return methods
+
+
+_METHODS = _random_methods()
 
 
 def _number(value) -> bool:
@@ -198,9 +217,8 @@ def _takes_compiled(tensor: Tensor) -> bool:
 
 
 def _method(name: str) -> Callable:
-    first, second, first_default, second_default = _METHODS[name]
+    law, first, second, first_default, second_default = _METHODS[name]
     stock = getattr(_TensorBase, name)
-    law = _LAWS[name]
 
     def fill(self, *args, **kwargs):
         if len(args) <= 2 and kwargs.keys() <= {first, second, "generator"}:

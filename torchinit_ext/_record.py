@@ -39,28 +39,19 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from . import _dispatch, _patch
 
 aten = torch.ops.aten
-ext = torch.ops.torchinit_ext
 
 # Ops that write every element of their first argument without reading it. The elementwise
-# fills, which fill_many_ batches at replay, by law and the names of the law's parameters:
+# fills, stock's and ours (the op table's laws), which fill_many_ batches at replay, by law and
+# the names of the law's parameters:
 _FILL_LAWS = {
-    aten.uniform_.default: ("uniform", ("from", "to")),
-    aten.normal_.default: ("normal", ("mean", "std")),
-    aten.fill_.Scalar: ("constant", ("value",)),
-    aten.zero_.default: ("constant", ()),
-    ext.uniform_.default: ("uniform", ("a", "b")),
-    ext.normal_.default: ("normal", ("mean", "std")),
-    ext.trunc_normal_.default: ("trunc_normal", ("mean", "std", "a", "b")),
-    ext.constant_.default: ("constant", ("value",)),
+    op: (law, _dispatch.law_parameters(op))
+    for op, law in (
+        *_dispatch.STOCK_LAW_OPS.items(),
+        *((op, law) for law, op in _dispatch.LAW_OPS.items()),
+    )
 }
 # The others, filled whole (a random one from the generator of the tensor's seed key):
-_WHOLE_FILLS = {
-    ext.orthogonal_.default,
-    ext.orthogonal_batch_.default,
-    ext.sparse_.default,
-    ext.eye_.default,
-    ext.dirac_.default,
-}
+_WHOLE_FILLS = _dispatch.WHOLE_FILLS
 _WRITE_ONLY = {*_FILL_LAWS, *_WHOLE_FILLS, aten.fill_.Tensor, aten.copy_.default}
 # Factories of uninitialized memory: nothing to replay, the replay makes storage of the size.
 _EMPTY = {aten.empty.memory_format, aten.empty_strided.default}

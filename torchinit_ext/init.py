@@ -18,7 +18,7 @@ from torch.nn.init import _calculate_correct_fan, _calculate_fan_in_and_fan_out,
 from typing_extensions import ParamSpec
 
 from . import _dispatch
-from ._dispatch import FILL_DTYPES, InitValueError, call, compiled, ops
+from ._dispatch import InitValueError
 
 __all__ = [
     "calculate_gain",
@@ -183,14 +183,7 @@ def eye_(tensor: Tensor) -> Tensor:
     See :func:`torch.nn.init.eye_`."""
     if tensor.ndimension() != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    return _dispatch.whole(tensor, lambda t, _: _eye(t), None)
-
-
-def _eye(tensor: Tensor) -> None:
-    if compiled(tensor, FILL_DTYPES):
-        call(ops.eye_, tensor)
-    else:
-        _stock.eye_(tensor)
+    return _dispatch.eye(tensor, _stock.eye_)
 
 
 def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
@@ -201,15 +194,7 @@ def dirac_(tensor: Tensor, groups: int = 1) -> Tensor:
         raise ValueError("Only tensors with 3, 4, or 5 dimensions are supported")
     if not isinstance(groups, int):
         raise InitValueError(f"dirac_: groups must be a positive integer, got groups={groups}")
-    return _dispatch.whole(tensor, lambda t, _: _dirac(t, groups), None)
-
-
-def _dirac(tensor: Tensor, groups: int) -> None:
-    if compiled(tensor, FILL_DTYPES):
-        call(ops.dirac_, tensor, groups)
-    else:
-        _dispatch.check_arguments(ops.dirac_, tensor, groups)
-        _stock.dirac_(tensor, groups)
+    return _dispatch.dirac(tensor, groups, _stock.dirac_)
 
 
 def _xavier_std(tensor: Tensor, gain: float) -> float:
@@ -302,14 +287,7 @@ def orthogonal_(
     See :func:`torch.nn.init.orthogonal_`."""
     if tensor.ndimension() < 2:
         raise ValueError("Only tensors with 2 or more dimensions are supported")
-    return _dispatch.whole(tensor, lambda t, g: _orthogonal(t, gain, g), generator)
-
-
-def _orthogonal(tensor: Tensor, gain: float, generator: torch.Generator | None) -> None:
-    if not compiled(tensor):
-        _stock.orthogonal_(tensor, gain, generator=generator)
-    elif tensor.numel() and not tensor.is_meta:
-        call(ops.orthogonal_, tensor, gain, generator)
+    return _dispatch.orthogonal(tensor, gain, generator, _stock.orthogonal_)
 
 
 def _batch_members(tensors: Tensor | Sequence[Tensor]) -> list[Tensor]:
@@ -349,22 +327,7 @@ def orthogonal_batch_(
     whose dim 0 is the batch) with an independent (semi) orthogonal matrix, as
     :func:`orthogonal_` would, in one batched computation. Returns `tensors`."""
     members = _batch_members(tensors)
-    is_batch_tensor = isinstance(tensors, Tensor)
-    if not (compiled(tensors) if is_batch_tensor else all(compiled(t) for t in members)):
-        for t in members:
-            _stock.orthogonal_(t, gain, generator=generator)
-        return tensors
-    if is_batch_tensor:  # one tensor: in materialize(seed=...), keyed by its name
-        return _dispatch.whole(
-            tensors, lambda t, g: call(ops.orthogonal_batch_, t, gain, g), generator
-        )
-    with torch.no_grad():
-        first = members[0]
-        work = torch.empty((len(members), *first.shape), dtype=first.dtype, device=first.device)
-        call(ops.orthogonal_batch_, work, gain, generator)
-        for t, filled in zip(members, work):
-            t.copy_(filled)
-    return tensors
+    return _dispatch.orthogonal_batch(tensors, members, gain, generator, _stock.orthogonal_)
 
 
 def sparse_(
@@ -378,15 +341,7 @@ def sparse_(
     all drawn from `generator`. See :func:`torch.nn.init.sparse_`."""
     if tensor.ndimension() != 2:
         raise ValueError("Only tensors with 2 dimensions are supported")
-    return _dispatch.whole(tensor, lambda t, g: _sparse(t, sparsity, std, g), generator)
-
-
-def _sparse(tensor: Tensor, sparsity: float, std: float, generator: torch.Generator | None) -> None:
-    if compiled(tensor):
-        call(ops.sparse_, tensor, sparsity, std, generator)
-    else:
-        _dispatch.check_arguments(ops.sparse_, tensor, sparsity, std, None)
-        _stock.sparse_(tensor, sparsity, std, generator=generator)
+    return _dispatch.sparse(tensor, sparsity, std, generator, _stock.sparse_)
 
 
 # for backward compatibility

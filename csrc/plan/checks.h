@@ -2,22 +2,28 @@
 // before any element is written.
 #pragma once
 
+#include <ATen/Dispatch_v2.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 #include <numeric>
 #include <vector>
 
-// The dtypes constant_, eye_ and dirac_ write, for AT_DISPATCH_V2 (with ATen/Dispatch_v2.h);
-// torchinit_ext/_dispatch.py's FILL_DTYPES routes the same set to them.
+// The dtypes of the random fills, and those constant_, eye_ and dirac_ write, as AT_DISPATCH_V2
+// takes them; _C.float_dtypes() and _C.fill_dtypes() give them to torchinit_ext/_dispatch.py.
+#define TORCHINIT_FLOAT_DTYPES AT_EXPAND(AT_FLOATING_TYPES), at::kHalf, at::kBFloat16
 #define TORCHINIT_FILL_DTYPES \
-  AT_EXPAND(AT_ALL_TYPES_AND_COMPLEX), at::kHalf, at::kBFloat16, at::kBool
+  TORCHINIT_FLOAT_DTYPES, AT_EXPAND(AT_INTEGRAL_TYPES), AT_EXPAND(AT_COMPLEX_TYPES), at::kBool
 
 namespace torchinit {
+
+inline constexpr c10::ScalarType kFloatDtypes[] = {TORCHINIT_FLOAT_DTYPES};
+inline constexpr c10::ScalarType kFillDtypes[] = {TORCHINIT_FILL_DTYPES};
 
 // The most elements a random fill may number (a block of a larger tensor counts the larger
 // tensor's): the RNG contract numbers element indices and their streams' blocks below 2^56, and
@@ -36,7 +42,11 @@ inline void check_element_count(const at::Tensor& self, const char* op) {
 }
 
 inline bool is_supported_float(c10::ScalarType t) {
-  return t == c10::kFloat || t == c10::kDouble || t == c10::kHalf || t == c10::kBFloat16;
+  return std::find(std::begin(kFloatDtypes), std::end(kFloatDtypes), t) != std::end(kFloatDtypes);
+}
+
+inline bool is_fill_dtype(c10::ScalarType t) {
+  return std::find(std::begin(kFillDtypes), std::end(kFillDtypes), t) != std::end(kFillDtypes);
 }
 
 // Whether two elements of self lie at the same memory offset. ATen decides only dense and

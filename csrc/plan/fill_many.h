@@ -5,7 +5,6 @@
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/ArrayRef.h>
-#include <c10/util/string_view.h>
 
 #include <algorithm>
 #include <string>
@@ -14,22 +13,10 @@
 
 #include "checks.h"
 #include "elementwise_fill.h"
+#include "op_table.h"
 #include "shard_index.h"
 
 namespace torchinit {
-
-// The fill fill_many_ asks of a target: law by name, parameters params[0..4) in the order of
-// the single op's arguments.
-inline ElementwiseFill named_fill(const at::Tensor& self, c10::string_view law,
-                                  c10::ArrayRef<double> params) {
-  if (law == "constant") return constant_fill(self, params[0]);
-  if (law == "uniform") return uniform_fill(self, params[0], params[1]);
-  if (law == "normal") return normal_fill(self, params[0], params[1]);
-  if (law == "trunc_normal")
-    return trunc_normal_fill(self, params[0], params[1], params[2], params[3]);
-  TORCH_CHECK_VALUE(false, "fill_many_: unknown law '", law,
-                    "' (expected constant, uniform, normal or trunc_normal)");
-}
 
 // One target of a multi-tensor fill.
 struct FillTarget {

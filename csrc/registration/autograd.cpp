@@ -15,11 +15,9 @@
 
 #include <vector>
 
-namespace {
+#include "../plan/op_table.h"
 
-constexpr const char* kOps[] = {"uniform_",          "normal_",   "trunc_normal_", "sparse_",
-                                "constant_",         "eye_",      "dirac_",        "orthogonal_",
-                                "orthogonal_batch_", "fill_many_"};
+namespace {
 
 // Calls visit(tensor) for every tensor the op writes: each Tensor(a!) argument, or each tensor of
 // a Tensor(a!)[] list, on the stack of a boxed call.
@@ -90,28 +88,29 @@ void fill_through_plain_temporaries(const c10::OperatorHandle& op, c10::Dispatch
   for (auto& [view, temporary] : views) view.copy_(temporary);
 }
 
+// Every op of the table that writes a tensor.
+template <c10::BoxedKernel::BoxedKernelFunction_withDispatchKeys* Layer>
+void register_layer(torch::Library& m) {
+  for (const torchinit::OpSpec& op : torchinit::kOpTable) {
+    if (op.kind == torchinit::OpKind::kHelper) continue;
+    m.impl(torchinit::op_name(op).c_str(), torch::CppFunction::makeFromBoxedFunction<Layer>());
+  }
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torchinit_ext, Autograd, m) {
-  for (const char* op : kOps) {
-    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&refuse_differentiable>());
-  }
+  register_layer<&refuse_differentiable>(m);
 }
 
 TORCH_LIBRARY_IMPL(torchinit_ext, ADInplaceOrView, m) {
-  for (const char* op : kOps) {
-    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&bump_versions>());
-  }
+  register_layer<&bump_versions>(m);
 }
 
 TORCH_LIBRARY_IMPL(torchinit_ext, Negative, m) {
-  for (const char* op : kOps) {
-    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&fill_through_plain_temporaries>());
-  }
+  register_layer<&fill_through_plain_temporaries>(m);
 }
 
 TORCH_LIBRARY_IMPL(torchinit_ext, Conjugate, m) {
-  for (const char* op : kOps) {
-    m.impl(op, torch::CppFunction::makeFromBoxedFunction<&fill_through_plain_temporaries>());
-  }
+  register_layer<&fill_through_plain_temporaries>(m);
 }

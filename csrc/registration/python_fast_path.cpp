@@ -5,7 +5,9 @@
 // through the C++ dispatcher, so autograd, inference mode, version counters and dispatch modes see
 // exactly the op's call. Each returns False, having done nothing, for what the Python path must
 // handle: tensor subclasses, dtypes and devices without kernels, arguments of other types, and any
-// tensor while a __torch_function__ mode is on (the mode must see the call).
+// tensor while a __torch_function__ mode is on (the mode must see the call). _C also gives the
+// Python layer what it derives its routing from: the op table, the dtype sets, the devices with
+// kernels, and the one predicate of which tensors the kernels take (compiled).
 #include "python_fast_path.h"
 
 #include <ATen/PythonTorchFunctionTLS.h>
@@ -21,6 +23,7 @@
 #include <optional>
 
 #include "../cpu_runtime/loops.h"
+#include "../plan/op_table.h"
 
 namespace {
 
@@ -36,18 +39,29 @@ bool has_kernel(c10::DispatchKey key) {
       .hasKernelForDispatchKey(key);
 }
 
-// The tensor of `obj` when the compiled kernels take it (_dispatch.compiled): a plain Tensor or
-// Parameter of a float dtype, strided, not nested, on a device with kernels; nullptr otherwise.
-const at::Tensor* compiled_tensor(PyObject* obj) {
-  static const bool cuda = has_kernel(c10::DispatchKey::CUDA);
-  static const bool meta = has_kernel(c10::DispatchKey::Meta);
+// The devices besides the CPU whose kernels were built (_C.compiled_devices()).
+struct KernelDevices {
+  bool cuda = has_kernel(c10::DispatchKey::CUDA);
+  bool meta = has_kernel(c10::DispatchKey::Meta);
+};
+
+const KernelDevices& kernel_devices() {
+  static const KernelDevices devices;
+  return devices;
+}
+
+// The tensor of `obj` when the compiled kernels take it (_C.compiled): a plain Tensor or
+// Parameter of a float dtype (with all_fill_dtypes, of any dtype constant_, eye_ and dirac_
+// write), strided, not nested, on a device with kernels; nullptr otherwise.
+const at::Tensor* compiled_tensor(PyObject* obj, bool all_fill_dtypes = false) {
+  const KernelDevices& kernels = kernel_devices();
   if (!THPVariable_CheckExact(obj)) return nullptr;
   const at::Tensor& t = THPVariable_Unpack(obj);
-  const bool device = t.is_cpu() || (cuda && t.is_cuda()) || (meta && t.is_meta());
+  const bool device = t.is_cpu() || (kernels.cuda && t.is_cuda()) || (kernels.meta && t.is_meta());
   const at::ScalarType dtype = t.scalar_type();
-  const bool float_dtype =
-      dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf || dtype == at::kBFloat16;
-  return device && float_dtype && t.layout() == at::kStrided && !t.is_nested() ? &t : nullptr;
+  const bool dtype_written =
+      all_fill_dtypes ? torchinit::is_fill_dtype(dtype) : torchinit::is_supported_float(dtype);
+  return device && dtype_written && t.layout() == at::kStrided && !t.is_nested() ? &t : nullptr;
 }
 
 // The tensor of `obj` when the Python path would fill it with the compiled kernels (or, for
@@ -181,6 +195,68 @@ PyObject* fill_extent_entry(PyObject*, PyObject* obj) {
   END_HANDLE_TH_ERRORS
 }
 
+// compiled(tensor, all_fill_dtypes) -> bool: whether the compiled kernels take the tensor
+// (compiled_tensor), for torchinit_ext._dispatch.compiled.
+PyObject* compiled_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  TORCH_CHECK_TYPE(nargs == 2, "compiled: expected 2 arguments, got ", nargs);
+  if (compiled_tensor(args[0], args[1] == Py_True)) Py_RETURN_TRUE;
+  Py_RETURN_FALSE;
+  END_HANDLE_TH_ERRORS
+}
+
+// compiled_devices() -> [str]: the device types with kernels.
+PyObject* compiled_devices_entry(PyObject*, PyObject*) {
+  HANDLE_TH_ERRORS
+  const KernelDevices& kernels = kernel_devices();
+  pybind11::list devices;
+  devices.append("cpu");
+  if (kernels.cuda) devices.append("cuda");
+  if (kernels.meta) devices.append("meta");
+  return devices.release().ptr();
+  END_HANDLE_TH_ERRORS
+}
+
+template <size_t N>
+PyObject* dtype_list(const c10::ScalarType (&dtypes)[N]) {
+  pybind11::list list;
+  for (const c10::ScalarType dtype : dtypes) {
+    list.append(pybind11::handle(reinterpret_cast<PyObject*>(torch::getTHPDtype(dtype))));
+  }
+  return list.release().ptr();
+}
+
+PyObject* float_dtypes_entry(PyObject*, PyObject*) {
+  HANDLE_TH_ERRORS
+  return dtype_list(torchinit::kFloatDtypes);
+  END_HANDLE_TH_ERRORS
+}
+
+PyObject* fill_dtypes_entry(PyObject*, PyObject*) {
+  HANDLE_TH_ERRORS
+  return dtype_list(torchinit::kFillDtypes);
+  END_HANDLE_TH_ERRORS
+}
+
+// op_table() -> [(name, schema, kind, law)]: plan/op_table.h, kind one of "law", "whole",
+// "batch", "helper", law None but for "law".
+PyObject* op_table_entry(PyObject*, PyObject*) {
+  HANDLE_TH_ERRORS
+  namespace py = pybind11;
+  using torchinit::OpKind;
+  py::list table;
+  for (const torchinit::OpSpec& op : torchinit::kOpTable) {
+    const char* kind = op.kind == OpKind::kLaw     ? "law"
+                       : op.kind == OpKind::kWhole ? "whole"
+                       : op.kind == OpKind::kBatch ? "batch"
+                                                   : "helper";
+    table.append(py::make_tuple(torchinit::op_name(op), op.schema, kind,
+                                op.law ? py::object(py::str(op.law)) : py::object(py::none())));
+  }
+  return table.release().ptr();
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
     {"uniform_", reinterpret_cast<PyCFunction>(random_fill_entry<kUniform>), METH_FASTCALL,
      "uniform_(tensor, a, b, generator) -> bool: ops.uniform_ without grad, if it takes them."},
@@ -195,6 +271,16 @@ PyMethodDef methods[] = {
     {"fill_extent", reinterpret_cast<PyCFunction>(fill_extent_entry), METH_O,
      "fill_extent(tensor) -> (memory, offset, sizes, strides, dtype) or None: _session.extent() "
      "of a tensor the compiled fills take."},
+    {"compiled", reinterpret_cast<PyCFunction>(compiled_entry), METH_FASTCALL,
+     "compiled(tensor, all_fill_dtypes) -> bool: whether the compiled kernels take the tensor."},
+    {"compiled_devices", compiled_devices_entry, METH_NOARGS,
+     "compiled_devices() -> [str]: the device types with kernels."},
+    {"float_dtypes", float_dtypes_entry, METH_NOARGS,
+     "float_dtypes() -> [dtype]: the dtypes of the random fills."},
+    {"fill_dtypes", fill_dtypes_entry, METH_NOARGS,
+     "fill_dtypes() -> [dtype]: the dtypes constant_, eye_ and dirac_ write."},
+    {"op_table", op_table_entry, METH_NOARGS,
+     "op_table() -> [(name, schema, kind, law)]: every op of torch.ops.torchinit_ext."},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace
