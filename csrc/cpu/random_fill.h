@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "../cpu_runtime/loops.h"
+#include "../math/fused_mul_add.h"
 #include "../rng/generator_state.h"
 #include "../rng/philox.h"
 #include "../rng/streams.h"
@@ -14,16 +15,31 @@
 namespace torchinit::cpu {
 
 // Blocks blocks[0 .. Lanes), transformed by dist into out, Dist::kPerBlock values each, with the
-// instructions of level L.
+// instructions of level L. The default level has no FMA instruction, so a float law that takes
+// its fused multiply-add runs the batch with FmafInDouble, which vectorizes where libm's fmaf
+// is a call per operation, and then recomputes with fmaf the rare blocks it flags.
 template <SimdLevel L, int Lanes, typename Dist, typename acc_t>
 inline void generate_batch(const Dist& dist, PhiloxState state, const uint64_t* blocks,
                            acc_t* out) {
   uint32_t words[4][Lanes];
   philox_lanes<L>(state, blocks, words);
   const Dist local = dist;  // stores to out can't change its fields: no alias checks in the loop
-  for (int j = 0; j < Lanes; ++j) {
-    local(PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}},
-          out + j * Dist::kPerBlock);
+  const auto block = [&](int j) {
+    return PhiloxBlock{{words[0][j], words[1][j], words[2][j], words[3][j]}};
+  };
+  if constexpr (L == SimdLevel::kDefault && std::is_same_v<acc_t, float> &&
+                std::is_invocable_v<const Dist&, PhiloxBlock, float*, FmafInDouble>) {
+    uint32_t hard[Lanes];
+    for (int j = 0; j < Lanes; ++j) {
+      uint32_t h = 0;
+      local(block(j), out + j * Dist::kPerBlock, FmafInDouble{&h});
+      hard[j] = h;
+    }
+    for (int j = 0; j < Lanes; ++j) {
+      if (hard[j]) local(block(j), out + j * Dist::kPerBlock);
+    }
+  } else {
+    for (int j = 0; j < Lanes; ++j) local(block(j), out + j * Dist::kPerBlock);
   }
 }
 

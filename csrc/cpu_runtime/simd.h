@@ -4,7 +4,7 @@
 // only functions compiled for a level (with_simd_level) use its instructions. Kernels use IEEE
 // basic operations and explicit fmaf, without FMA contraction, so every level computes the same
 // bits. Both levels have FMA (avx512f implies it), so fmaf vectorizes to vfmadd; the default level
-// calls libm's fmaf, correctly rounded too.
+// computes fmaf's value in double where it can, and with libm's fmaf elsewhere (fused_mul_add.h).
 #pragma once
 
 #include <cstdint>

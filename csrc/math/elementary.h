@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "../unroll.h"
+#include "fused_mul_add.h"
 
 namespace torchinit {
 
@@ -20,34 +21,37 @@ namespace torchinit {
 
 // log(2^e (1 + f)) for f in [sqrt(1/2) - 1, sqrt(2) - 1): log(1 + f) = f + f^2 Q(f), with Q of
 // degree 8, and e ln2 added with a single rounding (ln2 rounded to float costs < 0.2 ulp there).
-C10_HOST_DEVICE inline float log_f32_reduced(int32_t e, float f) {
+template <typename Fma = Fmaf>
+C10_HOST_DEVICE inline float log_f32_reduced(int32_t e, float f, Fma fma = {}) {
   constexpr float kQ[9] = {-0.0762210861f, 0.129046902f,  -0.132429764f,
                            0.141817793f,   -0.166090772f, 0.200019762f,
                            -0.250015825f,  0.333333254f,  -0.499999881f};  // highest power first
   float q = kQ[0];
   TORCHINIT_UNROLL
-  for (int k = 1; k < 9; ++k) q = fmaf(q, f, kQ[k]);
-  return fmaf(static_cast<float>(e), 0.693147182f, fmaf(q, f * f, f));
+  for (int k = 1; k < 9; ++k) q = fma(q, f, kQ[k]);
+  return fma(static_cast<float>(e), 0.693147182f, fma(q, f * f, f));
 }
 
 // Natural log for positive normal x = 2^e m, m in [sqrt(1/2), sqrt(2)) taken from the bits: the
 // bits minus sqrt(1/2)'s hold e in their exponent field.
-C10_HOST_DEVICE inline float log_f32(float x) {
+template <typename Fma = Fmaf>
+C10_HOST_DEVICE inline float log_f32(float x, Fma fma = {}) {
   const uint32_t bits = c10::bit_cast<uint32_t>(x);
   const uint32_t shifted = bits - 0x3F3504F3u;  // float(sqrt(1/2))
   const float m = c10::bit_cast<float>(bits - (shifted & 0xFF800000u));
-  return log_f32_reduced(static_cast<int32_t>(shifted) >> 23, m - 1.0f);
+  return log_f32_reduced(static_cast<int32_t>(shifted) >> 23, m - 1.0f, fma);
 }
 
 // Log of a positive normal double to float precision. The exponent comes exactly from x, so
 // probabilities far below float's range (1e-300) keep their precision. The exponent is an int32
 // shifted from the high word: 64-bit arithmetic shifts have no SIMD form below AVX-512.
-C10_HOST_DEVICE inline float log_f32_of_f64(double x) {
+template <typename Fma = Fmaf>
+C10_HOST_DEVICE inline float log_f32_of_f64(double x, Fma fma = {}) {
   const uint64_t bits = c10::bit_cast<uint64_t>(x);
   const uint64_t shifted = bits - 0x3FE6A09E667F3BCDull;  // sqrt(1/2)
   const double m = c10::bit_cast<double>(bits - (shifted & 0xFFF0000000000000ull));
   return log_f32_reduced(static_cast<int32_t>(static_cast<uint32_t>(shifted >> 32)) >> 20,
-                         static_cast<float>(m) - 1.0f);
+                         static_cast<float>(m) - 1.0f, fma);
 }
 
 // The exponent is an int32: int64 -> double conversion has no SIMD form without AVX-512DQ.
@@ -92,7 +96,8 @@ C10_HOST_DEVICE inline SinCos<T> rotate_quadrant(int32_t q, T c, T s) {
 // bits of w + 2^29 (mod 2^32), and r 2^22 is the signed number in bits 8-29 of w, exact in float.
 // sin(pi/2 r) = kHalfPi r + r^3 S(r^2): the largest term, kHalfPi r, is rounded only once, in the
 // last fmaf.
-C10_HOST_DEVICE inline SinCos<float> sincos_2pi_f32(uint32_t w) {
+template <typename Fma = Fmaf>
+C10_HOST_DEVICE inline SinCos<float> sincos_2pi_f32(uint32_t w, Fma fma = {}) {
   constexpr float kHalfPi = 1.57079637f;
   constexpr float kSin[3] = {-0.00468508201f, 0.0797122121f, -0.645966649f};  // S, highest first
   constexpr float kCos[5] = {0.000903766544f, -0.0208601654f, 0.253669232f, -1.23370051f,
@@ -102,11 +107,11 @@ C10_HOST_DEVICE inline SinCos<float> sincos_2pi_f32(uint32_t w) {
   const float r2 = r * r;
   float s = kSin[0];
   TORCHINIT_UNROLL
-  for (int k = 1; k < 3; ++k) s = fmaf(s, r2, kSin[k]);
+  for (int k = 1; k < 3; ++k) s = fma(s, r2, kSin[k]);
   float c = kCos[0];
   TORCHINIT_UNROLL
-  for (int k = 1; k < 5; ++k) c = fmaf(c, r2, kCos[k]);
-  return rotate_quadrant(q, c, fmaf(r, kHalfPi, r * r2 * s));
+  for (int k = 1; k < 5; ++k) c = fma(c, r2, kCos[k]);
+  return rotate_quadrant(q, c, fma(r, kHalfPi, r * r2 * s));
 }
 
 C10_HOST_DEVICE inline SinCos<double> sincos_2pi_f64(double t) {

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "../math/fused_mul_add.h"
+
 namespace torchinit {
 
 // [0, 1) on a grid of 2^-24.
@@ -27,9 +29,10 @@ C10_HOST_DEVICE inline double unit_f64(uint32_t lo, uint32_t hi) {
 // (0, 1], never 0 so log is finite. All 32 bits are used, so the smallest value is 2^-33 and
 // Box-Muller's tail reaches sqrt(66 ln 2) = 6.8 sigma (mass beyond that: 1e-11). The value is
 // (x >> 8) 2^-24 + ((x & 0xFF) + 0.5) 2^-32: both terms are exact and fmaf rounds their sum once.
-C10_HOST_DEVICE inline float open_unit_f32(uint32_t x) {
-  return fmaf(static_cast<float>(x >> 8), 0x1p-24f,
-              fmaf(static_cast<float>(x & 0xFFu), 0x1p-32f, 0x1p-33f));
+template <typename Fma = Fmaf>
+C10_HOST_DEVICE inline float open_unit_f32(uint32_t x, Fma fma = {}) {
+  return fma(static_cast<float>(x >> 8), 0x1p-24f,
+             fma(static_cast<float>(x & 0xFFu), 0x1p-32f, 0x1p-33f));
 }
 
 // (0, 1], smallest value 2^-65: the double tail reaches 9.5 sigma.

@@ -75,8 +75,10 @@ struct TruncNormalWide {
     const T clamped = v < lo ? lo : (v > hi ? hi : v);
     return inside ? clamped : T(NAN);
   }
-  C10_HOST_DEVICE void operator()(PhiloxBlock b, T* out) const {
-    normal(b, out);
+  // fma: Normal<float>'s fused multiply-add, when given.
+  template <typename... Fma>
+  C10_HOST_DEVICE void operator()(PhiloxBlock b, T* out, Fma... fma) const {
+    normal(b, out, fma...);
     for (int k = 0; k < kPerBlock; ++k) out[k] = accept(out[k]);
   }
   C10_HOST_DEVICE T last_attempt(PhiloxBlock b) const { return inverse.sample(b.w[0], b.w[1]); }

@@ -14,9 +14,11 @@ namespace torchinit {
 // ---- Box-Muller --------------------------------------------------------------------------------
 
 // Two independent standard normals from two independent words (float) or word pairs (double).
-C10_HOST_DEVICE inline SinCos<float> box_muller_f32(uint32_t radius_bits, uint32_t angle_bits) {
-  const float r = sqrtf(-2.0f * log_f32(open_unit_f32(radius_bits)));
-  const SinCos<float> cs = sincos_2pi_f32(angle_bits);
+template <typename Fma = Fmaf>
+C10_HOST_DEVICE inline SinCos<float> box_muller_f32(uint32_t radius_bits, uint32_t angle_bits,
+                                                    Fma fma = {}) {
+  const float r = sqrtf(-2.0f * log_f32(open_unit_f32(radius_bits, fma), fma));
+  const SinCos<float> cs = sincos_2pi_f32(angle_bits, fma);
   return {r * cs.cos, r * cs.sin};
 }
 
@@ -60,13 +62,14 @@ template <>
 struct Normal<float> {
   static constexpr int kPerBlock = 4;
   float mean, std;
-  C10_HOST_DEVICE void operator()(PhiloxBlock b, float* out) const {
-    const SinCos<float> z01 = box_muller_f32(b.w[0], b.w[1]);
-    const SinCos<float> z23 = box_muller_f32(b.w[2], b.w[3]);
-    out[0] = fmaf(z01.cos, std, mean);
-    out[1] = fmaf(z01.sin, std, mean);
-    out[2] = fmaf(z23.cos, std, mean);
-    out[3] = fmaf(z23.sin, std, mean);
+  template <typename Fma = Fmaf>
+  C10_HOST_DEVICE void operator()(PhiloxBlock b, float* out, Fma fma = {}) const {
+    const SinCos<float> z01 = box_muller_f32(b.w[0], b.w[1], fma);
+    const SinCos<float> z23 = box_muller_f32(b.w[2], b.w[3], fma);
+    out[0] = fma(z01.cos, std, mean);
+    out[1] = fma(z01.sin, std, mean);
+    out[2] = fma(z23.cos, std, mean);
+    out[3] = fma(z23.sin, std, mean);
   }
 };
 
