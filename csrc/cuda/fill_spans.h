@@ -15,9 +15,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "../math/unroll.h"
 #include "../plan/elementwise_fill.h"
 #include "../plan/shard_index.h"
-#include "../unroll.h"
 #include "strided_layout.h"
 
 namespace torchinit::cuda {

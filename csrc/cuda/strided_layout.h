@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <optional>
 
-#include "../unroll.h"
+#include "../math/unroll.h"
 
 namespace torchinit::cuda {
 

@@ -12,8 +12,8 @@
 #include <cmath>
 #include <cstdint>
 
-#include "../unroll.h"
 #include "fused_mul_add.h"
+#include "unroll.h"
 
 namespace torchinit {
 

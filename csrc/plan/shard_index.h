@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "../unroll.h"
+#include "../math/unroll.h"
 #include "checks.h"
 
 namespace torchinit {

@@ -6,7 +6,7 @@
 #include <c10/macros/Macros.h>
 #include <cstdint>
 
-#include "../unroll.h"
+#include "../math/unroll.h"
 
 namespace torchinit {
 
