@@ -305,6 +305,38 @@ struct FillBatch {
   C10_HOST_DEVICE int64_t chunks() const { return first_chunk[count]; }
 };
 
+// fill_chunk_with for a target that is contiguous, aligned for span stores and takes the aligned
+// spans base, base + kSpan, ...: checked once for the chunk, not once a span. The lane whose span
+// reaches past `end` fills the chunk's last elements one at a time.
+template <typename scalar_t, typename Dist>
+C10_HOST_DEVICE void fill_aligned_chunk(scalar_t* data, int64_t base, const Dist& dist,
+                                        PhiloxState state, int64_t begin, int64_t end, int64_t lane,
+                                        int64_t lanes) {
+  using acc_t = at::opmath_type<scalar_t>;
+  ElementValues<acc_t, Dist> values(dist, state);
+  const int64_t spans_end = end - (end - begin) % kSpan;
+  int64_t s = begin + lane * kSpan;
+  for (; s < spans_end; s += lanes * kSpan) {
+    acc_t v[kSpan];
+    values.span(static_cast<uint64_t>(base + s), v);
+    store_span<scalar_t, true>(data + s, v);
+  }
+  TORCHINIT_NO_UNROLL
+  for (; s < end; ++s) data[s] = static_cast<scalar_t>(values(static_cast<uint64_t>(base + s)));
+}
+
+// The laws whose fill_many_kernel takes fill_aligned_chunk where it can: those whose spans are
+// cheap, so fill_chunk_with's checks a span would be a large part of the work. For the others, a
+// second copy of the sampler's code costs more registers (a stack, for float64) than it saves.
+template <typename Dist>
+constexpr bool kAlignedChunks = false;
+template <typename T>
+constexpr bool kAlignedChunks<Constant<T>> = true;
+template <>
+constexpr bool kAlignedChunks<Uniform<float>> = true;
+template <>
+constexpr bool kAlignedChunks<Normal<float>> = true;
+
 // Chunk c of the batch, lane `lane` of `lanes`: its target is the last whose first chunk is <= c.
 template <typename scalar_t, typename Dist>
 C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, int64_t lane,
@@ -316,6 +348,13 @@ C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, i
   }
   const FillDesc& target = batch.targets[t];
   const int64_t local = c - batch.first_chunk[t];
+  if constexpr (kAlignedChunks<Dist>) {
+    if (target.vector_stores && target.full.aligned_range()) {
+      return fill_aligned_chunk(static_cast<scalar_t*>(target.data), target.full.base,
+                                batch.dists[t], batch.states[t], local * kChunk,
+                                chunk_end(target, local), lane, lanes);
+    }
+  }
   fill_chunk_with<scalar_t, true>(target, batch.dists[t], batch.states[t], local * kChunk,
                                   chunk_end(target, local), lane, lanes);
 }
