@@ -39,8 +39,7 @@ blocks. Limits:
   a lower bound for it; predicated instructions count as issued whether or not they run;
 - a loop inside the iteration counts one trip: the figure is then marked * and is a lower bound
   (TruncNormalRejection's per-element sampling loop over a span's 4 elements);
-- kernels whose stores have mixed widths and no dtype in their name (fill_many_kernel, which
-  serves every dtype) get no figure.
+- kernels whose stores have mixed widths and no dtype in their name get no figure.
 The total SASS count leaves out the NOP padding.
 """
 
@@ -93,7 +92,6 @@ LAWS = {
     "Constant": ("constant", None),
 }
 OTHER_KERNELS = {  # kernel -> law; the fills get the register, stack and FP64 targets
-    "fill_many_kernel": ("every law", True),
     "identity_ones_kernel": ("eye_/dirac_ ones", True),
     "write_kernel": ("sparse_ values", True),
     "choose_kernel": ("sparse_ choice", False),
@@ -346,7 +344,7 @@ def describe(kernel: Kernel, demangled: str) -> None:
     first, _, law = (arguments.group(1) if arguments else "").partition(", ")
     if first in DTYPES:
         kernel.dtype = DTYPES[first][0]
-    if kernel.kernel in ("fill_one_kernel", "fill_one_strided_kernel"):
+    if kernel.kernel in ("fill_one_kernel", "fill_one_strided_kernel", "fill_many_kernel"):
         law_key = re.sub(r"<[^,>]*, ?", "<", law) if law.startswith("TruncNormal<") else law
         kernel.law, family = LAWS.get(law_key, LAWS.get(law_key.split("<")[0], (law, None)))
         main = kernel.kernel == "fill_one_kernel" and kernel.dtype == "float32"

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cuda/fill_spans.h"
@@ -22,7 +23,7 @@ namespace {
 
 constexpr int64_t kThreads = 256;  // threads per block, as the kernels launch
 
-// Calls fill(begin, end, lane) for every lane of every chunk of d, as the chunked kernels do.
+// Calls fill(begin, end, lane) for every lane of every chunk of d, as fill_one_strided_kernel does.
 template <typename Fill>
 void for_each_chunk_lane(const FillDesc& d, const Fill& fill) {
   for (int64_t c = 0; c < num_chunks(d.numel); ++c) {
@@ -30,19 +31,31 @@ void for_each_chunk_lane(const FillDesc& d, const Fill& fill) {
   }
 }
 
-// fill_many_ as fill_many_kernel runs it: every chunk of every target, every lane of the chunk.
-void fill_many(std::vector<at::Tensor> selves, const std::vector<std::string>& laws,
-               const std::vector<double>& params, const std::vector<int64_t>& keys,
-               const std::vector<int64_t>& full_sizes, const std::vector<int64_t>& starts) {
+// fill_many_ as fill_many_cuda runs it: its targets' batches, as for_each_batch makes them, each
+// chunk of each batch by every lane of a thread block, as fill_many_kernel runs it. Returns each
+// launch's (targets, chunks).
+std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selves,
+                                                   const std::vector<std::string>& laws,
+                                                   const std::vector<double>& params,
+                                                   const std::vector<int64_t>& keys,
+                                                   const std::vector<int64_t>& full_sizes,
+                                                   const std::vector<int64_t>& starts) {
+  std::vector<PlannedTarget> planned;
   for (const FillTarget& target : plan_fill_many(selves, laws, params, keys, full_sizes, starts)) {
-    if (target.self.numel() == 0) continue;
-    const PlannedTarget planned = plan_target(target.self, target.fill, target.shard);
-    const FillDesc& d = planned.desc;
-    for_each_chunk_lane(d, [&](int64_t begin, int64_t end, int64_t lane) {
-      fill_chunk_any(d, d.fill.state, begin, end, lane, kThreads);
-    });
-    copy_temporaries({planned});
+    if (target.self.numel() > 0)
+      planned.push_back(plan_target(target.self, target.fill, target.shard));
   }
+  std::vector<std::pair<int64_t, int64_t>> launches;
+  for_each_batch(planned, [&](auto tag, const auto& batch) {
+    launches.emplace_back(batch.count, batch.chunks());
+    for (int64_t c = 0; c < batch.chunks(); ++c) {
+      for (int64_t lane = 0; lane < kThreads; ++lane) {
+        fill_batch_chunk<typename decltype(tag)::type>(batch, c, lane, kThreads);
+      }
+    }
+  });
+  copy_temporaries(planned);
+  return launches;
 }
 
 // A single uniform_, normal_ or trunc_normal_ (law and params as fill_many_ takes them, key and

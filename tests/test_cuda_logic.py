@@ -71,6 +71,90 @@ def test_fill_many_blocks_equal_cpu(host, law, params):
         assert torch.equal(a, b)
 
 
+# Every sampler the planner chooses, the flat rejection regime included.
+MIXED_LAWS = [*LAWS, ("trunc_normal", (0.0, 1e6, -1.0, 1.0))]
+
+
+def _mixed_targets():
+    """(tensor, law, params): laws and dtypes interleaved over shapes from empty and 0-d to several
+    chunks, transposed and sliced views, 10 dims (a temporary), and 60 tiny float32 normal fills,
+    more than one batch holds."""
+    shapes = [(), (0,), (1,), (3,), (5, 7), (8193 * 2 + 5,), (0, 3), (17, 4, 3), (4096,)]
+    targets = []
+    for i in range(45):
+        law, params = MIXED_LAWS[i % len(MIXED_LAWS)]
+        dtype = FLOATS[i % len(FLOATS)]
+        shape = shapes[i % len(shapes)]
+        tensor = torch.empty(shape, dtype=dtype)
+        if i % 7 == 3:
+            tensor = torch.empty(70, 30, dtype=dtype).t()
+        elif i % 7 == 5:
+            tensor = torch.empty(40, 66, dtype=dtype)[:, 1:64]
+        elif i % 11 == 6:
+            tensor = torch.empty((3,) * 10, dtype=dtype)[(slice(0, 2),) * 10]
+        targets.append((tensor, law, params))
+    targets += [(torch.empty(5), "normal", (0.0, 1.0 + i)) for i in range(60)]
+    return targets
+
+
+def _bits(tensor):
+    return tensor.contiguous().reshape(-1).view(torch.uint8)
+
+
+def _run_mixed(host, make, sizes=(), starts=()):
+    """fill_many_ of make()'s targets, on the CPU and by the GPU threads, in one call each: equal
+    bit for bit. Returns the targets and the GPU threads' launches."""
+    cpu, gpu_logic = make(), make()
+    laws = [law for _, law, _ in cpu]
+    params = [p for _, _, ps in cpu for p in padded(ps)]
+    keys = [k for t in range(len(cpu)) for k in (0xC0FFEE + 3 * t, 17 * t)]
+    args = (laws, params, keys, list(sizes), list(starts))
+    ops.fill_many_([t for t, _, _ in cpu], *args)
+    launches = host.fill_many([t for t, _, _ in gpu_logic], *args)
+    for i, ((a, _, _), (b, _, _)) in enumerate(zip(cpu, gpu_logic)):
+        assert torch.equal(_bits(a), _bits(b)), i
+    return cpu, launches
+
+
+def test_fill_many_mixed_batches_equal_cpu(host):
+    targets, launches = _run_mixed(host, _mixed_targets)
+    nonempty = [t for t, _, _ in targets if t.numel() > 0]
+    assert sum(count for count, _ in launches) == len(nonempty)
+    assert sum(chunks for _, chunks in launches) == sum(-(-t.numel() // 8192) for t in nonempty)
+    assert 1 < max(count for count, _ in launches) < 60  # the 60 normal fills take several batches
+
+
+# Blocks (sizes, starts) of full tensors, for shards: whole, rows, a corner, a middle, one element,
+# empty, and 3-d ones.
+BLOCKS = [
+    ((33, 1030), (33, 1030), (0, 0)),
+    ((33, 1030), (11, 1030), (22, 0)),
+    ((33, 1030), (11, 514), (22, 3)),
+    ((33, 1030), (1, 7), (32, 1023)),
+    ((9, 8200), (2, 8200), (4, 0)),
+    ((5, 6), (1, 1), (4, 5)),
+    ((5, 6), (0, 6), (5, 0)),
+    ((4, 6, 9), (2, 3, 9), (1, 2, 0)),
+    ((4, 6, 9), (4, 6, 4), (0, 0, 5)),
+]
+
+
+def _shard_targets():
+    targets = []
+    for i in range(2 * len(MIXED_LAWS)):
+        _, size, _ = BLOCKS[i % len(BLOCKS)]
+        law, params = MIXED_LAWS[i % len(MIXED_LAWS)]
+        targets.append((torch.empty(size, dtype=FLOATS[i % len(FLOATS)]), law, params))
+    return targets
+
+
+def test_fill_many_mixed_shards_equal_cpu(host):
+    blocks = [BLOCKS[i % len(BLOCKS)] for i in range(2 * len(MIXED_LAWS))]
+    sizes = [s for full, _, _ in blocks for s in full]
+    starts = [s for _, _, start in blocks for s in start]
+    _run_mixed(host, _shard_targets, sizes, starts)
+
+
 def _single_targets(dtype):
     """fill_one_kernel's (contiguous: whole spans and a 3-element tail, whole spans only, the tail
     alone), fill_one_strided_kernel's (misaligned by one element, transposed), and 10 dims no two

@@ -4,15 +4,21 @@
 // (test_cuda_logic.py).
 #pragma once
 
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/ScalarType.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/macros/Macros.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <type_traits>
+#include <typeindex>
+#include <typeinfo>
+#include <utility>
 #include <vector>
 
 #include "../math/unroll.h"
@@ -44,30 +50,26 @@ struct FullIndex {
   C10_HOST_DEVICE bool aligned_range() const { return ndim == 0 && base % kSpan == 0; }
 };
 
-// One target of a GPU fill, as plain data.
+// Where one target of a GPU fill lies and how its elements are numbered, as plain data (its law
+// travels beside it, as the sampler the kernel is specialized for).
 struct FillDesc {
   void* data;
-  c10::ScalarType dtype;
   bool vector_stores;  // contiguous, and aligned for kSpan-element stores
   int64_t numel;
-  ElementwiseFill fill;
   StridedLayout layout;
   FullIndex full;
 };
 
 // The target's description; nullopt when its layout needs a contiguous temporary (then describe
 // the temporary). Throws, before anything is written, for blocks of tensors over kMaxDims dims.
-inline std::optional<FillDesc> describe(const at::Tensor& self, const ElementwiseFill& fill,
-                                        const ShardIndex& shard) {
+inline std::optional<FillDesc> describe(const at::Tensor& self, const ShardIndex& shard) {
   const std::optional<StridedLayout> layout = strided_layout(self);
   if (!layout) return std::nullopt;
   FillDesc desc{};
   desc.data = self.data_ptr();
-  desc.dtype = self.scalar_type();
   desc.numel = self.numel();
   desc.vector_stores = layout->ndim == 0 &&
                        reinterpret_cast<uintptr_t>(desc.data) % (kSpan * self.element_size()) == 0;
-  desc.fill = fill;
   desc.layout = *layout;
   const auto ndim = static_cast<int32_t>(shard.sizes().size());
   TORCH_CHECK_VALUE(ndim <= kMaxDims, "fill_many_: blocks with more than ", kMaxDims,
@@ -83,15 +85,16 @@ inline std::optional<FillDesc> describe(const at::Tensor& self, const Elementwis
 // contiguous temporary, copied into the tensor after the launch by copy_temporaries.
 struct PlannedTarget {
   FillDesc desc;
+  ElementwiseFill fill;
   at::Tensor self;
   at::Tensor temporary;
 };
 
 inline PlannedTarget plan_target(const at::Tensor& self, const ElementwiseFill& fill,
                                  const ShardIndex& shard) {
-  if (const auto desc = describe(self, fill, shard)) return {*desc, self, {}};
+  if (const auto desc = describe(self, shard)) return {*desc, fill, self, {}};
   at::Tensor temporary = at::empty(self.sizes(), self.options());
-  return {*describe(temporary, fill, shard), self, temporary};
+  return {*describe(temporary, shard), fill, self, temporary};
 }
 
 inline void copy_temporaries(const std::vector<PlannedTarget>& targets) {
@@ -190,18 +193,32 @@ struct alignas(kSpan * sizeof(T)) Span {
   T v[kSpan];
 };
 
-// Values v, converted to scalar_t, as one vector store at `to`.
-template <typename scalar_t, typename acc_t>
+// Values v, converted to scalar_t, as one vector store at `to`. kWords: on the GPU, as vector
+// words through the store intrinsic, for code where the compiler splits the struct's store into
+// scalar stores and does not merge them back (fill_many_kernel, whose target pointer comes from
+// the batch at a run-time index).
+template <typename scalar_t, bool kWords = false, typename acc_t>
 C10_HOST_DEVICE void store_span(scalar_t* to, const acc_t* v) {
   Span<scalar_t> span;
   TORCHINIT_UNROLL
   for (int k = 0; k < kSpan; ++k) span.v[k] = static_cast<scalar_t>(v[k]);
+#ifdef __CUDA_ARCH__
+  if constexpr (kWords) {
+    using Word = std::conditional_t<sizeof(span) % sizeof(uint4) == 0, uint4, uint2>;
+    Word words[sizeof(span) / sizeof(Word)];
+    memcpy(words, &span, sizeof(span));
+    TORCHINIT_UNROLL
+    for (size_t k = 0; k < sizeof(span) / sizeof(Word); ++k)
+      __stwb(reinterpret_cast<Word*>(to) + k, words[k]);
+    return;
+  }
+#endif
   *reinterpret_cast<Span<scalar_t>*>(to) = span;
 }
 
 // Elements [begin, end) of target t, law `dist`, key `key`: this thread (lane `lane` of `lanes`)
 // takes spans lane, lane + lanes, ... of kSpan elements.
-template <typename scalar_t, typename Dist>
+template <typename scalar_t, bool kWords = false, typename Dist>
 C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, PhiloxState state,
                                      int64_t begin, int64_t end, int64_t lane, int64_t lanes) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -219,38 +236,12 @@ C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, Philox
     acc_t v[kSpan];
     values.span(static_cast<uint64_t>(t.full.base + s), v);
     if (t.vector_stores) {
-      store_span(data + s, v);
+      store_span<scalar_t, kWords>(data + s, v);
     } else {
       TORCHINIT_UNROLL
       for (int64_t k = 0; k < kSpan; ++k)
         data[t.layout.offset(s + k)] = static_cast<scalar_t>(v[k]);
     }
-  }
-}
-
-// fill_chunk_with the law of t.fill (chosen per chunk: fill_many_'s targets differ).
-template <typename scalar_t>
-C10_HOST_DEVICE void fill_chunk(const FillDesc& t, PhiloxState state, int64_t begin, int64_t end,
-                                int64_t lane, int64_t lanes) {
-  visit_law<at::opmath_type<scalar_t>>(t.fill, [&](const auto& dist) {
-    fill_chunk_with<scalar_t>(t, dist, state, begin, end, lane, lanes);
-  });
-}
-
-// fill_chunk for the target's dtype.
-C10_HOST_DEVICE inline void fill_chunk_any(const FillDesc& t, PhiloxState state, int64_t begin,
-                                           int64_t end, int64_t lane, int64_t lanes) {
-  switch (t.dtype) {
-    case c10::ScalarType::Float:
-      return fill_chunk<float>(t, state, begin, end, lane, lanes);
-    case c10::ScalarType::Double:
-      return fill_chunk<double>(t, state, begin, end, lane, lanes);
-    case c10::ScalarType::Half:
-      return fill_chunk<c10::Half>(t, state, begin, end, lane, lanes);
-    case c10::ScalarType::BFloat16:
-      return fill_chunk<c10::BFloat16>(t, state, begin, end, lane, lanes);
-    default:
-      return;  // plan_fill_many admits no other dtype
   }
 }
 
@@ -290,6 +281,150 @@ C10_HOST_DEVICE void fill_contiguous(scalar_t* data, int32_t numel, const Dist& 
     const int32_t i = spans * kSpan + thread;
     data[i] = static_cast<scalar_t>(values(static_cast<uint32_t>(i)));
   }
+}
+
+// ---- fill_many_: batches of one (dtype, law) ---------------------------------------------------
+
+// The kernel parameter space of every CUDA version and GPU.
+constexpr size_t kParamBytes = 4096;
+
+// Up to kTargets targets of one law, passed to the kernel by value: nothing is copied to the GPU
+// before the launch, so a CUDA graph can capture it. The chunk map is built on the host: target t
+// takes the batch's chunks [first_chunk[t], first_chunk[t + 1]), none empty.
+template <typename Dist>
+struct FillBatch {
+  static constexpr int kTargets =
+      static_cast<int>((kParamBytes - 2 * sizeof(int64_t)) /
+                       (sizeof(FillDesc) + sizeof(Dist) + sizeof(PhiloxState) + sizeof(int64_t)));
+  int32_t count;
+  int64_t first_chunk[kTargets + 1];
+  FillDesc targets[kTargets];
+  Dist dists[kTargets];
+  PhiloxState states[kTargets];
+
+  C10_HOST_DEVICE int64_t chunks() const { return first_chunk[count]; }
+};
+
+// fill_chunk_with for a target that is contiguous, aligned for span stores and takes the aligned
+// spans base, base + kSpan, ...: checked once for the chunk, not once a span. The lane whose span
+// reaches past `end` fills the chunk's last elements one at a time.
+template <typename scalar_t, typename Dist>
+C10_HOST_DEVICE void fill_aligned_chunk(scalar_t* data, int64_t base, const Dist& dist,
+                                        PhiloxState state, int64_t begin, int64_t end, int64_t lane,
+                                        int64_t lanes) {
+  using acc_t = at::opmath_type<scalar_t>;
+  ElementValues<acc_t, Dist> values(dist, state);
+  const int64_t spans_end = end - (end - begin) % kSpan;
+  int64_t s = begin + lane * kSpan;
+  for (; s < spans_end; s += lanes * kSpan) {
+    acc_t v[kSpan];
+    values.span(static_cast<uint64_t>(base + s), v);
+    store_span<scalar_t, true>(data + s, v);
+  }
+  TORCHINIT_NO_UNROLL
+  for (; s < end; ++s) data[s] = static_cast<scalar_t>(values(static_cast<uint64_t>(base + s)));
+}
+
+// The laws whose fill_many_kernel takes fill_aligned_chunk where it can: those whose spans are
+// cheap, so fill_chunk_with's checks a span would be a large part of the work. For the others, a
+// second copy of the sampler's code costs more registers (a stack, for float64) than it saves.
+template <typename Dist>
+constexpr bool kAlignedChunks = false;
+template <typename T>
+constexpr bool kAlignedChunks<Constant<T>> = true;
+template <>
+constexpr bool kAlignedChunks<Uniform<float>> = true;
+template <>
+constexpr bool kAlignedChunks<Normal<float>> = true;
+
+// Chunk c of the batch, lane `lane` of `lanes`: its target is the last whose first chunk is <= c.
+template <typename scalar_t, typename Dist>
+C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, int64_t lane,
+                                      int64_t lanes) {
+  int32_t t = 0;
+  for (int32_t hi = batch.count; hi - t > 1;) {
+    const int32_t mid = (t + hi) / 2;
+    (batch.first_chunk[mid] <= c ? t : hi) = mid;
+  }
+  const FillDesc& target = batch.targets[t];
+  const int64_t local = c - batch.first_chunk[t];
+  if constexpr (kAlignedChunks<Dist>) {
+    if (target.vector_stores && target.full.aligned_range()) {
+      return fill_aligned_chunk(static_cast<scalar_t*>(target.data), target.full.base,
+                                batch.dists[t], batch.states[t], local * kChunk,
+                                chunk_end(target, local), lane, lanes);
+    }
+  }
+  fill_chunk_with<scalar_t, true>(target, batch.dists[t], batch.states[t], local * kChunk,
+                                  chunk_end(target, local), lane, lanes);
+}
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f(TypeTag<scalar_t>{}, dist): the target's dtype and its law's sampler in the compute type.
+template <typename F>
+void visit_target(const PlannedTarget& t, const F& f) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, t.self.scalar_type(), "fill_many_", [&] {
+        visit_law<at::opmath_type<scalar_t>>(
+            t.fill, [&](const auto& dist) { f(TypeTag<scalar_t>{}, dist); });
+      });
+}
+
+namespace detail {
+
+struct PendingBatch {
+  virtual ~PendingBatch() = default;
+  virtual void flush() = 0;
+};
+
+// The batch being filled for one (scalar_t, Dist); launched when full, and by the last flush.
+template <typename scalar_t, typename Dist, typename Launch>
+struct PendingBatchOf final : PendingBatch {
+  static_assert(sizeof(FillBatch<Dist>) <= kParamBytes);
+  const Launch& launch;
+  FillBatch<Dist> batch{};
+
+  explicit PendingBatchOf(const Launch& l) : launch(l) {}
+  void add(const FillDesc& desc, const Dist& dist, PhiloxState state) {
+    const int k = batch.count++;
+    batch.targets[k] = desc;
+    batch.dists[k] = dist;
+    batch.states[k] = state;
+    batch.first_chunk[k + 1] = batch.first_chunk[k] + num_chunks(desc.numel);
+    if (batch.count == FillBatch<Dist>::kTargets) flush();
+  }
+  void flush() override {
+    if (batch.count > 0) launch(TypeTag<scalar_t>{}, batch);
+    batch.count = 0;
+  }
+};
+
+}  // namespace detail
+
+// fill_many_'s launches: the targets (none empty), grouped by dtype and law (the sampler's type,
+// so a trunc_normal_ regime is a law of its own) into FillBatches, each passed to
+// launch(TypeTag<scalar_t>{}, batch). The samplers are built here, on the host, once per target.
+template <typename Launch>
+void for_each_batch(const std::vector<PlannedTarget>& targets, const Launch& launch) {
+  std::vector<std::pair<std::type_index, std::unique_ptr<detail::PendingBatch>>> pending;
+  for (const PlannedTarget& t : targets) {
+    visit_target(t, [&](auto tag, const auto& dist) {
+      using Pending = detail::PendingBatchOf<typename decltype(tag)::type,
+                                             std::decay_t<decltype(dist)>, Launch>;
+      auto it = std::find_if(pending.begin(), pending.end(),
+                             [](const auto& p) { return p.first == typeid(Pending); });
+      if (it == pending.end()) {
+        pending.emplace_back(typeid(Pending), std::make_unique<Pending>(launch));
+        it = pending.end() - 1;
+      }
+      static_cast<Pending&>(*it->second).add(t.desc, dist, t.fill.state);
+    });
+  }
+  for (auto& p : pending) p.second->flush();
 }
 
 }  // namespace torchinit::cuda

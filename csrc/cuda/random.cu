@@ -1,16 +1,15 @@
 // CUDA kernels of the elementwise fills: uniform_, normal_, trunc_normal_ (one launch each, key
 // from the generator's philox state at run time, so they can be captured in CUDA graphs), and
-// fill_many_, which fills a list of tensors in one launch: thread blocks take chunks of any
-// target, as in apex's multi_tensor_apply. The per-thread work is fill_spans.h's.
+// fill_many_, which fills a list of tensors in one launch per batch of one (dtype, law): thread
+// blocks take chunks of any of the batch's targets, as in apex's multi_tensor_apply. The
+// per-thread work is fill_spans.h's.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
-#include <cstring>
 #include <vector>
 
 #include "../plan/elementwise_fill.h"
@@ -45,22 +44,22 @@ __global__ void fill_one_strided_kernel(FillDesc target, Dist dist, KeySource so
   });
 }
 
-// first_chunk[t]: the first of target t's chunks in the launch's numbering; first_chunk[n]: all.
-// It holds every law's code: at most 128 registers (unbounded, ptxas takes 240), so 2 blocks fit
-// on an SM.
-__global__ void __launch_bounds__(kThreads, 2)
-    fill_many_kernel(const FillDesc* targets, const int64_t* first_chunk, int64_t num_targets) {
-  const int64_t chunks = first_chunk[num_targets];
-  for_each_block_index(chunks, [&](int64_t c) {
-    int64_t t = 0;  // the last target with first_chunk[t] <= c
-    for (int64_t hi = num_targets; hi - t > 1;) {
-      const int64_t mid = (t + hi) / 2;
-      (first_chunk[mid] <= c ? t : hi) = mid;
-    }
-    const FillDesc& target = targets[t];
-    const int64_t local = c - first_chunk[t];
-    fill_chunk_any(target, target.fill.state, local * kChunk, chunk_end(target, local), threadIdx.x,
-                   blockDim.x);
+// Thread blocks per SM that fill_many_kernel's registers must allow: 4 (64 registers), as for
+// fill_one_kernel, except for the samplers that redraw per element, which would spill there.
+template <typename Dist>
+constexpr int kManyBlocksPerSM = 4;
+template <typename T>
+constexpr int kManyBlocksPerSM<TruncNormalWide<T>> = 2;
+template <typename T>
+constexpr int kManyBlocksPerSM<TruncNormalRejection<T>> = 2;
+
+// fill_many_'s kernel for one (dtype, law): a batch of targets, thread blocks taking any target's
+// chunks.
+template <typename scalar_t, typename Dist>
+__global__ void __launch_bounds__(kThreads, kManyBlocksPerSM<Dist>)
+    fill_many_kernel(const __grid_constant__ FillBatch<Dist> batch) {
+  for_each_block_index(batch.chunks(), [&](int64_t c) {
+    fill_batch_chunk<scalar_t>(batch, c, threadIdx.x, blockDim.x);
   });
 }
 
@@ -104,8 +103,9 @@ void trunc_normal_cuda(at::Tensor& self, double mean, double std, double a, doub
   fill_one(self, trunc_normal_fill(self, mean, std, a, b), generator);
 }
 
-// The targets' descriptions and chunk numbering go to the GPU in one asynchronous copy from
-// pinned memory. (So, unlike the single ops, fill_many_ can't be captured in a CUDA graph.)
+// One launch per batch of targets of one (dtype, law), its descriptions in the kernel's
+// parameters: no copy to the GPU and no host synchronization, so it can be captured in a CUDA
+// graph.
 void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
                     c10::ArrayRef<double> params, c10::IntArrayRef keys,
                     c10::IntArrayRef full_sizes, c10::IntArrayRef block_starts) {
@@ -123,27 +123,13 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
     if (target.self.numel() > 0)
       planned.push_back(plan_target(target.self, target.fill, target.shard));
   }
-  if (planned.empty()) return;
-  const size_t n = planned.size();
-  const size_t desc_bytes = n * sizeof(FillDesc);
-  at::Tensor staging = at::empty({static_cast<int64_t>(desc_bytes + (n + 1) * sizeof(int64_t))},
-                                 at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-  auto* descs = reinterpret_cast<FillDesc*>(staging.data_ptr());
-  auto* first_chunk = reinterpret_cast<int64_t*>(staging.data_ptr<uint8_t>() + desc_bytes);
-  first_chunk[0] = 0;
-  for (size_t t = 0; t < n; ++t) {
-    std::memcpy(&descs[t], &planned[t].desc, sizeof(FillDesc));
-    first_chunk[t + 1] = first_chunk[t] + num_chunks(planned[t].desc.numel);
-  }
-  const int64_t chunks = first_chunk[n];
-  const at::Tensor on_device =
-      staging.to(at::TensorOptions().device(device), /*non_blocking=*/true);
-  fill_many_kernel<<<grid_for(fill_many_kernel, chunks), kThreads, 0,
-                     c10::cuda::getCurrentCUDAStream()>>>(
-      reinterpret_cast<const FillDesc*>(on_device.data_ptr()),
-      reinterpret_cast<const int64_t*>(on_device.data_ptr<uint8_t>() + desc_bytes),
-      static_cast<int64_t>(n));
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  for_each_batch(planned, [&](auto tag, const auto& batch) {
+    using Dist = std::decay_t<decltype(batch.dists[0])>;
+    const auto kernel = fill_many_kernel<typename decltype(tag)::type, Dist>;
+    kernel<<<grid_for(kernel, batch.chunks()), kThreads, 0, stream>>>(batch);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
   copy_temporaries(planned);
 }
 
