@@ -60,9 +60,10 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
 
 // A single uniform_, normal_ or trunc_normal_ (law and params as fill_many_ takes them, key and
 // offset as philox_key gives them) as fill_one runs it on `blocks` thread blocks: fill_one_kernel
-// where the target takes_contiguous, else fill_one_strided_kernel.
+// where the target takes_contiguous (its key as round keys or, `captured` in a CUDA graph, as
+// the state), else fill_one_strided_kernel.
 void fill_one(at::Tensor self, const std::string& law, const std::vector<double>& params,
-              int64_t key, int64_t offset, int64_t blocks) {
+              int64_t key, int64_t offset, int64_t blocks, bool captured) {
   if (self.numel() == 0) return;
   const ElementwiseFill fill = named_fill(self, law, params);
   const PhiloxState state{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
@@ -72,9 +73,16 @@ void fill_one(at::Tensor self, const std::string& law, const std::vector<double>
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
       if (takes_contiguous(d)) {
         const auto threads = static_cast<int32_t>(blocks * kThreads);
-        for (int32_t thread = 0; thread < threads; ++thread) {
-          fill_contiguous(static_cast<scalar_t*>(d.data), static_cast<int32_t>(d.numel), dist,
-                          state, thread, threads);
+        const auto fill = [&](const auto& k) {
+          for (int32_t thread = 0; thread < threads; ++thread) {
+            fill_contiguous(static_cast<scalar_t*>(d.data), static_cast<int32_t>(d.numel), dist, k,
+                            thread, threads);
+          }
+        };
+        if (kRoundKeysInParameters<std::decay_t<decltype(dist)>> && !captured) {
+          fill(round_keys(state));
+        } else {
+          fill(state);
         }
         return;
       }

@@ -169,15 +169,15 @@ def _single_targets(dtype):
     ]
 
 
-@pytest.mark.parametrize("blocks", [1, 3])
+@pytest.mark.parametrize("blocks,captured", [(1, False), (3, False), (3, True)])
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("law,params", LAWS)
-def test_fill_one_equals_cpu(host, dtype, law, params, blocks):
+def test_fill_one_equals_cpu(host, dtype, law, params, blocks, captured):
     cpu, gpu_logic = _single_targets(dtype), _single_targets(dtype)
     for t, (a, b) in enumerate(zip(cpu, gpu_logic)):
         key = (0x5EED + t, 11 * t + 1)
         ops.fill_many_([a], [law], padded(params), list(key))
-        host.fill_one(b, law, padded(params), *key, blocks)
+        host.fill_one(b, law, padded(params), *key, blocks, captured)
         assert torch.equal(a, b)
 
 

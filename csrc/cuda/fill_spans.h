@@ -113,15 +113,15 @@ inline void copy_temporaries(const std::vector<PlannedTarget>& targets) {
 
 // Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
 // values are kept, so consecutive elements cost one block per kPerBlock of them.
-template <typename acc_t, typename Dist>
+template <typename acc_t, typename Dist, typename Key>
 struct BlockValues {
   static_assert(kSpan % Dist::kPerBlock == 0);
   Dist dist;
-  PhiloxState state;
+  Key state;
   uint64_t block = ~uint64_t{0};
   acc_t values[Dist::kPerBlock];
 
-  C10_HOST_DEVICE BlockValues(const Dist& d, PhiloxState k) : dist(d), state(k) {}
+  C10_HOST_DEVICE BlockValues(const Dist& d, const Key& k) : dist(d), state(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) {
     const uint64_t b = i / Dist::kPerBlock;
     if (b != block) {
@@ -142,15 +142,15 @@ struct BlockValues {
   }
 };
 
-template <typename acc_t, typename Dist>
-struct ElementValues : BlockValues<acc_t, Dist> {
-  using BlockValues<acc_t, Dist>::BlockValues;
+template <typename acc_t, typename Dist, typename Key>
+struct ElementValues : BlockValues<acc_t, Dist, Key> {
+  using BlockValues<acc_t, Dist, Key>::BlockValues;
 };
 
-template <typename acc_t>
-struct ElementValues<acc_t, Constant<acc_t>> {
+template <typename acc_t, typename Key>
+struct ElementValues<acc_t, Constant<acc_t>, Key> {
   Constant<acc_t> dist;
-  C10_HOST_DEVICE ElementValues(const Constant<acc_t>& d, PhiloxState) : dist(d) {}
+  C10_HOST_DEVICE ElementValues(const Constant<acc_t>& d, const Key&) : dist(d) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t) const { return dist.value; }
   C10_HOST_DEVICE void span(uint64_t, acc_t* out) const {
     TORCHINIT_UNROLL
@@ -159,10 +159,10 @@ struct ElementValues<acc_t, Constant<acc_t>> {
 };
 
 // A rejected first proposal (NaN) is redrawn from the element's own streams.
-template <typename acc_t>
-struct ElementValues<acc_t, TruncNormalWide<acc_t>> {
-  BlockValues<acc_t, TruncNormalWide<acc_t>> first;
-  C10_HOST_DEVICE ElementValues(const TruncNormalWide<acc_t>& d, PhiloxState k) : first(d, k) {}
+template <typename acc_t, typename Key>
+struct ElementValues<acc_t, TruncNormalWide<acc_t>, Key> {
+  BlockValues<acc_t, TruncNormalWide<acc_t>, Key> first;
+  C10_HOST_DEVICE ElementValues(const TruncNormalWide<acc_t>& d, const Key& k) : first(d, k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) {
     const acc_t v = first(i);
     return v == v ? v : first.dist.redraw(first.state, i);
@@ -176,11 +176,11 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>> {
   }
 };
 
-template <typename acc_t>
-struct ElementValues<acc_t, TruncNormalRejection<acc_t>> {
+template <typename acc_t, typename Key>
+struct ElementValues<acc_t, TruncNormalRejection<acc_t>, Key> {
   TruncNormalRejection<acc_t> dist;
-  PhiloxState state;
-  C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, PhiloxState k)
+  Key state;
+  C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, const Key& k)
       : dist(d), state(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(state, i); }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
@@ -218,12 +218,12 @@ C10_HOST_DEVICE void store_span(scalar_t* to, const acc_t* v) {
 
 // Elements [begin, end) of target t, law `dist`, key `key`: this thread (lane `lane` of `lanes`)
 // takes spans lane, lane + lanes, ... of kSpan elements.
-template <typename scalar_t, bool kWords = false, typename Dist>
-C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, PhiloxState state,
-                                     int64_t begin, int64_t end, int64_t lane, int64_t lanes) {
+template <typename scalar_t, bool kWords = false, typename Dist, typename Key>
+C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, Key key, int64_t begin,
+                                     int64_t end, int64_t lane, int64_t lanes) {
   using acc_t = at::opmath_type<scalar_t>;
   auto* const data = static_cast<scalar_t*>(t.data);
-  ElementValues<acc_t, Dist> values(dist, state);
+  ElementValues<acc_t, Dist, Key> values(dist, key);
   for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
     // A chunk's tail, or a block whose spans aren't Philox-block-aligned spans of the full tensor.
     if (end - s < kSpan || !t.full.aligned_range()) {
@@ -262,14 +262,27 @@ inline bool takes_contiguous(const FillDesc& t) {
   return t.vector_stores && t.full.ndim == 0 && t.full.base == 0 && t.numel <= INT32_MAX;
 }
 
+// The laws whose fill_one_kernel reads their round keys from its parameters (unless the key is
+// read at run time, in a captured graph): those where ptxas would otherwise add them again for
+// every Philox block. For the others a second copy of the loop costs registers or a stack and
+// saves nothing (docs/cuda.md, "Kernels").
+template <typename Dist>
+constexpr bool kRoundKeysInParameters = false;
+template <>
+constexpr bool kRoundKeysInParameters<Normal<float>> = true;
+template <>
+constexpr bool kRoundKeysInParameters<TruncNormal<float, float>> = true;
+template <>
+constexpr bool kRoundKeysInParameters<TruncNormalWide<float>> = true;
+
 // The single fill of a target that takes_contiguous: fill_chunk_with's aligned spans without its
 // checks, spans thread, thread + threads, ... (a warp's stores coalesced), then element `thread` of
 // the tail after the last whole span.
-template <typename scalar_t, typename Dist>
+template <typename scalar_t, typename Dist, typename Key>
 C10_HOST_DEVICE void fill_contiguous(scalar_t* data, int32_t numel, const Dist& dist,
-                                     PhiloxState state, int32_t thread, int32_t threads) {
+                                     const Key& key, int32_t thread, int32_t threads) {
   using acc_t = at::opmath_type<scalar_t>;
-  ElementValues<acc_t, Dist> values(dist, state);
+  ElementValues<acc_t, Dist, Key> values(dist, key);
   const int32_t spans = numel / kSpan;
   for (int32_t s = thread; s < spans; s += threads) {
     acc_t v[kSpan];
@@ -313,7 +326,7 @@ C10_HOST_DEVICE void fill_aligned_chunk(scalar_t* data, int64_t base, const Dist
                                         PhiloxState state, int64_t begin, int64_t end, int64_t lane,
                                         int64_t lanes) {
   using acc_t = at::opmath_type<scalar_t>;
-  ElementValues<acc_t, Dist> values(dist, state);
+  ElementValues<acc_t, Dist, PhiloxState> values(dist, state);
   const int64_t spans_end = end - (end - begin) % kSpan;
   int64_t s = begin + lane * kSpan;
   for (; s < spans_end; s += lanes * kSpan) {

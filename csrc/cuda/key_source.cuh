@@ -27,28 +27,49 @@ C10_HOST_DEVICE inline PhiloxState key_of_cuda_state(uint64_t seed, uint64_t off
   return {seed ^ kSeedMix, offset};
 }
 
+// The key of one fill. Known on the host (a CPU generator's, or a CUDA generator's outside graph
+// capture), it travels as round keys in the kernel's parameters; in a captured graph it is read
+// from the generator's state at run time.
 struct KeySource {
-  PhiloxState drawn;  // unless from_cuda_state
+  PhiloxRoundKeys known;  // unless captured
   at::PhiloxCudaState cuda;
-  bool from_cuda_state;
+  bool captured;
 };
 
 // Draws the key source of one fill of `self` (a CUDA tensor) and advances the generator.
 inline KeySource draw_key_source(const at::Tensor& self,
                                  const std::optional<at::Generator>& generator) {
   if (generator.has_value() && generator->device().is_cpu()) {
-    return {draw_philox_state(generator), {}, false};
+    return {round_keys(draw_philox_state(generator)), {}, false};
   }
   auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
       generator, at::cuda::detail::getDefaultCUDAGenerator(self.get_device()));
   std::lock_guard<std::mutex> lock(gen->mutex_);
-  return {{}, gen->philox_cuda_state(kOffsetStep), true};
+  const at::PhiloxCudaState cuda = gen->philox_cuda_state(kOffsetStep);
+  if (cuda.captured_) return {{}, cuda, true};
+  return {round_keys(key_of_cuda_state(cuda.seed_.val, cuda.offset_.val)), {}, false};
+}
+
+__device__ inline PhiloxState captured_key(const at::PhiloxCudaState& cuda) {
+  const std::tuple<uint64_t, uint64_t> seed_offset = at::cuda::philox::unpack(cuda);
+  return key_of_cuda_state(std::get<0>(seed_offset), std::get<1>(seed_offset));
 }
 
 __device__ inline PhiloxState resolve(const KeySource& source) {
-  if (!source.from_cuda_state) return source.drawn;
-  const std::tuple<uint64_t, uint64_t> seed_offset = at::cuda::philox::unpack(source.cuda);
-  return key_of_cuda_state(std::get<0>(seed_offset), std::get<1>(seed_offset));
+  if (source.captured) return captured_key(source.cuda);
+  return source.known;
+}
+
+// f(key) with the fill's key as round keys, or, in a captured graph, as the state whose round keys
+// are computed as needed: two copies of f, so that a kernel's own parameters are operands of its
+// Philox rounds whenever the key is known on the host.
+template <typename F>
+__device__ void with_key(const KeySource& source, const F& f) {
+  if (source.captured) {
+    f(captured_key(source.cuda));
+  } else {
+    f(source.known);
+  }
 }
 
 }  // namespace torchinit::cuda

@@ -29,9 +29,17 @@ namespace {
 // would exceed unbounded (docs/cuda.md, "Kernels").
 template <typename scalar_t, typename Dist>
 __global__ void __launch_bounds__(kThreads, 4)
-    fill_one_kernel(scalar_t* data, int32_t numel, Dist dist, KeySource source) {
-  fill_contiguous(data, numel, dist, resolve(source), blockIdx.x * blockDim.x + threadIdx.x,
-                  gridDim.x * blockDim.x);
+    fill_one_kernel(scalar_t* data, int32_t numel, Dist dist,
+                    const __grid_constant__ KeySource source) {
+  const auto fill = [&](const auto& key) {
+    fill_contiguous(data, numel, dist, key, blockIdx.x * blockDim.x + threadIdx.x,
+                    gridDim.x * blockDim.x);
+  };
+  if constexpr (kRoundKeysInParameters<Dist>) {
+    with_key(source, fill);
+  } else {
+    fill(resolve(source));
+  }
 }
 
 template <typename scalar_t, typename Dist>
@@ -137,13 +145,9 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
 std::vector<int64_t> philox_key_cuda(const at::Tensor& self,
                                      std::optional<at::Generator> generator) {
   const KeySource source = draw_key_source(self, generator);
-  PhiloxState state = source.drawn;
-  if (source.from_cuda_state) {
-    TORCH_CHECK(!source.cuda.captured_,
-                "philox_key: a CUDA generator's key can't be read during CUDA graph capture");
-    state = key_of_cuda_state(source.cuda.seed_.val, source.cuda.offset_.val);
-  }
-  return {static_cast<int64_t>(state.key), static_cast<int64_t>(state.offset)};
+  TORCH_CHECK(!source.captured,
+              "philox_key: a CUDA generator's key can't be read during CUDA graph capture");
+  return {static_cast<int64_t>(source.known.key), static_cast<int64_t>(source.known.offset)};
 }
 
 }  // namespace

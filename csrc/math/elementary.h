@@ -83,17 +83,27 @@ struct SinCos {
   T sin;
 };
 
+C10_HOST_DEVICE inline float flip_sign(float x, uint32_t sign_bit) {
+  return c10::bit_cast<float>(c10::bit_cast<uint32_t>(x) ^ sign_bit);
+}
+C10_HOST_DEVICE inline double flip_sign(double x, uint32_t sign_bit) {
+  return sign_bit ? -x : x;
+}
+
+// (c, s) rotated by q quarter turns, q the top two bits of `turns`: swapped when q is odd, cos
+// negated for q = 1, 2 (bit 31 of turns + 2^30), sin for q = 2, 3 (bit 31). The signs flip as
+// integer XORs, the same bits as negation, so a GPU spends no compare or select on them.
 template <typename T>
-C10_HOST_DEVICE inline SinCos<T> rotate_quadrant(int32_t q, T c, T s) {
-  const bool swap = q & 1;
+C10_HOST_DEVICE inline SinCos<T> rotate_quadrant(uint32_t turns, T c, T s) {
+  const bool swap = turns & 0x40000000u;
   const T cq = swap ? s : c;
   const T sq = swap ? c : s;
-  return {((q + 1) & 2) ? -cq : cq,  // q = 1, 2
-          (q & 2) ? -sq : sq};       // q = 2, 3
+  return {flip_sign(cq, (turns + 0x40000000u) & 0x80000000u), flip_sign(sq, turns & 0x80000000u)};
 }
 
 // t = (w >> 8) 2^-24, so q and r = 4t - q (mod 4) come from w's bits as integers: q is the top two
-// bits of w + 2^29 (mod 2^32), and r 2^22 is the signed number in bits 8-29 of w, exact in float.
+// bits of w + 2^29 (mod 2^32), the turns rotate_quadrant takes, and r 2^22 is the signed number in
+// bits 8-29 of w, exact in float.
 // sin(pi/2 r) = kHalfPi r + r^3 S(r^2): the largest term, kHalfPi r, is rounded only once, in the
 // last fmaf.
 template <typename Fma = Fmaf>
@@ -102,7 +112,6 @@ C10_HOST_DEVICE inline SinCos<float> sincos_2pi_f32(uint32_t w, Fma fma = {}) {
   constexpr float kSin[3] = {-0.00468508201f, 0.0797122121f, -0.645966649f};  // S, highest first
   constexpr float kCos[5] = {0.000903766544f, -0.0208601654f, 0.253669232f, -1.23370051f,
                              1.0f};  // cos(pi/2 r) in r^2, highest power first
-  const int32_t q = static_cast<int32_t>((w + 0x20000000u) >> 30);
   const float r = static_cast<float>(static_cast<int32_t>(w << 2) >> 10) * 0x1p-22f;
   const float r2 = r * r;
   float s = kSin[0];
@@ -111,7 +120,7 @@ C10_HOST_DEVICE inline SinCos<float> sincos_2pi_f32(uint32_t w, Fma fma = {}) {
   float c = kCos[0];
   TORCHINIT_UNROLL
   for (int k = 1; k < 5; ++k) c = fma(c, r2, kCos[k]);
-  return rotate_quadrant(q, c, fma(r, kHalfPi, r * r2 * s));
+  return rotate_quadrant(w + 0x20000000u, c, fma(r, kHalfPi, r * r2 * s));
 }
 
 C10_HOST_DEVICE inline SinCos<double> sincos_2pi_f64(double t) {
@@ -128,7 +137,7 @@ C10_HOST_DEVICE inline SinCos<double> sincos_2pi_f64(double t) {
   }
   s = s * x;
   c = 1.0 - c * x2 * 0.5;
-  return rotate_quadrant(q, c, s);
+  return rotate_quadrant(static_cast<uint32_t>(q) << 30, c, s);
 }
 
 // ---- the standard normal quantile ------------------------------------------------------------

@@ -48,15 +48,41 @@ C10_HOST_DEVICE inline void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c
   c3 = static_cast<uint32_t>(p0);
 }
 
-// Round r uses the key bumped r times by the Weyl constants.
-C10_HOST_DEVICE inline uint32_t round_key0(PhiloxState k, int r) {
+// Round r uses the key bumped r times by the Weyl constants. A PhiloxState adds them when a round
+// needs them; PhiloxRoundKeys holds the ten pairs computed once, so that a GPU kernel reads them
+// as operands from its parameters instead of adding them again for every Philox block.
+C10_HOST_DEVICE inline uint32_t round_key0(const PhiloxState& k, int r) {
   return static_cast<uint32_t>(k.key) + static_cast<uint32_t>(r) * philox_detail::kWeyl0;
 }
-C10_HOST_DEVICE inline uint32_t round_key1(PhiloxState k, int r) {
+C10_HOST_DEVICE inline uint32_t round_key1(const PhiloxState& k, int r) {
   return static_cast<uint32_t>(k.key >> 32) + static_cast<uint32_t>(r) * philox_detail::kWeyl1;
 }
 
-C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, PhiloxState k) {
+struct PhiloxRoundKeys : PhiloxState {
+  uint32_t k0[10];
+  uint32_t k1[10];
+};
+
+C10_HOST_DEVICE inline PhiloxRoundKeys round_keys(const PhiloxState& k) {
+  PhiloxRoundKeys keys{k, {}, {}};
+  TORCHINIT_UNROLL
+  for (int r = 0; r < 10; ++r) {
+    keys.k0[r] = round_key0(k, r);
+    keys.k1[r] = round_key1(k, r);
+  }
+  return keys;
+}
+
+C10_HOST_DEVICE inline uint32_t round_key0(const PhiloxRoundKeys& k, int r) {
+  return k.k0[r];
+}
+C10_HOST_DEVICE inline uint32_t round_key1(const PhiloxRoundKeys& k, int r) {
+  return k.k1[r];
+}
+
+namespace philox_detail {
+template <typename Key>
+C10_HOST_DEVICE inline PhiloxBlock rounds(uint64_t block, const Key& k) {
   uint32_t c0 = static_cast<uint32_t>(block);
   uint32_t c1 = static_cast<uint32_t>(block >> 32);
   uint32_t c2 = static_cast<uint32_t>(k.offset);
@@ -64,6 +90,16 @@ C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, PhiloxState k) 
   TORCHINIT_UNROLL
   for (int r = 0; r < 10; ++r) philox_round(c0, c1, c2, c3, round_key0(k, r), round_key1(k, r));
   return PhiloxBlock{{c0, c1, c2, c3}};
+}
+}  // namespace philox_detail
+
+// The same words from either form of the key. The state, two words, is passed by value; the round
+// keys by reference, so that a kernel's parameters are read where they lie.
+C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, PhiloxState k) {
+  return philox_detail::rounds(block, k);
+}
+C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, const PhiloxRoundKeys& k) {
+  return philox_detail::rounds(block, k);
 }
 
 }  // namespace torchinit
