@@ -108,8 +108,7 @@ inline void copy_temporaries(const std::vector<PlannedTarget>& targets) {
 
 // Each law gives element i's value (operator(), any i) and the values of the aligned span
 // [first, first + kSpan) (span(), first a multiple of kSpan: the fast path of whole tensors).
-// Arrays are indexed by constants only, so they stay in registers: a run-time index would put them
-// in local memory (the stack).
+// Arrays are indexed by constants only (pick, for a run-time slot), so they stay in registers.
 
 // Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
 // values are kept, so consecutive elements cost one block per kPerBlock of them.
@@ -128,11 +127,7 @@ struct BlockValues {
       dist(philox4x32_10(b, state), values);
       block = b;
     }
-    const auto slot = static_cast<int>(i % Dist::kPerBlock);
-    acc_t v = values[0];
-    TORCHINIT_UNROLL
-    for (int k = 1; k < Dist::kPerBlock; ++k) v = slot == k ? values[k] : v;
-    return v;
+    return pick(values, static_cast<int>(i % Dist::kPerBlock));
   }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
     TORCHINIT_UNROLL

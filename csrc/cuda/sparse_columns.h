@@ -77,7 +77,7 @@ struct SparseColumns {
         ends[r * groups() + g] - popcount64(bits) + popcount64(bits & ((uint64_t{1} << bit) - 1));
     acc_t values[Normal<acc_t>::kPerBlock];
     normal(philox4x32_10(static_cast<uint64_t>(j / Normal<acc_t>::kPerBlock), state), values);
-    return values[j % Normal<acc_t>::kPerBlock];
+    return pick(values, static_cast<int>(j % Normal<acc_t>::kPerBlock));
   }
 };
 
