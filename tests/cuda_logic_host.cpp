@@ -68,7 +68,7 @@ void fill_one(at::Tensor self, const std::string& law, const std::vector<double>
   const PhiloxState state{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
   const PlannedTarget target = plan_target(self, fill, ShardIndex());
   const FillDesc& d = target.desc;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "fill_one", [&] {
+  TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "fill_one", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
       if (takes_contiguous(d)) {
         const auto threads = static_cast<int32_t>(blocks * kThreads);
@@ -108,7 +108,7 @@ void sparse(at::Tensor self, double sparsity, double std, int64_t state, int64_t
     total += popcount64(p.nonzeros(masks.data(), i % p.groups(), i / p.groups()));
     ends[i] = total;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse", [&] {
+  TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "sparse", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const Normal<acc_t> normal{acc_t(0), static_cast<acc_t>(std)};
     auto* data = self.data_ptr<scalar_t>();

@@ -6,7 +6,7 @@
 //     and a running batch of normals, so memory sees one sequential pass, as in fill_.
 // Randomness only for what is needed: one 32-bit draw per minority element, one normal per nonzero.
 // Which draw and which normal each element takes: docs/rng-contract.md, "sparse_ numbering".
-#include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
@@ -342,8 +342,8 @@ void sparse_cpu(at::Tensor& self, double sparsity, double std,
   if (self.numel() == 0) return;
   const PhiloxState state = draw_philox_state(generator);
   const FloydChoice choice = floyd_choice(self.size(0), sparsity);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse_",
-                                  [&] { sparse_fill<scalar_t>(self, choice, std, state); });
+  TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "sparse_",
+                                 [&] { sparse_fill<scalar_t>(self, choice, std, state); });
 }
 
 }  // namespace

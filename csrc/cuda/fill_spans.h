@@ -367,11 +367,10 @@ struct TypeTag {
 // Calls f(TypeTag<scalar_t>{}, dist): the target's dtype and its law's sampler in the compute type.
 template <typename F>
 void visit_target(const PlannedTarget& t, const F& f) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, t.self.scalar_type(), "fill_many_", [&] {
-        visit_law<at::opmath_type<scalar_t>>(
-            t.fill, [&](const auto& dist) { f(TypeTag<scalar_t>{}, dist); });
-      });
+  TORCHINIT_DISPATCH_FLOAT_TYPES(t.self.scalar_type(), "fill_many_", [&] {
+    visit_law<at::opmath_type<scalar_t>>(t.fill,
+                                         [&](const auto& dist) { f(TypeTag<scalar_t>{}, dist); });
+  });
 }
 
 namespace detail {

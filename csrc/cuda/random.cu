@@ -71,7 +71,7 @@ void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
   const KeySource source = draw_key_source(self, generator);
   const FillDesc& desc = target.desc;
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "fill_", [&] {
+  TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "fill_", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
       using Dist = std::decay_t<decltype(dist)>;
       if (takes_contiguous(desc)) {

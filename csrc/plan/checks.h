@@ -20,6 +20,11 @@
 #define TORCHINIT_FILL_DTYPES \
   TORCHINIT_FLOAT_DTYPES, AT_EXPAND(AT_INTEGRAL_TYPES), AT_EXPAND(AT_COMPLEX_TYPES), at::kBool
 
+// Runs the lambda BODY with scalar_t bound to TYPE, one of TORCHINIT_FLOAT_DTYPES: the random
+// fills' dispatch, so that their dtype set is the one written above.
+#define TORCHINIT_DISPATCH_FLOAT_TYPES(TYPE, NAME, ...) \
+  AT_DISPATCH_V2(TYPE, NAME, AT_WRAP(__VA_ARGS__), TORCHINIT_FLOAT_DTYPES)
+
 namespace torchinit {
 
 inline constexpr c10::ScalarType kFloatDtypes[] = {TORCHINIT_FLOAT_DTYPES};
