@@ -21,7 +21,7 @@ using namespace torchinit::cuda;
 
 namespace {
 
-constexpr int64_t kThreads = 256;  // threads per block, as the kernels launch
+constexpr int64_t kThreads = 256;  // threads per thread block, as the kernels launch
 
 // Calls fill(begin, end, lane) for every lane of every chunk of d, as fill_one_strided_kernel does.
 template <typename Fill>
@@ -59,10 +59,10 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
 }
 
 // A single uniform_, normal_ or trunc_normal_ (law and params as fill_many_ takes them, key and
-// offset as philox_key gives them) as fill_one runs it on `blocks` thread blocks: fill_one_kernel
-// where the target takes_contiguous, else fill_one_strided_kernel.
+// offset as philox_key gives them) as fill_one runs it on `thread_blocks` thread blocks:
+// fill_one_kernel where the target takes_contiguous, else fill_one_strided_kernel.
 void fill_one(at::Tensor self, const std::string& law, const std::vector<double>& params,
-              int64_t key, int64_t offset, int64_t blocks) {
+              int64_t key, int64_t offset, int64_t thread_blocks) {
   if (self.numel() == 0) return;
   const ElementwiseFill fill = named_fill(self, law, params);
   const PhiloxState state{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
@@ -71,7 +71,7 @@ void fill_one(at::Tensor self, const std::string& law, const std::vector<double>
   TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "fill_one", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
       if (takes_contiguous(d)) {
-        const auto threads = static_cast<int32_t>(blocks * kThreads);
+        const auto threads = static_cast<int32_t>(thread_blocks * kThreads);
         for (int32_t thread = 0; thread < threads; ++thread) {
           fill_contiguous(static_cast<scalar_t*>(d.data), static_cast<int32_t>(d.numel), dist,
                           state, thread, threads);

@@ -25,8 +25,8 @@ namespace {
 // Two kernels per (dtype, law) for single fills, so each holds only its own law's registers:
 // fill_one_kernel for the contiguous tensors that takes_contiguous (32-bit indices, no layout
 // checks), fill_one_strided_kernel for the others (strided views, misaligned data, 2^31 elements
-// and more). At most 64 registers, so 4 blocks fit on an SM, which the truncated normal's laws
-// would exceed unbounded (docs/cuda.md, "Kernels").
+// and more). At most 64 registers, so 4 thread blocks fit on an SM, which the truncated normal's
+// laws would exceed unbounded (docs/cuda.md, "Kernels").
 template <typename scalar_t, typename Dist>
 __global__ void __launch_bounds__(kThreads, 4)
     fill_one_kernel(scalar_t* data, int32_t numel, Dist dist, KeySource source) {

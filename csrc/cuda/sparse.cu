@@ -65,7 +65,7 @@ void sparse_cuda(at::Tensor& self, double sparsity, double std,
   at::Tensor masks = at::zeros({p.groups(), rows}, long_options);
   auto* const mask_data = reinterpret_cast<uint64_t*>(masks.data_ptr<int64_t>());
   // One thread block per 64-column group: the columns spread over many SMs (their Floyd loops are
-  // long and latency-bound), and a block's atomics share one group's masks.
+  // long and latency-bound), and a thread block's atomics share one group's masks.
   choose_kernel<<<static_cast<unsigned>(p.groups()), 64, 0, stream>>>(
       p, source, reinterpret_cast<Mask*>(mask_data));
   C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -30,9 +30,10 @@ namespace torchinit {
 inline constexpr c10::ScalarType kFloatDtypes[] = {TORCHINIT_FLOAT_DTYPES};
 inline constexpr c10::ScalarType kFillDtypes[] = {TORCHINIT_FILL_DTYPES};
 
-// The most elements a random fill may number (a block of a larger tensor counts the larger
-// tensor's): the RNG contract numbers element indices and their streams' blocks below 2^56, and
-// sparse_ takes up to 16 blocks per column. No tensor in memory comes near; meta tensors can.
+// The most elements a random fill may number (a shard of a larger tensor counts the larger
+// tensor's): the RNG contract numbers element indices and their streams' Philox blocks below
+// 2^56, and sparse_ takes up to 16 Philox blocks per column. No tensor in memory comes near; meta
+// tensors can.
 constexpr int64_t kMaxElements = int64_t{1} << 52;
 
 // Fake tensors with symbolic shapes (torch.compile) are checked when the real call runs.
