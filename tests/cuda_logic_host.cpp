@@ -41,7 +41,8 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
                                                    const std::vector<int64_t>& full_sizes,
                                                    const std::vector<int64_t>& starts) {
   std::vector<PlannedTarget> planned;
-  for (const FillTarget& target : plan_fill_many(selves, laws, params, keys, full_sizes, starts)) {
+  for (const FillTarget& target :
+       fill_many_targets(selves, laws, params, keys, full_sizes, starts)) {
     if (target.self.numel() > 0)
       planned.push_back(plan_target(target.self, target.fill, target.shard));
   }

@@ -126,7 +126,7 @@ def arguments(func) -> tuple[tuple[str, bool, bool, object], ...]:
 
 
 @functools.cache
-def _op_plan(func) -> tuple[tuple[tuple[int, str], ...], bool, bool, bool]:
+def _op_traits(func) -> tuple[tuple[tuple[int, str], ...], bool, bool, bool]:
     """What Record.add needs of `func`'s schema: the positions and names of the arguments it
     writes, whether it writes its first argument whole without reading it, whether it is a view
     that writes nothing, and whether it draws random numbers."""
@@ -188,7 +188,7 @@ class Record:
 
     def add(self, func, args: tuple, kwargs: dict, out) -> _Op | None:
         """Records the op if it writes meta storage; returns its record."""
-        written, write_only, pure_view, draws = _op_plan(func)
+        written, write_only, pure_view, draws = _op_traits(func)
         if pure_view:
             return None  # detach, view, expand...: rebuilt from references where needed
         if func in _EMPTY and _is_meta(out):
@@ -426,8 +426,8 @@ def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Except
     tensor (its storage would have to be captured whole, an out= one resized) or is a view (a
     copy would not alias its base) cannot be recorded so: UnrecordableError, once the real run,
     on copies, has told it from an error of eager's."""
-    plan = _op_plan(func)[0]
-    positions, names = {i for i, _ in plan}, {name for _, name in plan}
+    written_args = _op_traits(func)[0]
+    positions, names = {i for i, _ in written_args}, {name for _, name in written_args}
     pairs = [(value, i in positions) for i, value in enumerate(args)]
     named = {name: (value, name in names) for name, value in kwargs.items()}
     writes_meta = any(

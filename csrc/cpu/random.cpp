@@ -105,8 +105,8 @@ void trunc_normal_cpu(at::Tensor& self, double mean, double std, double a, doubl
 
 void fill_many_cpu(at::TensorList selves, const std::vector<std::string>& laws,
                    c10::ArrayRef<double> params, c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
-                   c10::IntArrayRef block_starts) {
-  fill_targets(plan_fill_many(selves, laws, params, keys, full_sizes, block_starts));
+                   c10::IntArrayRef shard_starts) {
+  fill_targets(fill_many_targets(selves, laws, params, keys, full_sizes, shard_starts));
 }
 
 std::vector<int64_t> philox_key_cpu(const at::Tensor&, std::optional<at::Generator> generator) {

@@ -312,28 +312,28 @@ void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, 
     }
   });
 
-  const SparseRows<scalar_t> plan{masks.get(),
-                                  choice.chosen_are_zeros,
-                                  rows,
-                                  groups,
-                                  ~uint64_t{0} >> (kGroupColumns * groups - cols),
-                                  cols * choice.nonzeros,
-                                  self.data_ptr<scalar_t>(),
-                                  self.stride(0),
-                                  self.stride(1),
-                                  cols,
-                                  Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)},
-                                  state};
+  const SparseRows<scalar_t> sparse_rows{masks.get(),
+                                         choice.chosen_are_zeros,
+                                         rows,
+                                         groups,
+                                         ~uint64_t{0} >> (kGroupColumns * groups - cols),
+                                         cols * choice.nonzeros,
+                                         self.data_ptr<scalar_t>(),
+                                         self.stride(0),
+                                         self.stride(1),
+                                         cols,
+                                         Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)},
+                                         state};
   // Non-temporal stores for aligned rows of a tensor far larger than the caches.
-  const bool non_temporal = reinterpret_cast<uintptr_t>(plan.data) % 64 == 0 &&
-                            plan.row_stride % 16 == 0 &&
+  const bool non_temporal = reinterpret_cast<uintptr_t>(sparse_rows.data) % 64 == 0 &&
+                            sparse_rows.row_stride % 16 == 0 &&
                             rows * cols * int64_t{sizeof(scalar_t)} >= kNonTemporalBytes;
-  parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols),
-               [&](int64_t row_begin, int64_t row_end) {
-                 with_simd_level([&](auto level) {
-                   write_rows<decltype(level)::value>(plan, row_begin, row_end, non_temporal);
-                 });
-               });
+  parallel_for(
+      0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t row_begin, int64_t row_end) {
+        with_simd_level([&](auto level) {
+          write_rows<decltype(level)::value>(sparse_rows, row_begin, row_end, non_temporal);
+        });
+      });
 }
 
 void sparse_cpu(at::Tensor& self, double sparsity, double std,

@@ -108,9 +108,9 @@ void trunc_normal_cuda(at::Tensor& self, double mean, double std, double a, doub
 // graph.
 void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
                     c10::ArrayRef<double> params, c10::IntArrayRef keys,
-                    c10::IntArrayRef full_sizes, c10::IntArrayRef block_starts) {
+                    c10::IntArrayRef full_sizes, c10::IntArrayRef shard_starts) {
   const std::vector<FillTarget> targets =
-      plan_fill_many(selves, laws, params, keys, full_sizes, block_starts);
+      fill_many_targets(selves, laws, params, keys, full_sizes, shard_starts);
   const at::Device device = selves.empty() ? at::Device(at::kCUDA) : selves[0].device();
   for (size_t t = 0; t < selves.size(); ++t) {
     TORCH_CHECK_VALUE(selves[t].device() == device, "fill_many_: all tensors must be on one ",

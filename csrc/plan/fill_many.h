@@ -27,11 +27,11 @@ struct FillTarget {
 
 // The targets of fill_many_, planned and checked (including that no two of them share memory)
 // before anything is written.
-inline std::vector<FillTarget> plan_fill_many(at::TensorList selves,
-                                              const std::vector<std::string>& laws,
-                                              c10::ArrayRef<double> params, c10::IntArrayRef keys,
-                                              c10::IntArrayRef full_sizes,
-                                              c10::IntArrayRef starts) {
+inline std::vector<FillTarget> fill_many_targets(at::TensorList selves,
+                                                 const std::vector<std::string>& laws,
+                                                 c10::ArrayRef<double> params,
+                                                 c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
+                                                 c10::IntArrayRef starts) {
   const size_t n = selves.size();
   TORCH_CHECK_VALUE(laws.size() == n && params.size() == 4 * n && keys.size() == 2 * n,
                     "fill_many_: ", n, " tensors need ", n, " laws, ", 4 * n, " params and ", 2 * n,

@@ -28,7 +28,7 @@ struct OpSpec {
   // kLaw: the law's name, and its fill from params[0..4), the op's arguments after self (and
   // before the generator) in order: fill_many_ passes params[4t : 4t+4], so at most four.
   const char* law = nullptr;
-  ElementwiseFill (*plan)(const at::Tensor& self, c10::ArrayRef<double> params) = nullptr;
+  ElementwiseFill (*make_fill)(const at::Tensor& self, c10::ArrayRef<double> params) = nullptr;
 };
 
 // Each op mutates `self` in place and returns nothing (the Python layer returns the tensor, as
@@ -92,7 +92,7 @@ inline std::string op_name(const OpSpec& op) {
 inline ElementwiseFill named_fill(const at::Tensor& self, c10::string_view law,
                                   c10::ArrayRef<double> params) {
   for (const OpSpec& op : kOpTable) {
-    if (op.kind == OpKind::kLaw && law == op.law) return op.plan(self, params);
+    if (op.kind == OpKind::kLaw && law == op.law) return op.make_fill(self, params);
   }
   std::string expected;  // "constant, uniform, normal or trunc_normal"
   const char* last = nullptr;
