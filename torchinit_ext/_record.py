@@ -61,7 +61,9 @@ _META = torch.device("meta")
 _CPU = torch.device("cpu")
 
 
-@dataclasses.dataclass(unsafe_hash=True)  # not frozen: its __init__ is half the cost
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, and one
+# _Ref is made per tensor an op touches (figures: benchmarks/README.md, "Tuning constants").
+@dataclasses.dataclass(unsafe_hash=True)
 class _Ref:
     """A recorded tensor: which meta storage, seen through which geometry. Never changed."""
 
@@ -73,8 +75,8 @@ class _Ref:
 
 
 # An op's arguments and results nest only in lists and tuples (a tensor list, a tuple of
-# results): flattened and mapped here without pytree's generality, which was most of the
-# recording's cost.
+# results): flattened and mapped here without pytree's generality, which every recorded op would
+# pay for (figures: benchmarks/README.md, "Tuning constants").
 def _leaves(value, leaves: list | None = None) -> list:
     leaves = [] if leaves is None else leaves
     if isinstance(value, (list, tuple)):

@@ -40,7 +40,8 @@ struct FloydColumn {
 
 // Sets each column's flag in row_masks[r] for a uniformly random `count`-subset of rows r in
 // [0, rows) (Floyd's algorithm: one draw per chosen row, no permutation array). Two columns at
-// once: their sequential membership tests interleave, nearly twice as fast as one after the other.
+// once: each column's membership tests form a dependent chain, and two independent chains
+// interleave where one would stall (figures: benchmarks/README.md, "Tuning constants").
 // Draw d picks from [0, n), n = rows - count + d + 1, as floor(x n / 2^32) of a 32-bit word x, 64
 // at a time in SIMD; it is exactly uniform by Lemire's rejection ("Fast random integer generation
 // in an interval", 2019): a rejected draw (probability below n / 2^32), or one with n >= 2^32, is
