@@ -21,7 +21,7 @@ using namespace torchinit::cuda;
 
 namespace {
 
-constexpr int64_t kThreads = 256;  // threads per block, as the kernels launch
+constexpr int64_t kThreads = 256;  // threads per thread block, as the kernels launch
 
 // Calls fill(begin, end, lane) for every lane of every chunk of d, as fill_one_strided_kernel does.
 template <typename Fill>
@@ -41,7 +41,8 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
                                                    const std::vector<int64_t>& full_sizes,
                                                    const std::vector<int64_t>& starts) {
   std::vector<PlannedTarget> planned;
-  for (const FillTarget& target : plan_fill_many(selves, laws, params, keys, full_sizes, starts)) {
+  for (const FillTarget& target :
+       fill_many_targets(selves, laws, params, keys, full_sizes, starts)) {
     if (target.self.numel() > 0)
       planned.push_back(plan_target(target.self, target.fill, target.shard));
   }
@@ -59,20 +60,20 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
 }
 
 // A single uniform_, normal_ or trunc_normal_ (law and params as fill_many_ takes them, key and
-// offset as philox_key gives them) as fill_one runs it on `blocks` thread blocks: fill_one_kernel
-// where the target takes_contiguous (its key as round keys or, `captured` in a CUDA graph, as
-// the state), else fill_one_strided_kernel.
+// offset as philox_key gives them) as fill_one runs it on `thread_blocks` thread blocks:
+// fill_one_kernel where the target takes_contiguous (its key as round keys or, `captured` in a
+// CUDA graph, as the state), else fill_one_strided_kernel.
 void fill_one(at::Tensor self, const std::string& law, const std::vector<double>& params,
-              int64_t key, int64_t offset, int64_t blocks, bool captured) {
+              int64_t key, int64_t offset, int64_t thread_blocks, bool captured) {
   if (self.numel() == 0) return;
   const ElementwiseFill fill = named_fill(self, law, params);
   const PhiloxState state{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
   const PlannedTarget target = plan_target(self, fill, ShardIndex());
   const FillDesc& d = target.desc;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "fill_one", [&] {
+  TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "fill_one", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
       if (takes_contiguous(d)) {
-        const auto threads = static_cast<int32_t>(blocks * kThreads);
+        const auto threads = static_cast<int32_t>(thread_blocks * kThreads);
         const auto fill = [&](const auto& k) {
           for (int32_t thread = 0; thread < threads; ++thread) {
             fill_contiguous(static_cast<scalar_t*>(d.data), static_cast<int32_t>(d.numel), dist, k,
@@ -116,7 +117,7 @@ void sparse(at::Tensor self, double sparsity, double std, int64_t state, int64_t
     total += popcount64(p.nonzeros(masks.data(), i % p.groups(), i / p.groups()));
     ends[i] = total;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse", [&] {
+  TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "sparse", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     const Normal<acc_t> normal{acc_t(0), static_cast<acc_t>(std)};
     auto* data = self.data_ptr<scalar_t>();

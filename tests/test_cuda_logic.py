@@ -57,14 +57,14 @@ def test_fill_many_equals_cpu(host, dtype, law, params):
 
 
 @pytest.mark.parametrize("law,params", LAWS[1:5])
-def test_fill_many_blocks_equal_cpu(host, law, params):
+def test_fill_many_shards_equal_cpu(host, law, params):
     full = [33, 1030]
-    blocks = [([11, 514], [22, 3]), ([33, 1030], [0, 0]), ([1, 7], [32, 1023])]
-    cpu = [torch.empty(size) for size, _ in blocks]
-    gpu_logic = [torch.empty(size) for size, _ in blocks]
+    shards = [([11, 514], [22, 3]), ([33, 1030], [0, 0]), ([1, 7], [32, 1023])]
+    cpu = [torch.empty(size) for size, _ in shards]
+    gpu_logic = [torch.empty(size) for size, _ in shards]
     args = ([law] * 3, padded(params) * 3, [99, 5] * 3)
     sizes = full * 3
-    starts = [s for _, start in blocks for s in start]
+    starts = [s for _, start in shards for s in start]
     ops.fill_many_(cpu, *args, sizes, starts)
     host.fill_many(gpu_logic, *args, sizes, starts)
     for a, b in zip(cpu, gpu_logic):
@@ -124,9 +124,9 @@ def test_fill_many_mixed_batches_equal_cpu(host):
     assert 1 < max(count for count, _ in launches) < 60  # the 60 normal fills take several batches
 
 
-# Blocks (sizes, starts) of full tensors, for shards: whole, rows, a corner, a middle, one element,
+# Shards (sizes, starts) of full tensors: whole, rows, a corner, a middle, one element,
 # empty, and 3-d ones.
-BLOCKS = [
+SHARDS = [
     ((33, 1030), (33, 1030), (0, 0)),
     ((33, 1030), (11, 1030), (22, 0)),
     ((33, 1030), (11, 514), (22, 3)),
@@ -142,16 +142,16 @@ BLOCKS = [
 def _shard_targets():
     targets = []
     for i in range(2 * len(MIXED_LAWS)):
-        _, size, _ = BLOCKS[i % len(BLOCKS)]
+        _, size, _ = SHARDS[i % len(SHARDS)]
         law, params = MIXED_LAWS[i % len(MIXED_LAWS)]
         targets.append((torch.empty(size, dtype=FLOATS[i % len(FLOATS)]), law, params))
     return targets
 
 
 def test_fill_many_mixed_shards_equal_cpu(host):
-    blocks = [BLOCKS[i % len(BLOCKS)] for i in range(2 * len(MIXED_LAWS))]
-    sizes = [s for full, _, _ in blocks for s in full]
-    starts = [s for _, _, start in blocks for s in start]
+    shards = [SHARDS[i % len(SHARDS)] for i in range(2 * len(MIXED_LAWS))]
+    sizes = [s for full, _, _ in shards for s in full]
+    starts = [s for _, _, start in shards for s in start]
     _run_mixed(host, _shard_targets, sizes, starts)
 
 
@@ -169,15 +169,15 @@ def _single_targets(dtype):
     ]
 
 
-@pytest.mark.parametrize("blocks,captured", [(1, False), (3, False), (3, True)])
+@pytest.mark.parametrize("thread_blocks,captured", [(1, False), (3, False), (3, True)])
 @pytest.mark.parametrize("dtype", FLOATS)
 @pytest.mark.parametrize("law,params", LAWS)
-def test_fill_one_equals_cpu(host, dtype, law, params, blocks, captured):
+def test_fill_one_equals_cpu(host, dtype, law, params, thread_blocks, captured):
     cpu, gpu_logic = _single_targets(dtype), _single_targets(dtype)
     for t, (a, b) in enumerate(zip(cpu, gpu_logic)):
         key = (0x5EED + t, 11 * t + 1)
         ops.fill_many_([a], [law], padded(params), list(key))
-        host.fill_one(b, law, padded(params), *key, blocks, captured)
+        host.fill_one(b, law, padded(params), *key, thread_blocks, captured)
         assert torch.equal(a, b)
 
 

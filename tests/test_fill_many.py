@@ -1,7 +1,7 @@
-"""fill_many_, the batched, shard-aware engine under materialize() and DTensor init: blocks are
+"""fill_many_, the batched, shard-aware engine under materialize() and DTensor init: shards are
 slices of the full fill, it equals the single ops under the drawn key, and its own arguments
-(laws, parameters, keys, block sizes and starts, devices) are checked before anything is
-written, including block arithmetic that a careless check lets overflow int64."""
+(laws, parameters, keys, shard sizes and starts, devices) are checked before anything is
+written, including shard arithmetic that a careless check lets overflow int64."""
 
 import math
 
@@ -24,21 +24,21 @@ LAWS = {
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
 @pytest.mark.parametrize("law", sorted(LAWS))
-def test_fill_many_blocks_are_slices_of_the_full_fill(law, dtype):
+def test_fill_many_shards_are_slices_of_the_full_fill(law, dtype):
     full = torch.empty(13, 9, 7, dtype=dtype)
     ops.fill_many_([full], [law], LAWS[law], [21, -5])
     starts = [(0, 0, 0), (4, 2, 3), (12, 8, 6)]
     sizes = [(13, 9, 7), (5, 6, 2), (1, 1, 1)]
-    blocks = [torch.empty(s[::-1], dtype=dtype).permute(2, 1, 0) for s in sizes]  # strided
+    shards = [torch.empty(s[::-1], dtype=dtype).permute(2, 1, 0) for s in sizes]  # strided
     ops.fill_many_(
-        blocks,
+        shards,
         [law] * 3,
         LAWS[law] * 3,
         [21, -5] * 3,
-        [n for _ in blocks for n in full.shape],
+        [n for _ in shards for n in full.shape],
         [i for s in starts for i in s],
     )
-    for filled, start, size in zip(blocks, starts, sizes):
+    for filled, start, size in zip(shards, starts, sizes):
         window = full[tuple(slice(b, b + n) for b, n in zip(start, size))]
         assert torch.equal(filled, window)
 
@@ -57,7 +57,7 @@ def test_fill_many_equals_the_single_ops_with_the_drawn_key():
         assert torch.equal(got, expected), law
 
 
-# Conv weights, 3x3 and 1x1, and odd sizes so that blocks start inside a Philox block.
+# Conv weights, 3x3 and 1x1, and odd sizes so that shards start inside a Philox block.
 CONV_SHAPES = [(64, 48, 3, 3), (96, 40, 1, 1), (7, 5, 3, 3), (6, 3, 7, 7)]
 SINGLE_OPS = {
     "uniform": (ops.uniform_, [-1.0, 3.0]),
@@ -67,8 +67,8 @@ SINGLE_OPS = {
 }
 
 
-def _conv_blocks(shape):
-    """(starts, sizes) of blocks whose elements merge into runs of every length: the whole
+def _conv_shards(shape):
+    """(starts, sizes) of shards whose elements merge into runs of every length: the whole
     tensor and whole rows (one run), columns (a row's width), a kernel row (its width) and a
     kernel column (one element)."""
     out, inp, kh, kw = shape
@@ -84,14 +84,14 @@ def _conv_blocks(shape):
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("law", sorted(SINGLE_OPS))
-def test_fill_many_conv_blocks_equal_the_single_op(law, dtype, channels_last):
+def test_fill_many_conv_shards_equal_the_single_op(law, dtype, channels_last):
     single, params = SINGLE_OPS[law]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     selves, keys, full_sizes, starts, expected = [], [], [], [], []
     for seed, shape in enumerate(CONV_SHAPES):
         full = torch.empty(shape, dtype=dtype)
         single(full, *params, gen(seed))
-        for start, size in _conv_blocks(shape):
+        for start, size in _conv_shards(shape):
             selves.append(torch.empty(size, dtype=dtype, memory_format=fmt))
             keys += ops.philox_key(full, gen(seed))
             full_sizes += shape
@@ -127,20 +127,20 @@ def test_fill_many_checks_everything_before_writing(bad, match):
     assert not a.any() and not b.any()
 
 
-def test_fill_many_refuses_a_block_outside_the_full_tensor():
+def test_fill_many_refuses_a_shard_outside_the_full_tensor():
     t = torch.zeros(3, 4)
     with pytest.raises(ValueError, match="does not fit"):
         ops.fill_many_([t], ["normal"], [0, 1, 0, 0], [1, 2], [5, 5], [3, 0])
     assert not t.any()
 
 
-# ---- block arithmetic ---------------------------------------------------------------------------
+# ---- shard arithmetic ---------------------------------------------------------------------------
 
-# (shape, full_sizes, block_starts) that a careless check lets through by int64 overflow.
-OVERFLOWING_BLOCKS = {
+# (shape, full_sizes, shard_starts) that a careless check lets through by int64 overflow.
+OVERFLOWING_SHARDS = {
     "start-plus-size-wraps": ((4,), [4], [INT64_MAX - 2]),
     "start-past-the-end": ((4,), [4], [2]),
-    "empty-block-past-the-end": ((0,), [3], [5]),
+    "empty-shard-past-the-end": ((0,), [3], [5]),
     "negative-full-size": ((0,), [-5], [0]),
     "negative-start": ((2,), [4], [-1]),
     "stride-product-wraps": ((2, 2), [2**62, 2**62], [0, 0]),
@@ -150,9 +150,9 @@ OVERFLOWING_BLOCKS = {
 
 
 @pytest.mark.parametrize("law", ["uniform", "trunc_normal"])
-@pytest.mark.parametrize("case", list(OVERFLOWING_BLOCKS))
-def test_fill_many_refuses_blocks_that_overflow_and_writes_nothing(case, law):
-    shape, full, starts = OVERFLOWING_BLOCKS[case]
+@pytest.mark.parametrize("case", list(OVERFLOWING_SHARDS))
+def test_fill_many_refuses_shards_that_overflow_and_writes_nothing(case, law):
+    shape, full, starts = OVERFLOWING_SHARDS[case]
     guard = torch.full((64,), 7.0)
     target = guard[8 : 8 + math.prod(shape)].view(shape)
     with pytest.raises(ValueError, match="fill_many_"):
@@ -160,9 +160,9 @@ def test_fill_many_refuses_blocks_that_overflow_and_writes_nothing(case, law):
     assert (guard == 7.0).all()
 
 
-def test_fill_many_block_at_the_far_end_of_a_large_full_tensor_is_its_slice():
-    # The block's indices reach 2^40: the values are the full tensor's there (uniform float32:
-    # element i is (word i % 4 of block i // 4) >> 8, times 2^-24).
+def test_fill_many_shard_at_the_far_end_of_a_large_full_tensor_is_its_slice():
+    # The shard's indices reach 2^40: the values are the full tensor's there (uniform float32:
+    # element i is (word i % 4 of Philox block i // 4) >> 8, times 2^-24).
     full = [2**20, 2**20]
     starts = [2**20 - 1, 2**20 - 3]
     got = torch.empty(1, 3)

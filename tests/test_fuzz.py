@@ -46,7 +46,7 @@ HOSTILE = (
     5e-324,
 )
 KEYS = (0, 1, -1, I64_MIN, I64_MAX, I64_MIN + 1, I64_MAX - 1, 2**32, 2**32 - 1)
-# Hostile block entries: negative, huge, and pairs whose sums and products overflow int64.
+# Hostile shard entries: negative, huge, and pairs whose sums and products overflow int64.
 HOSTILE_DIMS = (
     -1,
     -2,
@@ -238,8 +238,8 @@ def hostile_law(rng):
     return law, params
 
 
-def random_block(rng, sizes):
-    """(full sizes, starts) of one tensor: a block that fits, or hostile entries."""
+def random_shard(rng, sizes):
+    """(full sizes, starts) of one tensor: a shard that fits, or hostile entries."""
     full, starts = [], []
     hostile = rng.random() < 0.35
     for s in sizes:
@@ -253,7 +253,7 @@ def random_block(rng, sizes):
                 st = rng.choice(HOSTILE_DIMS)
             elif kind == 2:  # start + size just past int64: wraps to negative if unchecked
                 st, f = I64_MAX - s + 1 + rng.randint(0, 1), rng.choice((f, I64_MAX))
-            elif kind == 3:  # a valid-looking block in a huge tensor
+            elif kind == 3:  # a valid-looking shard in a huge tensor
                 f = rng.choice((2**62, 2**62 + 1, I64_MAX, 2**31 + 1))
                 st = rng.choice((0, f - s, f // 2))
             elif kind == 4:  # start past the end
@@ -284,7 +284,7 @@ def random_fill_many(rng):
     full, starts = [], []
     if rng.random() < 0.55:
         for t in selves:
-            f, s = random_block(rng, list(t.shape))
+            f, s = random_shard(rng, list(t.shape))
             full += f
             starts += s
     # Lists of the wrong lengths.
@@ -310,7 +310,7 @@ def fill_many_must_fail(c):
     if (len(c.laws), len(c.params), len(c.keys)) != (n, 4 * n, 2 * n):
         return "list lengths"
     if len(c.full_sizes) != len(c.starts):
-        return "full_sizes and block_starts lengths differ"
+        return "full_sizes and shard_starts lengths differ"
     if any(k < I64_MIN or k > I64_MAX for k in c.keys + c.full_sizes + c.starts):
         return "int outside int64"
     if any(law not in LAW_NAMES for law in c.laws):
@@ -327,7 +327,7 @@ def fill_many_must_fail(c):
             full, starts = c.full_sizes[d : d + t.dim()], c.starts[d : d + t.dim()]
             d += t.dim()
             if any(st < 0 or st + s > f for s, f, st in zip(t.shape, full, starts)):
-                return f"block {list(t.shape)} at {starts} does not fit in {full}"
+                return f"shard {list(t.shape)} at {starts} does not fit in {full}"
             if math.prod(full) > I64_MAX:
                 return f"full tensor {full} has more than 2^63 - 1 elements"
     return None
@@ -342,8 +342,8 @@ def fill_many_must_succeed(c):
     )
 
 
-def block_indices(t, full, starts):
-    """Exact (Python int) index in the full tensor of each element of block t, row-major."""
+def shard_indices(t, full, starts):
+    """Exact (Python int) index in the full tensor of each element of shard t, row-major."""
     strides = row_major(full)
     index = [0]
     for s, st, stride in zip(t.shape, starts, strides):
@@ -351,18 +351,18 @@ def block_indices(t, full, starts):
     return index
 
 
-def check_block_values(t, law, params, keys, full, starts):
-    """A block's values are those of the full tensor's elements: each equals the 1-element block
+def check_shard_values(t, law, params, keys, full, starts):
+    """A shard's values are those of the full tensor's elements: each equals the 1-element shard
     of a 1-D tensor at that element's (exact) index, which a wrapped index would not."""
     flat = t.reshape(-1)
-    index = block_indices(t, full, starts)
+    index = shard_indices(t, full, starts)
     refs = [torch.full((1,), sentinel(t.dtype), dtype=t.dtype) for _ in index]
     ops.fill_many_(
         refs, [law] * len(refs), params * len(refs), keys * len(refs), [i + 1 for i in index], index
     )
     ref = torch.cat(refs)
     assert torch.equal(raw(flat), raw(ref)), (
-        f"block {list(t.shape)} at {starts} of {full} ({law} {params}, {t.dtype}): values "
+        f"shard {list(t.shape)} at {starts} of {full} ({law} {params}, {t.dtype}): values "
         f"{flat.tolist()[:6]} are not the full tensor's {ref.tolist()[:6]} at indices {index[:6]}"
     )
 
@@ -391,7 +391,7 @@ def run_fill_many(guard, c):
         if ok and law != "constant":
             assert torch.isfinite(t).all(), f"target {k}: non-finite values {t}: {where}"
         if c.full_sizes and t.numel() <= 64:
-            check_block_values(t, law, params, keys, full, starts)
+            check_shard_values(t, law, params, keys, full, starts)
 
 
 CHUNKS, PER_CHUNK = 7, 100
@@ -447,7 +447,7 @@ HAND_CASES = {
     "start-past-end": lambda: _hand([[2]], [4], [3]),
     "start-neg": lambda: _hand([[2]], [4], [-1]),
     "start+size-wrap": lambda: _hand([[3]], [5], [I64_MAX - 1]),
-    "scalar-block": lambda: _hand([[]], [], []),
+    "scalar-shard": lambda: _hand([[]], [], []),
     "scalar-extra-dims": lambda: _hand([[]], [1], [0]),
     "short-full": lambda: _hand([[2, 2]], [2], [0]),
     "long-full": lambda: _hand([[2]], [2, 2], [0, 0]),
@@ -456,7 +456,7 @@ HAND_CASES = {
     "second-bad": lambda: _hand([[3], [2, 2]], [3, 2, 2], [0, 0, 2**63 - 2]),
     "meta-then-cpu": lambda: _hand([([4], torch.float32, "contiguous", "meta"), [4]]),
     "cpu-then-meta": lambda: _hand([[3, 2], ([2], torch.float32, "contiguous", "meta")]),
-    "meta-cpu-block": lambda: _hand(
+    "meta-cpu-shard": lambda: _hand(
         [([4], torch.float32, "contiguous", "meta"), [2]], [4, 4], [0, 1]
     ),
     "meta-only": lambda: _hand([([4], torch.float16, "contiguous", "meta")]),

@@ -38,14 +38,14 @@ DTYPES = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16, "bf1
 
 
 def _layout(kind, dtype):
-    """(target, full sizes, block starts) of a 37 x 53 fill in the given layout."""
+    """(target, full sizes, shard starts) of a 37 x 53 fill in the given layout."""
     if kind == "contiguous":
         return torch.empty(37, 53, dtype=dtype), [], []
     if kind == "transposed":
         return torch.empty(53, 37, dtype=dtype).t(), [], []
     if kind == "sliced":
         return torch.empty(80, 60, dtype=dtype)[3::2, 5:58][:37], [], []
-    return torch.empty(37, 53, dtype=dtype), [100, 71], [41, 9]  # a shard block
+    return torch.empty(37, 53, dtype=dtype), [100, 71], [41, 9]  # a shard
 
 
 def _digest(tensor):
@@ -57,7 +57,7 @@ def _elementwise_hashes():
     hashes = {}
     for law_name, (law, params) in LAWS.items():
         for dtype_name, dtype in DTYPES.items():
-            for layout in ("contiguous", "transposed", "sliced", "block"):
+            for layout in ("contiguous", "transposed", "sliced", "shard"):
                 target, full, starts = _layout(layout, dtype)
                 ops.fill_many_([target], [law], params, KEY, full, starts)
                 hashes[f"{law_name}/{dtype_name}/{layout}"] = _digest(target)

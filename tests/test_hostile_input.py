@@ -20,7 +20,7 @@ from tests.helpers.common import gen, ops
 # checked in test_api_parity.py.
 pytestmark = pytest.mark.filterwarnings("ignore:mean is more than 2 std")
 
-# (fill_many_'s own arguments that overflow, blocks and devices, are in test_fill_many.py.)
+# (fill_many_'s own arguments that overflow, shards and devices, are in test_fill_many.py.)
 
 
 # ---- arguments beyond the contract ----------------------------------------------------------

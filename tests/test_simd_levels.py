@@ -70,7 +70,7 @@ def test_every_level_gives_the_scalar_values(law, dtype, layout, level):
 
 
 @pytest.mark.parametrize("level", VECTOR_LEVELS)
-def test_fill_many_blocks_at_every_level_give_the_scalar_values(level):
+def test_fill_many_shards_at_every_level_give_the_scalar_values(level):
     laws = ["uniform", "normal", "trunc_normal", "trunc_normal", "constant"]
     params = [
         -1.0,
@@ -98,11 +98,11 @@ def test_fill_many_blocks_at_every_level_give_the_scalar_values(level):
 
     def run(at):
         init.set_cpu_capability(at)
-        blocks = [torch.empty(40, 61).t() for _ in laws]  # strided (61, 40) blocks of (100, 80)
+        shards = [torch.empty(40, 61).t() for _ in laws]  # strided (61, 40) shards of (100, 80)
         sizes = [n for _ in laws for n in (100, 80)]
         starts = [s for _ in laws for s in (10, 3)]
-        ops.fill_many_(blocks, laws, params, keys, sizes, starts)
-        return blocks
+        ops.fill_many_(shards, laws, params, keys, sizes, starts)
+        return shards
 
     for actual, expected in zip(run(level), run("default")):
         assert torch.equal(bits(actual), bits(expected))

@@ -79,7 +79,7 @@ def compiled(tensor: Tensor, dtypes: frozenset = FLOAT_DTYPES) -> bool:
 
 def _without_grad(fn, *args):
     """fn(*args) with grad mode off (the ops refuse autograd). Set and restored directly: a
-    torch.no_grad() block costs about as much as a small tensor's whole fill."""
+    `with torch.no_grad()` costs about as much as a small tensor's whole fill."""
     if not torch.is_grad_enabled():
         return fn(*args)
     torch._C._set_grad_enabled(False)
@@ -141,7 +141,7 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
     if session is not None and session.try_defer(tensor, law, params, generator):
         return tensor
     if _sharded.is_dtensor(tensor) and compiled(_sharded.local_tensor(tensor)):
-        shard = _sharded.block(tensor)
+        shard = _sharded.shard(tensor)
         if shard is not None:
             local = _sharded.local_tensor(tensor)
             key = _C.philox_key(local, generator) if tensor.numel() else [0, 0]
@@ -159,16 +159,16 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
         return stock()
 
 
-def call_many(tensors, laws, params, keys, blocks) -> None:
-    """One fill_many_ over tensors[t], each the block blocks[t] = (full sizes, starts) of the
+def call_many(tensors, laws, params, keys, shards) -> None:
+    """One fill_many_ over tensors[t], each the shard shards[t] = (full sizes, starts) of the
     tensor whose law laws[t] with params[t] and Philox key keys[t] it takes (None: the whole
     tensor)."""
     flat_params = [float(p) for ps in params for p in (*ps, 0.0, 0.0, 0.0, 0.0)[:4]]
     flat_keys = [k for key in keys for k in key]
     full_sizes, starts = [], []
-    if blocks.count(None) < len(blocks):
-        for tensor, block in zip(tensors, blocks):
-            full, start = block or (tensor.shape, [0] * tensor.dim())
+    if shards.count(None) < len(shards):
+        for tensor, shard in zip(tensors, shards):
+            full, start = shard or (tensor.shape, [0] * tensor.dim())
             full_sizes += full
             starts += start
     _run(ops.fill_many_.default, tensors, laws, flat_params, flat_keys, full_sizes, starts)

@@ -347,7 +347,7 @@ def unpatch() -> None:
 @contextlib.contextmanager
 def patched() -> Iterator[None]:
     """Context manager: patch() of the calling context inside, its functions of before on exit,
-    also when the block raises or is interrupted.
+    also when the `with` body raises or is interrupted.
 
     >>> with torchinit_ext.patched():
     ...     model = MyModel()  # every init call and Tensor.normal_/uniform_ runs compiled

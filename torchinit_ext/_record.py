@@ -61,7 +61,9 @@ _META = torch.device("meta")
 _CPU = torch.device("cpu")
 
 
-@dataclasses.dataclass(unsafe_hash=True)  # not frozen: its __init__ is half the cost
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, and one
+# _Ref is made per tensor an op touches (figures: benchmarks/README.md, "Tuning constants").
+@dataclasses.dataclass(unsafe_hash=True)
 class _Ref:
     """A recorded tensor: which meta storage, seen through which geometry. Never changed."""
 
@@ -73,8 +75,8 @@ class _Ref:
 
 
 # An op's arguments and results nest only in lists and tuples (a tensor list, a tuple of
-# results): flattened and mapped here without pytree's generality, which was most of the
-# recording's cost.
+# results): flattened and mapped here without pytree's generality, which every recorded op would
+# pay for (figures: benchmarks/README.md, "Tuning constants").
 def _leaves(value, leaves: list | None = None) -> list:
     leaves = [] if leaves is None else leaves
     if isinstance(value, (list, tuple)):
@@ -126,7 +128,7 @@ def arguments(func) -> tuple[tuple[str, bool, bool, object], ...]:
 
 
 @functools.cache
-def _op_plan(func) -> tuple[tuple[tuple[int, str], ...], bool, bool, bool]:
+def _op_traits(func) -> tuple[tuple[tuple[int, str], ...], bool, bool, bool]:
     """What Record.add needs of `func`'s schema: the positions and names of the arguments it
     writes, whether it writes its first argument whole without reading it, whether it is a view
     that writes nothing, and whether it draws random numbers."""
@@ -188,7 +190,7 @@ class Record:
 
     def add(self, func, args: tuple, kwargs: dict, out) -> _Op | None:
         """Records the op if it writes meta storage; returns its record."""
-        written, write_only, pure_view, draws = _op_plan(func)
+        written, write_only, pure_view, draws = _op_traits(func)
         if pure_view:
             return None  # detach, view, expand...: rebuilt from references where needed
         if func in _EMPTY and _is_meta(out):
@@ -426,8 +428,8 @@ def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Except
     tensor (its storage would have to be captured whole, an out= one resized) or is a view (a
     copy would not alias its base) cannot be recorded so: UnrecordableError, once the real run,
     on copies, has told it from an error of eager's."""
-    plan = _op_plan(func)[0]
-    positions, names = {i for i, _ in plan}, {name for _, name in plan}
+    written_args = _op_traits(func)[0]
+    positions, names = {i for i, _ in written_args}, {name for _, name in written_args}
     pairs = [(value, i in positions) for i, value in enumerate(args)]
     named = {name: (value, name in names) for name, value in kwargs.items()}
     writes_meta = any(

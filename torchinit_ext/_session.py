@@ -76,7 +76,7 @@ class Session:
             by_object = {id(t): (t, name) for name, t in named.items()}
         self._by_object = by_object
         self._names: dict[tuple, str] | None = None  # by extent: see `names`
-        # The queue, by extent: (local, law, params, key, block), and the memory it touches.
+        # The queue, by extent: (local, law, params, key, shard), and the memory it touches.
         self.pending: dict[tuple, tuple] = {}
         self.pending_memory: set[int] = set()
         self.written: set[int] = set()  # memory written by ops the Tracker saw
@@ -110,7 +110,7 @@ class Session:
         return self.names.get(where)
 
     def target(self, tensor: Tensor) -> tuple | None:
-        """(local, extent, name, block) of `tensor` when it is one of the module's tensors that
+        """(local, extent, name, shard) of `tensor` when it is one of the module's tensors that
         fill_many_ takes, for defer(); else None."""
         plain = type(tensor) in _sharded.PLAIN_TYPES
         local = tensor if plain else _sharded.local_tensor(tensor)
@@ -120,15 +120,15 @@ class Session:
         name = self._name(tensor, where)
         if name is None:
             return None
-        block = None if plain else _sharded.block(tensor)  # None: the whole tensor
-        if block is None and not plain:
+        shard = None if plain else _sharded.shard(tensor)  # None: the whole tensor
+        if shard is None and not plain:
             return None
-        return local, where, name, block
+        return local, where, name, shard
 
     def defer(self, target: tuple, law: str, params: tuple, generator) -> None:
         """Queues the fill of a target(): its arguments checked and its key drawn now, as an
         immediate fill would."""
-        local, where, name, block = target
+        local, where, name, shard = target
         if self.check:
             signature = (law, params, *where[2:])  # where[2:]: shape, strides, dtype
             if signature not in self.checked:
@@ -142,7 +142,7 @@ class Session:
         storage = where[0]
         if storage in self.scratch:
             return
-        self.pending[where] = (local, law, params, key, block)  # replacing an earlier fill
+        self.pending[where] = (local, law, params, key, shard)  # replacing an earlier fill
         self.pending_memory.add(storage)
         self.filled.add(name)
 
@@ -190,8 +190,8 @@ class Session:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        """Runs the block with this the calling thread's session, its Tracker innermost, stock's
-        init functions patched and grad off; then runs what is still queued."""
+        """Runs the `with` body with this as the calling thread's session, its Tracker innermost,
+        stock's init functions patched and grad off; then runs what is still queued."""
         previous = _dispatch.active_session()
         with patched(), torch.no_grad():
             _dispatch.set_session(self)
@@ -217,9 +217,9 @@ class Session:
         queued = list(self.pending.values())
         self.pending.clear()
         self.pending_memory.clear()
-        local, laws, params, keys, blocks = zip(*queued)
+        local, laws, params, keys, shards = zip(*queued)
         with self._own_op():
-            _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(blocks))
+            _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(shards))
 
 
 class Tracker(TorchDispatchMode):

@@ -2,7 +2,7 @@
 the values that slice has in the single-device result, and with no communication.
 
 Elementwise fills number a shard's elements by their index in the full tensor (fill_many_'s
-block starts), so a rank generates only its own values. Other fills (orthogonal_, sparse_, eye_,
+shard starts), so a rank generates only its own values. Other fills (orthogonal_, sparse_, eye_,
 dirac_) build the full tensor identically on every rank and keep the local slice. Keys come from
 the generator as for a plain tensor: ranks whose generators agree (the usual torch.manual_seed on
 every rank) agree on every value.
@@ -35,9 +35,9 @@ def local_tensor(tensor: Tensor) -> Tensor:
     return tensor._local_tensor if is_dtensor(tensor) else tensor
 
 
-def block(tensor: Tensor) -> tuple[list[int], list[int]] | None:
-    """(full sizes, block starts) of this rank's shard within the full tensor, or None when the
-    shard is not one rectangular block of it (placements other than Shard and Replicate)."""
+def shard(tensor: Tensor) -> tuple[list[int], list[int]] | None:
+    """(full sizes, shard starts) of this rank's shard within the full tensor, or None when the
+    shard is not one rectangular piece of it (placements other than Shard and Replicate)."""
     if not is_dtensor(tensor):
         return list(tensor.shape), [0] * tensor.dim()
     if not all(type(p) in (Shard, Replicate) for p in tensor.placements):

@@ -1,6 +1,6 @@
 // CPU kernels of the elementwise fills (uniform_, normal_, trunc_normal_, and fill_many_, which
 // runs many of them, constants included, in one parallel region), and the raw Philox stream.
-#include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -48,20 +48,17 @@ struct Produce {
 
 // Writes local elements [begin, end) of one target.
 void fill_target_range(const FillTarget& target, int64_t begin, int64_t end) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, target.self.scalar_type(), "fill_", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        fill_logical_range<scalar_t, acc_t>(
-            target.self,
-            [&](acc_t* dst, int64_t local_begin, int64_t local_end) {
-              target.shard.for_each_run(
-                  local_begin, local_end, [&](int64_t at, int64_t b, int64_t e) {
-                    visit_law<acc_t>(target.fill,
-                                     Produce<acc_t>{target.fill.state, dst + at, b, e});
-                  });
-            },
-            begin, end);
-      });
+  TORCHINIT_DISPATCH_FLOAT_TYPES(target.self.scalar_type(), "fill_", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    fill_logical_range<scalar_t, acc_t>(
+        target.self,
+        [&](acc_t* dst, int64_t local_begin, int64_t local_end) {
+          target.shard.for_each_run(local_begin, local_end, [&](int64_t at, int64_t b, int64_t e) {
+            visit_law<acc_t>(target.fill, Produce<acc_t>{target.fill.state, dst + at, b, e});
+          });
+        },
+        begin, end);
+  });
 }
 
 // All targets' elements as one index space, cut into parallel_for's tasks: small tensors share
@@ -108,8 +105,8 @@ void trunc_normal_cpu(at::Tensor& self, double mean, double std, double a, doubl
 
 void fill_many_cpu(at::TensorList selves, const std::vector<std::string>& laws,
                    c10::ArrayRef<double> params, c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
-                   c10::IntArrayRef block_starts) {
-  fill_targets(plan_fill_many(selves, laws, params, keys, full_sizes, block_starts));
+                   c10::IntArrayRef shard_starts) {
+  fill_targets(fill_many_targets(selves, laws, params, keys, full_sizes, shard_starts));
 }
 
 std::vector<int64_t> philox_key_cpu(const at::Tensor&, std::optional<at::Generator> generator) {

@@ -6,7 +6,7 @@
 //     and a running batch of normals, so memory sees one sequential pass, as in fill_.
 // Randomness only for what is needed: one 32-bit draw per minority element, one normal per nonzero.
 // Which draw and which normal each element takes: docs/rng-contract.md, "sparse_ numbering".
-#include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
 #include <ATen/OpMathType.h>
 #include <torch/library.h>
 
@@ -40,7 +40,8 @@ struct FloydColumn {
 
 // Sets each column's flag in row_masks[r] for a uniformly random `count`-subset of rows r in
 // [0, rows) (Floyd's algorithm: one draw per chosen row, no permutation array). Two columns at
-// once: their sequential membership tests interleave, nearly twice as fast as one after the other.
+// once: each column's membership tests form a dependent chain, and two independent chains
+// interleave where one would stall (figures: benchmarks/README.md, "Tuning constants").
 // Draw d picks from [0, n), n = rows - count + d + 1, as floor(x n / 2^32) of a 32-bit word x, 64
 // at a time in SIMD; it is exactly uniform by Lemire's rejection ("Fast random integer generation
 // in an interval", 2019): a rejected draw (probability below n / 2^32), or one with n >= 2^32, is
@@ -312,28 +313,28 @@ void sparse_fill(const at::Tensor& self, const FloydChoice& choice, double std, 
     }
   });
 
-  const SparseRows<scalar_t> plan{masks.get(),
-                                  choice.chosen_are_zeros,
-                                  rows,
-                                  groups,
-                                  ~uint64_t{0} >> (kGroupColumns * groups - cols),
-                                  cols * choice.nonzeros,
-                                  self.data_ptr<scalar_t>(),
-                                  self.stride(0),
-                                  self.stride(1),
-                                  cols,
-                                  Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)},
-                                  state};
+  const SparseRows<scalar_t> sparse_rows{masks.get(),
+                                         choice.chosen_are_zeros,
+                                         rows,
+                                         groups,
+                                         ~uint64_t{0} >> (kGroupColumns * groups - cols),
+                                         cols * choice.nonzeros,
+                                         self.data_ptr<scalar_t>(),
+                                         self.stride(0),
+                                         self.stride(1),
+                                         cols,
+                                         Normal<acc_t>{acc_t(0), static_cast<acc_t>(std)},
+                                         state};
   // Non-temporal stores for aligned rows of a tensor far larger than the caches.
-  const bool non_temporal = reinterpret_cast<uintptr_t>(plan.data) % 64 == 0 &&
-                            plan.row_stride % 16 == 0 &&
+  const bool non_temporal = reinterpret_cast<uintptr_t>(sparse_rows.data) % 64 == 0 &&
+                            sparse_rows.row_stride % 16 == 0 &&
                             rows * cols * int64_t{sizeof(scalar_t)} >= kNonTemporalBytes;
-  parallel_for(0, rows, std::max<int64_t>(1, kGrain / cols),
-               [&](int64_t row_begin, int64_t row_end) {
-                 with_simd_level([&](auto level) {
-                   write_rows<decltype(level)::value>(plan, row_begin, row_end, non_temporal);
-                 });
-               });
+  parallel_for(
+      0, rows, std::max<int64_t>(1, kGrain / cols), [&](int64_t row_begin, int64_t row_end) {
+        with_simd_level([&](auto level) {
+          write_rows<decltype(level)::value>(sparse_rows, row_begin, row_end, non_temporal);
+        });
+      });
 }
 
 void sparse_cpu(at::Tensor& self, double sparsity, double std,
@@ -342,8 +343,8 @@ void sparse_cpu(at::Tensor& self, double sparsity, double std,
   if (self.numel() == 0) return;
   const PhiloxState state = draw_philox_state(generator);
   const FloydChoice choice = floyd_choice(self.size(0), sparsity);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse_",
-                                  [&] { sparse_fill<scalar_t>(self, choice, std, state); });
+  TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "sparse_",
+                                 [&] { sparse_fill<scalar_t>(self, choice, std, state); });
 }
 
 }  // namespace

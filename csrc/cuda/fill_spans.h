@@ -35,7 +35,7 @@ constexpr int kSpan = 4;
 constexpr int64_t kChunk = 8192;
 
 // A target's logical index -> index in the logical tensor whose values it takes (ShardIndex, its
-// dimensions merged: none for a whole tensor or a block of whole rows).
+// dimensions merged: none for a whole tensor or a shard of whole rows).
 struct FullIndex {
   int32_t ndim;  // 0: the range base, base + 1, ... (base 0: the identity)
   int64_t base;
@@ -61,7 +61,7 @@ struct FillDesc {
 };
 
 // The target's description; nullopt when its layout needs a contiguous temporary (then describe
-// the temporary). Throws, before anything is written, for blocks of tensors over kMaxDims dims.
+// the temporary). Throws, before anything is written, for shards of tensors over kMaxDims dims.
 inline std::optional<FillDesc> describe(const at::Tensor& self, const ShardIndex& shard) {
   const std::optional<StridedLayout> layout = strided_layout(self);
   if (!layout) return std::nullopt;
@@ -72,7 +72,7 @@ inline std::optional<FillDesc> describe(const at::Tensor& self, const ShardIndex
                        reinterpret_cast<uintptr_t>(desc.data) % (kSpan * self.element_size()) == 0;
   desc.layout = *layout;
   const auto ndim = static_cast<int32_t>(shard.sizes().size());
-  TORCH_CHECK_VALUE(ndim <= kMaxDims, "fill_many_: blocks with more than ", kMaxDims,
+  TORCH_CHECK_VALUE(ndim <= kMaxDims, "fill_many_: shards with more than ", kMaxDims,
                     " dimensions after merging are not supported on CUDA, got ", ndim);
   desc.full.ndim = ndim;
   desc.full.base = shard.base();
@@ -220,7 +220,7 @@ C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, Key ke
   auto* const data = static_cast<scalar_t*>(t.data);
   ElementValues<acc_t, Dist, Key> values(dist, key);
   for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
-    // A chunk's tail, or a block whose spans aren't Philox-block-aligned spans of the full tensor.
+    // A chunk's tail, or a shard whose spans aren't Philox-block-aligned spans of the full tensor.
     if (end - s < kSpan || !t.full.aligned_range()) {
       TORCHINIT_NO_UNROLL
       for (int64_t k = 0; k < kSpan && s + k < end; ++k) {
@@ -375,11 +375,10 @@ struct TypeTag {
 // Calls f(TypeTag<scalar_t>{}, dist): the target's dtype and its law's sampler in the compute type.
 template <typename F>
 void visit_target(const PlannedTarget& t, const F& f) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, t.self.scalar_type(), "fill_many_", [&] {
-        visit_law<at::opmath_type<scalar_t>>(
-            t.fill, [&](const auto& dist) { f(TypeTag<scalar_t>{}, dist); });
-      });
+  TORCHINIT_DISPATCH_FLOAT_TYPES(t.self.scalar_type(), "fill_many_", [&] {
+    visit_law<at::opmath_type<scalar_t>>(t.fill,
+                                         [&](const auto& dist) { f(TypeTag<scalar_t>{}, dist); });
+  });
 }
 
 namespace detail {

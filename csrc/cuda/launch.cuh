@@ -12,17 +12,17 @@ namespace torchinit::cuda {
 
 constexpr int kThreads = 256;
 
-// Thread blocks of kThreads for `blocks` blocks of work: at most as many as the current GPU holds
-// at once, by the occupancy of `kernel` (its registers and stack), so the grid runs as one wave
-// and grid-stride loops take the rest; at least one.
+// A grid for `thread_blocks` thread blocks of kThreads of work: at most as many as the current
+// GPU holds at once, by the occupancy of `kernel` (its registers and stack), so the grid
+// runs as one wave and grid-stride loops take the rest; at least one.
 template <typename Kernel>
-unsigned grid_for(Kernel kernel, int64_t blocks) {
+unsigned grid_for(Kernel kernel, int64_t thread_blocks) {
   int sms = 0, per_sm = 0;
   C10_CUDA_CHECK(
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
   return static_cast<unsigned>(
-      std::max<int64_t>(1, std::min<int64_t>(blocks, int64_t{per_sm} * sms)));
+      std::max<int64_t>(1, std::min<int64_t>(thread_blocks, int64_t{per_sm} * sms)));
 }
 
 // grid_for one thread per unit of `threads` units of work.
@@ -40,8 +40,8 @@ __device__ void for_each_thread_index(int64_t n, const F& f) {
   }
 }
 
-// Calls f(b) for every b in [0, n) on each thread of one thread block: the blocks of the grid
-// take b = blockIdx.x, blockIdx.x + gridDim.x, ...
+// Calls f(b) for every b in [0, n) on each thread of one thread block: the thread blocks of the
+// grid take b = blockIdx.x, blockIdx.x + gridDim.x, ...
 template <typename F>
 __device__ void for_each_block_index(int64_t n, const F& f) {
   for (int64_t b = blockIdx.x; b < n; b += gridDim.x) f(b);

@@ -25,8 +25,8 @@ namespace {
 // Two kernels per (dtype, law) for single fills, so each holds only its own law's registers:
 // fill_one_kernel for the contiguous tensors that takes_contiguous (32-bit indices, no layout
 // checks), fill_one_strided_kernel for the others (strided views, misaligned data, 2^31 elements
-// and more). At most 64 registers, so 4 blocks fit on an SM, which the truncated normal's laws
-// would exceed unbounded (docs/cuda.md, "Kernels").
+// and more). At most 64 registers, so 4 thread blocks fit on an SM, which the truncated normal's
+// laws would exceed unbounded (docs/cuda.md, "Kernels").
 template <typename scalar_t, typename Dist>
 __global__ void __launch_bounds__(kThreads, 4)
     fill_one_kernel(scalar_t* data, int32_t numel, Dist dist,
@@ -79,7 +79,7 @@ void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
   const KeySource source = draw_key_source(self, generator);
   const FillDesc& desc = target.desc;
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "fill_", [&] {
+  TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "fill_", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
       using Dist = std::decay_t<decltype(dist)>;
       if (takes_contiguous(desc)) {
@@ -116,9 +116,9 @@ void trunc_normal_cuda(at::Tensor& self, double mean, double std, double a, doub
 // graph.
 void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
                     c10::ArrayRef<double> params, c10::IntArrayRef keys,
-                    c10::IntArrayRef full_sizes, c10::IntArrayRef block_starts) {
+                    c10::IntArrayRef full_sizes, c10::IntArrayRef shard_starts) {
   const std::vector<FillTarget> targets =
-      plan_fill_many(selves, laws, params, keys, full_sizes, block_starts);
+      fill_many_targets(selves, laws, params, keys, full_sizes, shard_starts);
   const at::Device device = selves.empty() ? at::Device(at::kCUDA) : selves[0].device();
   for (size_t t = 0; t < selves.size(); ++t) {
     TORCH_CHECK_VALUE(selves[t].device() == device, "fill_many_: all tensors must be on one ",

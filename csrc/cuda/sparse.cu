@@ -2,7 +2,7 @@
 // Floyd's picks, one thread per column, into 64-column row masks (atomicOr: 64 columns share a
 // word); each (row, group)'s nonzero count; their scan, giving every nonzero its rank in
 // row-major order; then one thread per element writes 0 or its normal.
-#include <ATen/Dispatch.h>
+#include <ATen/Dispatch_v2.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/cumsum.h>
 #include <ATen/ops/empty.h>
@@ -65,7 +65,7 @@ void sparse_cuda(at::Tensor& self, double sparsity, double std,
   at::Tensor masks = at::zeros({p.groups(), rows}, long_options);
   auto* const mask_data = reinterpret_cast<uint64_t*>(masks.data_ptr<int64_t>());
   // One thread block per 64-column group: the columns spread over many SMs (their Floyd loops are
-  // long and latency-bound), and a block's atomics share one group's masks.
+  // long and latency-bound), and a thread block's atomics share one group's masks.
   choose_kernel<<<static_cast<unsigned>(p.groups()), 64, 0, stream>>>(
       p, source, reinterpret_cast<Mask*>(mask_data));
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -74,7 +74,7 @@ void sparse_cuda(at::Tensor& self, double sparsity, double std,
       p, mask_data, counts.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   const at::Tensor ends = at::cumsum(counts, 0);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, self.scalar_type(), "sparse_", [&] {
+  TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "sparse_", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     write_kernel<scalar_t>
         <<<grid_for_threads(write_kernel<scalar_t>, self.numel()), kThreads, 0, stream>>>(

@@ -20,14 +20,20 @@
 #define TORCHINIT_FILL_DTYPES \
   TORCHINIT_FLOAT_DTYPES, AT_EXPAND(AT_INTEGRAL_TYPES), AT_EXPAND(AT_COMPLEX_TYPES), at::kBool
 
+// Runs the lambda BODY with scalar_t bound to TYPE, one of TORCHINIT_FLOAT_DTYPES: the random
+// fills' dispatch, so that their dtype set is the one written above.
+#define TORCHINIT_DISPATCH_FLOAT_TYPES(TYPE, NAME, ...) \
+  AT_DISPATCH_V2(TYPE, NAME, AT_WRAP(__VA_ARGS__), TORCHINIT_FLOAT_DTYPES)
+
 namespace torchinit {
 
 inline constexpr c10::ScalarType kFloatDtypes[] = {TORCHINIT_FLOAT_DTYPES};
 inline constexpr c10::ScalarType kFillDtypes[] = {TORCHINIT_FILL_DTYPES};
 
-// The most elements a random fill may number (a block of a larger tensor counts the larger
-// tensor's): the RNG contract numbers element indices and their streams' blocks below 2^56, and
-// sparse_ takes up to 16 blocks per column. No tensor in memory comes near; meta tensors can.
+// The most elements a random fill may number (a shard of a larger tensor counts the larger
+// tensor's): the RNG contract numbers element indices and their streams' Philox blocks below
+// 2^56, and sparse_ takes up to 16 Philox blocks per column. No tensor in memory comes near; meta
+// tensors can.
 constexpr int64_t kMaxElements = int64_t{1} << 52;
 
 // Fake tensors with symbolic shapes (torch.compile) are checked when the real call runs.

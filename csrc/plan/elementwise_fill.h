@@ -13,7 +13,7 @@
 #include "../samplers/trunc_normal.h"
 #include "../samplers/uniform_normal.h"
 #include "checks.h"
-#include "trunc_normal_plan.h"
+#include "trunc_normal_regime.h"
 
 namespace torchinit {
 
@@ -22,7 +22,7 @@ struct ElementwiseFill {
   Law law;
   // kConstant: value; kUniform: [a, b); kNormal and kTruncNormal: mean, std.
   double value, a, b, mean, std;
-  TruncNormalPlan trunc;
+  TruncNormalRegime trunc;
   PhiloxState state;  // set by the caller once the checks have passed
 };
 
@@ -59,7 +59,7 @@ inline ElementwiseFill trunc_normal_fill(const at::Tensor& self, double mean, do
                                          double b) {
   ElementwiseFill f{};
   f.law = ElementwiseFill::Law::kTruncNormal;
-  f.trunc = plan_trunc_normal(self, mean, std, a, b);
+  f.trunc = choose_trunc_normal_regime(self, mean, std, a, b);
   f.mean = mean;
   f.std = std;
   return f;
@@ -81,7 +81,7 @@ struct Constant {
 template <typename acc_t, typename Visit>
 C10_HOST_DEVICE void visit_law(const ElementwiseFill& fill, const Visit& visit) {
   using Law = ElementwiseFill::Law;
-  using Method = TruncNormalPlan::Method;
+  using Method = TruncNormalRegime::Method;
   const auto mean = static_cast<acc_t>(fill.mean);
   const auto sigma = static_cast<acc_t>(fill.std);
   switch (fill.law) {
@@ -96,32 +96,32 @@ C10_HOST_DEVICE void visit_law(const ElementwiseFill& fill, const Visit& visit) 
     case Law::kTruncNormal:
       break;
   }
-  const TruncNormalPlan& plan = fill.trunc;
-  const auto lo = static_cast<acc_t>(plan.lo);
-  const auto hi = static_cast<acc_t>(plan.hi);
-  switch (plan.method) {
+  const TruncNormalRegime& regime = fill.trunc;
+  const auto lo = static_cast<acc_t>(regime.lo);
+  const auto hi = static_cast<acc_t>(regime.hi);
+  switch (regime.method) {
     case Method::kConstant:
       return visit(Constant<acc_t>{lo});
     case Method::kInverse:
-      if (plan.double_quantile) {
-        return visit(TruncNormal<acc_t, double>{plan.lower_cdf, plan.upper_sf, plan.mass, fill.mean,
-                                                fill.std, lo, hi});
+      if (regime.double_quantile) {
+        return visit(TruncNormal<acc_t, double>{regime.lower_cdf, regime.upper_sf, regime.mass,
+                                                fill.mean, fill.std, lo, hi});
       }
-      return visit(
-          TruncNormal<acc_t, acc_t>{plan.lower_cdf, plan.upper_sf, plan.mass, mean, sigma, lo, hi});
+      return visit(TruncNormal<acc_t, acc_t>{regime.lower_cdf, regime.upper_sf, regime.mass, mean,
+                                             sigma, lo, hi});
     case Method::kWide:
       return visit(TruncNormalWide<acc_t>{
           {mean, sigma},
-          static_cast<acc_t>(plan.accept_lo),
-          static_cast<acc_t>(plan.accept_hi),
+          static_cast<acc_t>(regime.accept_lo),
+          static_cast<acc_t>(regime.accept_hi),
           lo,
           hi,
-          {plan.lower_cdf, plan.upper_sf, plan.mass, fill.mean, fill.std, lo, hi}});
+          {regime.lower_cdf, regime.upper_sf, regime.mass, fill.mean, fill.std, lo, hi}});
     case Method::kFarTail:
     case Method::kFlat:
-      return visit(TruncNormalRejection<acc_t>{plan.method == Method::kFlat, plan.near_alpha,
-                                               plan.width, plan.trunc, plan.near, plan.span,
-                                               fill.std, plan.sign, lo, hi});
+      return visit(TruncNormalRejection<acc_t>{regime.method == Method::kFlat, regime.near_alpha,
+                                               regime.width, regime.trunc, regime.near, regime.span,
+                                               fill.std, regime.sign, lo, hi});
   }
 }
 

@@ -1,5 +1,5 @@
 // fill_many_'s plan: its flat arguments (laws by name, parameters, keys, and the shards' full
-// sizes and block starts) turned into one checked target per tensor, before anything is written.
+// sizes and shard starts) turned into one checked target per tensor, before anything is written.
 #pragma once
 
 #include <ATen/MemoryOverlap.h>
@@ -27,17 +27,17 @@ struct FillTarget {
 
 // The targets of fill_many_, planned and checked (including that no two of them share memory)
 // before anything is written.
-inline std::vector<FillTarget> plan_fill_many(at::TensorList selves,
-                                              const std::vector<std::string>& laws,
-                                              c10::ArrayRef<double> params, c10::IntArrayRef keys,
-                                              c10::IntArrayRef full_sizes,
-                                              c10::IntArrayRef starts) {
+inline std::vector<FillTarget> fill_many_targets(at::TensorList selves,
+                                                 const std::vector<std::string>& laws,
+                                                 c10::ArrayRef<double> params,
+                                                 c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
+                                                 c10::IntArrayRef starts) {
   const size_t n = selves.size();
   TORCH_CHECK_VALUE(laws.size() == n && params.size() == 4 * n && keys.size() == 2 * n,
                     "fill_many_: ", n, " tensors need ", n, " laws, ", 4 * n, " params and ", 2 * n,
                     " keys, got ", laws.size(), ", ", params.size(), " and ", keys.size());
   TORCH_CHECK_VALUE(full_sizes.size() == starts.size(),
-                    "fill_many_: full_sizes and block_starts differ in length");
+                    "fill_many_: full_sizes and shard_starts differ in length");
   const bool shards = !full_sizes.empty();
   // One device: the dispatcher runs one backend's kernel for the whole list.
   for (size_t t = 1; t < n; ++t) {

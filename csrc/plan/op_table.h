@@ -28,12 +28,14 @@ struct OpSpec {
   // kLaw: the law's name, and its fill from params[0..4), the op's arguments after self (and
   // before the generator) in order: fill_many_ passes params[4t : 4t+4], so at most four.
   const char* law = nullptr;
-  ElementwiseFill (*plan)(const at::Tensor& self, c10::ArrayRef<double> params) = nullptr;
+  ElementwiseFill (*make_fill)(const at::Tensor& self, c10::ArrayRef<double> params) = nullptr;
 };
 
 // Each op mutates `self` in place and returns nothing (the Python layer returns the tensor, as
 // torch.nn.init does): torch.compile's functionalization supports mutated inputs but not
-// aliased outputs.
+// aliased outputs. The schemas are the library's interface, versioned with the package: a change
+// to one (an argument renamed, added or removed) bumps torchinit_ext.__version__ and has an entry
+// in docs/rng-contract.md's Changes, as for values.
 inline constexpr OpSpec kOpTable[] = {
     {"constant_(Tensor(a!) self, Scalar value) -> ()", OpKind::kLaw, "constant",
      [](const at::Tensor& self, c10::ArrayRef<double> p) { return constant_fill(self, p[0]); }},
@@ -60,16 +62,17 @@ inline constexpr OpSpec kOpTable[] = {
     {"orthogonal_batch_(Tensor(a!) self, float gain, Generator? generator=None) -> ()",
      OpKind::kWhole},
     // Tensor t gets the law laws[t] (a kLaw row's) with params[4t : 4t+4], from Philox key
-    // (keys[2t], keys[2t+1]). With full_sizes and block_starts (dim() entries per tensor,
-    // concatenated), tensor t is the block of a larger tensor starting there and gets that block
+    // (keys[2t], keys[2t+1]). With full_sizes and shard_starts (dim() entries per tensor,
+    // concatenated), tensor t is the shard of a larger tensor starting there and gets that shard
     // of the larger tensor's values.
     {"fill_many_(Tensor(a!)[] selves, str[] laws, float[] params, int[] keys, "
-     "int[] full_sizes=[], int[] block_starts=[]) -> ()",
+     "int[] full_sizes=[], int[] shard_starts=[]) -> ()",
      OpKind::kBatch},
     // The (key, offset) a random fill of self would draw from `generator` now (advancing it as
     // that fill would), as signed 64-bit integers.
     {"philox_key(Tensor self, Generator? generator=None) -> int[]", OpKind::kHelper},
-    // The raw Philox4x32-10 stream of the RNG contract: blocks [0, num_blocks) as int32 words.
+    // The raw Philox4x32-10 stream of the RNG contract: Philox blocks [0, num_blocks) as int32
+    // words.
     {"philox_blocks(int key, int offset, int num_blocks) -> Tensor", OpKind::kHelper},
     // The SIMD level of the CPU kernels (csrc/cpu_runtime/simd.h): the one in use, those this CPU
     // has (best first), and a new one (None: the automatic choice, TORCHINIT_CPU_CAPABILITY
@@ -89,7 +92,7 @@ inline std::string op_name(const OpSpec& op) {
 inline ElementwiseFill named_fill(const at::Tensor& self, c10::string_view law,
                                   c10::ArrayRef<double> params) {
   for (const OpSpec& op : kOpTable) {
-    if (op.kind == OpKind::kLaw && law == op.law) return op.plan(self, params);
+    if (op.kind == OpKind::kLaw && law == op.law) return op.make_fill(self, params);
   }
   std::string expected;  // "constant, uniform, normal or trunc_normal"
   const char* last = nullptr;

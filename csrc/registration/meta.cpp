@@ -5,7 +5,7 @@
 #include "../plan/checks.h"
 #include "../plan/elementwise_fill.h"
 #include "../plan/fill_many.h"
-#include "../plan/trunc_normal_plan.h"
+#include "../plan/trunc_normal_regime.h"
 
 namespace torchinit {
 namespace {
@@ -20,7 +20,7 @@ void normal_meta(at::Tensor& self, double, double std, std::optional<at::Generat
 
 void trunc_normal_meta(at::Tensor& self, double mean, double std, double a, double b,
                        std::optional<at::Generator>) {
-  plan_trunc_normal(self, mean, std, a, b);
+  choose_trunc_normal_regime(self, mean, std, a, b);
 }
 
 void sparse_meta(at::Tensor& self, double sparsity, double std, std::optional<at::Generator>) {
@@ -47,8 +47,8 @@ void orthogonal_batch_meta(at::Tensor& self, double gain, std::optional<at::Gene
 
 void fill_many_meta(at::TensorList selves, const std::vector<std::string>& laws,
                     c10::ArrayRef<double> params, c10::IntArrayRef keys,
-                    c10::IntArrayRef full_sizes, c10::IntArrayRef block_starts) {
-  plan_fill_many(selves, laws, params, keys, full_sizes, block_starts);
+                    c10::IntArrayRef full_sizes, c10::IntArrayRef shard_starts) {
+  fill_many_targets(selves, laws, params, keys, full_sizes, shard_starts);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Every truncated-normal sampler, shared by the CPU and CUDA kernels; plan/trunc_normal_plan.h
+// Every truncated-normal sampler, shared by the CPU and CUDA kernels; plan/trunc_normal_regime.h
 // chooses one and sets its parameters on the host.
 #pragma once
 
@@ -20,13 +20,13 @@ namespace torchinit {
 //
 // N(mean, std^2) truncated to the standardized interval [alpha, beta], clamped to [lo, hi],
 // bounds that are values of the output dtype (so rounding can't leave [a, b]; see
-// plan/trunc_normal_plan.h).
+// plan/trunc_normal_regime.h).
 
 // By inversion, z = Phi^-1(Phi(alpha) + u (Phi(beta) - Phi(alpha))) with u from 53 bits: one pass,
 // no rejection. The probability is carried in two forms so that either tail keeps full relative
 // precision: p = Phi(alpha) + u mass below 1/2, q = 1 - p = Phi^c(beta) + (1 - u) mass above.
 // Q is the quantile's precision: float's is about 1 ulp of T, which the rounded law only shows in
-// intervals a few thousand float values wide; there the plan asks for double.
+// intervals a few thousand float values wide; there the chosen regime asks for double.
 template <typename T, typename Q = T>
 struct TruncNormal {
   static constexpr int kPerBlock = 2;

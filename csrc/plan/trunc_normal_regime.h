@@ -36,7 +36,8 @@ constexpr double kWideMass = 0.8;
 // precision left (Phi barely moves across it) and uniform proposals are all but always accepted.
 constexpr double kFlatDensity = 0x1p-20;
 
-struct TruncNormalPlan {
+// The regime chosen for one call (its sampler, `method`) and the parameters the sampler takes.
+struct TruncNormalRegime {
   enum class Method { kConstant, kInverse, kWide, kFarTail, kFlat };
   Method method;
   // Output-dtype values nearest inside [a, b]: every result is clamped to [lo, hi].
@@ -156,19 +157,19 @@ inline void check_trunc_normal_args(const at::Tensor& self, double mean, double 
 
 // Checks the arguments and chooses the sampler; throws, naming a and b, when no value of the
 // tensor's dtype lies in [a, b].
-inline TruncNormalPlan plan_trunc_normal(const at::Tensor& self, double mean, double std, double a,
-                                         double b) {
+inline TruncNormalRegime choose_trunc_normal_regime(const at::Tensor& self, double mean, double std,
+                                                    double a, double b) {
   using namespace trunc_normal_detail;
   check_trunc_normal_args(self, mean, std, a, b);
   const Cells c = cells_for(self.scalar_type(), a, b);
   TORCH_CHECK_VALUE(c.lo <= c.hi, "trunc_normal_: no ", self.scalar_type(),
                     " value lies in [a, b] = [", a, ", ", b, "]");
-  TruncNormalPlan plan{};
-  plan.lo = c.lo;
-  plan.hi = c.hi;
+  TruncNormalRegime regime{};
+  regime.lo = c.lo;
+  regime.hi = c.hi;
   if (c.lo == c.hi) {
-    plan.method = TruncNormalPlan::Method::kConstant;
-    return plan;
+    regime.method = TruncNormalRegime::Method::kConstant;
+    return regime;
   }
   const double alpha = (c.sample_lo - mean) / std;
   const double beta = (c.sample_hi - mean) / std;
@@ -182,35 +183,35 @@ inline TruncNormalPlan plan_trunc_normal(const at::Tensor& self, double mean, do
   if (alpha >= kFarTailSigma || beta <= -kFarTailSigma ||
       width * (std::max(near_alpha, 0.0) + 0.5 * width) <= kFlatDensity) {
     const bool far = std::max(alpha, -beta) >= kFarTailSigma;
-    plan.method = far ? TruncNormalPlan::Method::kFarTail : TruncNormalPlan::Method::kFlat;
-    plan.near_alpha = near_alpha;
-    plan.near = mirrored ? c.sample_hi : c.sample_lo;
-    plan.width = width;
-    plan.span = span;
-    plan.trunc = far ? -std::expm1(-near_alpha * width) : 0.0;
-    plan.sign = mirrored ? -1.0 : 1.0;
-    return plan;
+    regime.method = far ? TruncNormalRegime::Method::kFarTail : TruncNormalRegime::Method::kFlat;
+    regime.near_alpha = near_alpha;
+    regime.near = mirrored ? c.sample_hi : c.sample_lo;
+    regime.width = width;
+    regime.span = span;
+    regime.trunc = far ? -std::expm1(-near_alpha * width) : 0.0;
+    regime.sign = mirrored ? -1.0 : 1.0;
+    return regime;
   }
   // Float's quantile and arithmetic need the mean and std within float's range, and an
   // interval wide enough for float's precision at its distance from the mean.
   const double float_max = std::numeric_limits<float>::max();
   const bool float_range = std::abs(mean) <= float_max && std <= float_max;
-  plan.double_quantile =
+  regime.double_quantile =
       !float_range ||
       c.hi - c.lo < kNarrowInterval * std::max(std::abs(c.lo - mean), std::abs(c.hi - mean));
-  plan.lower_cdf = ndtr(alpha);
-  plan.upper_sf = ndtr(-beta);
+  regime.lower_cdf = ndtr(alpha);
+  regime.upper_sf = ndtr(-beta);
   // Phi(beta) - Phi(alpha) from the side where both terms are small, so nothing cancels.
-  const double mass = beta <= 0.0    ? ndtr(beta) - plan.lower_cdf
-                      : alpha >= 0.0 ? ndtr(-alpha) - plan.upper_sf
-                                     : 1.0 - plan.lower_cdf - plan.upper_sf;
-  plan.mass = std::max(mass, 0.0);
-  plan.method = plan.mass >= kWideMass && self.scalar_type() != c10::kDouble && float_range
-                    ? TruncNormalPlan::Method::kWide
-                    : TruncNormalPlan::Method::kInverse;
-  plan.accept_lo = c.accept_lo;
-  plan.accept_hi = c.accept_hi;
-  return plan;
+  const double mass = beta <= 0.0    ? ndtr(beta) - regime.lower_cdf
+                      : alpha >= 0.0 ? ndtr(-alpha) - regime.upper_sf
+                                     : 1.0 - regime.lower_cdf - regime.upper_sf;
+  regime.mass = std::max(mass, 0.0);
+  regime.method = regime.mass >= kWideMass && self.scalar_type() != c10::kDouble && float_range
+                      ? TruncNormalRegime::Method::kWide
+                      : TruncNormalRegime::Method::kInverse;
+  regime.accept_lo = c.accept_lo;
+  regime.accept_hi = c.accept_hi;
+  return regime;
 }
 
 }  // namespace torchinit
