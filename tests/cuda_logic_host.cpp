@@ -40,14 +40,14 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
                                                    const std::vector<int64_t>& keys,
                                                    const std::vector<int64_t>& full_sizes,
                                                    const std::vector<int64_t>& starts) {
-  std::vector<PlannedTarget> planned;
+  std::vector<LaunchTarget> launch_targets;
   for (const FillTarget& target :
        fill_many_targets(selves, laws, params, keys, full_sizes, starts)) {
     if (target.self.numel() > 0)
-      planned.push_back(plan_target(target.self, target.fill, target.shard));
+      launch_targets.push_back(launch_target(target.self, target.fill, target.shard));
   }
   std::vector<std::pair<int64_t, int64_t>> launches;
-  for_each_batch(planned, [&](auto tag, const auto& batch) {
+  for_each_batch(launch_targets, [&](auto tag, const auto& batch) {
     launches.emplace_back(batch.count, batch.chunks());
     for (int64_t c = 0; c < batch.chunks(); ++c) {
       for (int64_t lane = 0; lane < kThreads; ++lane) {
@@ -55,7 +55,7 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
       }
     }
   });
-  copy_temporaries(planned);
+  copy_temporaries(launch_targets);
   return launches;
 }
 
@@ -68,7 +68,7 @@ void fill_one(at::Tensor self, const std::string& law, const std::vector<double>
   if (self.numel() == 0) return;
   const ElementwiseFill fill = named_fill(self, law, params);
   const PhiloxState state{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
-  const PlannedTarget target = plan_target(self, fill, ShardIndex());
+  const LaunchTarget target = launch_target(self, fill, ShardIndex());
   const FillDesc& d = target.desc;
   TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "fill_one", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {

@@ -83,23 +83,23 @@ inline std::optional<FillDesc> describe(const at::Tensor& self, const ShardIndex
 
 // A target as the kernels see it: the tensor itself, or (for layouts describe() doesn't take) a
 // contiguous temporary, copied into the tensor after the launch by copy_temporaries.
-struct PlannedTarget {
+struct LaunchTarget {
   FillDesc desc;
   ElementwiseFill fill;
   at::Tensor self;
   at::Tensor temporary;
 };
 
-inline PlannedTarget plan_target(const at::Tensor& self, const ElementwiseFill& fill,
-                                 const ShardIndex& shard) {
+inline LaunchTarget launch_target(const at::Tensor& self, const ElementwiseFill& fill,
+                                  const ShardIndex& shard) {
   if (const auto desc = describe(self, shard)) return {*desc, fill, self, {}};
   at::Tensor temporary = at::empty(self.sizes(), self.options());
   return {*describe(temporary, shard), fill, self, temporary};
 }
 
-inline void copy_temporaries(const std::vector<PlannedTarget>& targets) {
+inline void copy_temporaries(const std::vector<LaunchTarget>& targets) {
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  for (const PlannedTarget& t : targets) {
+  for (const LaunchTarget& t : targets) {
     if (t.temporary.defined()) at::Tensor(t.self).copy_(t.temporary);
   }
 }
@@ -374,7 +374,7 @@ struct TypeTag {
 
 // Calls f(TypeTag<scalar_t>{}, dist): the target's dtype and its law's sampler in the compute type.
 template <typename F>
-void visit_target(const PlannedTarget& t, const F& f) {
+void visit_target(const LaunchTarget& t, const F& f) {
   TORCHINIT_DISPATCH_FLOAT_TYPES(t.self.scalar_type(), "fill_many_", [&] {
     visit_law<at::opmath_type<scalar_t>>(t.fill,
                                          [&](const auto& dist) { f(TypeTag<scalar_t>{}, dist); });
@@ -416,9 +416,9 @@ struct PendingBatchOf final : PendingBatch {
 // so a trunc_normal_ regime is a law of its own) into FillBatches, each passed to
 // launch(TypeTag<scalar_t>{}, batch). The samplers are built here, on the host, once per target.
 template <typename Launch>
-void for_each_batch(const std::vector<PlannedTarget>& targets, const Launch& launch) {
+void for_each_batch(const std::vector<LaunchTarget>& targets, const Launch& launch) {
   std::vector<std::pair<std::type_index, std::unique_ptr<detail::PendingBatch>>> pending;
-  for (const PlannedTarget& t : targets) {
+  for (const LaunchTarget& t : targets) {
     visit_target(t, [&](auto tag, const auto& dist) {
       using Pending = detail::PendingBatchOf<typename decltype(tag)::type,
                                              std::decay_t<decltype(dist)>, Launch>;

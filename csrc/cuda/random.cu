@@ -75,7 +75,7 @@ void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
               const std::optional<at::Generator>& generator) {
   if (self.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(self.device());
-  const PlannedTarget target = plan_target(self, fill, ShardIndex());
+  const LaunchTarget target = launch_target(self, fill, ShardIndex());
   const KeySource source = draw_key_source(self, generator);
   const FillDesc& desc = target.desc;
   const auto stream = c10::cuda::getCurrentCUDAStream();
@@ -126,19 +126,19 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
                       selves[t].device());
   }
   const c10::cuda::CUDAGuard guard(device);
-  std::vector<PlannedTarget> planned;
+  std::vector<LaunchTarget> launch_targets;
   for (const FillTarget& target : targets) {
     if (target.self.numel() > 0)
-      planned.push_back(plan_target(target.self, target.fill, target.shard));
+      launch_targets.push_back(launch_target(target.self, target.fill, target.shard));
   }
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  for_each_batch(planned, [&](auto tag, const auto& batch) {
+  for_each_batch(launch_targets, [&](auto tag, const auto& batch) {
     using Dist = std::decay_t<decltype(batch.dists[0])>;
     const auto kernel = fill_many_kernel<typename decltype(tag)::type, Dist>;
     kernel<<<grid_for(kernel, batch.chunks()), kThreads, 0, stream>>>(batch);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  copy_temporaries(planned);
+  copy_temporaries(launch_targets);
 }
 
 // Read on the host, so not during graph capture.

@@ -25,7 +25,7 @@ struct FillTarget {
   ShardIndex shard;
 };
 
-// The targets of fill_many_, planned and checked (including that no two of them share memory)
+// The targets of fill_many_, checked (including that no two of them share memory)
 // before anything is written.
 inline std::vector<FillTarget> fill_many_targets(at::TensorList selves,
                                                  const std::vector<std::string>& laws,
