@@ -78,10 +78,19 @@ DTYPES = {
     "int": ("int32", 4),
     "long": ("int64", 8),
 }
+# The elementwise fill kernels, whose second template argument is their law.
+FILL_KERNELS = (
+    "fill_one_kernel",
+    "fill_one_strided_kernel",
+    "fill_transposed_kernel",
+    "fill_many_kernel",
+)
 # fill_one_kernel's law (second template argument, parameters stripped) -> law and target family.
-# fill_one_strided_kernel (strided views, misaligned data) has the same laws and no per-element
-# target: its loop figure is its vector-store path's, which only tensors of 2^31 elements or more
-# take.
+# fill_one_strided_kernel (strided views, misaligned data) and fill_transposed_kernel (transposed
+# matrices) have the same laws and no per-element target: the former's loop figure is its
+# vector-store path's, which only tensors of 2^31 elements or more take; the latter's cheapest
+# cycle skips its tile's values (a thread whose tile row lies past the matrix), so its figure is
+# the stores' share alone.
 LAWS = {
     "Uniform": ("uniform", "uniform"),
     "Normal": ("normal", "normal"),
@@ -344,7 +353,7 @@ def describe(kernel: Kernel, demangled: str) -> None:
     first, _, law = (arguments.group(1) if arguments else "").partition(", ")
     if first in DTYPES:
         kernel.dtype = DTYPES[first][0]
-    if kernel.kernel in ("fill_one_kernel", "fill_one_strided_kernel", "fill_many_kernel"):
+    if kernel.kernel in FILL_KERNELS:
         law_key = re.sub(r"<[^,>]*, ?", "<", law) if law.startswith("TruncNormal<") else law
         kernel.law, family = LAWS.get(law_key, LAWS.get(law_key.split("<")[0], (law, None)))
         main = kernel.kernel == "fill_one_kernel" and kernel.dtype == "float32"

@@ -62,7 +62,8 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
 // A single uniform_, normal_ or trunc_normal_ (law and params as fill_many_ takes them, key and
 // offset as philox_key gives them) as fill_one runs it on `thread_blocks` thread blocks:
 // fill_one_kernel where the target takes_contiguous (its key as round keys or, `captured` in a
-// CUDA graph, as the state), else fill_one_strided_kernel.
+// CUDA graph, as the state), fill_transposed_kernel where it takes transposed_tiles (each tile's
+// values by all its threads, then its stores), else fill_one_strided_kernel.
 void fill_one(at::Tensor self, const std::string& law, const std::vector<double>& params,
               int64_t key, int64_t offset, int64_t thread_blocks, bool captured) {
   if (self.numel() == 0) return;
@@ -84,6 +85,14 @@ void fill_one(at::Tensor self, const std::string& law, const std::vector<double>
           fill(round_keys(state));
         } else {
           fill(state);
+        }
+        return;
+      }
+      if (const auto tiles = transposed_tiles(d, self.element_size())) {
+        Tile<at::opmath_type<scalar_t>> tile;
+        for (int64_t b = 0; b < tiles->tiles(); ++b) {
+          for (int t = 0; t < kTileThreads; ++t) tile_values(*tiles, dist, state, b, t, tile);
+          for (int t = 0; t < kTileThreads; ++t) tile_stores<scalar_t>(*tiles, b, t, tile);
         }
         return;
       }

@@ -33,6 +33,26 @@ def test_fill_many_equals_cpu(dtype, law, params):
         assert torch.equal(a, b.cpu())
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize(
+    "view",
+    [lambda w: w.t(), lambda w: w[:, 4:60].t(), lambda w: w[3:].t(), lambda w: w.t()[:, ::2]],
+    ids=["transposed", "column range", "misaligned", "every other column"],
+)
+def test_transposed_views_take_the_cpu_values(dtype, view):
+    """fill_transposed_kernel's tiles (vector and scalar stores, partial tiles) against the CPU."""
+    for fill in (
+        lambda t, g: init.uniform_(t, -1, 2, generator=g),
+        lambda t, g: init.normal_(t, 0.5, 3, generator=g),
+        lambda t, g: init.trunc_normal_(t, generator=g),
+    ):
+        cpu = view(torch.empty(100, 68, dtype=dtype))
+        gpu = view(torch.empty(100, 68, dtype=dtype, device="cuda"))
+        fill(cpu, gen(5))
+        fill(gpu, gen(5))
+        assert torch.equal(cpu, gpu.cpu())
+
+
 @pytest.mark.parametrize(
     "fill",
     [

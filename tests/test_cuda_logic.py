@@ -157,14 +157,20 @@ def test_fill_many_mixed_shards_equal_cpu(host):
 
 def _single_targets(dtype):
     """fill_one_kernel's (contiguous: whole spans and a 3-element tail, whole spans only, the tail
-    alone), fill_one_strided_kernel's (misaligned by one element, transposed), and 10 dims no two
-    of which merge (filled through a contiguous temporary: fill_one_kernel)."""
+    alone), fill_one_strided_kernel's (misaligned by one element), fill_transposed_kernel's
+    (transposed: partial tiles and rows unaligned to Philox blocks, scalar stores; whole tiles,
+    vector stores; a range of rows, vector stores but for each column's partial last span; every
+    other column, columns farther apart than their length), and 10 dims no two of which merge
+    (filled through a contiguous temporary: fill_one_kernel)."""
     return [
         torch.empty(8192 * 3 + 3, dtype=dtype),
         torch.empty(64, 33, dtype=dtype),
         torch.empty(3, dtype=dtype),
         torch.empty(4097, dtype=dtype)[1:],
         torch.empty(300, 70, dtype=dtype).t(),
+        torch.empty(64, 96, dtype=dtype).t(),
+        torch.empty(70, 40, dtype=dtype)[:, 4:38].t(),
+        torch.empty(40, 8, dtype=dtype).t()[:, ::2],
         torch.empty((3,) * 10, dtype=dtype)[(slice(0, 2),) * 10],
     ]
 

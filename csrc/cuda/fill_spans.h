@@ -291,6 +291,85 @@ C10_HOST_DEVICE void fill_contiguous(scalar_t* data, int32_t numel, const Dist& 
   }
 }
 
+// ---- transposed matrices ------------------------------------------------------------------------
+
+// A whole tensor whose layout is two dimensions (rows, cols) with strides (1, ld), ld >= rows: a
+// transposed matrix (w.t()) or a column range of one. A thread's span of consecutive logical
+// elements would be 4 stores ld elements apart, each on a memory sector of its own. Instead a
+// thread block takes a tile of kTile x kTile elements: its values computed along rows (whole
+// Philox blocks where the row allows), held in shared memory, stored along columns, 4
+// consecutive elements of memory a thread.
+constexpr int kTile = 32;
+constexpr int kTileThreads = kTile * kTile / kSpan;
+
+struct TransposedTiles {
+  void* data;
+  int64_t rows, cols, ld;
+  bool vector_stores;  // every column starts aligned for kSpan-element stores
+
+  C10_HOST_DEVICE int64_t tiles_per_row() const { return (cols + kTile - 1) / kTile; }
+  C10_HOST_DEVICE int64_t tiles() const { return (rows + kTile - 1) / kTile * tiles_per_row(); }
+};
+
+inline std::optional<TransposedTiles> transposed_tiles(const FillDesc& t, size_t element_size) {
+  const StridedLayout& l = t.layout;
+  if (t.full.ndim != 0 || t.full.base != 0 || l.ndim != 2 || l.strides[0] != 1 ||
+      l.strides[1] < l.sizes[0])
+    return std::nullopt;
+  const bool aligned = reinterpret_cast<uintptr_t>(t.data) % (kSpan * element_size) == 0;
+  return TransposedTiles{t.data, l.sizes[0], l.sizes[1], l.strides[1],
+                         aligned && l.strides[1] % kSpan == 0};
+}
+
+// A tile's values as acc_t, padded by one column so that the threads of a warp reading down a
+// column, or along a row, hit distinct shared-memory banks.
+template <typename acc_t>
+using Tile = acc_t[kTile][kTile + 1];
+
+// Tile b's values, thread `thread` of kTileThreads: row thread / 8, elements 4 (thread % 8) ...
+template <typename acc_t, typename Dist, typename Key>
+C10_HOST_DEVICE void tile_values(const TransposedTiles& t, const Dist& dist, const Key& key,
+                                 int64_t b, int thread, Tile<acc_t>& tile) {
+  const int r = thread / (kTile / kSpan);
+  const int c = thread % (kTile / kSpan) * kSpan;
+  const int64_t i = b / t.tiles_per_row() * kTile + r;
+  const int64_t j = b % t.tiles_per_row() * kTile + c;
+  if (i >= t.rows) return;
+  ElementValues<acc_t, Dist, Key> values(dist, key);
+  const int64_t first = i * t.cols + j;
+  if (j + kSpan <= t.cols && first % kSpan == 0) {
+    acc_t v[kSpan];
+    values.span(static_cast<uint64_t>(first), v);
+    TORCHINIT_UNROLL
+    for (int k = 0; k < kSpan; ++k) tile[r][c + k] = v[k];
+    return;
+  }
+  TORCHINIT_NO_UNROLL
+  for (int k = 0; k < kSpan && j + k < t.cols; ++k)
+    tile[r][c + k] = values(static_cast<uint64_t>(first + k));
+}
+
+// Tile b's stores, thread `thread`: column thread / 8, rows 4 (thread % 8) ..., one vector store
+// where the column allows.
+template <typename scalar_t, typename acc_t>
+C10_HOST_DEVICE void tile_stores(const TransposedTiles& t, int64_t b, int thread,
+                                 const Tile<acc_t>& tile) {
+  const int c = thread / (kTile / kSpan);
+  const int r = thread % (kTile / kSpan) * kSpan;
+  const int64_t i = b / t.tiles_per_row() * kTile + r;
+  const int64_t j = b % t.tiles_per_row() * kTile + c;
+  if (j >= t.cols) return;
+  scalar_t* const to = static_cast<scalar_t*>(t.data) + j * t.ld + i;
+  if (t.vector_stores && i + kSpan <= t.rows) {
+    acc_t v[kSpan];
+    TORCHINIT_UNROLL
+    for (int k = 0; k < kSpan; ++k) v[k] = tile[r + k][c];
+    return store_span<scalar_t, true>(to, v);
+  }
+  TORCHINIT_NO_UNROLL
+  for (int k = 0; k < kSpan && i + k < t.rows; ++k) to[k] = static_cast<scalar_t>(tile[r + k][c]);
+}
+
 // ---- fill_many_: batches of one (dtype, law) ---------------------------------------------------
 
 // The kernel parameter space of every CUDA version and GPU.

@@ -52,6 +52,21 @@ __global__ void fill_one_strided_kernel(FillDesc target, Dist dist, KeySource so
   });
 }
 
+// Transposed matrices (TransposedTiles): a thread block a tile at a time, through shared memory.
+template <typename scalar_t, typename Dist>
+__global__ void __launch_bounds__(kThreads)
+    fill_transposed_kernel(TransposedTiles target, Dist dist, KeySource source) {
+  static_assert(kTileThreads == kThreads);
+  __shared__ Tile<at::opmath_type<scalar_t>> tile;
+  const PhiloxState state = resolve(source);
+  for_each_block_index(target.tiles(), [&](int64_t b) {
+    tile_values(target, dist, state, b, threadIdx.x, tile);
+    __syncthreads();
+    tile_stores<scalar_t>(target, b, threadIdx.x, tile);
+    __syncthreads();
+  });
+}
+
 // Thread blocks per SM that fill_many_kernel's registers must allow: 4 (64 registers), as for
 // fill_one_kernel, except for the samplers that redraw per element, which would spill there.
 template <typename Dist>
@@ -86,6 +101,9 @@ void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
         const auto kernel = fill_one_kernel<scalar_t, Dist>;
         kernel<<<grid_for_threads(kernel, desc.numel / kSpan), kThreads, 0, stream>>>(
             static_cast<scalar_t*>(desc.data), static_cast<int32_t>(desc.numel), dist, source);
+      } else if (const auto tiles = transposed_tiles(desc, self.element_size())) {
+        const auto kernel = fill_transposed_kernel<scalar_t, Dist>;
+        kernel<<<grid_for(kernel, tiles->tiles()), kThreads, 0, stream>>>(*tiles, dist, source);
       } else {
         const auto kernel = fill_one_strided_kernel<scalar_t, Dist>;
         kernel<<<grid_for(kernel, num_chunks(desc.numel)), kThreads, 0, stream>>>(desc, dist,
