@@ -25,6 +25,7 @@ into meta that fails there) raises UnrecordableError, naming the module whose co
 import contextlib
 import dataclasses
 import functools
+import math
 import re
 import sys
 import weakref
@@ -693,10 +694,25 @@ class Replay:
         tensors = self.tensors.setdefault(ref.storage, {})
         tensor = tensors.get(ref)
         if tensor is None:
-            empty = torch.empty(0, dtype=ref.dtype, device=self.device)
-            tensor = empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
-            tensors[ref] = tensor
+            whole = None if ref.storage in self.storages else self._whole(ref)
+            if whole is None:
+                empty = torch.empty(0, dtype=ref.dtype, device=self.device)
+                tensor = empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
+                tensors[ref] = tensor
+            else:
+                tensor = tensors[ref] = whole
+                self._bind(ref.storage, whole.untyped_storage())  # (the session asks for it)
         return tensor
+
+    def _whole(self, ref: _Ref) -> Tensor | None:
+        """A tensor of `ref`'s geometry on new storage of its storage's size, when `ref` spans
+        all of it (a parameter's tensor, most often): one op where storage() and set_() take
+        three. None otherwise."""
+        nbytes = self.record.nbytes[ref.storage]
+        if ref.offset or math.prod(ref.size) * ref.dtype.itemsize != nbytes:
+            return None
+        tensor = torch.empty_strided(ref.size, ref.stride, dtype=ref.dtype, device=self.device)
+        return tensor if tensor.untyped_storage().nbytes() == nbytes else None
 
     def drop(self, key: int) -> None:
         """Lets go of storage `key` and the tensors rebuilt on it."""
