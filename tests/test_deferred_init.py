@@ -2,6 +2,7 @@
 replayed on real storage, overwritten writes skipped, elementwise fills batched. (Real
 libraries' models are in test_real_models.py; sharded replay in sharded_worker.py.)"""
 
+import dataclasses
 import warnings
 
 import pytest
@@ -163,6 +164,39 @@ def test_record_keeps_only_writes_of_meta_storage():
     assert torch.ops.aten.slice.Tensor not in funcs  # views are rebuilt, not replayed
     assert torch.ops.aten.mul_.Tensor in funcs
     assert torch.equal(_record.evaluate(record, real), torch.tensor([2.0, 4.0, 4.0]))
+
+
+def test_fills_and_factories_are_recorded_as_the_general_path_records_them():
+    """Record.add's short paths for fills of a meta tensor from values and for factories (most
+    of a construction's ops) record the op as its general path does: the same references,
+    allocations, writes, reads, whole-storage writes and draw numbers."""
+    aten, ours, meta = torch.ops.aten, torch.ops.torchinit_ext, torch.device("meta")
+    whole = torch.empty(4, 3, device=meta)
+    unmet = torch.empty(5, device=meta)  # a storage no recorded op made: the fill allocates it
+    calls = [
+        (aten.fill_.Scalar, (whole, 1.5), {}),
+        (aten.fill_.Scalar, (whole[1:], 2), {}),  # a part of its storage
+        (aten.zero_.default, (unmet,), {}),
+        (ours.uniform_.default, (whole.t(), -1.0, 1.0), {}),
+        (ours.normal_.default, (whole, 0.0, 0.02), {"generator": None}),
+        (aten.zeros.default, ([2, 3],), {"device": meta}),
+        (aten.randn.default, ([4],), {"dtype": torch.float64, "device": meta}),
+        (aten.arange.start_step, (0, 6, 2), {"device": meta}),
+    ]
+    outs = [func(*args, **kwargs) for func, args, kwargs in calls]
+    recorded = []
+    for short in (True, False):
+        record = _record.Record()
+        record.nbytes[_record.storage_key(whole)] = whole.untyped_storage().nbytes()
+        for (func, args, kwargs), out in zip(calls, outs):
+            traits = _record._TRAITS[func]
+            assert traits.fills_first or traits.factory
+            if not short:
+                traits = dataclasses.replace(traits, fills_first=False, factory=False)
+            record.add(func, traits, args, kwargs, out)
+        recorded.append([dataclasses.asdict(op) for op in record.ops])
+    assert len(recorded[0]) == len(calls)
+    assert recorded[0] == recorded[1]
 
 
 def test_compiled_code_in_a_constructor_gives_eagers_values():

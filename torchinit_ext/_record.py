@@ -25,6 +25,7 @@ into meta that fails there) raises UnrecordableError, naming the module whose co
 import contextlib
 import dataclasses
 import functools
+import math
 import re
 import sys
 import weakref
@@ -127,14 +128,52 @@ def arguments(func) -> tuple[tuple[str, bool, bool, object], ...]:
     )
 
 
-@functools.cache
-def _op_traits(func) -> tuple[tuple[tuple[int, str], ...], bool, bool, bool]:
-    """What Record.add needs of `func`'s schema: the positions and names of the arguments it
-    writes, whether it writes its first argument whole without reading it, whether it is a view
-    that writes nothing, and whether it draws random numbers."""
-    written = tuple((i, a[0]) for i, a in enumerate(arguments(func)) if a[1])
-    draws = torch.Tag.nondeterministic_seeded in func.tags or _takes_generator(func)
-    return written, func in _WRITE_ONLY, func.is_view and not written, draws
+@dataclasses.dataclass(frozen=True)
+class _Traits:
+    """What the recorder needs of an op's schema, read once per op (reading a schema from
+    Python costs more than most ops, and so does hashing an op: one lookup an op)."""
+
+    written: tuple[tuple[int, str], ...]  # the positions and names of the arguments it writes
+    write_only: bool  # writes its first argument whole without reading it (_WRITE_ONLY)
+    fills_first: bool  # write_only, and writes no other argument: a fill (Record.add_fill)
+    pure_view: bool  # a view that writes nothing
+    draws: bool  # draws random numbers
+    takes_generator: bool
+    factory: bool  # makes a tensor from no tensor (empty, zeros, arange, randn...)
+    observes: bool  # gives Python values of its tensors (_OBSERVING)
+    to_copy: bool  # aten._to_copy: .cpu(), .to(device)
+    empty: bool  # _EMPTY
+    lifts: bool  # aten.lift_fresh: torch.tensor(data)
+
+
+class _TraitsByOp(dict):
+    def __missing__(self, func) -> _Traits:
+        written = tuple((i, a[0]) for i, a in enumerate(arguments(func)) if a[1])
+        schema = func._schema.arguments
+        traits = self[func] = _Traits(
+            written=written,
+            write_only=func in _WRITE_ONLY,
+            fills_first=func in _WRITE_ONLY and [i for i, _ in written] == [0],
+            pure_view=func.is_view and not written,
+            draws=torch.Tag.nondeterministic_seeded in func.tags or _takes_generator(func),
+            takes_generator=_takes_generator(func),
+            factory=any(a.name == "device" for a in schema)
+            and not any("Tensor" in str(a.type) for a in schema),
+            observes=func in _OBSERVING,
+            to_copy=func is aten._to_copy.default,
+            empty=func in _EMPTY,
+            lifts=func is aten.lift_fresh.default,
+        )
+        return traits
+
+
+_TRAITS = _TraitsByOp()
+
+
+def _no_tensors(args: tuple, kwargs: dict) -> bool:
+    """Whether no argument but the first is a tensor or a list or tuple (of tensors, maybe)."""
+    values = (*args[1:], *kwargs.values()) if kwargs else args[1:]
+    return not any(isinstance(value, (Tensor, list, tuple)) for value in values)
 
 
 def _recorded(value):
@@ -145,8 +184,8 @@ def _recorded(value):
     return ref(value) if value.is_meta else value.detach().clone()
 
 
-def _covers_storage(tensor: Tensor) -> bool:
-    nbytes = tensor.untyped_storage().nbytes()
+def _covers_storage(tensor: Tensor, nbytes: int) -> bool:
+    """Whether `tensor` is the whole of its storage, of `nbytes` bytes."""
     return (
         tensor.storage_offset() == 0
         and tensor.is_contiguous()
@@ -188,44 +227,59 @@ class Record:
         self.draws = 0  # random ops recorded
         self.written: set[int] = set()  # the storages some op writes
 
-    def add(self, func, args: tuple, kwargs: dict, out) -> _Op | None:
-        """Records the op if it writes meta storage; returns its record."""
-        written, write_only, pure_view, draws = _op_traits(func)
-        if pure_view:
+    def add(self, func, traits: _Traits, args: tuple, kwargs: dict, out) -> _Op | None:
+        """Records the op, of schema traits `traits`, if it writes meta storage; returns its
+        record."""
+        if traits.pure_view:
             return None  # detach, view, expand...: rebuilt from references where needed
-        if func in _EMPTY and _is_meta(out):
+        nbytes = self.nbytes
+        if traits.empty and out.is_meta:
             storage = out.untyped_storage()
-            self.nbytes[storage._cdata] = storage.nbytes()
+            nbytes[storage._cdata] = storage.nbytes()
             self._alive.append(out)
             return None
-        tensors = [t for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)]
+        if traits.fills_first and args and _is_meta(args[0]) and _no_tensors(args, kwargs):
+            return self.add_fill(func, traits, args, kwargs, out)
+        if traits.factory and not traits.written and _is_meta(out):
+            return self.add_factory(func, traits, args, kwargs, out)
+        tensors = [
+            t
+            for t in (_leaves((args, tuple(kwargs.values()))) if kwargs else _leaves(args))
+            if isinstance(t, Tensor)
+        ]
         inputs = [t for t in tensors if t.is_meta]
         outputs = _leaves(out)
         meta_outputs = [t for t in outputs if _is_meta(t)]
         if not inputs and not meta_outputs:
             return None  # real tensors only: done for real already
-        nbytes = self.nbytes
-        allocates = [
-            (position, storage_key(t))
-            for position, t in enumerate(outputs)
-            if _is_meta(t) and storage_key(t) not in nbytes
-        ]
+        # Each meta tensor's storage read once (untyped_storage() makes an object a call):
+        # (key, bytes) by id.
+        storages = {}
         for t in inputs + meta_outputs:
-            storage = t.untyped_storage()
-            if storage._cdata not in nbytes:
-                nbytes[storage._cdata] = storage.nbytes()
+            if id(t) not in storages:
+                storage = t.untyped_storage()
+                storages[id(t)] = (storage._cdata, storage.nbytes())
+        allocates = [
+            (position, storages[id(t)][0])
+            for position, t in enumerate(outputs)
+            if _is_meta(t) and storages[id(t)][0] not in nbytes
+        ]
+        for key, size in storages.values():
+            if key not in nbytes:
+                nbytes[key] = size
         writes, defines = set(), set()
-        for i, name in written:
+        for i, name in traits.written:
             value = args[i] if i < len(args) else kwargs.get(name)
             for t in _leaves(value):
                 if _is_meta(t):
-                    writes.add(storage_key(t))
-                    if i == 0 and write_only and _covers_storage(t):
-                        defines.add(storage_key(t))
+                    key, size = storages[id(t)]
+                    writes.add(key)
+                    if i == 0 and traits.write_only and _covers_storage(t, size):
+                        defines.add(key)
         if not writes and not allocates:
             return None  # a read: rebuilt from references where needed
-        first = args[0] if write_only and args and _is_meta(args[0]) else None
-        reads = {storage_key(t) for t in inputs if t is not first}
+        first = args[0] if traits.write_only and args and _is_meta(args[0]) else None
+        reads = {storages[id(t)][0] for t in inputs if t is not first}
         new = {storage for _, storage in allocates}
         self._alive += inputs + meta_outputs
         if tensors:
@@ -242,7 +296,52 @@ class Record:
             frozenset(defines | new),
             torch.get_default_dtype(),
         )
-        if draws:
+        return self._append(op, traits)
+
+    def add_fill(self, func, traits: _Traits, args: tuple, kwargs: dict, out) -> _Op:
+        """add() of a fill of a meta tensor (args[0]) from values: the most common op of a
+        construction, recorded as add() records it with a fraction of the work."""
+        target = args[0]
+        storage = target.untyped_storage()
+        key, size = storage._cdata, storage.nbytes()
+        # The op's one output, when it returns its target (aten's in-place ops; ours return
+        # nothing), allocates its storage if no op met it before, as in add().
+        allocates = [(0, key)] if out is target and key not in self.nbytes else []
+        self.nbytes.setdefault(key, size)
+        writes = frozenset((key,))
+        whole = allocates or _covers_storage(target, size)
+        self._alive.append(target)
+        op = _Op(
+            func,
+            (ref(target), *args[1:]),
+            dict(kwargs),
+            allocates,
+            writes,
+            frozenset(),
+            writes if whole else frozenset(),
+            torch.get_default_dtype(),
+        )
+        return self._append(op, traits)
+
+    def add_factory(
+        self, func, traits: _Traits, args: tuple, kwargs: dict, out: Tensor
+    ) -> _Op | None:
+        """add() of a factory's (zeros, ones, arange, randn...) new meta tensor `out`: its
+        storage allocated, its arguments (no tensors) kept as they are."""
+        storage = out.untyped_storage()
+        key = storage._cdata
+        allocates = [] if key in self.nbytes else [(0, key)]
+        if not allocates:
+            return None  # a key met before (an address reused), which add() records not
+        self.nbytes[key] = storage.nbytes()
+        self._alive.append(out)
+        new = frozenset((key,))
+        op = _Op(func, args, kwargs, allocates, new, frozenset(), new, torch.get_default_dtype())
+        return self._append(op, traits)
+
+    def _append(self, op: _Op, traits: _Traits) -> _Op:
+        """Appends `op`, numbered among the random ops if it draws."""
+        if traits.draws:
             op.draw = self.draws
             self.draws += 1
         self.written.update(op.writes)
@@ -303,15 +402,6 @@ class Record:
         return kept
 
 
-@functools.cache
-def _is_factory(func) -> bool:
-    """Whether `func` makes a tensor from no tensor (empty, zeros, arange, randn...)."""
-    arguments = func._schema.arguments
-    return any(a.name == "device" for a in arguments) and not any(
-        "Tensor" in str(a.type) for a in arguments
-    )
-
-
 def _leaves_meta(kwargs: dict) -> bool:
     device = kwargs.get("device")
     return device is not None and torch.device(device) != _META
@@ -323,9 +413,8 @@ def _takes_generator(func) -> bool:
 
 
 def _own_generator(func, args: tuple, kwargs: dict) -> bool:
-    """Whether the op draws from a generator other than the global one (a constructor's own)."""
-    if not _takes_generator(func):
-        return False
+    """Whether the op, which takes a generator, draws from one other than the global one (a
+    constructor's own)."""
     generator = _bound(func, args, kwargs).get("generator")
     return generator is not None and generator is not torch.default_generator
 
@@ -428,7 +517,7 @@ def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Except
     tensor (its storage would have to be captured whole, an out= one resized) or is a view (a
     copy would not alias its base) cannot be recorded so: UnrecordableError, once the real run,
     on copies, has told it from an error of eager's."""
-    written_args = _op_traits(func)[0]
+    written_args = _TRAITS[func].written
     positions, names = {i for i, _ in written_args}, {name for _, name in written_args}
     pairs = [(value, i in positions) for i, value in enumerate(args)]
     named = {name: (value, name in names) for name, value in kwargs.items()}
@@ -526,12 +615,13 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if _is_factory(func):
+        traits = _TRAITS[func]
+        if traits.factory:
             # Also where the code names a device: transformers names the CPU for its weights.
             kwargs = {**kwargs, "device": _META}
             if kwargs.get("pin_memory"):
                 kwargs["pin_memory"] = False
-        elif func in _OBSERVING or (func is aten._to_copy.default and _leaves_meta(kwargs)):
+        elif traits.observes or (traits.to_copy and _leaves_meta(kwargs)):
             # .item(), bool(), torch.equal, .cpu(), .tolist(), .to(device) of a meta tensor (a
             # drop-path schedule, say): its value, computed now and kept for the replay.
             args = _map(lambda t: evaluate(self.record, t) if _is_meta(t) else t, args)
@@ -544,13 +634,13 @@ class _Recorder(TorchDispatchMode):
                 raise
             # torch.unique, nonzero, x[x > 0], allclose...: run on the values, results captured.
             return _run_for_real(self.record, func, args, kwargs, error)
-        if func is aten.lift_fresh.default and not out.is_meta:
+        if traits.lifts and not out.is_meta:
             # torch.tensor(data), made below this mode, stays real while building (transformers
             # asks torch.tensor([]).device where new tensors go); deferred_init() puts those the
             # module keeps on meta.
             self.record.lifted[storage_key(out)] = out
-        op = self.record.add(func, args, kwargs, out)
-        if op is not None and _own_generator(func, args, kwargs):
+        op = self.record.add(func, traits, args, kwargs, out)
+        if op is not None and traits.takes_generator and _own_generator(func, args, kwargs):
             # Drawn from now, once, as eager construction does: what the generator gives next,
             # and the values of a generator seeded in the constructor, depend on it.
             _compute(self.record, set(op.writes))
@@ -604,10 +694,25 @@ class Replay:
         tensors = self.tensors.setdefault(ref.storage, {})
         tensor = tensors.get(ref)
         if tensor is None:
-            empty = torch.empty(0, dtype=ref.dtype, device=self.device)
-            tensor = empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
-            tensors[ref] = tensor
+            whole = None if ref.storage in self.storages else self._whole(ref)
+            if whole is None:
+                empty = torch.empty(0, dtype=ref.dtype, device=self.device)
+                tensor = empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
+                tensors[ref] = tensor
+            else:
+                tensor = tensors[ref] = whole
+                self._bind(ref.storage, whole.untyped_storage())  # (the session asks for it)
         return tensor
+
+    def _whole(self, ref: _Ref) -> Tensor | None:
+        """A tensor of `ref`'s geometry on new storage of its storage's size, when `ref` spans
+        all of it (a parameter's tensor, most often): one op where storage() and set_() take
+        three. None otherwise."""
+        nbytes = self.record.nbytes[ref.storage]
+        if ref.offset or math.prod(ref.size) * ref.dtype.itemsize != nbytes:
+            return None
+        tensor = torch.empty_strided(ref.size, ref.stride, dtype=ref.dtype, device=self.device)
+        return tensor if tensor.untyped_storage().nbytes() == nbytes else None
 
     def drop(self, key: int) -> None:
         """Lets go of storage `key` and the tensors rebuilt on it."""
