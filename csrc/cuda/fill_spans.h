@@ -309,6 +309,9 @@ struct TransposedTiles {
 
   C10_HOST_DEVICE int64_t tiles_per_row() const { return (cols + kTile - 1) / kTile; }
   C10_HOST_DEVICE int64_t tiles() const { return (rows + kTile - 1) / kTile * tiles_per_row(); }
+  // Tile b's first row and column.
+  C10_HOST_DEVICE int64_t first_row(int64_t b) const { return b / tiles_per_row() * kTile; }
+  C10_HOST_DEVICE int64_t first_col(int64_t b) const { return b % tiles_per_row() * kTile; }
 };
 
 inline std::optional<TransposedTiles> transposed_tiles(const FillDesc& t, size_t element_size) {
@@ -332,8 +335,8 @@ C10_HOST_DEVICE void tile_values(const TransposedTiles& t, const Dist& dist, con
                                  int64_t b, int thread, Tile<acc_t>& tile) {
   const int r = thread / (kTile / kSpan);
   const int c = thread % (kTile / kSpan) * kSpan;
-  const int64_t i = b / t.tiles_per_row() * kTile + r;
-  const int64_t j = b % t.tiles_per_row() * kTile + c;
+  const int64_t i = t.first_row(b) + r;
+  const int64_t j = t.first_col(b) + c;
   if (i >= t.rows) return;
   ElementValues<acc_t, Dist, Key> values(dist, key);
   const int64_t first = i * t.cols + j;
@@ -356,8 +359,8 @@ C10_HOST_DEVICE void tile_stores(const TransposedTiles& t, int64_t b, int thread
                                  const Tile<acc_t>& tile) {
   const int c = thread / (kTile / kSpan);
   const int r = thread % (kTile / kSpan) * kSpan;
-  const int64_t i = b / t.tiles_per_row() * kTile + r;
-  const int64_t j = b % t.tiles_per_row() * kTile + c;
+  const int64_t i = t.first_row(b) + r;
+  const int64_t j = t.first_col(b) + c;
   if (j >= t.cols) return;
   scalar_t* const to = static_cast<scalar_t*>(t.data) + j * t.ld + i;
   if (t.vector_stores && i + kSpan <= t.rows) {

@@ -86,13 +86,14 @@ struct SinCos {
 C10_HOST_DEVICE inline float flip_sign(float x, uint32_t sign_bit) {
   return c10::bit_cast<float>(c10::bit_cast<uint32_t>(x) ^ sign_bit);
 }
+// double by negation: the 64-bit XOR gave the float64 wide sampler's kernel a stack.
 C10_HOST_DEVICE inline double flip_sign(double x, uint32_t sign_bit) {
   return sign_bit ? -x : x;
 }
 
 // (c, s) rotated by q quarter turns, q the top two bits of `turns`: swapped when q is odd, cos
-// negated for q = 1, 2 (bit 31 of turns + 2^30), sin for q = 2, 3 (bit 31). The signs flip as
-// integer XORs, the same bits as negation, so a GPU spends no compare or select on them.
+// negated for q = 1, 2 (bit 31 of turns + 2^30), sin for q = 2, 3 (bit 31). In float the signs
+// flip as integer XORs, the same bits as negation, so a GPU spends no compare or select on them.
 template <typename T>
 C10_HOST_DEVICE inline SinCos<T> rotate_quadrant(uint32_t turns, T c, T s) {
   const bool swap = turns & 0x40000000u;
