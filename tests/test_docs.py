@@ -1,5 +1,5 @@
 """Measured numbers in the docs come from results files: every table between perf-table markers
-must be exactly what benchmarks/report.py renders from the file its marker names. Also: the
+must be exactly what benchmarks/tables.py renders from the file its marker names. Also: the
 renderer copes with results files that lack the optional keys, and the docs' sharded example
 runs."""
 
@@ -8,7 +8,7 @@ import json
 import pytest
 import torch.distributed as dist
 
-from benchmarks import report
+from benchmarks import report, tables
 from tests.helpers.doc_snippets import ROOT, code_blocks, run_python
 
 
@@ -18,9 +18,9 @@ def test_perf_tables_match_their_results_files(doc):
     found = report.blocks(text)
     assert found, f"{doc} has no perf-table markers"
     for kind, paths, body, _ in found:
-        assert body == report.render(kind, paths), (
+        assert body == tables.render(kind, paths), (
             f"{doc}: the {kind} table from {' '.join(paths)} is stale or edited by hand; "
-            f"run: python benchmarks/report.py --update {doc}"
+            f"run: python -m benchmarks.report --update {doc}"
         )
 
 
@@ -69,10 +69,10 @@ def test_report_renders_files_without_optional_keys(tmp_path):
             _row("HF Tiny 1M: eager vs deferred_init+materialize()", 1400.0, 200.0),
         ],
     )
-    for kind in report.KINDS:
-        text = report.render(kind, [str(path)])
+    for kind in tables.KINDS:
+        text = tables.render(kind, [str(path)])
         assert "**Some CPU**" in text and "torch 2.99.0" in text
-    summary = report.render("summary", [str(path)])
+    summary = tables.render("summary", [str(path)])
     assert "| `uniform_` 4096x4096 f32 | 60.0 ms | 5.00 ms | 12.0x |" in summary
     assert "| `normal_` 4096x4096 f32 | failed | failed | - |" in summary
     assert "| HF Tiny 1M | 1.40-1.50 s | 300 ms / 200 ms | 5.00x / 7.00x |" in summary
@@ -89,7 +89,7 @@ def test_report_names_the_optional_machine_fields(tmp_path):
         "other_processes_cores": 0.734,
         "quiet": False,
     }
-    line = report.machine_line(
+    line = tables.machine_line(
         {"machine": machine, "rows": [], "path": "benchmarks/results/x.json"}
     )
     for part in ("SIMD avx2", "2027-01-02", "2 busy processes", "x.json"):
@@ -97,11 +97,11 @@ def test_report_names_the_optional_machine_fields(tmp_path):
     load = "machine not quiet (other processes kept 0.73 cores busy)"
     assert load in line
     quiet = {**machine, "load_avg_start": [0.1, 0.2, 0.3], "other_processes_cores": 0.0}
-    line = report.machine_line({"machine": {**quiet, "quiet": True}, "rows": [], "path": "x"})
+    line = tables.machine_line({"machine": {**quiet, "quiet": True}, "rows": [], "path": "x"})
     assert "machine quiet (other processes kept 0.00 cores busy)" in line
     # Without /proc/stat the bench has no figure for other processes: the load average shows.
     del quiet["other_processes_cores"]
-    line = report.machine_line({"machine": quiet, "rows": [], "path": "x"})
+    line = tables.machine_line({"machine": quiet, "rows": [], "path": "x"})
     assert "machine not quiet (1-minute load 0.10 at start)" in line
 
 
