@@ -11,6 +11,7 @@
 
 #include "cuda/fill_spans.h"
 #include "cuda/sparse_columns.h"
+#include "cuda/threads.h"
 #include "plan/elementwise_fill.h"
 #include "plan/fill_many.h"
 #include "plan/identity_layout.h"
@@ -20,8 +21,6 @@ using namespace torchinit;
 using namespace torchinit::cuda;
 
 namespace {
-
-constexpr int64_t kThreads = 256;  // threads per thread block, as the kernels launch
 
 // Calls fill(begin, end, lane) for every lane of every chunk of d, as fill_one_strided_kernel does.
 template <typename Fill>

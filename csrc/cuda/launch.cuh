@@ -8,9 +8,9 @@
 #include <algorithm>
 #include <cstdint>
 
-namespace torchinit::cuda {
+#include "threads.h"
 
-constexpr int kThreads = 256;
+namespace torchinit::cuda {
 
 // A grid for `thread_blocks` thread blocks of kThreads of work: at most as many as the current
 // GPU holds at once, by the occupancy of `kernel` (its registers and stack), so the grid
