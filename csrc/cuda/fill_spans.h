@@ -273,7 +273,7 @@ constexpr bool kRoundKeysInParameters<TruncNormalWide<float>> = true;
 
 // The single fill of a target that takes_contiguous: fill_chunk_with's aligned spans without its
 // checks, spans thread, thread + threads, ... (a warp's stores coalesced), then element `thread` of
-// the tail after the last whole span.
+// the tail after the last whole span. (The wide trunc_normal_ regime's: QueuedWideFill, below.)
 template <typename scalar_t, typename Dist, typename Key>
 C10_HOST_DEVICE void fill_contiguous(scalar_t* data, int32_t numel, const Dist& dist,
                                      const Key& key, int32_t thread, int32_t threads) {
@@ -305,9 +305,9 @@ constexpr int32_t kRoundsPerDrain = 2;
 
 // A thread block's rejected element indices, a ring with room for every element of
 // kRoundsPerDrain rounds. Both counts only grow: the entries still to redraw are those pushed
-// since the last drain, [drained, pushed) modulo the ring. Never reset, `pushed` needs no barrier
-// between a drain's reads of it and the next round's pushes beyond the one that ends the drain,
-// after which thread 0 moves `drained` on to the count that drain read.
+// since the last drain, [drained, pushed) modulo the ring. As nothing resets `pushed`, the
+// barrier that ends a drain is all that separates the drain's reads from the next rounds' pushes;
+// after it, thread 0 moves `drained` on to the count that drain read.
 struct RedrawQueue {
   static constexpr uint32_t kEntries = kRoundsPerDrain * kSpan * kThreads;
   static_assert((kEntries & (kEntries - 1)) == 0,
@@ -328,8 +328,8 @@ struct RedrawQueue {
   C10_HOST_DEVICE void mark_drained(uint32_t drained_up_to) { drained = drained_up_to; }
 };
 
-// The laws whose fill_one_kernel queues its redraws: the wide regime, the only one that redraws
-// a few elements (the rejection regimes redraw every element per element).
+// The laws whose fill_one_kernel queues its redraws: the wide regime, the only one where a few
+// elements are redrawn (the rejection regimes sample every element by rejection).
 template <typename Dist>
 constexpr bool kQueuesRedraws = false;
 template <typename T>
@@ -346,7 +346,7 @@ struct QueuedWideFill {
   scalar_t* data;
   int32_t numel;
   BlockValues<acc_t, TruncNormalWide<acc_t>, Key> first;  // first proposals, NaN where rejected
-  int32_t span;                                           // this thread's in the next round
+  int32_t span;                                           // this thread's span in the next round
   int32_t threads;
 
   C10_HOST_DEVICE QueuedWideFill(scalar_t* d, int32_t n, const TruncNormalWide<acc_t>& dist,
