@@ -6,11 +6,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "cuda/fill_spans.h"
 #include "cuda/sparse_columns.h"
+#include "cuda/threads.h"
 #include "plan/elementwise_fill.h"
 #include "plan/fill_many.h"
 #include "plan/identity_layout.h"
@@ -20,8 +23,6 @@ using namespace torchinit;
 using namespace torchinit::cuda;
 
 namespace {
-
-constexpr int64_t kThreads = 256;  // threads per thread block, as the kernels launch
 
 // Calls fill(begin, end, lane) for every lane of every chunk of d, as fill_one_strided_kernel does.
 template <typename Fill>
@@ -59,10 +60,30 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
   return launches;
 }
 
+// Thread block `block` of fill_one_kernel's fill_queued: each round by every thread, and at each
+// next_drain, the drain by every thread.
+template <typename scalar_t, typename Dist, typename Key>
+void fill_queued_block(scalar_t* data, int32_t numel, const Dist& dist, const Key& key,
+                       int32_t block, int32_t threads) {
+  std::vector<QueuedWideFill<scalar_t, Key>> fills;
+  for (int32_t lane = 0; lane < kThreads; ++lane)
+    fills.emplace_back(data, numel, dist, key, block * kThreads + lane, threads);
+  auto queue = std::make_unique<RedrawQueue>();
+  for (int32_t r = 0; r < fills[0].rounds();) {
+    for (const int32_t drain = fills[0].next_drain(r); r < drain; ++r) {
+      for (auto& fill : fills) fill.round(*queue);
+    }
+    uint32_t pushed = 0;
+    for (int32_t lane = 0; lane < kThreads; ++lane) pushed = fills[lane].drain(*queue, lane);
+    queue->mark_drained(pushed);
+  }
+}
+
 // A single uniform_, normal_ or trunc_normal_ (law and params as fill_many_ takes them, key and
 // offset as philox_key gives them) as fill_one runs it on `thread_blocks` thread blocks:
 // fill_one_kernel where the target takes_contiguous (its key as round keys or, `captured` in a
-// CUDA graph, as the state), fill_transposed_kernel where it takes transposed_tiles (each tile's
+// CUDA graph, as the state; the wide trunc_normal_ regime's thread blocks round by round with their
+// redraw queues), fill_transposed_kernel where it takes transposed_tiles (each tile's
 // values by all its threads, then its stores), else fill_one_strided_kernel.
 void fill_one(at::Tensor self, const std::string& law, const std::vector<double>& params,
               int64_t key, int64_t offset, int64_t thread_blocks, bool captured) {
@@ -74,14 +95,22 @@ void fill_one(at::Tensor self, const std::string& law, const std::vector<double>
   TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "fill_one", [&] {
     visit_law<at::opmath_type<scalar_t>>(fill, [&](const auto& dist) {
       if (takes_contiguous(d)) {
+        using Dist = std::decay_t<decltype(dist)>;
         const auto threads = static_cast<int32_t>(thread_blocks * kThreads);
+        auto* const data = static_cast<scalar_t*>(d.data);
+        const auto numel = static_cast<int32_t>(d.numel);
         const auto fill = [&](const auto& k) {
-          for (int32_t thread = 0; thread < threads; ++thread) {
-            fill_contiguous(static_cast<scalar_t*>(d.data), static_cast<int32_t>(d.numel), dist, k,
-                            thread, threads);
+          if constexpr (kQueuesRedraws<Dist>) {
+            for (int32_t block = 0; block < thread_blocks; ++block) {
+              fill_queued_block(data, numel, dist, k, block, threads);
+            }
+          } else {
+            for (int32_t thread = 0; thread < threads; ++thread) {
+              fill_contiguous(data, numel, dist, k, thread, threads);
+            }
           }
         };
-        if (kRoundKeysInParameters<std::decay_t<decltype(dist)>> && !captured) {
+        if (kRoundKeysInParameters<Dist> && !captured) {
           fill(round_keys(state));
         } else {
           fill(state);

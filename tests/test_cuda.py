@@ -53,6 +53,19 @@ def test_transposed_views_take_the_cpu_values(dtype, view):
         assert torch.equal(cpu, gpu.cpu())
 
 
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("numel", [(1 << 22) + 3, 1027, 3])
+@pytest.mark.parametrize("interval", [(-2.0, 2.0), (-1.3, 1.3)])
+def test_wide_trunc_normal_queue_gives_cpu_values(dtype, numel, interval):
+    """fill_one_kernel's redraw queue on the GPU (its shared-memory atomics and barriers, which the
+    host emulation of test_cuda_logic.py can't run): 2^22 elements queue ~190k rejections (~800k at
+    [-1.3, 1.3]) over many drains, with tails, and tiny tensors, bit for bit the CPU's."""
+    cpu = init.trunc_normal_(torch.empty(numel, dtype=dtype), 0, 1, *interval, generator=gen(8))
+    gpu = torch.empty(numel, dtype=dtype, device="cuda")
+    init.trunc_normal_(gpu, 0, 1, *interval, generator=gen(8))
+    assert torch.equal(cpu, gpu.cpu())
+
+
 @pytest.mark.parametrize(
     "fill",
     [

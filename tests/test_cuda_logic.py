@@ -187,6 +187,24 @@ def test_fill_one_equals_cpu(host, dtype, law, params, thread_blocks, captured):
         assert torch.equal(a, b)
 
 
+# fill_one_kernel's wide trunc_normal_ (its rejections queued per thread block, redrawn after every
+# 2 rounds and after the last): sizes (numel, thread blocks) from one element and tails of 1 to 3
+# elements to a partial last round, one round in all, and many rounds that queue (50 on 1 block).
+WIDE_SIZES = [(1, 1), (3, 3), (5, 1), (1027, 1), (256 * 4 * 3 + 2, 3), (51201, 1), (40003, 3)]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("numel,thread_blocks", WIDE_SIZES)
+@pytest.mark.parametrize("interval", [(-2.0, 2.0), (-1.3, 1.3)])
+def test_wide_trunc_normal_queue_equals_cpu(host, dtype, numel, thread_blocks, interval):
+    params = padded((0.0, 1.0, *interval))
+    cpu, gpu_logic = torch.empty(numel, dtype=dtype), torch.empty(numel, dtype=dtype)
+    key = (0xACE + numel, 3 * numel + 1)
+    ops.fill_many_([cpu], ["trunc_normal"], params, list(key))
+    host.fill_one(gpu_logic, "trunc_normal", params, *key, thread_blocks, False)
+    assert torch.equal(cpu, gpu_logic)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(100, 70), (257, 130), (64, 1)])
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.9, 1.0])

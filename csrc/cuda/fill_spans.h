@@ -25,6 +25,7 @@
 #include "../plan/elementwise_fill.h"
 #include "../plan/shard_index.h"
 #include "strided_layout.h"
+#include "threads.h"
 
 namespace torchinit::cuda {
 
@@ -272,7 +273,7 @@ constexpr bool kRoundKeysInParameters<TruncNormalWide<float>> = true;
 
 // The single fill of a target that takes_contiguous: fill_chunk_with's aligned spans without its
 // checks, spans thread, thread + threads, ... (a warp's stores coalesced), then element `thread` of
-// the tail after the last whole span.
+// the tail after the last whole span. (The wide trunc_normal_ regime's: QueuedWideFill, below.)
 template <typename scalar_t, typename Dist, typename Key>
 C10_HOST_DEVICE void fill_contiguous(scalar_t* data, int32_t numel, const Dist& dist,
                                      const Key& key, int32_t thread, int32_t threads) {
@@ -290,6 +291,112 @@ C10_HOST_DEVICE void fill_contiguous(scalar_t* data, int32_t numel, const Dist& 
     data[i] = static_cast<scalar_t>(values(static_cast<uint32_t>(i)));
   }
 }
+
+// ---- trunc_normal_'s wide regime: rejections queued, redrawn by full warps ---------------------
+
+// A rejected first proposal (4.55% of them on the default interval [-2, 2]) is redrawn: a Philox
+// block or more, and the double inversion's code. Redrawn in its lane's span, it would make a
+// warp run a divergent redraw pass for every slot that any of its 32 lanes rejects (probability
+// 0.78 a slot there). Instead fill_one_kernel's threads store the first proposals, a NaN
+// placeholder where rejected, and queue the rejected indices in their thread block's shared
+// memory; after every kRoundsPerDrain rounds (a span a thread a round) the block's threads redraw
+// the queue together, entry e by thread e % kThreads, so only a drain's last warp has idle lanes.
+constexpr int32_t kRoundsPerDrain = 2;
+
+// A thread block's rejected element indices, a ring with room for every element of
+// kRoundsPerDrain rounds. Both counts only grow: the entries still to redraw are those pushed
+// since the last drain, [drained, pushed) modulo the ring. As nothing resets `pushed`, the
+// barrier that ends a drain is all that separates the drain's reads from the next rounds' pushes;
+// after it, thread 0 moves `drained` on to the count that drain read.
+struct RedrawQueue {
+  static constexpr uint32_t kEntries = kRoundsPerDrain * kSpan * kThreads;
+  static_assert((kEntries & (kEntries - 1)) == 0,
+                "a power of 2, so positions wrap as the counts do");
+  uint32_t pushed, drained;
+  uint32_t index[kEntries];
+
+  C10_HOST_DEVICE void push(uint32_t i) {
+#ifdef __CUDA_ARCH__
+    const uint32_t at = atomicAdd(&pushed, 1u);
+#else
+    const uint32_t at = pushed++;
+#endif
+    index[at % kEntries] = i;
+  }
+  // Thread 0's, after the barrier that ends a drain up to `drained_up_to` (drain's result: the
+  // next rounds may be pushing by then).
+  C10_HOST_DEVICE void mark_drained(uint32_t drained_up_to) { drained = drained_up_to; }
+};
+
+// The laws whose fill_one_kernel queues its redraws: the wide regime, the only one where a few
+// elements are redrawn (the rejection regimes sample every element by rejection).
+template <typename Dist>
+constexpr bool kQueuesRedraws = false;
+template <typename T>
+constexpr bool kQueuesRedraws<TruncNormalWide<T>> = true;
+
+// fill_contiguous for the wide regime, in pieces a thread block runs in this order: rounds r of
+// every thread up to next_drain(r), a barrier, every thread's share of the drain, a barrier, and
+// again from there. A thread's round fills its next span: `thread`, then `thread` + `threads`, ...
+// (the last partial where numel % kSpan). rounds() is the same for every thread of the grid, so
+// all of a block's threads meet at each barrier.
+template <typename scalar_t, typename Key>
+struct QueuedWideFill {
+  using acc_t = at::opmath_type<scalar_t>;
+  scalar_t* data;
+  int32_t numel;
+  BlockValues<acc_t, TruncNormalWide<acc_t>, Key> first;  // first proposals, NaN where rejected
+  int32_t span;                                           // this thread's span in the next round
+  int32_t threads;
+
+  C10_HOST_DEVICE QueuedWideFill(scalar_t* d, int32_t n, const TruncNormalWide<acc_t>& dist,
+                                 const Key& key, int32_t thread, int32_t ts)
+      : data(d), numel(n), first(dist, key), span(thread), threads(ts) {}
+
+  C10_HOST_DEVICE int32_t rounds() const {
+    const int32_t spans = numel / kSpan + (numel % kSpan != 0);
+    return (spans + threads - 1) / threads;
+  }
+  // The round after which the block drains, the rounds from r on.
+  C10_HOST_DEVICE int32_t next_drain(int32_t r) const {
+    return r + kRoundsPerDrain < rounds() ? r + kRoundsPerDrain : rounds();
+  }
+  // This thread's next span: its first proposals stored, the rejected ones queued.
+  C10_HOST_DEVICE void round(RedrawQueue& queue) {
+    const int32_t s = span;
+    span += threads;
+    const int32_t spans = numel / kSpan;
+    if (s < spans) {
+      acc_t v[kSpan];
+      // Widened from 32 unsigned bits: Philox's high counter word is then known to be 0.
+      const uint32_t begin = static_cast<uint32_t>(s) * kSpan;
+      first.span(begin, v);
+      store_span(data + static_cast<int64_t>(s) * kSpan, v);
+      TORCHINIT_UNROLL
+      for (int k = 0; k < kSpan; ++k) {
+        if (v[k] != v[k]) queue.push(begin + k);
+      }
+    } else if (s == spans) {
+      TORCHINIT_NO_UNROLL
+      for (int32_t i = s * kSpan; i < numel; ++i) {
+        const acc_t v = first(static_cast<uint32_t>(i));
+        data[i] = static_cast<scalar_t>(v);
+        if (v != v) queue.push(i);
+      }
+    }
+  }
+  // Thread `lane` of the block's kThreads: the redraws of the entries still to redraw, lane,
+  // lane + kThreads, ... of them, written over their placeholders. Returns the count of pushes
+  // drained up to, for mark_drained.
+  C10_HOST_DEVICE uint32_t drain(const RedrawQueue& queue, int32_t lane) const {
+    const uint32_t pushed = queue.pushed;
+    for (uint32_t e = queue.drained + lane; e < pushed; e += kThreads) {
+      const uint32_t i = queue.index[e % RedrawQueue::kEntries];
+      data[i] = static_cast<scalar_t>(first.dist.redraw(first.state, i));
+    }
+    return pushed;
+  }
+};
 
 // ---- transposed matrices ------------------------------------------------------------------------
 

@@ -8,13 +8,13 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "threads.h"
+
 namespace torchinit::cuda {
 
-constexpr int kThreads = 256;
-
 // A grid for `thread_blocks` thread blocks of kThreads of work: at most as many as the current
-// GPU holds at once, by the occupancy of `kernel` (its registers and stack), so the grid
-// runs as one wave and grid-stride loops take the rest; at least one.
+// GPU holds at once, by the occupancy of `kernel` (its registers, stack and shared memory), so the
+// grid runs as one wave and grid-stride loops take the rest; at least one.
 template <typename Kernel>
 unsigned grid_for(Kernel kernel, int64_t thread_blocks) {
   int sms = 0, per_sm = 0;

@@ -22,6 +22,32 @@
 namespace torchinit::cuda {
 namespace {
 
+// The wide trunc_normal_ regime's fill_contiguous (QueuedWideFill): its rounds, and after every
+// kRoundsPerDrain of them and the last, the block's drain of its redraw queue between two
+// barriers: the first orders the placeholders and pushes before the drain's redraws and reads,
+// the second the reads before the next rounds' pushes overwrite the entries and before
+// mark_drained.
+// The thread block's redraw queue; in a function that is no template, so that both of
+// fill_one_kernel's copies of the loop (kRoundKeysInParameters) share one.
+__device__ RedrawQueue& block_redraw_queue() {
+  __shared__ RedrawQueue queue;
+  return queue;
+}
+
+template <typename scalar_t, typename Key>
+__device__ void fill_queued(QueuedWideFill<scalar_t, Key> fill) {
+  RedrawQueue& queue = block_redraw_queue();
+  if (threadIdx.x == 0) queue.pushed = queue.drained = 0;
+  __syncthreads();
+  for (int32_t r = 0; r < fill.rounds();) {
+    for (const int32_t drain = fill.next_drain(r); r < drain; ++r) fill.round(queue);
+    __syncthreads();
+    const uint32_t pushed = fill.drain(queue, threadIdx.x);
+    __syncthreads();
+    if (threadIdx.x == 0) queue.mark_drained(pushed);
+  }
+}
+
 // Two kernels per (dtype, law) for single fills, so each holds only its own law's registers:
 // fill_one_kernel for the contiguous tensors that takes_contiguous (32-bit indices, no layout
 // checks), fill_one_strided_kernel for the others (strided views, misaligned data, 2^31 elements
@@ -31,14 +57,25 @@ template <typename scalar_t, typename Dist>
 __global__ void __launch_bounds__(kThreads, 4)
     fill_one_kernel(scalar_t* data, int32_t numel, Dist dist,
                     const __grid_constant__ KeySource source) {
-  const auto fill = [&](const auto& key) {
-    fill_contiguous(data, numel, dist, key, blockIdx.x * blockDim.x + threadIdx.x,
-                    gridDim.x * blockDim.x);
+  const auto with_fill_key = [&](const auto& fill) {
+    if constexpr (kRoundKeysInParameters<Dist>) {
+      with_key(source, fill);
+    } else {
+      fill(resolve(source));
+    }
   };
-  if constexpr (kRoundKeysInParameters<Dist>) {
-    with_key(source, fill);
+  if constexpr (kQueuesRedraws<Dist>) {
+    const int32_t thread = blockIdx.x * blockDim.x + threadIdx.x;
+    const int32_t threads = gridDim.x * blockDim.x;
+    with_fill_key([&](const auto& key) {
+      using Key = std::decay_t<decltype(key)>;
+      fill_queued(QueuedWideFill<scalar_t, Key>(data, numel, dist, key, thread, threads));
+    });
   } else {
-    fill(resolve(source));
+    with_fill_key([&](const auto& key) {
+      fill_contiguous(data, numel, dist, key, blockIdx.x * blockDim.x + threadIdx.x,
+                      gridDim.x * blockDim.x);
+    });
   }
 }
 
