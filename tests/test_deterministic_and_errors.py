@@ -189,6 +189,11 @@ def test_opcheck(name, make_args):
     # Random ops are checked with the deterministic tests only: opcheck replays calls and
     # compares outputs, and each call draws fresh values.
     tests = ("test_schema", "test_autograd_registration", "test_faketensor")
-    if name in ("eye_", "dirac_", "constant_", "fill_many_"):  # fill_many_ takes explicit keys
+    if name in (
+        "eye_",
+        "dirac_",
+        "constant_",
+        "fill_many_",
+    ):  # fill_many_ takes explicit Philox states
         tests += ("test_aot_dispatch_dynamic",)
     torch.library.opcheck(op, make_args(), test_utils=tests)

@@ -1,7 +1,7 @@
 """fill_many_, the batched, shard-aware engine under materialize() and DTensor init: shards are
-slices of the full fill, it equals the single ops under the drawn key, and its own arguments
-(laws, parameters, keys, shard sizes and starts, devices) are checked before anything is
-written, including shard arithmetic that a careless check lets overflow int64."""
+slices of the full fill, it equals the single ops under the drawn Philox state, and its own
+arguments (laws, parameters, states, shard sizes and starts, devices) are checked before anything
+is written, including shard arithmetic that a careless check lets overflow int64."""
 
 import math
 
@@ -53,7 +53,7 @@ def test_fill_many_equals_the_single_ops_with_the_drawn_key():
         expected = torch.empty(300, 7)
         single(expected, *params, gen(4))
         got = torch.empty(300, 7)
-        ops.fill_many_([got], [law], LAWS[law], ops.philox_key(got, gen(4)))
+        ops.fill_many_([got], [law], LAWS[law], ops.philox_state(got, gen(4)))
         assert torch.equal(got, expected), law
 
 
@@ -87,18 +87,18 @@ def _conv_shards(shape):
 def test_fill_many_conv_shards_equal_the_single_op(law, dtype, channels_last):
     single, params = SINGLE_OPS[law]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    selves, keys, full_sizes, starts, expected = [], [], [], [], []
+    selves, states, full_sizes, starts, expected = [], [], [], [], []
     for seed, shape in enumerate(CONV_SHAPES):
         full = torch.empty(shape, dtype=dtype)
         single(full, *params, gen(seed))
         for start, size in _conv_shards(shape):
             selves.append(torch.empty(size, dtype=dtype, memory_format=fmt))
-            keys += ops.philox_key(full, gen(seed))
+            states += ops.philox_state(full, gen(seed))
             full_sizes += shape
             starts += start
             expected.append(full[tuple(slice(b, b + n) for b, n in zip(start, size))])
     n = len(selves)
-    ops.fill_many_(selves, [law.split(" ")[0]] * n, padded(params) * n, keys, full_sizes, starts)
+    ops.fill_many_(selves, [law.split(" ")[0]] * n, padded(params) * n, states, full_sizes, starts)
     for got, want in zip(selves, expected):
         assert torch.equal(got, want)
 
@@ -109,7 +109,7 @@ def test_fill_many_conv_shards_equal_the_single_op(law, dtype, channels_last):
         (lambda a, b: ([a, b], ["normal", "normal"], [0, -1, 0, 0] * 2, [1, 2] * 2), "std"),
         (lambda a, b: ([a, b], ["normal", "gamma"], [0, 1, 0, 0] * 2, [1, 2] * 2), "unknown law"),
         (lambda a, b: ([a, a[1:]], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2), "share memory"),
-        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2]), "keys"),
+        (lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2]), "states"),
         (
             lambda a, b: ([a, b], ["normal"] * 2, [0, 1, 0, 0] * 2, [1, 2] * 2, [6, 3], [0, 0]),
             "does not fit",

@@ -210,7 +210,7 @@ class FillMany:
     selves: list
     laws: list
     params: list
-    keys: list
+    states: list
     full_sizes: list
     starts: list
     sensible: list  # per tensor: whether its parameters are ones a caller would pass
@@ -270,14 +270,14 @@ def random_fill_many(rng):
     n = 0 if rng.random() < 0.03 else rng.randint(1, 4)
     meta = 0.12 if rng.random() < 0.3 else 0.0
     selves = [random_target(rng, guard, meta=meta, other_dtype=0.04) for _ in range(n)]
-    laws, params, keys, sensible = [], [], [], []
+    laws, params, states, sensible = [], [], [], []
     for _ in range(n):
         ok = rng.random() < 0.8
         law, p = sensible_law(rng) if ok else hostile_law(rng)
         laws.append(law)
         params += p
         sensible.append(ok)
-        keys += [
+        states += [
             rng.choice(KEYS) if rng.random() < 0.3 else rng.getrandbits(64) - 2**63
             for _ in range(2)
         ]
@@ -294,24 +294,24 @@ def random_fill_many(rng):
     elif r < 0.06:
         params = params[:-1] if params else [0.0]
     elif r < 0.09:
-        keys = keys + [0]
+        states = states + [0]
     elif r < 0.13 and full:
         (full if rng.random() < 0.5 else starts).pop(rng.randrange(len(full)))
     elif r < 0.16:
         full, starts = full + [2], starts + [0]
     elif r < 0.18:
         starts = starts + [0]
-    return guard, FillMany(selves, laws, params, keys, full, starts, sensible)
+    return guard, FillMany(selves, laws, params, states, full, starts, sensible)
 
 
 def fill_many_must_fail(c):
     """Why the call must raise, from its arguments alone; None when it may succeed."""
     n = len(c.selves)
-    if (len(c.laws), len(c.params), len(c.keys)) != (n, 4 * n, 2 * n):
+    if (len(c.laws), len(c.params), len(c.states)) != (n, 4 * n, 2 * n):
         return "list lengths"
     if len(c.full_sizes) != len(c.starts):
         return "full_sizes and shard_starts lengths differ"
-    if any(k < I64_MIN or k > I64_MAX for k in c.keys + c.full_sizes + c.starts):
+    if any(k < I64_MIN or k > I64_MAX for k in c.states + c.full_sizes + c.starts):
         return "int outside int64"
     if any(law not in LAW_NAMES for law in c.laws):
         return "unknown law"
@@ -351,14 +351,19 @@ def shard_indices(t, full, starts):
     return index
 
 
-def check_shard_values(t, law, params, keys, full, starts):
+def check_shard_values(t, law, params, states, full, starts):
     """A shard's values are those of the full tensor's elements: each equals the 1-element shard
     of a 1-D tensor at that element's (exact) index, which a wrapped index would not."""
     flat = t.reshape(-1)
     index = shard_indices(t, full, starts)
     refs = [torch.full((1,), sentinel(t.dtype), dtype=t.dtype) for _ in index]
     ops.fill_many_(
-        refs, [law] * len(refs), params * len(refs), keys * len(refs), [i + 1 for i in index], index
+        refs,
+        [law] * len(refs),
+        params * len(refs),
+        states * len(refs),
+        [i + 1 for i in index],
+        index,
     )
     ref = torch.cat(refs)
     assert torch.equal(raw(flat), raw(ref)), (
@@ -369,10 +374,12 @@ def check_shard_values(t, law, params, keys, full, starts):
 
 def run_fill_many(guard, c):
     must_fail = fill_many_must_fail(c)
-    error = call(guard, ops.fill_many_, c.selves, c.laws, c.params, c.keys, c.full_sizes, c.starts)
+    error = call(
+        guard, ops.fill_many_, c.selves, c.laws, c.params, c.states, c.full_sizes, c.starts
+    )
     where = (
         f"{[(list(t.shape), str(t.dtype)[6:], t.stride(), t.device.type) for t in c.selves]} "
-        f"laws={c.laws} params={c.params} keys={c.keys} full={c.full_sizes} "
+        f"laws={c.laws} params={c.params} states={c.states} full={c.full_sizes} "
         f"starts={c.starts}"
     )
     if error is not None:
@@ -381,7 +388,7 @@ def run_fill_many(guard, c):
     assert must_fail is None, f"succeeded although it must raise ({must_fail}): {where}"
     d = 0
     for k, (t, law, ok) in enumerate(zip(c.selves, c.laws, c.sensible)):
-        params, keys = c.params[4 * k : 4 * k + 4], c.keys[2 * k : 2 * k + 2]
+        params, states = c.params[4 * k : 4 * k + 4], c.states[2 * k : 2 * k + 2]
         full, starts = c.full_sizes[d : d + t.dim()], c.starts[d : d + t.dim()]
         d += t.dim()
         if t.device.type != "cpu" or t.numel() == 0:
@@ -391,7 +398,7 @@ def run_fill_many(guard, c):
         if ok and law != "constant":
             assert torch.isfinite(t).all(), f"target {k}: non-finite values {t}: {where}"
         if c.full_sizes and t.numel() <= 64:
-            check_shard_values(t, law, params, keys, full, starts)
+            check_shard_values(t, law, params, states, full, starts)
 
 
 CHUNKS, PER_CHUNK = 7, 100
@@ -408,7 +415,7 @@ def test_fill_many_random(chunk):
             raise AssertionError(f"chunk {chunk} case {i}: {e}") from None
 
 
-def _hand(spec, full=(), starts=(), laws=None, params=None, keys=None):
+def _hand(spec, full=(), starts=(), laws=None, params=None, states=None):
     """A hand-made fill_many_ case: spec holds sizes (a contiguous float32 CPU target) or
     (sizes, dtype, layout, device) tuples."""
     rng = random.Random(7)
@@ -422,9 +429,9 @@ def _hand(spec, full=(), starts=(), laws=None, params=None, keys=None):
     n = len(selves)
     laws = ["uniform"] * n if laws is None else laws
     params = [-1.0, 1.0, 0.0, 0.0] * n if params is None else params
-    keys = [5, 6] * n if keys is None else keys
+    states = [5, 6] * n if states is None else states
     sensible = params is None  # hostile parameters may be refused
-    return guard, FillMany(selves, laws, params, keys, list(full), list(starts), [sensible] * n)
+    return guard, FillMany(selves, laws, params, states, list(full), list(starts), [sensible] * n)
 
 
 HAND_CASES = {
@@ -464,7 +471,7 @@ HAND_CASES = {
     "bad-law-second": lambda: _hand([[3], [3]], laws=["normal", "Normal"]),
     "int-second": lambda: _hand([[3], ([3], torch.int64, "contiguous", "cpu")]),
     "expanded": lambda: _hand([([3, 4], torch.float32, "expanded", "cpu")], laws=["constant"]),
-    "key-over-int64": lambda: _hand([[3]], keys=[2**63, 0]),
+    "key-over-int64": lambda: _hand([[3]], states=[2**63, 0]),
     "nan-constant": lambda: _hand([[3]], laws=["constant"], params=[math.nan, 0, 0, 0]),
     "huge-constant-f16": lambda: _hand(
         [([3], torch.float16, "contiguous", "cpu")], laws=["constant"], params=[1e5, 0, 0, 0]

@@ -1,9 +1,9 @@
-"""Golden values: a SHA-256 of every law x dtype x layout on fixed keys, and of the model-level
-paths, against tests/golden_values.json. The RNG contract makes these bits the same on every
-machine, SIMD level and thread count, so any change here is a change of the contract, which
-users must be told of: rerun with TORCHINIT_UPDATE_GOLDEN=1 only for an intended change, and
-record it in docs/rng-contract.md, "Changes". (orthogonal_ is left out: its GEMMs come from
-the BLAS, whose rounding varies by machine.)"""
+"""Golden values: a SHA-256 of every law x dtype x layout on fixed Philox states, and of the
+model-level paths, against tests/golden_values.json. The RNG contract makes these bits the same on
+every machine, SIMD level and thread count, so any change here is a change of the contract, which
+users must be told of: rerun with TORCHINIT_UPDATE_GOLDEN=1 only for an intended change, and record
+it in docs/rng-contract.md, "Changes". (orthogonal_ is left out: its GEMMs come from the BLAS, whose
+rounding varies by machine.)"""
 
 import hashlib
 import json

@@ -200,10 +200,10 @@ def test_dynamo_traces_the_op():
 
 
 @pytest.mark.parametrize("seeded", [False, True])
-def test_lean_key_draw_equals_the_op_and_is_unseen_by_dispatch_modes(seeded):
-    """materialize() draws a key per deferred fill through _C.philox_key: the op's (key, offset),
-    advancing the generator as the op does, without its dispatch mode paying for a call that
-    reads no element."""
+def test_lean_state_draw_equals_the_op_and_is_unseen_by_dispatch_modes(seeded):
+    """materialize() draws a Philox state per deferred fill through _C.philox_state: the op's (key,
+    offset), advancing the generator as the op does, without its dispatch mode paying for a call
+    that reads no element."""
 
     def generator():
         if seeded:
@@ -221,15 +221,15 @@ def test_lean_key_draw_equals_the_op_and_is_unseen_by_dispatch_modes(seeded):
     t = torch.empty(3)
     g = generator()
     with Seen():
-        lean = [_C.philox_key(t, g) for _ in range(3)]
+        lean = [_C.philox_state(t, g) for _ in range(3)]
     g = generator()
-    reference = [ops.philox_key(t, g) for _ in range(3)]
+    reference = [ops.philox_state(t, g) for _ in range(3)]
     assert lean == reference and len({tuple(k) for k in lean}) == 3
     assert Seen.calls == []
-    with pytest.raises(TypeError, match="philox_key: expected a torch.Generator"):
-        _C.philox_key(t, 3)
-    with pytest.raises(TypeError, match="philox_key: expected a Tensor"):
-        _C.philox_key([1.0], None)
+    with pytest.raises(TypeError, match="philox_state: expected a torch.Generator"):
+        _C.philox_state(t, 3)
+    with pytest.raises(TypeError, match="philox_state: expected a Tensor"):
+        _C.philox_state([1.0], None)
 
 
 @pytest.mark.parametrize(

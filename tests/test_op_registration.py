@@ -1,7 +1,7 @@
 """Every op declared in csrc/registration/ops.cpp has the kernels its kind needs, and the Python
 layers know every op that writes: a new op missing from autograd.cpp's list, from a backend, or from
 the recorder's tables fails here rather than silently (an op the recorder doesn't know would be
-replayed without batching or seed keys)."""
+replayed without batching or seeded states)."""
 
 import pytest
 import torch
@@ -50,8 +50,8 @@ def test_ops_that_write_nothing_take_no_fill_layers(name):
 
 @pytest.mark.parametrize("name", FILLS)
 def test_the_recorder_knows_every_fill(name):
-    """deferred_init() replays each fill by its law (batched, seed-keyed) or whole with the
-    generator of the tensor's seed key: none as an unknown op."""
+    """deferred_init() replays each fill by its law (batched, seeded) or whole with the
+    generator of the tensor's seeded state: none as an unknown op."""
     if name == "torchinit_ext::fill_many_":
         return  # the replay's own batch, never a constructor's call
     op = getattr(torch.ops.torchinit_ext, name.split("::")[1]).default
@@ -61,8 +61,8 @@ def test_the_recorder_knows_every_fill(name):
 @pytest.mark.filterwarnings("ignore::torchinit_ext.UnrecordedInitWarning")
 def test_a_seeded_orthogonal_batch_follows_its_tensors_name():
     """orthogonal_batch_ of one (batch, n, m) parameter, in materialize(seed=...), whether the
-    reset runs or the constructor's call is replayed: keyed by the parameter's name, whatever the
-    global generator holds."""
+    reset runs or the constructor's call is replayed: its Philox state from the parameter's name,
+    whatever the global generator holds."""
     from torch import nn
 
     import torchinit_ext as ti

@@ -94,14 +94,14 @@ def test_fill_many_shards_at_every_level_give_the_scalar_values(level):
         0,
         0,
     ]
-    keys = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+    states = [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
 
     def run(at):
         init.set_cpu_capability(at)
         shards = [torch.empty(40, 61).t() for _ in laws]  # strided (61, 40) shards of (100, 80)
         sizes = [n for _ in laws for n in (100, 80)]
         starts = [s for _ in laws for s in (10, 3)]
-        ops.fill_many_(shards, laws, params, keys, sizes, starts)
+        ops.fill_many_(shards, laws, params, states, sizes, starts)
         return shards
 
     for actual, expected in zip(run(level), run("default")):

@@ -86,12 +86,12 @@ def test_sparse_nonzeros_are_normal():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("sparsity", [0.2, 0.9])  # choose the zeros / choose the nonzeros
 def test_sparse_nonzeros_follow_the_numbering_contract(dtype, sparsity):
-    # The j-th nonzero in row-major order is normal_'s element j under the call's key.
+    # The j-th nonzero in row-major order is normal_'s element j under the call's Philox state.
     rows, cols, std = 90, 150, 0.5
     w = init.sparse_(torch.empty(rows, cols, dtype=dtype), sparsity, std=std, generator=gen(9))
     normals = torch.empty(cols * (rows - math.ceil(sparsity * rows)), dtype=dtype)
-    key = ops.philox_key(w, gen(9))
-    ops.fill_many_([normals], ["normal"], [0.0, std, 0.0, 0.0], key)
+    state = ops.philox_state(w, gen(9))
+    ops.fill_many_([normals], ["normal"], [0.0, std, 0.0, 0.0], state)
     assert torch.equal(w[w != 0], normals)
 
 

@@ -119,7 +119,7 @@ def check_arguments(op, tensor: Tensor, *args) -> None:
 
 class _Local(threading.local):
     # The materialize() session running on this thread, if any: it defers (and, with a seed,
-    # keys) the fills of the module's parameters and buffers.
+    # gives Philox states to) the fills of the module's parameters and buffers.
     session = None
 
 
@@ -144,8 +144,8 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
         shard = _sharded.shard(tensor)
         if shard is not None:
             local = _sharded.local_tensor(tensor)
-            key = _C.philox_key(local, generator) if tensor.numel() else [0, 0]
-            call_many([local], [law], [params], [key], [shard])
+            state = _C.philox_state(local, generator) if tensor.numel() else [0, 0]
+            call_many([local], [law], [params], [state], [shard])
             return tensor
     if compiled(tensor):
         if law != "constant":
@@ -159,25 +159,25 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
         return stock()
 
 
-def call_many(tensors, laws, params, keys, shards) -> None:
+def call_many(tensors, laws, params, states, shards) -> None:
     """One fill_many_ over tensors[t], each the shard shards[t] = (full sizes, starts) of the
-    tensor whose law laws[t] with params[t] and Philox key keys[t] it takes (None: the whole
+    tensor whose law laws[t] with params[t] and Philox state states[t] it takes (None: the whole
     tensor)."""
     flat_params = [float(p) for ps in params for p in (*ps, 0.0, 0.0, 0.0, 0.0)[:4]]
-    flat_keys = [k for key in keys for k in key]
+    flat_states = [word for state in states for word in state]
     full_sizes, starts = [], []
     if shards.count(None) < len(shards):
         for tensor, shard in zip(tensors, shards):
             full, start = shard or (tensor.shape, [0] * tensor.dim())
             full_sizes += full
             starts += start
-    _run(ops.fill_many_.default, tensors, laws, flat_params, flat_keys, full_sizes, starts)
+    _run(ops.fill_many_.default, tensors, laws, flat_params, flat_states, full_sizes, starts)
 
 
 def whole(tensor: Tensor, fill_full: Callable[[Tensor], object], generator):
     """Runs a fill that is not elementwise (orthogonal_, sparse_, eye_, dirac_) as
     fill_full(tensor, generator): on a DTensor, each rank builds the full tensor and keeps its
-    slice; in a seed-keyed materialize() session, with the generator of the tensor's key."""
+    slice; in a seeded materialize() session, with the generator of the tensor's state."""
     session = active_session()
     if session is not None:
         generator = session.generator_for(tensor, generator)

@@ -82,7 +82,7 @@ void fill_targets(const std::vector<FillTarget>& targets) {
   });
 }
 
-// Draws the key of a single-tensor fill (none for an empty tensor, as stock) and runs it.
+// Draws the Philox state of a single-tensor fill (none for an empty tensor, as stock) and runs it.
 void fill_one(const at::Tensor& self, ElementwiseFill fill,
               const std::optional<at::Generator>& generator) {
   if (self.numel() == 0) return;
@@ -104,12 +104,12 @@ void trunc_normal_cpu(at::Tensor& self, double mean, double std, double a, doubl
 }
 
 void fill_many_cpu(at::TensorList selves, const std::vector<std::string>& laws,
-                   c10::ArrayRef<double> params, c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
+                   c10::ArrayRef<double> params, c10::IntArrayRef states, c10::IntArrayRef full_sizes,
                    c10::IntArrayRef shard_starts) {
-  fill_targets(fill_many_targets(selves, laws, params, keys, full_sizes, shard_starts));
+  fill_targets(fill_many_targets(selves, laws, params, states, full_sizes, shard_starts));
 }
 
-std::vector<int64_t> philox_key_cpu(const at::Tensor&, std::optional<at::Generator> generator) {
+std::vector<int64_t> philox_state_cpu(const at::Tensor&, std::optional<at::Generator> generator) {
   const PhiloxState state = draw_philox_state(generator);
   return {static_cast<int64_t>(state.key), static_cast<int64_t>(state.offset)};
 }
@@ -118,10 +118,10 @@ at::Tensor philox_blocks(int64_t key, int64_t offset, int64_t num_blocks) {
   TORCH_CHECK_VALUE(num_blocks >= 0, "philox_blocks: num_blocks must be >= 0, got ", num_blocks);
   at::Tensor out = at::empty({num_blocks, 4}, at::kInt);
   auto* words = reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>());
-  const PhiloxState k{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
+  const PhiloxState state{static_cast<uint64_t>(key), static_cast<uint64_t>(offset)};
   parallel_for(0, num_blocks, kGrain / 4, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
-      const PhiloxBlock block = philox4x32_10(static_cast<uint64_t>(b), k);
+      const PhiloxBlock block = philox4x32_10(static_cast<uint64_t>(b), state);
       std::copy(block.w, block.w + 4, words + 4 * b);
     }
   });
@@ -135,7 +135,7 @@ TORCH_LIBRARY_IMPL(torchinit_ext, CPU, m) {
   m.impl("normal_", &normal_cpu);
   m.impl("trunc_normal_", &trunc_normal_cpu);
   m.impl("fill_many_", &fill_many_cpu);
-  m.impl("philox_key", &philox_key_cpu);
+  m.impl("philox_state", &philox_state_cpu);
 }
 
 TORCH_LIBRARY_IMPL(torchinit_ext, CompositeExplicitAutograd, m) {

@@ -1,5 +1,5 @@
 // An elementwise fill (constant, uniform, normal, truncated normal) as plain data: which law, its
-// parameters and its Philox key. Planned and checked on the host by every backend before any
+// parameters and its Philox state. Planned and checked on the host by every backend before any
 // element is written; visit_law hands the per-device kernels the law's sampler, and they only
 // evaluate it.
 #pragma once

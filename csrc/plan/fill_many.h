@@ -1,5 +1,6 @@
-// fill_many_'s plan: its flat arguments (laws by name, parameters, keys, and the shards' full
-// sizes and shard starts) turned into one checked target per tensor, before anything is written.
+// fill_many_'s plan: its flat arguments (laws by name, parameters, Philox states, and the shards'
+// full sizes and shard starts) turned into one checked target per tensor, before anything is
+// written.
 #pragma once
 
 #include <ATen/MemoryOverlap.h>
@@ -27,15 +28,13 @@ struct FillTarget {
 
 // The targets of fill_many_, checked (including that no two of them share memory)
 // before anything is written.
-inline std::vector<FillTarget> fill_many_targets(at::TensorList selves,
-                                                 const std::vector<std::string>& laws,
-                                                 c10::ArrayRef<double> params,
-                                                 c10::IntArrayRef keys, c10::IntArrayRef full_sizes,
-                                                 c10::IntArrayRef starts) {
+inline std::vector<FillTarget> fill_many_targets(
+    at::TensorList selves, const std::vector<std::string>& laws, c10::ArrayRef<double> params,
+    c10::IntArrayRef states, c10::IntArrayRef full_sizes, c10::IntArrayRef starts) {
   const size_t n = selves.size();
-  TORCH_CHECK_VALUE(laws.size() == n && params.size() == 4 * n && keys.size() == 2 * n,
+  TORCH_CHECK_VALUE(laws.size() == n && params.size() == 4 * n && states.size() == 2 * n,
                     "fill_many_: ", n, " tensors need ", n, " laws, ", 4 * n, " params and ", 2 * n,
-                    " keys, got ", laws.size(), ", ", params.size(), " and ", keys.size());
+                    " states, got ", laws.size(), ", ", params.size(), " and ", states.size());
   TORCH_CHECK_VALUE(full_sizes.size() == starts.size(),
                     "fill_many_: full_sizes and shard_starts differ in length");
   const bool shards = !full_sizes.empty();
@@ -51,7 +50,7 @@ inline std::vector<FillTarget> fill_many_targets(at::TensorList selves,
   for (size_t t = 0; t < n; ++t) {
     const at::Tensor& self = selves[t];
     ElementwiseFill fill = named_fill(self, laws[t], params.slice(4 * t, 4));
-    fill.state = {static_cast<uint64_t>(keys[2 * t]), static_cast<uint64_t>(keys[2 * t + 1])};
+    fill.state = {static_cast<uint64_t>(states[2 * t]), static_cast<uint64_t>(states[2 * t + 1])};
     ShardIndex shard;
     if (shards) {
       const auto ndim = static_cast<size_t>(self.dim());

@@ -61,16 +61,16 @@ inline constexpr OpSpec kOpTable[] = {
     {"orthogonal_(Tensor(a!) self, float gain, Generator? generator=None) -> ()", OpKind::kWhole},
     {"orthogonal_batch_(Tensor(a!) self, float gain, Generator? generator=None) -> ()",
      OpKind::kWhole},
-    // Tensor t gets the law laws[t] (a kLaw row's) with params[4t : 4t+4], from Philox key
-    // (keys[2t], keys[2t+1]). With full_sizes and shard_starts (dim() entries per tensor,
+    // Tensor t gets the law laws[t] (a kLaw row's) with params[4t : 4t+4], from Philox state
+    // (states[2t], states[2t+1]). With full_sizes and shard_starts (dim() entries per tensor,
     // concatenated), tensor t is the shard of a larger tensor starting there and gets that shard
     // of the larger tensor's values.
-    {"fill_many_(Tensor(a!)[] selves, str[] laws, float[] params, int[] keys, "
+    {"fill_many_(Tensor(a!)[] selves, str[] laws, float[] params, int[] states, "
      "int[] full_sizes=[], int[] shard_starts=[]) -> ()",
      OpKind::kBatch},
     // The (key, offset) a random fill of self would draw from `generator` now (advancing it as
     // that fill would), as signed 64-bit integers.
-    {"philox_key(Tensor self, Generator? generator=None) -> int[]", OpKind::kHelper},
+    {"philox_state(Tensor self, Generator? generator=None) -> int[]", OpKind::kHelper},
     // The raw Philox4x32-10 stream of the RNG contract: Philox blocks [0, num_blocks) as int32
     // words.
     {"philox_blocks(int key, int offset, int num_blocks) -> Tensor", OpKind::kHelper},

@@ -46,9 +46,9 @@ void orthogonal_batch_meta(at::Tensor& self, double gain, std::optional<at::Gene
 }
 
 void fill_many_meta(at::TensorList selves, const std::vector<std::string>& laws,
-                    c10::ArrayRef<double> params, c10::IntArrayRef keys,
+                    c10::ArrayRef<double> params, c10::IntArrayRef states,
                     c10::IntArrayRef full_sizes, c10::IntArrayRef shard_starts) {
-  fill_many_targets(selves, laws, params, keys, full_sizes, shard_starts);
+  fill_many_targets(selves, laws, params, states, full_sizes, shard_starts);
 }
 
 }  // namespace

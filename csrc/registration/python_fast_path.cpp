@@ -1,13 +1,13 @@
 // The lean Python entries of the most common fills (torchinit_ext._C.uniform_, normal_, fill_)
-// and of what materialize() asks per fill: the key draw (philox_key), the tensor's extent
-// (fill_extent): a small tensor's torch.ops call costs several microseconds of argument parsing
-// against the schema, more than its fill. These unpack the arguments directly and call the same ops
-// through the C++ dispatcher, so autograd, inference mode, version counters and dispatch modes see
-// exactly the op's call. Each returns False, having done nothing, for what the Python path must
-// handle: tensor subclasses, dtypes and devices without kernels, arguments of other types, and any
-// tensor while a __torch_function__ mode is on (the mode must see the call). _C also gives the
-// Python layer what it derives its routing from: the op table, the dtype sets, the devices with
-// kernels, and the one predicate of which tensors the kernels take (compiled).
+// and of what materialize() asks per fill: the Philox state's draw (philox_state), the tensor's
+// extent (fill_extent): a small tensor's torch.ops call costs several microseconds of argument
+// parsing against the schema, more than its fill. These unpack the arguments directly and call the
+// same ops through the C++ dispatcher, so autograd, inference mode, version counters and dispatch
+// modes see exactly the op's call. Each returns False, having done nothing, for what the Python
+// path must handle: tensor subclasses, dtypes and devices without kernels, arguments of other
+// types, and any tensor while a __torch_function__ mode is on (the mode must see the call). _C also
+// gives the Python layer what it derives its routing from: the op table, the dtype sets, the
+// devices with kernels, and the one predicate of which tensors the kernels take (compiled).
 #include "python_fast_path.h"
 
 #include <ATen/PythonTorchFunctionTLS.h>
@@ -147,30 +147,30 @@ PyObject* fill_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
-// philox_key(tensor, generator) -> (key, offset): ops.philox_key's draw, out of the reach of
-// dispatch modes. materialize() draws a key per deferred fill under its own tracking mode, which
+// philox_state(tensor, generator) -> (key, offset): ops.philox_state's draw, out of the reach of
+// dispatch modes. materialize() draws a state per deferred fill under its own tracking mode, which
 // has nothing to see in a draw (it reads no element) and would cost more than the draw.
-PyObject* philox_key_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+PyObject* philox_state_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
   static const auto op =
       c10::Dispatcher::singleton()
-          .findSchemaOrThrow("torchinit_ext::philox_key", "")
+          .findSchemaOrThrow("torchinit_ext::philox_state", "")
           .typed<std::vector<int64_t>(const at::Tensor&, std::optional<at::Generator>)>();
-  TORCH_CHECK_TYPE(nargs == 2, "philox_key: expected 2 arguments, got ", nargs);
-  TORCH_CHECK_TYPE(THPVariable_Check(args[0]), "philox_key: expected a Tensor");
+  TORCH_CHECK_TYPE(nargs == 2, "philox_state: expected 2 arguments, got ", nargs);
+  TORCH_CHECK_TYPE(THPVariable_Check(args[0]), "philox_state: expected a Tensor");
   PyObject* gen = args[1];
   TORCH_CHECK_TYPE(
       gen == Py_None || Py_TYPE(gen) == reinterpret_cast<PyTypeObject*>(THPGeneratorClass),
-      "philox_key: expected a torch.Generator or None");
+      "philox_state: expected a torch.Generator or None");
   std::optional<at::Generator> generator;
   if (gen != Py_None) generator = reinterpret_cast<THPGenerator*>(gen)->cdata;
-  std::vector<int64_t> key;
+  std::vector<int64_t> state;
   {
     c10::impl::ExcludeDispatchKeyGuard no_modes(
         c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot}));
-    key = op.call(THPVariable_Unpack(args[0]), std::move(generator));
+    state = op.call(THPVariable_Unpack(args[0]), std::move(generator));
   }
-  return Py_BuildValue("[LL]", static_cast<long long>(key[0]), static_cast<long long>(key[1]));
+  return Py_BuildValue("[LL]", static_cast<long long>(state[0]), static_cast<long long>(state[1]));
   END_HANDLE_TH_ERRORS
 }
 
@@ -265,8 +265,8 @@ PyMethodDef methods[] = {
      "them."},
     {"fill_", reinterpret_cast<PyCFunction>(fill_entry), METH_FASTCALL,
      "fill_(tensor, value) -> bool: tensor.fill_(value) without grad, if it takes them."},
-    {"philox_key", reinterpret_cast<PyCFunction>(philox_key_entry), METH_FASTCALL,
-     "philox_key(tensor, generator) -> [key, offset]: ops.philox_key, unseen by dispatch "
+    {"philox_state", reinterpret_cast<PyCFunction>(philox_state_entry), METH_FASTCALL,
+     "philox_state(tensor, generator) -> [key, offset]: ops.philox_state, unseen by dispatch "
      "modes."},
     {"fill_extent", reinterpret_cast<PyCFunction>(fill_extent_entry), METH_O,
      "fill_extent(tensor) -> (memory, offset, sizes, strides, dtype) or None: _session.extent() "

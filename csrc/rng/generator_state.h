@@ -1,4 +1,4 @@
-// Philox keys drawn on the host from a torch CPU generator: the source of every CPU fill, and of
+// Philox states drawn on the host from a torch CPU generator: the source of every CPU fill, and of
 // a CUDA fill given a CPU generator (which then gives the CPU's values on the GPU).
 #pragma once
 

@@ -81,8 +81,8 @@ C10_HOST_DEVICE inline uint32_t round_key1(const PhiloxRoundKeys& k, int r) {
 }
 
 namespace philox_detail {
-template <typename Key>
-C10_HOST_DEVICE inline PhiloxBlock rounds(uint64_t block, const Key& k) {
+template <typename State>
+C10_HOST_DEVICE inline PhiloxBlock rounds(uint64_t block, const State& k) {
   uint32_t c0 = static_cast<uint32_t>(block);
   uint32_t c1 = static_cast<uint32_t>(block >> 32);
   uint32_t c2 = static_cast<uint32_t>(k.offset);
@@ -93,7 +93,7 @@ C10_HOST_DEVICE inline PhiloxBlock rounds(uint64_t block, const Key& k) {
 }
 }  // namespace philox_detail
 
-// The same words from either form of the key. The state, two words, is passed by value; the round
+// The same words from either form of the state. The plain state, two words, is passed by value; the round
 // keys by reference, so that a kernel's parameters are read where they lie.
 C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, PhiloxState k) {
   return philox_detail::rounds(block, k);
