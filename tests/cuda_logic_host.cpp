@@ -38,12 +38,12 @@ void for_each_chunk_lane(const FillDesc& d, const Fill& fill) {
 std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selves,
                                                    const std::vector<std::string>& laws,
                                                    const std::vector<double>& params,
-                                                   const std::vector<int64_t>& keys,
+                                                   const std::vector<int64_t>& states,
                                                    const std::vector<int64_t>& full_sizes,
                                                    const std::vector<int64_t>& starts) {
   std::vector<LaunchTarget> launch_targets;
   for (const FillTarget& target :
-       fill_many_targets(selves, laws, params, keys, full_sizes, starts)) {
+       fill_many_targets(selves, laws, params, states, full_sizes, starts)) {
     if (target.self.numel() > 0)
       launch_targets.push_back(launch_target(target.self, target.fill, target.shard));
   }
@@ -62,12 +62,12 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
 
 // Thread block `block` of fill_one_kernel's fill_queued: each round by every thread, and at each
 // next_drain, the drain by every thread.
-template <typename scalar_t, typename Dist, typename Key>
-void fill_queued_block(scalar_t* data, int32_t numel, const Dist& dist, const Key& key,
+template <typename scalar_t, typename Dist, typename State>
+void fill_queued_block(scalar_t* data, int32_t numel, const Dist& dist, const State& state,
                        int32_t block, int32_t threads) {
-  std::vector<QueuedWideFill<scalar_t, Key>> fills;
+  std::vector<QueuedWideFill<scalar_t, State>> fills;
   for (int32_t lane = 0; lane < kThreads; ++lane)
-    fills.emplace_back(data, numel, dist, key, block * kThreads + lane, threads);
+    fills.emplace_back(data, numel, dist, state, block * kThreads + lane, threads);
   auto queue = std::make_unique<RedrawQueue>();
   for (int32_t r = 0; r < fills[0].rounds();) {
     for (const int32_t drain = fills[0].next_drain(r); r < drain; ++r) {
@@ -80,8 +80,8 @@ void fill_queued_block(scalar_t* data, int32_t numel, const Dist& dist, const Ke
 }
 
 // A single uniform_, normal_ or trunc_normal_ (law and params as fill_many_ takes them, key and
-// offset as philox_key gives them) as fill_one runs it on `thread_blocks` thread blocks:
-// fill_one_kernel where the target takes_contiguous (its key as round keys or, `captured` in a
+// offset as philox_state gives them) as fill_one runs it on `thread_blocks` thread blocks:
+// fill_one_kernel where the target takes_contiguous (its state with round keys or, `captured` in a
 // CUDA graph, as the state; the wide trunc_normal_ regime's thread blocks round by round with their
 // redraw queues), fill_transposed_kernel where it takes transposed_tiles (each tile's
 // values by all its threads, then its stores), else fill_one_strided_kernel.

@@ -1,5 +1,5 @@
-"""The CUDA kernels on a real GPU; skipped where torch has no CUDA device or the extension was
-built without its CUDA kernels. Device invariance: for the same key, the GPU writes the CPU's
+"""The CUDA kernels on a real GPU; skipped where torch has no CUDA device or the extension was built
+without its CUDA kernels. Device invariance: for the same Philox state, the GPU writes the CPU's
 values bit for bit."""
 
 import pytest
@@ -108,11 +108,11 @@ def test_cuda_generator_follows_manual_seed_and_advances():
     assert torch.equal(a, init.normal_(t.clone(), generator=g))
 
 
-def test_philox_key_is_the_key_a_cuda_fill_uses():
+def test_philox_state_is_the_state_a_cuda_fill_uses():
     t = torch.empty(4097, device="cuda")
-    key = ops.philox_key(t, torch.Generator(device="cuda").manual_seed(5))
+    state = ops.philox_state(t, torch.Generator(device="cuda").manual_seed(5))
     expected = torch.empty_like(t)
-    ops.fill_many_([expected], ["uniform"], [0.0, 1.0, 0.0, 0.0], key)
+    ops.fill_many_([expected], ["uniform"], [0.0, 1.0, 0.0, 0.0], state)
     init.uniform_(t, generator=torch.Generator(device="cuda").manual_seed(5))
     assert torch.equal(t, expected)
 

@@ -48,8 +48,8 @@ def _targets(dtype):
 def test_fill_many_equals_cpu(host, dtype, law, params):
     cpu, gpu_logic = _targets(dtype), _targets(dtype)
     n = len(cpu)
-    keys = [k for t in range(n) for k in (0x1234 + t, -7 * t - 3)]
-    args = ([law] * n, padded(params) * n, keys)
+    states = [k for t in range(n) for k in (0x1234 + t, -7 * t - 3)]
+    args = ([law] * n, padded(params) * n, states)
     ops.fill_many_(cpu, *args)
     host.fill_many(gpu_logic, *args, [], [])
     for a, b in zip(cpu, gpu_logic):
@@ -107,8 +107,8 @@ def _run_mixed(host, make, sizes=(), starts=()):
     cpu, gpu_logic = make(), make()
     laws = [law for _, law, _ in cpu]
     params = [p for _, _, ps in cpu for p in padded(ps)]
-    keys = [k for t in range(len(cpu)) for k in (0xC0FFEE + 3 * t, 17 * t)]
-    args = (laws, params, keys, list(sizes), list(starts))
+    states = [k for t in range(len(cpu)) for k in (0xC0FFEE + 3 * t, 17 * t)]
+    args = (laws, params, states, list(sizes), list(starts))
     ops.fill_many_([t for t, _, _ in cpu], *args)
     launches = host.fill_many([t for t, _, _ in gpu_logic], *args)
     for i, ((a, _, _), (b, _, _)) in enumerate(zip(cpu, gpu_logic)):
@@ -181,9 +181,9 @@ def _single_targets(dtype):
 def test_fill_one_equals_cpu(host, dtype, law, params, thread_blocks, captured):
     cpu, gpu_logic = _single_targets(dtype), _single_targets(dtype)
     for t, (a, b) in enumerate(zip(cpu, gpu_logic)):
-        key = (0x5EED + t, 11 * t + 1)
-        ops.fill_many_([a], [law], padded(params), list(key))
-        host.fill_one(b, law, padded(params), *key, thread_blocks, captured)
+        state = (0x5EED + t, 11 * t + 1)
+        ops.fill_many_([a], [law], padded(params), list(state))
+        host.fill_one(b, law, padded(params), *state, thread_blocks, captured)
         assert torch.equal(a, b)
 
 
@@ -199,9 +199,9 @@ WIDE_SIZES = [(1, 1), (3, 3), (5, 1), (1027, 1), (256 * 4 * 3 + 2, 3), (51201, 1
 def test_wide_trunc_normal_queue_equals_cpu(host, dtype, numel, thread_blocks, interval):
     params = padded((0.0, 1.0, *interval))
     cpu, gpu_logic = torch.empty(numel, dtype=dtype), torch.empty(numel, dtype=dtype)
-    key = (0xACE + numel, 3 * numel + 1)
-    ops.fill_many_([cpu], ["trunc_normal"], params, list(key))
-    host.fill_one(gpu_logic, "trunc_normal", params, *key, thread_blocks, False)
+    state = (0xACE + numel, 3 * numel + 1)
+    ops.fill_many_([cpu], ["trunc_normal"], params, list(state))
+    host.fill_one(gpu_logic, "trunc_normal", params, *state, thread_blocks, False)
     assert torch.equal(cpu, gpu_logic)
 
 
@@ -210,10 +210,10 @@ def test_wide_trunc_normal_queue_equals_cpu(host, dtype, numel, thread_blocks, i
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.9, 1.0])
 def test_sparse_equals_cpu(host, dtype, shape, sparsity):
     cpu = torch.empty(shape, dtype=dtype)
-    key = ops.philox_key(cpu, torch.Generator().manual_seed(3))
+    state = ops.philox_state(cpu, torch.Generator().manual_seed(3))
     ops.sparse_(cpu, sparsity, 0.5, torch.Generator().manual_seed(3))
     gpu_logic = torch.empty(shape[::-1], dtype=dtype).t()  # strided, too
-    host.sparse(gpu_logic, sparsity, 0.5, *key)
+    host.sparse(gpu_logic, sparsity, 0.5, *state)
     assert torch.equal(cpu, gpu_logic)
 
 

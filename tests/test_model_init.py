@@ -12,7 +12,7 @@ from torch import nn
 import torchinit_ext as ti
 from tests.helpers.common import ops
 from torchinit_ext import _dispatch
-from torchinit_ext._session import seed_key
+from torchinit_ext._session import seed_state
 
 # Modules built plainly on meta get their layers' reset_parameters(), and a warning when they sit
 # under classes outside torch.nn: by design here, and checked in test_deferred_init.py.
@@ -178,11 +178,11 @@ def test_seeded_values_do_not_depend_on_initialization_order():
     assert not torch.equal(forward.a.weight, forward.b.weight)
 
 
-def test_seed_key_is_the_documented_contract():
+def test_seed_state_is_the_documented_contract():
     layer = ti.materialize(_from_meta(lambda: nn.Linear(40, 30)), seed=9)
     bound = 1 / math.sqrt(40)
     expected = torch.empty(30, 40)
-    ops.fill_many_([expected], ["uniform"], [-bound, bound, 0, 0], list(seed_key(9, "weight")))
+    ops.fill_many_([expected], ["uniform"], [-bound, bound, 0, 0], list(seed_state(9, "weight")))
     assert torch.equal(layer.weight, expected)
 
 
@@ -245,7 +245,7 @@ def test_materialize_keeps_tied_weights_tied_with_the_values_of_eager_constructi
             assert torch.equal(dict(model.named_parameters())[name], want), name
     else:  # keyed by the name that names the tied tensor
         want = torch.empty(50, 16)
-        ops.fill_many_([want], ["normal"], [0, 1, 0, 0], list(seed_key(seed, "token.weight")))
+        ops.fill_many_([want], ["normal"], [0, 1, 0, 0], list(seed_state(seed, "token.weight")))
         assert torch.equal(model.token.weight, want)
 
 

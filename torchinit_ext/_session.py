@@ -1,6 +1,7 @@
 """The fills of one materialize() call: a Session queues the elementwise fills of a module's
-tensors, keyed by name with a seed, and runs them together; a Tracker (a dispatch mode) runs the
-queue before any op that touches queued memory and records what was written.
+tensors, each with its name's Philox state under a seed, and runs them together; a Tracker (a
+dispatch mode) runs the queue before any op that touches queued memory and records what was
+written.
 
 The session is the calling thread's while it runs (`running()`): the fills that stock code calls
 (a layer's reset_parameters()) reach it through _dispatch. A replay is given it explicitly.
@@ -19,21 +20,21 @@ from . import _dispatch, _record, _sharded
 from ._dispatch import _C, compiled
 from ._patch import patched
 
-_NO_KEY = (0, 0)  # a constant fill's: it draws nothing
+_NO_STATE = (0, 0)  # a constant fill's: it draws nothing
 
 
-def seed_key(seed: int, name: str) -> tuple[int, int]:
+def seed_state(seed: int, name: str) -> tuple[int, int]:
     """The Philox (key, offset) of the tensor named `name` under materialize(seed=seed): the
     16-byte BLAKE2b digest (digest_size=16) of "<seed>/<name>", as two little-endian signed
-    64-bit integers (docs/rng-contract.md, "Seeded keys")."""
+    64-bit integers (docs/rng-contract.md, "Seeded states")."""
     digest = hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()
     return struct.unpack("<qq", digest)
 
 
 def generator_seed(seed: int, name: str) -> int:
-    """The torch.Generator seed of what `name` keys under materialize(seed=seed): seed_key's
+    """The torch.Generator seed of what `name` seeds under materialize(seed=seed): seed_state's
     key, as a non-negative int64."""
-    return seed_key(seed, name)[0] & (2**63 - 1)
+    return seed_state(seed, name)[0] & (2**63 - 1)
 
 
 def memory_of(tensor: Tensor) -> int:
@@ -51,11 +52,11 @@ def extent(tensor: Tensor) -> tuple:
 
 
 class Session:
-    """The fills of one materialize() call. Elementwise fills of the module's tensors are queued
-    and run together in one fill_many_ (flush()); with a seed, each tensor's fills use the key of
-    its name. A dispatch mode (Tracker) flushes the queue before any other op touches a queued
-    tensor, and records which memory was written. Fills of `scratch` memory (see _untie) draw
-    their keys as any fill does, and write nothing. A replay (`checked`) queues without checking
+    """The fills of one materialize() call. Elementwise fills of the module's tensors are queued and
+    run together in one fill_many_ (flush()); with a seed, each tensor's fills use the Philox state
+    of its name. A dispatch mode (Tracker) flushes the queue before any other op touches a queued
+    tensor, and records which memory was written. Fills of `scratch` memory (see _untie) draw their
+    states as any fill does, and write nothing. A replay (`checked`) queues without checking
     arguments: each recorded fill passed its meta kernel's checks when it was recorded."""
 
     def __init__(
@@ -76,7 +77,7 @@ class Session:
             by_object = {id(t): (t, name) for name, t in named.items()}
         self._by_object = by_object
         self._names: dict[tuple, str] | None = None  # by extent: see `names`
-        # The queue, by extent: (local, law, params, key, shard), and the memory it touches.
+        # The queue, by extent: (local, law, params, state, shard), and the memory it touches.
         self.pending: dict[tuple, tuple] = {}
         self.pending_memory: set[int] = set()
         self.written: set[int] = set()  # memory written by ops the Tracker saw
@@ -126,23 +127,23 @@ class Session:
         return local, where, name, shard
 
     def defer(self, target: tuple, law: str, params: tuple, generator) -> None:
-        """Queues the fill of a target(): its arguments checked and its key drawn now, as an
-        immediate fill would."""
+        """Queues the fill of a target(): its arguments checked and its Philox state drawn now, as
+        an immediate fill would."""
         local, where, name, shard = target
         if self.check:
             signature = (law, params, *where[2:])  # where[2:]: shape, strides, dtype
             if signature not in self.checked:
                 self._check(local, law, params, signature)
         if law == "constant":
-            key = _NO_KEY
+            state = _NO_STATE
         elif self.seed is not None:
-            key = seed_key(self.seed, name)
+            state = seed_state(self.seed, name)
         else:
-            key = _C.philox_key(local, generator)
+            state = _C.philox_state(local, generator)
         storage = where[0]
         if storage in self.scratch:
             return
-        self.pending[where] = (local, law, params, key, shard)  # replacing an earlier fill
+        self.pending[where] = (local, law, params, state, shard)  # replacing an earlier fill
         self.pending_memory.add(storage)
         self.filled.add(name)
 
@@ -177,16 +178,16 @@ class Session:
             self.own_op = False
 
     def generator_for(self, tensor: Tensor, generator):
-        """The generator of a fill that is not elementwise: with a seed, one keyed by the name."""
+        """The generator of a fill that is not elementwise: with a seed, one seeded by the name."""
         name = self._name(tensor, extent(tensor)) if self.seed is not None else None
         if name is None:
             return generator
-        key = generator_seed(self.seed, name)
+        seed = generator_seed(self.seed, name)
         # The compiled kernels take a CPU generator on any device, with the CPU's values; stock
         # wants the tensor's own device.
         local = _sharded.local_tensor(tensor)
         device = "cpu" if compiled(local) else local.device
-        return torch.Generator(device=device).manual_seed(key)
+        return torch.Generator(device=device).manual_seed(seed)
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -208,7 +209,7 @@ class Session:
 
     def draw_key(self, draw: int) -> int | None:
         """With a seed, the generator seed of a replay's random draw number `draw` (a temporary
-        no name keys): its own, whatever the constructor's reads computed before it."""
+        no name seeds): its own, whatever the constructor's reads computed before it."""
         return None if self.seed is None else generator_seed(self.seed, f"#{draw}")
 
     def flush(self) -> None:
@@ -217,9 +218,9 @@ class Session:
         queued = list(self.pending.values())
         self.pending.clear()
         self.pending_memory.clear()
-        local, laws, params, keys, shards = zip(*queued)
+        local, laws, params, states, shards = zip(*queued)
         with self._own_op():
-            _dispatch.call_many(list(local), list(laws), list(params), list(keys), list(shards))
+            _dispatch.call_many(list(local), list(laws), list(params), list(states), list(shards))
 
 
 class Tracker(TorchDispatchMode):

@@ -113,15 +113,15 @@ inline void copy_temporaries(const std::vector<LaunchTarget>& targets) {
 
 // Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
 // values are kept, so consecutive elements cost one block per kPerBlock of them.
-template <typename acc_t, typename Dist, typename Key>
+template <typename acc_t, typename Dist, typename State>
 struct BlockValues {
   static_assert(kSpan % Dist::kPerBlock == 0);
   Dist dist;
-  Key state;
+  State state;
   uint64_t block = ~uint64_t{0};
   acc_t values[Dist::kPerBlock];
 
-  C10_HOST_DEVICE BlockValues(const Dist& d, const Key& k) : dist(d), state(k) {}
+  C10_HOST_DEVICE BlockValues(const Dist& d, const State& k) : dist(d), state(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) {
     const uint64_t b = i / Dist::kPerBlock;
     if (b != block) {
@@ -138,15 +138,15 @@ struct BlockValues {
   }
 };
 
-template <typename acc_t, typename Dist, typename Key>
-struct ElementValues : BlockValues<acc_t, Dist, Key> {
-  using BlockValues<acc_t, Dist, Key>::BlockValues;
+template <typename acc_t, typename Dist, typename State>
+struct ElementValues : BlockValues<acc_t, Dist, State> {
+  using BlockValues<acc_t, Dist, State>::BlockValues;
 };
 
-template <typename acc_t, typename Key>
-struct ElementValues<acc_t, Constant<acc_t>, Key> {
+template <typename acc_t, typename State>
+struct ElementValues<acc_t, Constant<acc_t>, State> {
   Constant<acc_t> dist;
-  C10_HOST_DEVICE ElementValues(const Constant<acc_t>& d, const Key&) : dist(d) {}
+  C10_HOST_DEVICE ElementValues(const Constant<acc_t>& d, const State&) : dist(d) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t) const { return dist.value; }
   C10_HOST_DEVICE void span(uint64_t, acc_t* out) const {
     TORCHINIT_UNROLL
@@ -155,10 +155,10 @@ struct ElementValues<acc_t, Constant<acc_t>, Key> {
 };
 
 // A rejected first proposal (NaN) is redrawn from the element's own streams.
-template <typename acc_t, typename Key>
-struct ElementValues<acc_t, TruncNormalWide<acc_t>, Key> {
-  BlockValues<acc_t, TruncNormalWide<acc_t>, Key> first;
-  C10_HOST_DEVICE ElementValues(const TruncNormalWide<acc_t>& d, const Key& k) : first(d, k) {}
+template <typename acc_t, typename State>
+struct ElementValues<acc_t, TruncNormalWide<acc_t>, State> {
+  BlockValues<acc_t, TruncNormalWide<acc_t>, State> first;
+  C10_HOST_DEVICE ElementValues(const TruncNormalWide<acc_t>& d, const State& k) : first(d, k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) {
     const acc_t v = first(i);
     return v == v ? v : first.dist.redraw(first.state, i);
@@ -172,11 +172,11 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>, Key> {
   }
 };
 
-template <typename acc_t, typename Key>
-struct ElementValues<acc_t, TruncNormalRejection<acc_t>, Key> {
+template <typename acc_t, typename State>
+struct ElementValues<acc_t, TruncNormalRejection<acc_t>, State> {
   TruncNormalRejection<acc_t> dist;
-  Key state;
-  C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, const Key& k)
+  State state;
+  C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, const State& k)
       : dist(d), state(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(state, i); }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
@@ -212,14 +212,14 @@ C10_HOST_DEVICE void store_span(scalar_t* to, const acc_t* v) {
   *reinterpret_cast<Span<scalar_t>*>(to) = span;
 }
 
-// Elements [begin, end) of target t, law `dist`, key `key`: this thread (lane `lane` of `lanes`)
-// takes spans lane, lane + lanes, ... of kSpan elements.
-template <typename scalar_t, bool kWords = false, typename Dist, typename Key>
-C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, Key key, int64_t begin,
-                                     int64_t end, int64_t lane, int64_t lanes) {
+// Elements [begin, end) of target t, law `dist`, Philox state `state`: this thread (lane `lane` of
+// `lanes`) takes spans lane, lane + lanes, ... of kSpan elements.
+template <typename scalar_t, bool kWords = false, typename Dist, typename State>
+C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, State state,
+                                     int64_t begin, int64_t end, int64_t lane, int64_t lanes) {
   using acc_t = at::opmath_type<scalar_t>;
   auto* const data = static_cast<scalar_t*>(t.data);
-  ElementValues<acc_t, Dist, Key> values(dist, key);
+  ElementValues<acc_t, Dist, State> values(dist, state);
   for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
     // A chunk's tail, or a shard whose spans aren't Philox-block-aligned spans of the full tensor.
     if (end - s < kSpan || !t.full.aligned_range()) {
@@ -274,11 +274,11 @@ constexpr bool kRoundKeysInParameters<TruncNormalWide<float>> = true;
 // The single fill of a target that takes_contiguous: fill_chunk_with's aligned spans without its
 // checks, spans thread, thread + threads, ... (a warp's stores coalesced), then element `thread` of
 // the tail after the last whole span. (The wide trunc_normal_ regime's: QueuedWideFill, below.)
-template <typename scalar_t, typename Dist, typename Key>
+template <typename scalar_t, typename Dist, typename State>
 C10_HOST_DEVICE void fill_contiguous(scalar_t* data, int32_t numel, const Dist& dist,
-                                     const Key& key, int32_t thread, int32_t threads) {
+                                     const State& state, int32_t thread, int32_t threads) {
   using acc_t = at::opmath_type<scalar_t>;
-  ElementValues<acc_t, Dist, Key> values(dist, key);
+  ElementValues<acc_t, Dist, State> values(dist, state);
   const int32_t spans = numel / kSpan;
   for (int32_t s = thread; s < spans; s += threads) {
     acc_t v[kSpan];
@@ -340,18 +340,18 @@ constexpr bool kQueuesRedraws<TruncNormalWide<T>> = true;
 // again from there. A thread's round fills its next span: `thread`, then `thread` + `threads`, ...
 // (the last partial where numel % kSpan). rounds() is the same for every thread of the grid, so
 // all of a block's threads meet at each barrier.
-template <typename scalar_t, typename Key>
+template <typename scalar_t, typename State>
 struct QueuedWideFill {
   using acc_t = at::opmath_type<scalar_t>;
   scalar_t* data;
   int32_t numel;
-  BlockValues<acc_t, TruncNormalWide<acc_t>, Key> first;  // first proposals, NaN where rejected
-  int32_t span;                                           // this thread's span in the next round
+  BlockValues<acc_t, TruncNormalWide<acc_t>, State> first;  // first proposals, NaN where rejected
+  int32_t span;                                             // this thread's span in the next round
   int32_t threads;
 
   C10_HOST_DEVICE QueuedWideFill(scalar_t* d, int32_t n, const TruncNormalWide<acc_t>& dist,
-                                 const Key& key, int32_t thread, int32_t ts)
-      : data(d), numel(n), first(dist, key), span(thread), threads(ts) {}
+                                 const State& state, int32_t thread, int32_t ts)
+      : data(d), numel(n), first(dist, state), span(thread), threads(ts) {}
 
   C10_HOST_DEVICE int32_t rounds() const {
     const int32_t spans = numel / kSpan + (numel % kSpan != 0);
@@ -437,15 +437,15 @@ template <typename acc_t>
 using Tile = acc_t[kTile][kTile + 1];
 
 // Tile b's values, thread `thread` of kTileThreads: row thread / 8, elements 4 (thread % 8) ...
-template <typename acc_t, typename Dist, typename Key>
-C10_HOST_DEVICE void tile_values(const TransposedTiles& t, const Dist& dist, const Key& key,
+template <typename acc_t, typename Dist, typename State>
+C10_HOST_DEVICE void tile_values(const TransposedTiles& t, const Dist& dist, const State& state,
                                  int64_t b, int thread, Tile<acc_t>& tile) {
   const int r = thread / (kTile / kSpan);
   const int c = thread % (kTile / kSpan) * kSpan;
   const int64_t i = t.first_row(b) + r;
   const int64_t j = t.first_col(b) + c;
   if (i >= t.rows) return;
-  ElementValues<acc_t, Dist, Key> values(dist, key);
+  ElementValues<acc_t, Dist, State> values(dist, state);
   const int64_t first = i * t.cols + j;
   if (j + kSpan <= t.cols && first % kSpan == 0) {
     acc_t v[kSpan];

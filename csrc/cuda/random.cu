@@ -1,5 +1,5 @@
-// CUDA kernels of the elementwise fills: uniform_, normal_, trunc_normal_ (one launch each, key
-// from the generator's philox state at run time, so they can be captured in CUDA graphs), and
+// CUDA kernels of the elementwise fills: uniform_, normal_, trunc_normal_ (one launch each, Philox
+// state from the generator at run time, so they can be captured in CUDA graphs), and
 // fill_many_, which fills a list of tensors in one launch per batch of one (dtype, law): thread
 // blocks take chunks of any of the batch's targets, as in apex's multi_tensor_apply. The
 // per-thread work is fill_spans.h's.
@@ -16,8 +16,8 @@
 #include "../plan/fill_many.h"
 #include "../plan/shard_index.h"
 #include "fill_spans.h"
-#include "key_source.cuh"
 #include "launch.cuh"
+#include "state_source.cuh"
 
 namespace torchinit::cuda {
 namespace {
@@ -34,8 +34,8 @@ __device__ RedrawQueue& block_redraw_queue() {
   return queue;
 }
 
-template <typename scalar_t, typename Key>
-__device__ void fill_queued(QueuedWideFill<scalar_t, Key> fill) {
+template <typename scalar_t, typename State>
+__device__ void fill_queued(QueuedWideFill<scalar_t, State> fill) {
   RedrawQueue& queue = block_redraw_queue();
   if (threadIdx.x == 0) queue.pushed = queue.drained = 0;
   __syncthreads();
@@ -56,10 +56,10 @@ __device__ void fill_queued(QueuedWideFill<scalar_t, Key> fill) {
 template <typename scalar_t, typename Dist>
 __global__ void __launch_bounds__(kThreads, 4)
     fill_one_kernel(scalar_t* data, int32_t numel, Dist dist,
-                    const __grid_constant__ KeySource source) {
-  const auto with_fill_key = [&](const auto& fill) {
+                    const __grid_constant__ StateSource source) {
+  const auto with_fill_state = [&](const auto& fill) {
     if constexpr (kRoundKeysInParameters<Dist>) {
-      with_key(source, fill);
+      with_state(source, fill);
     } else {
       fill(resolve(source));
     }
@@ -67,20 +67,20 @@ __global__ void __launch_bounds__(kThreads, 4)
   if constexpr (kQueuesRedraws<Dist>) {
     const int32_t thread = blockIdx.x * blockDim.x + threadIdx.x;
     const int32_t threads = gridDim.x * blockDim.x;
-    with_fill_key([&](const auto& key) {
-      using Key = std::decay_t<decltype(key)>;
-      fill_queued(QueuedWideFill<scalar_t, Key>(data, numel, dist, key, thread, threads));
+    with_fill_state([&](const auto& state) {
+      using State = std::decay_t<decltype(state)>;
+      fill_queued(QueuedWideFill<scalar_t, State>(data, numel, dist, state, thread, threads));
     });
   } else {
-    with_fill_key([&](const auto& key) {
-      fill_contiguous(data, numel, dist, key, blockIdx.x * blockDim.x + threadIdx.x,
+    with_fill_state([&](const auto& state) {
+      fill_contiguous(data, numel, dist, state, blockIdx.x * blockDim.x + threadIdx.x,
                       gridDim.x * blockDim.x);
     });
   }
 }
 
 template <typename scalar_t, typename Dist>
-__global__ void fill_one_strided_kernel(FillDesc target, Dist dist, KeySource source) {
+__global__ void fill_one_strided_kernel(FillDesc target, Dist dist, StateSource source) {
   const PhiloxState state = resolve(source);
   const int64_t chunks = (target.numel + kChunk - 1) / kChunk;
   for_each_block_index(chunks, [&](int64_t c) {
@@ -92,7 +92,7 @@ __global__ void fill_one_strided_kernel(FillDesc target, Dist dist, KeySource so
 // Transposed matrices (TransposedTiles): a thread block a tile at a time, through shared memory.
 template <typename scalar_t, typename Dist>
 __global__ void __launch_bounds__(kThreads)
-    fill_transposed_kernel(TransposedTiles target, Dist dist, KeySource source) {
+    fill_transposed_kernel(TransposedTiles target, Dist dist, StateSource source) {
   static_assert(kTileThreads == kThreads);
   __shared__ Tile<at::opmath_type<scalar_t>> tile;
   const PhiloxState state = resolve(source);
@@ -128,7 +128,7 @@ void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
   if (self.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(self.device());
   const LaunchTarget target = launch_target(self, fill, ShardIndex());
-  const KeySource source = draw_key_source(self, generator);
+  const StateSource source = draw_state_source(self, generator);
   const FillDesc& desc = target.desc;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   TORCHINIT_DISPATCH_FLOAT_TYPES(self.scalar_type(), "fill_", [&] {
@@ -170,10 +170,10 @@ void trunc_normal_cuda(at::Tensor& self, double mean, double std, double a, doub
 // parameters: no copy to the GPU and no host synchronization, so it can be captured in a CUDA
 // graph.
 void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
-                    c10::ArrayRef<double> params, c10::IntArrayRef keys,
+                    c10::ArrayRef<double> params, c10::IntArrayRef states,
                     c10::IntArrayRef full_sizes, c10::IntArrayRef shard_starts) {
   const std::vector<FillTarget> targets =
-      fill_many_targets(selves, laws, params, keys, full_sizes, shard_starts);
+      fill_many_targets(selves, laws, params, states, full_sizes, shard_starts);
   const at::Device device = selves.empty() ? at::Device(at::kCUDA) : selves[0].device();
   for (size_t t = 0; t < selves.size(); ++t) {
     TORCH_CHECK_VALUE(selves[t].device() == device, "fill_many_: all tensors must be on one ",
@@ -197,11 +197,11 @@ void fill_many_cuda(at::TensorList selves, const std::vector<std::string>& laws,
 }
 
 // Read on the host, so not during graph capture.
-std::vector<int64_t> philox_key_cuda(const at::Tensor& self,
-                                     std::optional<at::Generator> generator) {
-  const KeySource source = draw_key_source(self, generator);
+std::vector<int64_t> philox_state_cuda(const at::Tensor& self,
+                                       std::optional<at::Generator> generator) {
+  const StateSource source = draw_state_source(self, generator);
   TORCH_CHECK(!source.captured,
-              "philox_key: a CUDA generator's key can't be read during CUDA graph capture");
+              "philox_state: a CUDA generator's state can't be read during CUDA graph capture");
   return {static_cast<int64_t>(source.known.key), static_cast<int64_t>(source.known.offset)};
 }
 
@@ -212,7 +212,7 @@ TORCH_LIBRARY_IMPL(torchinit_ext, CUDA, m) {
   m.impl("normal_", &normal_cuda);
   m.impl("trunc_normal_", &trunc_normal_cuda);
   m.impl("fill_many_", &fill_many_cuda);
-  m.impl("philox_key", &philox_key_cuda);
+  m.impl("philox_state", &philox_state_cuda);
 }
 
 }  // namespace torchinit::cuda

@@ -12,9 +12,9 @@
 #include <torch/library.h>
 
 #include "../plan/checks.h"
-#include "key_source.cuh"
 #include "launch.cuh"
 #include "sparse_columns.h"
+#include "state_source.cuh"
 
 namespace torchinit::cuda {
 namespace {
@@ -22,7 +22,7 @@ namespace {
 using Mask = unsigned long long;  // atomicOr's 64-bit type
 static_assert(sizeof(Mask) == sizeof(uint64_t));
 
-__global__ void choose_kernel(SparseColumns p, KeySource source, Mask* masks) {
+__global__ void choose_kernel(SparseColumns p, StateSource source, Mask* masks) {
   const PhiloxState state = resolve(source);
   for_each_thread_index(p.cols, [&](int64_t c) {
     Mask* const row_masks = masks + (c / 64) * p.rows;
@@ -39,7 +39,7 @@ __global__ void count_kernel(SparseColumns p, const uint64_t* masks, int64_t* co
 }
 
 template <typename scalar_t>
-__global__ void write_kernel(SparseColumns p, KeySource source, const uint64_t* masks,
+__global__ void write_kernel(SparseColumns p, StateSource source, const uint64_t* masks,
                              const int64_t* ends, Normal<at::opmath_type<scalar_t>> normal,
                              scalar_t* data, int64_t row_stride, int64_t col_stride) {
   const PhiloxState state = resolve(source);
@@ -59,7 +59,7 @@ void sparse_cuda(at::Tensor& self, double sparsity, double std,
   const int64_t rows = self.size(0);
   const FloydChoice choice = floyd_choice(rows, sparsity);
   const SparseColumns p{rows, self.size(1), choice.count, choice.chosen_are_zeros};
-  const KeySource source = draw_key_source(self, generator);
+  const StateSource source = draw_state_source(self, generator);
   const auto stream = c10::cuda::getCurrentCUDAStream();
   const auto long_options = self.options().dtype(at::kLong);
   at::Tensor masks = at::zeros({p.groups(), rows}, long_options);

@@ -85,8 +85,8 @@ struct TruncNormalWide {
 
   // The value of element i whose first proposal was rejected, one element at a time (the GPU's
   // way; cpu::resample_rejected computes the same values in SIMD batches).
-  template <typename Key>
-  C10_HOST_DEVICE T redraw(Key state, uint64_t i) const {
+  template <typename State>
+  C10_HOST_DEVICE T redraw(State state, uint64_t i) const {
     for (uint32_t attempt = 1; attempt < kAttempts; ++attempt) {
       T proposals[kPerBlock];
       (*this)(philox4x32_10(stream_block(attempt, i), state), proposals);
@@ -122,8 +122,8 @@ struct TruncNormalRejection {
   double std, sign;
   T lo, hi;
 
-  template <typename Key>
-  C10_HOST_DEVICE T sample(Key state, uint64_t index) const {
+  template <typename State>
+  C10_HOST_DEVICE T sample(State state, uint64_t index) const {
     double offset = 0.0;  // e std
     for (uint32_t attempt = 1; attempt <= kMaxAttempts; ++attempt) {
       const PhiloxBlock b = philox4x32_10(stream_block(attempt, index), state);
