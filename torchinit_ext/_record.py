@@ -569,19 +569,12 @@ def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Except
     return _map(lambda t: _captured(record, t) if id(t) in made_ids else t, out)
 
 
-def refuse_uninitialized(module: nn.Module, caller: str, slots=None) -> None:
-    """Raises UnrecordableError if `module` holds an UninitializedParameter or
+def refuse_uninitialized(caller: str, slots: Iterable[tuple]) -> None:
+    """Raises UnrecordableError if a module tree holds an UninitializedParameter or
     UninitializedBuffer (a lazy module's, nn.LazyLinear: its first forward pass decides its shape),
     which `caller` ("deferred_init", "materialize") can give no values; names the first. `slots`:
-    the module tree's (prefix, owner, kind, name, tensor) of tensor subclasses, when known
+    the tree's (prefix, owner, kind, name, tensor), or those of tensor subclasses alone
     (model._Tree.subclassed: plain tensors are never uninitialized)."""
-    if slots is None:
-        slots = [
-            (f"{prefix}." if prefix else "", owner, kind, name, tensor)
-            for prefix, owner in module.named_modules()
-            for kind in ("_parameters", "_buffers")
-            for name, tensor in getattr(owner, kind).items()
-        ]
     for dotted, owner, _, name, tensor in slots:
         if isinstance(tensor, UninitializedTensorMixin):
             qualified = dotted + name
@@ -1037,27 +1030,36 @@ def deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         module = fn(*args, **kwargs)
     if not isinstance(module, nn.Module):
         raise TypeError(f"deferred_init: fn must return an nn.Module, got {type(module).__name__}")
-    refuse_uninitialized(module, "deferred_init")
+    # One walk of the tree: (qualified-name prefix, module, its parameters' and buffers' slots).
+    owners = [
+        (f"{prefix}." if prefix else "", owner, (owner._parameters, owner._buffers))
+        for prefix, owner in module.named_modules()
+    ]
+    refuse_uninitialized(
+        "deferred_init",
+        [
+            (prefix, owner, None, name, tensor)
+            for prefix, owner, kinds in owners
+            for slots in kinds
+            for name, tensor in slots.items()
+        ],
+    )
+    record.root = weakref.ref(module)
     on_meta: dict[int, Tensor] = {}  # id -> its meta twin, for every holder of a tied tensor
-    for owner in module.modules():
-        for slots in (owner._parameters, owner._buffers):
+    for prefix, owner, kinds in owners:
+        own = []  # its meta tensors, lifted ones put on meta first
+        for slots in kinds:
             for name, tensor in slots.items():
-                if tensor is not None and not tensor.is_meta:
+                if tensor is None:
+                    continue
+                if not tensor.is_meta:
                     if id(tensor) not in on_meta and storage_key(tensor) in record.lifted:
                         on_meta[id(tensor)] = like(tensor, _captured(record, tensor))
-                    slots[name] = on_meta.get(id(tensor), tensor)
-    record.lifted.clear()
-    record.root = weakref.ref(module)
-    # By name too: sharding (fully_shard, parallelize_module) and casts (.half()) replace the
-    # tensors or their storage, and a module materialized once holds real tensors.
-    for prefix, owner in module.named_modules():
-        prefix = f"{prefix}." if prefix else ""
-        own = [
-            (name, tensor)
-            for slots in (owner._parameters, owner._buffers)
-            for name, tensor in slots.items()
-            if tensor is not None and tensor.is_meta
-        ]
+                    tensor = slots[name] = on_meta.get(id(tensor), tensor)
+                if tensor.is_meta:
+                    own.append((name, tensor))
+        # By name too: sharding (fully_shard, parallelize_module) and casts (.half()) replace
+        # the tensors or their storage, and a module materialized once holds real tensors.
         seen = [(name, tensor) for name, tensor in own if storage_key(tensor) in record.nbytes]
         if own and not seen and owner in _records:
             continue  # built by a deferred_init() of its own before, and passed in
@@ -1065,4 +1067,5 @@ def deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         for name, tensor in seen:
             built = Built(ref(tensor), tensor, weakref.ref(owner), tensor._version)
             record.built.setdefault(prefix + name, built)
+    record.lifted.clear()
     return module

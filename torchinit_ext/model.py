@@ -457,7 +457,7 @@ def materialize(
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"materialize: seed must be an int or None, got {type(seed).__name__}")
     tree = _Tree(module)
-    _record.refuse_uninitialized(module, "materialize", tree.subclassed)
+    _record.refuse_uninitialized("materialize", tree.subclassed)
     recorded = _record.record_of(module)
     if recorded is not None:
         record, prefix = recorded
