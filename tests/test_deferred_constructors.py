@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import torchinit_ext as ti
-from torchinit_ext._record import UnrecordableError, refuse_uninitialized
+from torchinit_ext._record import UnrecordableError
 
 # What a constructor computes from a random tensor `w` (64 values of randn), shaped by its values.
 DATA_DEPENDENT = {
@@ -293,11 +293,11 @@ def test_a_lazy_module_is_refused_naming_its_tensor():
     assert "torchinit_ext.patched()" in message
 
 
-def test_refuse_uninitialized_names_the_first_lazy_tensor_by_its_qualified_name():
+def test_a_lazy_tensor_is_refused_by_its_qualified_name():
     model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.LazyBatchNorm1d()))
     with pytest.raises(UnrecordableError, match=r"^materialize: '1\.0\.weight' of LazyBatchNorm1d"):
-        refuse_uninitialized(model, "materialize")
-    refuse_uninitialized(nn.Sequential(nn.Linear(2, 2)), "materialize")  # nothing to refuse
+        ti.materialize(model)
+    ti.materialize(nn.Sequential(nn.Linear(2, 2)))  # nothing to refuse
 
 
 # ---- timm -------------------------------------------------------------------------------------

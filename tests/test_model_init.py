@@ -341,7 +341,18 @@ def test_the_tree_walk_knows_what_torch_lists():
             if tensor is not None:
                 first_names.setdefault(id(tensor), f"{prefix}.{name}" if prefix else name)
     assert {key: name for key, (_, name) in tree.names.items()} == first_names
-    assert {p + a for p, _, a in tree.held} == {"cache", "plain", "a.1.normalized_shape"}
+    # A tuple of no tensor (a LayerNorm's normalized_shape) can never hold one: left out.
+    assert {p + a for p, _, a in tree.held} == {"cache", "plain"}
+    places = [
+        (prefix + name, holder, name, tensor)
+        for prefix, owner in tree.pre_order
+        for holder in (owner._parameters, owner._buffers, owner.__dict__)
+        for name, tensor in holder.items()
+        if isinstance(tensor, torch.Tensor)
+    ]
+    assert [(n, id(h), k, id(t)) for n, h, k, t in tree.places] == [
+        (n, id(h), k, id(t)) for n, h, k, t in places
+    ]
     assert not tree.on_meta and tree.subclassed == []
     with torch.device("meta"):
         lazy = nn.Sequential(nn.LazyLinear(2), nn.Linear(2, 2))

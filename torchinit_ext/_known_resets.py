@@ -10,11 +10,13 @@ the writes that reset makes, in its order:
 gives [] for a module with no reset at all, and None where the reset must run: anything unusual
 (zero-element tensors, padding rows, lazy modules, a reset_running_stats of another class, a
 torch newer than those tested). tests/test_known_resets.py checks each entry against its reset,
-bit for bit, on every torch CI runs."""
+bit for bit, on every torch CI runs. deferred_init() records them the same way (`called`):
+tests/test_deferred_known_resets.py checks its records against running the resets."""
 
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -117,22 +119,34 @@ _LAYER_CALLS = ("kaiming_uniform_", "uniform_", "_calculate_fan_in_and_fan_out")
 _AFFINE_CALLS = ("ones_", "zeros_")
 
 
-def _known() -> dict[Callable, tuple[Callable[[nn.Module], list[Fill] | None], tuple[str, ...]]]:
-    """Each known reset: its fills, and the names of the init functions it calls."""
+class Known(NamedTuple):
+    """A known reset: the class that defines it, its fills, and the names of the init functions
+    it calls."""
+
+    owner: type
+    law: Callable[[nn.Module], list[Fill] | None]
+    calls: tuple[str, ...]
+
+
+def _known() -> dict[Callable, Known]:
+    """Each known reset, by its function."""
     modules = nn.modules
-    return {
-        modules.linear.Linear.reset_parameters: (_layer, _LAYER_CALLS),
-        modules.conv._ConvNd.reset_parameters: (_layer, _LAYER_CALLS),
-        modules.sparse.Embedding.reset_parameters: (_embedding, ("normal_",)),
-        modules.normalization.LayerNorm.reset_parameters: (_layer_norm, _AFFINE_CALLS),
-        modules.normalization.RMSNorm.reset_parameters: (_layer_norm, ("ones_",)),
-        modules.normalization.GroupNorm.reset_parameters: (_group_norm, _AFFINE_CALLS),
-        modules.batchnorm._NormBase.reset_parameters: (_batch_norm, _AFFINE_CALLS),
-        modules.activation.MultiheadAttention._reset_parameters: (
+    entries = (
+        (modules.linear.Linear, "reset_parameters", _layer, _LAYER_CALLS),
+        (modules.conv._ConvNd, "reset_parameters", _layer, _LAYER_CALLS),
+        (modules.sparse.Embedding, "reset_parameters", _embedding, ("normal_",)),
+        (modules.normalization.LayerNorm, "reset_parameters", _layer_norm, _AFFINE_CALLS),
+        (modules.normalization.RMSNorm, "reset_parameters", _layer_norm, ("ones_",)),
+        (modules.normalization.GroupNorm, "reset_parameters", _group_norm, _AFFINE_CALLS),
+        (modules.batchnorm._NormBase, "reset_parameters", _batch_norm, _AFFINE_CALLS),
+        (
+            modules.activation.MultiheadAttention,
+            "_reset_parameters",
             _attention,
             ("xavier_uniform_", "constant_", "xavier_normal_"),
         ),
-    }
+    )
+    return {vars(owner)[name]: Known(owner, law, calls) for owner, name, law, calls in entries}
 
 
 _KNOWN = (
@@ -148,16 +162,38 @@ def _called(reset: Callable, name: str):
     return names[name] if name in names else getattr(names["init"], name, None)
 
 
-def table() -> dict[Callable, Callable[[nn.Module], list[Fill] | None]]:
-    """The known resets whose init functions are torch's own now, for one materialize(): one
-    that would call a function swapped in since (transformers' no_init_weights swaps them for
-    no-ops) runs instead."""
-    return {
-        reset: law
-        for reset, (law, calls) in _KNOWN.items()
-        if all(_called(reset, name) is _ORIGINAL.get(name) for name in calls)
-    }
+def _calls_torchs_own(reset: Callable, known: Known) -> bool:
+    """Whether the init functions `reset` calls are torch's own now: one swapped in since
+    (transformers' no_init_weights swaps them for no-ops) must be called, so the reset runs."""
+    return all(_called(reset, name) is _ORIGINAL.get(name) for name in known.calls)
 
+
+def table() -> dict[Callable, Callable[[nn.Module], list[Fill] | None]]:
+    """The known resets whose init functions are torch's own now, for one materialize()."""
+    return {reset: known.law for reset, known in _KNOWN.items() if _calls_torchs_own(reset, known)}
+
+
+def called(reset: Callable, module: nn.Module) -> list[Fill] | None:
+    """The writes of the known reset `reset` (a function of _KNOWN) called on `module`, in order,
+    when its init functions are torch's own now; None when it must run. (deferred_init() records
+    them in one step: _record.)"""
+    known = _KNOWN.get(reset)
+    if known is None or not _calls_torchs_own(reset, known):
+        return None
+    return _fills_of(known.law, module)
+
+
+def _fills_of(law: Callable[[nn.Module], list[Fill] | None], module: nn.Module):
+    try:
+        return law(module)
+    except KeyError:
+        return None  # a tensor not in its slot (a parametrization's property): the reset runs
+
+
+# The attribute that names the known reset a function stands for: deferred_init() puts stand-ins
+# on torch.nn's classes while it records (_record._recording_reset), which run the reset when not
+# recording; one that someone saved then and restored since is still that reset.
+STANDS_FOR = "_torchinit_ext_stands_for"
 
 # A module's reset: the first of these it has, as materialize() looks for it.
 RESET_METHODS = ("reset_parameters", "_reset_parameters")
@@ -182,7 +218,9 @@ class Resets(dict):
     def __missing__(self, cls: type) -> Reset:
         candidates = (getattr(cls, name, None) for name in RESET_METHODS)
         method = next((method for method in candidates if callable(method)), None)
-        reset = self[cls] = Reset(method, self.known.get(method))
+        # A recording's stand-in for a known reset runs it: it is that reset.
+        known = getattr(method, STANDS_FOR, method)
+        reset = self[cls] = Reset(method, self.known.get(known))
         return reset
 
 
@@ -195,7 +233,4 @@ def fills(module: nn.Module, resets: Resets) -> list[Fill] | None:
     reset = resets[module.__class__]
     if reset.law is None:
         return [] if reset.method is None else None
-    try:
-        return reset.law(module)
-    except KeyError:
-        return None  # a tensor not in its slot (a parametrization's property): the reset runs
+    return _fills_of(reset.law, module)

@@ -28,6 +28,7 @@ import functools
 import math
 import re
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType, TracebackType
@@ -35,9 +36,9 @@ from types import FrameType, TracebackType
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import UninitializedTensorMixin
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 
-from . import _dispatch, _patch
+from . import _dispatch, _known_resets, _patch, _sharded
 
 aten = torch.ops.aten
 
@@ -568,19 +569,12 @@ def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Except
     return _map(lambda t: _captured(record, t) if id(t) in made_ids else t, out)
 
 
-def refuse_uninitialized(module: nn.Module, caller: str, slots=None) -> None:
-    """Raises UnrecordableError if `module` holds an UninitializedParameter or
+def refuse_uninitialized(caller: str, slots: Iterable[tuple]) -> None:
+    """Raises UnrecordableError if a module tree holds an UninitializedParameter or
     UninitializedBuffer (a lazy module's, nn.LazyLinear: its first forward pass decides its shape),
     which `caller` ("deferred_init", "materialize") can give no values; names the first. `slots`:
-    the module tree's (prefix, owner, kind, name, tensor) of tensor subclasses, when known
+    the tree's (prefix, owner, kind, name, tensor), or those of tensor subclasses alone
     (model._Tree.subclassed: plain tensors are never uninitialized)."""
-    if slots is None:
-        slots = [
-            (f"{prefix}." if prefix else "", owner, kind, name, tensor)
-            for prefix, owner in module.named_modules()
-            for kind in ("_parameters", "_buffers")
-            for name, tensor in getattr(owner, kind).items()
-        ]
     for dotted, owner, _, name, tensor in slots:
         if isinstance(tensor, UninitializedTensorMixin):
             qualified = dotted + name
@@ -645,6 +639,38 @@ class _Recorder(TorchDispatchMode):
             # and the values of a generator seeded in the constructor, depend on it.
             _compute(self.record, set(op.writes))
         return out
+
+    def record_known_reset(self, reset: Callable, module: nn.Module) -> bool:
+        """Records the fills of `reset`, a known reset of torch.nn called on `module`, as the ops
+        running it would record (the same ops, arguments and draw numbers, each written tensor's
+        version moved), when this is the only dispatch mode and its fills are plain float meta
+        tensors'; returns whether it did. Else the reset is to run: any other mode (dispatch or
+        __torch_function__) must see its calls, and a materialize() session its fills."""
+        if (
+            torch._C._len_torch_dispatch_stack() != 1
+            or _get_current_dispatch_mode() is not self
+            or torch._C._is_torch_function_mode_enabled()
+            or _dispatch.active_session() is not None
+        ):
+            return False
+        fills = _known_resets.called(reset, module)
+        if fills is None or not all(
+            type(t) in _sharded.PLAIN_TYPES
+            and (law == "zero" or t.is_meta and _dispatch.is_float(t))
+            for t, law, _ in fills
+        ):
+            return False
+        for tensor, law, params in fills:
+            func = _ONE_STEP_OPS[law]
+            if not tensor.is_meta:  # an integer tensor's zero_(), real while building
+                with torch._C._DisableTorchDispatch():  # (this mode would record nothing)
+                    func(tensor)
+                continue
+            # aten's in-place fills return their tensor, ours nothing (add_fill tells them apart).
+            out = tensor if func in _dispatch.STOCK_LAW_OPS else None
+            self.record.add_fill(func, _TRAITS[func], (tensor, *params), {}, out)
+            torch.autograd.graph.increment_version(tensor)
+        return True
 
     def __exit__(self, exc_type, error, traceback):
         super().__exit__(exc_type, error, traceback)
@@ -919,10 +945,76 @@ def record_of(module: nn.Module) -> tuple[Record, str] | None:
 def recording() -> Iterator[Record]:
     """Records what runs inside, every new tensor on the meta device; patched, so that every
     init function reaches one recordable op (stock's trunc_normal_ skips meta tensors from torch
-    2.12 on, and in 2.11 runs five ops that together are no recordable law)."""
+    2.12 on, and in 2.11 runs five ops that together are no recordable law). torch.nn's known
+    resets record their fills in one step (_KnownResetsInOneStep)."""
     record = Record()
-    with _patch.patched(), _Recorder(record):
-        yield record
+    recorder = _Recorder(record)
+    outer = getattr(_this_thread, "recorder", None)
+    with _patch.patched(), _KNOWN_RESETS_IN_ONE_STEP, recorder:
+        _this_thread.recorder = recorder
+        try:
+            yield record
+        finally:
+            _this_thread.recorder = outer
+
+
+# ---- torch.nn's known resets, recorded in one step ---------------------------------------------
+
+_this_thread = threading.local()  # .recorder: the _Recorder of this thread's innermost recording
+# The op each law of a known reset's fills reaches through the init functions, patched: what the
+# general path records (the lean entries of _dispatch call the law's op, and fill_ for constants).
+_ONE_STEP_OPS = {**_dispatch.LAW_OPS, "constant": aten.fill_.Scalar, "zero": aten.zero_.default}
+
+
+def _recording_reset(reset: Callable) -> Callable:
+    """`reset`, a known reset of torch.nn, for the time a recording runs: in a thread whose
+    recorder can take its fills in one step, they are recorded without running its Python code,
+    the init functions' and the dispatch of each op (most of a small layer's recording); anywhere
+    else it runs."""
+
+    @functools.wraps(reset)
+    def recording_reset(self):
+        recorder = getattr(_this_thread, "recorder", None)
+        if recorder is None or not recorder.record_known_reset(reset, self):
+            return reset(self)
+        return None
+
+    setattr(recording_reset, _known_resets.STANDS_FOR, reset)
+    return recording_reset
+
+
+class _KnownResetsInOneStep:
+    """Installs _recording_reset on the classes that define the known resets (_known_resets)
+    while any thread records, and puts the resets back when the last recording ends. A class
+    attribute changed by someone else since is left as it is."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._recordings = 0
+        self._installed: list[tuple[type, str, Callable, Callable]] = []
+
+    def __enter__(self):
+        with self._lock:
+            if not self._recordings:
+                for reset, known in _known_resets._KNOWN.items():
+                    name = reset.__name__
+                    if vars(known.owner).get(name) is reset:
+                        wrapper = _recording_reset(reset)
+                        setattr(known.owner, name, wrapper)
+                        self._installed.append((known.owner, name, reset, wrapper))
+            self._recordings += 1
+
+    def __exit__(self, *exc_info):
+        with self._lock:
+            self._recordings -= 1
+            if not self._recordings:
+                for owner, name, reset, wrapper in self._installed:
+                    if vars(owner).get(name) is wrapper:
+                        setattr(owner, name, reset)
+                self._installed.clear()
+
+
+_KNOWN_RESETS_IN_ONE_STEP = _KnownResetsInOneStep()
 
 
 def deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
@@ -938,27 +1030,36 @@ def deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         module = fn(*args, **kwargs)
     if not isinstance(module, nn.Module):
         raise TypeError(f"deferred_init: fn must return an nn.Module, got {type(module).__name__}")
-    refuse_uninitialized(module, "deferred_init")
+    # One walk of the tree: (qualified-name prefix, module, its parameters' and buffers' slots).
+    owners = [
+        (f"{prefix}." if prefix else "", owner, (owner._parameters, owner._buffers))
+        for prefix, owner in module.named_modules()
+    ]
+    refuse_uninitialized(
+        "deferred_init",
+        [
+            (prefix, owner, None, name, tensor)
+            for prefix, owner, kinds in owners
+            for slots in kinds
+            for name, tensor in slots.items()
+        ],
+    )
+    record.root = weakref.ref(module)
     on_meta: dict[int, Tensor] = {}  # id -> its meta twin, for every holder of a tied tensor
-    for owner in module.modules():
-        for slots in (owner._parameters, owner._buffers):
+    for prefix, owner, kinds in owners:
+        own = []  # its meta tensors, lifted ones put on meta first
+        for slots in kinds:
             for name, tensor in slots.items():
-                if tensor is not None and not tensor.is_meta:
+                if tensor is None:
+                    continue
+                if not tensor.is_meta:
                     if id(tensor) not in on_meta and storage_key(tensor) in record.lifted:
                         on_meta[id(tensor)] = like(tensor, _captured(record, tensor))
-                    slots[name] = on_meta.get(id(tensor), tensor)
-    record.lifted.clear()
-    record.root = weakref.ref(module)
-    # By name too: sharding (fully_shard, parallelize_module) and casts (.half()) replace the
-    # tensors or their storage, and a module materialized once holds real tensors.
-    for prefix, owner in module.named_modules():
-        prefix = f"{prefix}." if prefix else ""
-        own = [
-            (name, tensor)
-            for slots in (owner._parameters, owner._buffers)
-            for name, tensor in slots.items()
-            if tensor is not None and tensor.is_meta
-        ]
+                    tensor = slots[name] = on_meta.get(id(tensor), tensor)
+                if tensor.is_meta:
+                    own.append((name, tensor))
+        # By name too: sharding (fully_shard, parallelize_module) and casts (.half()) replace
+        # the tensors or their storage, and a module materialized once holds real tensors.
         seen = [(name, tensor) for name, tensor in own if storage_key(tensor) in record.nbytes]
         if own and not seen and owner in _records:
             continue  # built by a deferred_init() of its own before, and passed in
@@ -966,4 +1067,5 @@ def deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         for name, tensor in seen:
             built = Built(ref(tensor), tensor, weakref.ref(owner), tensor._version)
             record.built.setdefault(prefix + name, built)
+    record.lifted.clear()
     return module

@@ -46,9 +46,15 @@ class _Tree:
         self._tied: dict[int, None] = {}  # ids of the tensors several slots hold
         self.on_meta = False  # whether a slot holds a meta tensor
         self.subclassed: list[tuple] = []  # the slots of tensors of other classes than Tensor's
-        # (prefix, module, attribute) of the attributes that are tensors, lists, tuples or
-        # dicts (not parameters, buffers or nn.Module's own): what no module method reaches.
+        # (prefix, module, attribute) of the attributes that are tensors, lists, dicts, or tuples
+        # of tensors (not parameters, buffers or nn.Module's own): what no module method reaches.
+        # (A tuple holding no tensor, as a convolution's kernel_size, never will: it is left out.)
         self.held: list[tuple[str, nn.Module, str]] = []
+        # Every place a module holds a tensor: parameters, buffers and plain tensor attributes
+        # (such as a rotary embedding's copy of its inv_freq), as (qualified name, the dict that
+        # holds it, its key, the tensor); in pre-order, each module's parameters, buffers, then
+        # attributes.
+        self.places: list[tuple[str, dict, str, Tensor]] = []
         self._visit(module, "", {}, {}, {})
 
     # Dicts where sets would do: item assignment and `in` are no calls, which the walk counts.
@@ -67,6 +73,7 @@ class _Tree:
                     continue
                 slot = (dotted, module, kind, name, tensor)
                 self.slots.append(slot)
+                self.places.append((dotted + name, holder, name, tensor))
                 key = id(tensor)
                 if key in self._holders:
                     self._holders[key].append((module, kind, name))
@@ -84,11 +91,15 @@ class _Tree:
         for name in attributes:
             if name in _MODULE_INTERNALS:
                 continue
-            cls = attributes[name].__class__
+            value = attributes[name]
+            cls = value.__class__
             if cls not in held_classes:
                 held_classes[cls] = issubclass(cls, _HELD_TYPES)
-            if held_classes[cls]:
-                self.held.append((dotted, module, name))
+            if not held_classes[cls] or (isinstance(value, tuple) and not _holds_tensor(value)):
+                continue
+            self.held.append((dotted, module, name))
+            if isinstance(value, Tensor):
+                self.places.append((dotted + name, attributes, name, value))
         children = module._modules
         for name in children:
             child = children[name]
@@ -101,28 +112,6 @@ class _Tree:
         """The slots that hold one tensor object together (tied weights), each group in
         named_parameters() order: the first is the slot that names the tensor."""
         return [slots for key, slots in self._holders.items() if key in self._tied]
-
-    @functools.cached_property
-    def places(self) -> list[tuple[str, dict, str, Tensor]]:
-        """Every place a module holds a tensor: parameters, buffers and plain tensor attributes
-        (such as a rotary embedding's copy of its inv_freq), as (qualified name, the dict that
-        holds it, its key, the tensor)."""
-        places = []
-        for dotted, module in self.pre_order:
-            attributes = module.__dict__
-            for kind in ("_parameters", "_buffers"):
-                holder = attributes[kind]
-                places += [
-                    (dotted + name, holder, name, tensor)
-                    for name, tensor in holder.items()
-                    if tensor is not None
-                ]
-            places += [
-                (dotted + name, attributes, name, value)
-                for name, value in attributes.items()
-                if name not in _MODULE_INTERNALS and isinstance(value, Tensor)
-            ]
-        return places
 
 
 def _reset(module: nn.Module) -> None:
@@ -468,7 +457,7 @@ def materialize(
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"materialize: seed must be an int or None, got {type(seed).__name__}")
     tree = _Tree(module)
-    _record.refuse_uninitialized(module, "materialize", tree.subclassed)
+    _record.refuse_uninitialized("materialize", tree.subclassed)
     recorded = _record.record_of(module)
     if recorded is not None:
         record, prefix = recorded
@@ -568,6 +557,21 @@ def _warn_left_on_meta(module: nn.Module, prefix: str, tree: _Tree | None = None
 _MODULE_INTERNALS = frozenset(vars(nn.Module()))
 _HELD_TYPES = (Tensor, list, tuple, dict)
 _CONTAINER_DEPTH = 2  # containers of containers of tensors, no deeper: a walk stays cheap
+
+
+def _holds_tensor(value, depth: int = 0) -> bool:
+    """Whether `value`, a container, holds a tensor within the depth _swapped and _meta_leaves
+    look into."""
+    for item in value.values() if isinstance(value, dict) else value:
+        if isinstance(item, Tensor):
+            return True
+        if (
+            depth + 1 < _CONTAINER_DEPTH
+            and isinstance(item, (list, tuple, dict))
+            and _holds_tensor(item, depth + 1)
+        ):
+            return True
+    return False
 
 
 def _meta_leaves(value, name: str, depth: int = 0) -> list[str]:
