@@ -234,7 +234,7 @@ def orthogonal_batch(tensors, members: list, gain: float, generator, stock: Call
         for t in members:
             stock(t, gain, generator=generator)
         return tensors
-    if is_batch_tensor:  # one tensor: in materialize(seed=...), keyed by its name
+    if is_batch_tensor:  # one tensor: in materialize(seed=...), seeded by its name
         return whole(tensors, lambda t, g: call(ops.orthogonal_batch_, t, gain, g), generator)
     with torch.no_grad():
         first = members[0]

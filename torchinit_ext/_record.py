@@ -52,7 +52,7 @@ _FILL_LAWS = {
         *((op, law) for law, op in _dispatch.LAW_OPS.items()),
     )
 }
-# The others, filled whole (a random one from the generator of the tensor's seed key):
+# The others, filled whole (a random one from the generator of the tensor's seeded state):
 _WHOLE_FILLS = _dispatch.WHOLE_FILLS
 _WRITE_ONLY = {*_FILL_LAWS, *_WHOLE_FILLS, aten.fill_.Tensor, aten.copy_.default}
 # Factories of uninitialized memory: nothing to replay, the replay makes storage of the size.
@@ -797,10 +797,10 @@ class Replay:
     def _run(self, op: _Op) -> None:
         args = _map(self._real, op.args)
         kwargs = {name: _map(self._real, value) for name, value in op.kwargs.items()}
-        key = None
+        seed = None
         if self.session is not None and op.draw is not None:
-            key = self.session.draw_key(op.draw)
-        out = _replay_op(op.func, args, kwargs, self.session, key)
+            seed = self.session.draw_seed(op.draw)
+        out = _replay_op(op.func, args, kwargs, self.session, seed)
         if torch.Tag.inplace_view in op.func.tags:  # t_(), as_strided_(): rebuilt tensors
             self.tensors.clear()  # may no longer have their references' geometry
         if op.allocates:
@@ -839,25 +839,25 @@ _RANDOM_FACTORIES = {
 }
 
 
-def _replay_op(func, args: tuple, kwargs: dict, session, key: int | None):
+def _replay_op(func, args: tuple, kwargs: dict, session, seed: int | None):
     """Runs one recorded op on real tensors: elementwise fills through the compiled, batched,
-    seed-keyed path (as the stock functions' interception would: _dispatch reaches the session
+    seeded path (as the stock functions' interception would: _dispatch reaches the session
     running the replay), whole fills with the session's generator, the rest as recorded. A
-    random op given a `key` (a seeded replay's, for its draw) draws from a generator seeded with
-    it, the compiled fills' on the CPU for every device; its tensor's name key goes first."""
-    keyed = None if key is None else torch.Generator().manual_seed(key)
-    if keyed is not None and func in _RANDOM_FACTORIES:
+    random op given a `seed` (a seeded replay's, for its draw) draws from a generator seeded with
+    it, the compiled fills' on the CPU for every device; its tensor's name's state goes first."""
+    seeded = None if seed is None else torch.Generator().manual_seed(seed)
+    if seeded is not None and func in _RANDOM_FACTORIES:
         empty, law, params = _RANDOM_FACTORIES[func]
         out = empty(*args, **kwargs)
-        return _dispatch.elementwise(out, law, params, keyed, lambda: func(*args, **kwargs))
+        return _dispatch.elementwise(out, law, params, seeded, lambda: func(*args, **kwargs))
     if func not in _FILL_LAWS and func not in _WHOLE_FILLS:
-        if keyed is not None and _takes_generator(func):
+        if seeded is not None and _takes_generator(func):
             device = _device_of(_bound(func, args, kwargs))
-            kwargs = {**kwargs, "generator": torch.Generator(device).manual_seed(key)}
+            kwargs = {**kwargs, "generator": torch.Generator(device).manual_seed(seed)}
         return func(*args, **kwargs)
     bound = _bound(func, args, kwargs)
     target = args[0]
-    generator = bound.get("generator") or keyed
+    generator = bound.get("generator") or seeded
     if func in _WHOLE_FILLS:
         if session is not None and "generator" in bound:
             bound["generator"] = session.generator_for(target, generator)

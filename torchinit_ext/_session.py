@@ -207,7 +207,7 @@ class Session:
             finally:
                 _dispatch.set_session(previous)
 
-    def draw_key(self, draw: int) -> int | None:
+    def draw_seed(self, draw: int) -> int | None:
         """With a seed, the generator seed of a replay's random draw number `draw` (a temporary
         no name seeds): its own, whatever the constructor's reads computed before it."""
         return None if self.seed is None else generator_seed(self.seed, f"#{draw}")
