@@ -104,8 +104,8 @@ void trunc_normal_cpu(at::Tensor& self, double mean, double std, double a, doubl
 }
 
 void fill_many_cpu(at::TensorList selves, const std::vector<std::string>& laws,
-                   c10::ArrayRef<double> params, c10::IntArrayRef states, c10::IntArrayRef full_sizes,
-                   c10::IntArrayRef shard_starts) {
+                   c10::ArrayRef<double> params, c10::IntArrayRef states,
+                   c10::IntArrayRef full_sizes, c10::IntArrayRef shard_starts) {
   fill_targets(fill_many_targets(selves, laws, params, states, full_sizes, shard_starts));
 }
 

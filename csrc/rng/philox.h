@@ -93,8 +93,8 @@ C10_HOST_DEVICE inline PhiloxBlock rounds(uint64_t block, const State& k) {
 }
 }  // namespace philox_detail
 
-// The same words from either form of the state. The plain state, two words, is passed by value; the round
-// keys by reference, so that a kernel's parameters are read where they lie.
+// The same words from either form of the state. The plain state, two words, is passed by value; the
+// round keys by reference, so that a kernel's parameters are read where they lie.
 C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, PhiloxState k) {
   return philox_detail::rounds(block, k);
 }
