@@ -22,11 +22,6 @@
 namespace torchinit::cuda {
 namespace {
 
-// The wide trunc_normal_ regime's fill_contiguous (QueuedWideFill): its rounds, and after every
-// kRoundsPerDrain of them and the last, the block's drain of its redraw queue between two
-// barriers: the first orders the placeholders and pushes before the drain's redraws and reads,
-// the second the reads before the next rounds' pushes overwrite the entries and before
-// mark_drained.
 // The thread block's redraw queue; in a function that is no template, so that both of
 // fill_one_kernel's copies of the loop (kRoundKeysInParameters) share one.
 __device__ RedrawQueue& block_redraw_queue() {
@@ -34,6 +29,11 @@ __device__ RedrawQueue& block_redraw_queue() {
   return queue;
 }
 
+// The wide trunc_normal_ regime's fill_contiguous (QueuedWideFill): its rounds, and after every
+// kRoundsPerDrain of them and the last, the block's drain of its redraw queue between two
+// barriers: the first orders the placeholders and pushes before the drain's redraws and reads,
+// the second the reads before the next rounds' pushes overwrite the entries and before
+// mark_drained.
 template <typename scalar_t, typename State>
 __device__ void fill_queued(QueuedWideFill<scalar_t, State> fill) {
   RedrawQueue& queue = block_redraw_queue();
