@@ -331,3 +331,72 @@ def test_tensors_made_from_python_data_go_on_meta_with_their_values():
     assert torch.equal(module.scale, torch.tensor(8.0))
     assert torch.equal(module.logit_scale.detach(), torch.tensor([2.6592, -1.0]))
     assert module.logit_scale.requires_grad and "scale" not in module.state_dict()
+
+
+# ---- ops on values the constructor has read: run on them, as eager construction runs them -----
+
+
+class MeanResized(nn.Module):
+    """transformers' mean resizing, in small: reads an embedding's values, then computes their
+    statistics and a Cholesky factor, and draws new rows from them."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(32, 8)
+        w = self.emb.weight.data.float()
+        mean = w.mean(0)
+        centered = w - mean
+        covariance = centered.T @ centered / 32
+        assert bool(torch.isclose(covariance, covariance.T, atol=1e-6).all())  # values read
+        factor = torch.linalg.cholesky(covariance + 1e-3 * torch.eye(8))
+        self.register_buffer("factor", factor)
+        self.register_buffer("stats", torch.stack([w.std(), covariance.trace()]))
+        grown = torch.empty(40, 8)
+        grown[:32] = w
+        grown[32:] = mean + torch.randn(8, 8) @ factor.T
+        self.grown = nn.Parameter(grown)
+
+
+def test_ops_on_values_read_are_eagers_and_not_replayed():
+    torch.manual_seed(0)
+    with ti.patched():  # the compiled fills, which deferred_init() records
+        eager = MeanResized()
+    torch.manual_seed(0)
+    module = ti.deferred_init(MeanResized)
+    record = ti._record.record_of(module)[0]
+    after_the_read = {torch.ops.aten.linalg_cholesky_ex.default, torch.ops.aten.std.correction}
+    assert not after_the_read & {op.func for op in record.ops}  # computed while recording
+    ti.materialize(module, seed=3)
+    assert torch.equal(module.emb.weight, eager.emb.weight)
+    assert torch.equal(module.factor, eager.factor) and torch.equal(module.stats, eager.stats)
+    assert torch.equal(module.grown[:32], eager.grown[:32])
+    drawn = module.grown[32:].clone()
+    ti.materialize(module, seed=4)
+    assert not torch.equal(module.grown[32:], drawn)  # drawn at materialize(), by its seed
+    assert torch.equal(module.factor, eager.factor)
+
+
+class ReadWrittenRead(nn.Module):
+    """Reads a weight, writes it (whole, then through a view), and reads it again."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        first = float(self.lin.weight.detach().sum())
+        with torch.no_grad():
+            self.lin.weight.mul_(2)
+            self.lin.weight[0].add_(first)
+        self.register_buffer("total", self.lin.weight.sum() + first)
+        self.register_buffer("noisy", torch.normal(self.lin.weight.detach(), 1.0))
+
+
+def test_a_write_after_a_read_is_seen_by_what_follows_it():
+    torch.manual_seed(0)
+    with ti.patched():
+        eager = ReadWrittenRead()
+    torch.manual_seed(0)
+    module = ti.materialize(ti.deferred_init(ReadWrittenRead), seed=0)
+    assert torch.equal(module.lin.weight, eager.lin.weight)
+    assert torch.equal(module.total, eager.total)
+    noise = module.noisy - module.lin.weight.detach()  # drawn at materialize() around it
+    assert not torch.equal(module.noisy, eager.noisy) and noise.abs().max() < 6

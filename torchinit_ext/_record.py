@@ -11,10 +11,12 @@ replayed either.
 
 What the constructor observes of a meta tensor's values (.item(), .tolist(), .cpu(), bool(), a
 comparison, torch.equal) is computed then, once, and captured: the replay writes the captured
-values instead of recomputing them, so the materialized module holds what was observed. Writes
-from a constructor's own generator are computed and captured at once, as eager construction
-draws from it. Real tensors an op reads are copied when it is recorded, and each op keeps the
-default dtype it ran under.
+values instead of recomputing them, so the materialized module holds what was observed. Ops
+that then read only values so known (and values no random op gave, computed for them) run on
+those values, as eager construction runs them, their results captured too: none of them runs on
+meta or in the replay. Writes from a constructor's own generator are computed and captured at
+once, as eager construction draws from it. Real tensors an op reads are copied when it is
+recorded, and each op keeps the default dtype it ran under.
 
 An op that fails on meta tensors, where its result's shape depends on their values (torch.unique,
 nonzero, x[x > 0]) or it has no meta kernel, runs the same way on the real values, and gives the
@@ -227,6 +229,13 @@ class Record:
         self.lifted: dict[int, Tensor] = {}
         self.draws = 0  # random ops recorded
         self.written: set[int] = set()  # the storages some op writes
+        # The storages whose values were captured and no op has written since: their bytes
+        # (CPU uint8), what they hold now. Ops that only read them run on these (_Recorder).
+        self.known: dict[int, Tensor] = {}
+        # The storages whose values no random op gave (the known ones among them): they can be
+        # computed now without drawing, when an op on known values needs them (zeros, eye,
+        # arange and what is computed from them).
+        self.drawless: set[int] = set()
 
     def add(self, func, traits: _Traits, args: tuple, kwargs: dict, out) -> _Op | None:
         """Records the op, of schema traits `traits`, if it writes meta storage; returns its
@@ -346,6 +355,18 @@ class Record:
             op.draw = self.draws
             self.draws += 1
         self.written.update(op.writes)
+        known, drawless = self.known, self.drawless
+        if op.draw is None and op.reads <= drawless:
+            for key in op.writes:
+                if key in op.defines or key in drawless:
+                    drawless.add(key)
+                else:
+                    drawless.discard(key)
+        else:
+            drawless.difference_update(op.writes)
+        if known:
+            for key in op.writes:
+                known.pop(key, None)
         self.ops.append(op)
         return op
 
@@ -376,6 +397,8 @@ class Record:
                 torch.get_default_dtype(),
             ),
         )
+        self.known[key] = value
+        self.drawless.add(key)
 
     def filled_whole_by_one_fill(self, ref: _Ref) -> bool:
         """Whether the values of `ref`, a whole storage, are those of one elementwise fill of
@@ -508,65 +531,115 @@ def _captured(record: Record, value: Tensor) -> Tensor:
     return meta
 
 
-def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Exception):
-    """Runs `func`, which failed on the meta device with `error` (_fails_on_meta), on the real
-    values of its meta tensors (computed now and captured, as evaluate() does), and gives its new
-    tensors back on meta, their values captured too: what eager construction computes, the
-    constructor sees and the replay writes (the unique widths of a RegNet, the indices of nonzero
-    values). A real tensor it writes is written for real, as ops on real tensors are. A failure
-    of the real run is eager construction's own error, raised as it is. An op that writes a meta
-    tensor (its storage would have to be captured whole, an out= one resized) or is a view (a
-    copy would not alias its base) cannot be recorded so: UnrecordableError, once the real run,
-    on copies, has told it from an error of eager's."""
-    written_args = _TRAITS[func].written
-    positions, names = {i for i, _ in written_args}, {name for _, name in written_args}
-    pairs = [(value, i in positions) for i, value in enumerate(args)]
-    named = {name: (value, name in names) for name, value in kwargs.items()}
-    writes_meta = any(
-        written and any(_is_meta(t) for t in _leaves(value))
-        for value, written in (*pairs, *named.values())
+def _writes_meta(func, args: tuple, kwargs: dict) -> bool:
+    """Whether `func` writes a meta tensor among `args` and `kwargs`."""
+    return any(
+        any(_is_meta(t) for t in _leaves(args[i] if i < len(args) else kwargs.get(name)))
+        for i, name in _TRAITS[func].written
     )
 
-    # Their values computed together: the storages they share ancestors with computed once.
+
+def _call_on_values(record: Record, func, args: tuple, kwargs: dict, refused: bool):
+    """Calls `func` with the real values of its meta tensors (computed now and captured, as
+    evaluate() does; a copy where it writes them) in their place, and the CPU for the meta
+    device. A real tensor it writes is written for real, as ops on real tensors are, unless the
+    op is `refused` (it runs only to tell eager's error from ours): then a copy is."""
+    written = _TRAITS[func].written
+    positions, names = {i for i, _ in written}, {name for _, name in written}
     metas = [t for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)]
-    replay = _compute(record, {ref(t).storage for t in metas}) if metas else None
+    # Their values computed together: the storages they share ancestors with computed once.
+    values = _compute(record, {storage_key(t) for t in metas}) if metas else None
 
     def real(value, written: bool):
         if _is_meta(value):
-            value = replay.tensor(ref(value))  # shares memory with the captured value: copied
+            value = values.tensor(ref(value))  # shares memory with the captured value: copied
             return value.clone() if written else value  # where the op writes it
         if isinstance(value, torch.device) and value.type == "meta":
             return _CPU
-        if written and (writes_meta or func.is_view) and isinstance(value, Tensor):
-            return value.clone()  # the op runs only to tell which error to raise
+        if written and refused and isinstance(value, Tensor):
+            return value.clone()
         return value
 
-    out = func(
-        *(_map(functools.partial(real, written=written), value) for value, written in pairs),
+    return func(
+        *(_map(functools.partial(real, written=i in positions), v) for i, v in enumerate(args)),
         **{
-            name: _map(functools.partial(real, written=written), value)
-            for name, (value, written) in named.items()
+            name: _map(functools.partial(real, written=name in names), value)
+            for name, value in kwargs.items()
         },
     )
+
+
+def _on_meta_captured(record: Record, args: tuple, kwargs: dict, out):
+    """`out`, the results of an op run on real values, with the tensors it made put on meta,
+    their values captured: what eager construction computes, the constructor sees and the replay
+    writes. Results that are real tensors it was given (what an out= or in-place op on them
+    returns) stay real. None if it made a tensor of another layout than strided."""
+    given = {id(t) for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)}
+    made = [t for t in _leaves(out) if isinstance(t, Tensor) and id(t) not in given]
+    if any(t.layout != torch.strided for t in made):
+        return None
+    made_ids = {id(t) for t in made}
+    return _map(lambda t: _captured(record, t) if id(t) in made_ids else t, out)
+
+
+def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Exception):
+    """Runs `func`, which failed on the meta device with `error` (_fails_on_meta), on the real
+    values of its meta tensors, and gives its new tensors back on meta, their values captured
+    (the unique widths of a RegNet, the indices of nonzero values). A failure of the real run is
+    eager construction's own error, raised as it is. An op that writes a meta tensor (its storage
+    would have to be captured whole, an out= one resized) or is a view (a copy would not alias
+    its base) cannot be recorded so: UnrecordableError, once the real run, on copies, has told it
+    from an error of eager's."""
+    writes_meta = _writes_meta(func, args, kwargs)
+    out = _call_on_values(record, func, args, kwargs, refused=writes_meta or func.is_view)
+    caller = sys._getframe(1)
     if writes_meta or func.is_view:
         raise _unrecordable(
-            _constructing(_frames_out(sys._getframe(1))),
+            _constructing(_frames_out(caller)),
             func._schema.name,
             f"{'writes' if writes_meta else 'is a view of'} a meta tensor, and cannot run on the "
             "meta device",
         ) from error
-    # Results that are real tensors it was given (what an out= or in-place op on them returns)
-    # stay real; the others are new, and go on meta.
-    given = {id(t) for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)}
-    made = [t for t in _leaves(out) if isinstance(t, Tensor) and id(t) not in given]
-    if any(t.layout != torch.strided for t in made):
+    on_meta = _on_meta_captured(record, args, kwargs, out)
+    if on_meta is None:
         raise _unrecordable(
-            _constructing(_frames_out(sys._getframe(1))),
+            _constructing(_frames_out(caller)),
             func._schema.name,
             "cannot run on the meta device, and makes a tensor of another layout than strided",
         ) from error
-    made_ids = {id(t) for t in made}
-    return _map(lambda t: _captured(record, t) if id(t) in made_ids else t, out)
+    return on_meta
+
+
+# Ops that make a tensor of another's shape without its values: run on meta, as factories are.
+_UNINITIALIZED_LIKE = {
+    aten.empty_like.default,
+    aten.new_empty.default,
+    aten.new_empty_strided.default,
+}
+
+
+def _on_values_now(record: Record, func, traits: _Traits, args: tuple, kwargs: dict) -> bool:
+    """Whether the op is to run on its meta tensors' values now, and computes those it needs: when
+    it reads values the constructor has read (Record.known, one of them at least), and others
+    that no random op gave (Record.drawless, computed now), writes none of them, neither draws
+    nor makes a view.
+    Eager construction computes its result then too, which the constructor goes on with.
+    (transformers' mean resizing reads an embedding's values, then runs a covariance, a
+    positive-definiteness check and a Cholesky factorization on them: on meta, each of those runs
+    torch's Python reference code for nothing.)"""
+    if traits.draws or traits.pure_view or func in _UNINITIALIZED_LIKE:
+        return False
+    keys = {storage_key(t) for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)}
+    unknown = keys - record.known.keys()
+    if (
+        len(unknown) == len(keys)
+        or not unknown <= record.drawless
+        or (traits.written and _writes_meta(func, args, kwargs))
+    ):
+        return False
+    if unknown:
+        _compute(record, unknown)
+    return True
 
 
 def refuse_uninitialized(caller: str, slots: Iterable[tuple]) -> None:
@@ -619,6 +692,12 @@ class _Recorder(TorchDispatchMode):
             # .item(), bool(), torch.equal, .cpu(), .tolist(), .to(device) of a meta tensor (a
             # drop-path schedule, say): its value, computed now and kept for the replay.
             args = _map(lambda t: evaluate(self.record, t) if _is_meta(t) else t, args)
+        elif self.record.known and _on_values_now(self.record, func, traits, args, kwargs):
+            # On the values, as eager construction computes it, not on meta.
+            real = _call_on_values(self.record, func, args, kwargs, refused=False)
+            out = _on_meta_captured(self.record, args, kwargs, real)
+            if out is not None:
+                return out
         try:  # (costs nothing until an op raises: only the failure path does more)
             out = func(*args, **kwargs)
         except Exception as error:
@@ -882,11 +961,26 @@ def _device_of(bound: dict) -> torch.device:
     return next(t.device for t in _leaves(tuple(bound.values())) if isinstance(t, Tensor))
 
 
+class _KnownValues:
+    """Tensors on the values of storages that Record.known holds, as Replay.tensor() gives a
+    replay's: they share memory with the captured values, so they are read only."""
+
+    def __init__(self, known: dict[int, Tensor]):
+        self.known = known
+
+    def tensor(self, ref: _Ref) -> Tensor:
+        storage = self.known[ref.storage].untyped_storage()
+        return torch.empty(0, dtype=ref.dtype).set_(storage, ref.offset, ref.size, ref.stride)
+
+
 def _compute(record: Record, storages: set[int]) -> Replay:
     """Computes on the CPU, once, the values `storages` have now, and captures those of every
     storage this wrote: the replay writes the captured values instead of computing them again,
     so that they are the ones the constructor saw. Random writes draw from their generators now,
-    as eager construction would. Returns the replay that computed them."""
+    as eager construction would. Returns the replay that computed them, or, where every storage's
+    values are known already (Record.known), those."""
+    if storages <= record.known.keys():
+        return _KnownValues(record.known)
     while True:  # the other storages those ops write are computed whole too, to be captured
         ops = record.needed(storages)
         written = storages.union(*(op.writes for op in ops))
