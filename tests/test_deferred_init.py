@@ -3,6 +3,7 @@ replayed on real storage, overwritten writes skipped, elementwise fills batched.
 libraries' models are in test_real_models.py; sharded replay in sharded_worker.py.)"""
 
 import dataclasses
+import gc
 import warnings
 
 import pytest
@@ -230,3 +231,29 @@ def test_compiled_code_in_a_constructor_gives_eagers_values():
     for model in (deferred, reset):
         assert torch.equal(model.linear.weight, eager.linear.weight)
         assert torch.equal(model.linear.bias, eager.linear.bias)
+
+
+def test_the_garbage_collector_is_held_while_building_and_let_go_after():
+    held = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            held.append(not gc.isenabled())
+            self.lin = nn.Linear(2, 2)
+
+    def failing():
+        raise ValueError("a constructor's own error")
+
+    assert gc.isenabled()
+    module = ti.deferred_init(Probe)
+    assert held == [True] and gc.isenabled()
+    with pytest.raises(ValueError, match="own error"):
+        ti.deferred_init(failing)
+    assert gc.isenabled()
+    gc.disable()  # the caller's choice stands
+    try:
+        ti.materialize(module)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -456,6 +456,11 @@ def materialize(
     """
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise TypeError(f"materialize: seed must be an int or None, got {type(seed).__name__}")
+    with _record.collector_held:
+        return _materialize(module, device, seed)
+
+
+def _materialize(module: nn.Module, device, seed: int | None) -> nn.Module:
     tree = _Tree(module)
     _record.refuse_uninitialized("materialize", tree.subclassed)
     recorded = _record.record_of(module)
