@@ -257,3 +257,38 @@ def test_the_garbage_collector_is_held_while_building_and_let_go_after():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class Mixed(nn.Module):
+    """Fills the replay queues straight away (whole tensors of known resets, a stock normal_)
+    among those it does not: a padding row written after its embedding's fill, a tied weight,
+    a temporary, an integer buffer, a float64 constant, a transposed fill."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 6, padding_idx=2)
+        self.lin = nn.Linear(6, 10)
+        self.lin.weight = self.emb.weight
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm1d(6)
+        self.extra = nn.Parameter(torch.empty(5, 3).normal_(0, 0.5))
+        self.register_buffer("scaled", torch.randn(4) * 0.1)
+        self.register_buffer("wide", torch.full((3,), 2.5, dtype=torch.float64))
+        self.t = nn.Parameter(torch.empty(4, 7).t())
+        nn.init.uniform_(self.t, -1, 1)
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_the_replays_direct_queue_gives_the_general_paths_values(seed, monkeypatch):
+    def build():
+        torch.manual_seed(3)
+        module = ti.deferred_init(Mixed)
+        torch.manual_seed(4)
+        return ti.materialize(module, seed=seed)
+
+    direct = build()
+    monkeypatch.setattr(_record.Replay, "_queued_whole", lambda self, op: False)
+    general = build()
+    for (name, a), (_, b) in zip(direct.state_dict().items(), general.state_dict().items()):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    assert direct.lin.weight is direct.emb.weight

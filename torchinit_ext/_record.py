@@ -875,6 +875,8 @@ class Replay:
             torch.set_default_dtype(default_dtype)
 
     def _run(self, op: _Op) -> None:
+        if self.session is not None and self._queued_whole(op):
+            return
         args = _map(self._real, op.args)
         kwargs = {name: _map(self._real, value) for name, value in op.kwargs.items()}
         seed = None
@@ -894,6 +896,41 @@ class Replay:
                         f"where its recording made {self.record.nbytes[key]}"
                     )
                 self._bind(key, storage)
+
+    def _queued_whole(self, op: _Op) -> bool:
+        """Queues `op` in the session, and returns True, when it is an elementwise fill of the
+        whole of a storage that is one tensor of the module, its name's, made by prepare(): what
+        most of a replay is, and what the general path (_replay_op, _dispatch.elementwise,
+        Session.try_defer) would queue, the same Philox state drawn at the same point, with
+        several layers of calls less a tensor."""
+        fill = _FILL_LAWS.get(op.func)
+        if fill is None:
+            return False
+        target = op.args[0]
+        key = target.storage
+        named = self.session.replayed_names.get(key)
+        tensor = self.tensors.get(key, {}).get(target)
+        if (
+            tensor is None
+            or key not in op.defines
+            or key in self.substitutes
+            or named is None
+            or len(named) != 1
+            or named[0][1] != target
+        ):
+            return False
+        law, names = fill
+        bound = _bound(op.func, op.args, op.kwargs)
+        params = tuple(bound[name] for name in names) or (0,)
+        if law == "constant" and (
+            isinstance(params[0], bool) or not isinstance(params[0], (int, float))
+        ):
+            return False  # _dispatch.fill's other cases
+        where = _dispatch._C.fill_extent(tensor)
+        if where is None:
+            return False  # no kernel takes it: stock's fill, on the general path
+        self.session.defer((tensor, where, named[0][0], None), law, params, bound.get("generator"))
+        return True
 
 
 def _bound(func, args: tuple, kwargs: dict) -> dict:
