@@ -292,3 +292,26 @@ def test_the_replays_direct_queue_gives_the_general_paths_values(seed, monkeypat
     for (name, a), (_, b) in zip(direct.state_dict().items(), general.state_dict().items()):
         assert a.dtype == b.dtype and torch.equal(a, b), name
     assert direct.lin.weight is direct.emb.weight
+
+
+@pytest.mark.parametrize("factory", [torch.zeros, torch.ones])
+@pytest.mark.parametrize("dtype", [None, torch.float16, torch.int64, torch.bool])
+def test_zeros_and_ones_are_stocks_under_any_default_dtype(factory, dtype):
+    class Buffers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i, size in enumerate([(), (0, 3), (2, 3, 4)]):
+                self.register_buffer(f"b{i}", factory(size, dtype=dtype))
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        eager = Buffers()
+        module = ti.deferred_init(Buffers)
+        assert all(b.is_meta for b in module.buffers())
+        ti.materialize(module)
+    finally:
+        torch.set_default_dtype(previous)
+    for (name, a), (_, b) in zip(module.named_buffers(), eager.named_buffers()):
+        assert (a.dtype, a.shape, a.stride()) == (b.dtype, b.shape, b.stride()), name
+        assert torch.equal(a, b) and not a.requires_grad, name

@@ -672,6 +672,15 @@ _ESCAPED = (
 )
 
 
+# Factories whose meta tensor is empty's, whose meta kernel is native, where theirs runs torch's
+# Python reference code (4 us more a call): BatchNorm's running statistics, most often. The op
+# recorded is theirs.
+_META_AS_EMPTY = {
+    aten.zeros.default: aten.empty.memory_format,
+    aten.ones.default: aten.empty.memory_format,
+}
+
+
 class _Recorder(TorchDispatchMode):
     """Records ops, and puts the tensors that factory ops make on the meta device. (Not a
     torch.device("meta") context: code that asks where new tensors go, as transformers does
@@ -684,7 +693,9 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         traits = _TRAITS[func]
+        run = func
         if traits.factory:
+            run = _META_AS_EMPTY.get(func, func)
             # Also where the code names a device: transformers names the CPU for its weights.
             kwargs = {**kwargs, "device": _META}
             if kwargs.get("pin_memory"):
@@ -700,7 +711,7 @@ class _Recorder(TorchDispatchMode):
             if out is not None:
                 return out
         try:  # (costs nothing until an op raises: only the failure path does more)
-            out = func(*args, **kwargs)
+            out = run(*args, **kwargs)
         except Exception as error:
             if not _fails_on_meta(error) or not any(
                 _on_meta(t) for t in _leaves((args, tuple(kwargs.values())))
