@@ -400,3 +400,30 @@ def test_a_write_after_a_read_is_seen_by_what_follows_it():
     assert torch.equal(module.total, eager.total)
     noise = module.noisy - module.lin.weight.detach()  # drawn at materialize() around it
     assert not torch.equal(module.noisy, eager.noisy) and noise.abs().max() < 6
+
+
+class SinCos(nn.Module):
+    """Position embeddings as diffusers computes them (arange, outer, sin, cos, cat), an eye, and
+    computations too large to hold (a 4 MiB result of two small inputs; an arange of 2 MiB)."""
+
+    def __init__(self, positions=16, width=8, large=1024):
+        super().__init__()
+        omega = 1.0 / 10000 ** (torch.arange(width // 2, dtype=torch.float64) / (width / 2))
+        angles = torch.outer(torch.arange(positions, dtype=torch.float64), omega)
+        self.register_buffer("embed", torch.cat([angles.sin(), angles.cos()], 1).float())
+        self.register_buffer("eye", torch.eye(5, 3) * 2)
+        steps = torch.arange(large, dtype=torch.float32)
+        self.register_buffer("grid", torch.outer(steps, steps))
+        self.register_buffer("long_range", torch.arange(2**18) % 7)
+
+
+def test_small_tensors_no_random_op_gave_are_computed_once_large_ones_replayed():
+    eager = SinCos()
+    module = ti.deferred_init(SinCos)
+    recorded = {op.func for op in ti._record.record_of(module)[0].ops}
+    aten = torch.ops.aten
+    assert not {aten.sin.default, aten.cos.default, aten.cat.default, aten.eye.m} & recorded
+    assert {aten.mul.Tensor, aten.arange.default, aten.remainder.Scalar} <= recorded  # large
+    ti.materialize(module)
+    for (name, a), (_, b) in zip(module.named_buffers(), eager.named_buffers()):
+        assert a.dtype == b.dtype and torch.equal(a, b), name

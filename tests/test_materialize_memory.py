@@ -31,8 +31,8 @@ MEASURE = textwrap.dedent(
         model = nn.Module()
         for i in range(layers):  # randn is a temporary, as large as the parameter
             model.register_parameter(f"p{i}", nn.Parameter(torch.randn(1024, 1024) * 0.02))
-        if fail:  # an index out of range, unchecked on meta: the replay raises at the end
-            index = torch.full((1,), 100, dtype=torch.long)
+        if fail:  # an index out of range, drawn (so recorded), unchecked on meta: the replay
+            index = (torch.rand(1) + 100).long()  # raises at the end
             model.register_buffer("bad", torch.zeros(4).index_select(0, index))
         return model
 

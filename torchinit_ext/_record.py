@@ -619,28 +619,39 @@ _UNINITIALIZED_LIKE = {
 }
 
 
+# The most bytes an op may make, and read of meta tensors not known yet, to run on their values:
+# it runs about as fast on them as on meta, where many ops run torch's Python reference code
+# (diffusers' sin-cos position embeddings: arange, outer, sin, cos, cat), and the record holds
+# what it makes. Larger ones are recorded.
+_ON_VALUES_BYTES = 1 << 20
+
+
 def _on_values_now(record: Record, func, traits: _Traits, args: tuple, kwargs: dict) -> bool:
-    """Whether the op is to run on its meta tensors' values now, and computes those it needs: when
-    it reads values the constructor has read (Record.known, one of them at least), and others
-    that no random op gave (Record.drawless, computed now), writes none of them, neither draws
-    nor makes a view.
-    Eager construction computes its result then too, which the constructor goes on with.
-    (transformers' mean resizing reads an embedding's values, then runs a covariance, a
-    positive-definiteness check and a Cholesky factorization on them: on meta, each of those runs
-    torch's Python reference code for nothing.)"""
-    if traits.draws or traits.pure_view or func in _UNINITIALIZED_LIKE:
+    """Whether the op is to run on its meta tensors' values now, and computes those that are not
+    known yet: when it reads values the constructor has read or that were computed so
+    (Record.known), or small ones no random op gave (Record.drawless), and neither writes,
+    draws nor makes a view. Eager construction computes its result then too, which the
+    constructor goes on with. (transformers' mean resizing reads an embedding's values, then
+    runs a covariance, a positive-definiteness check and a Cholesky factorization on them: on
+    meta, each of those runs torch's Python reference code for nothing.)"""
+    if traits.draws or traits.pure_view or traits.written or func in _UNINITIALIZED_LIKE:
         return False
     keys = {storage_key(t) for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)}
     unknown = keys - record.known.keys()
     if (
-        len(unknown) == len(keys)
+        not keys
         or not unknown <= record.drawless
-        or (traits.written and _writes_meta(func, args, kwargs))
+        or sum(record.nbytes[k] for k in unknown) > _ON_VALUES_BYTES
     ):
         return False
     if unknown:
         _compute(record, unknown)
     return True
+
+
+def _small(out) -> bool:
+    """Whether the tensors among an op's results hold _ON_VALUES_BYTES at most."""
+    return sum(t.nbytes for t in _leaves(out) if isinstance(t, Tensor)) <= _ON_VALUES_BYTES
 
 
 def refuse_uninitialized(caller: str, slots: Iterable[tuple]) -> None:
@@ -681,6 +692,20 @@ _META_AS_EMPTY = {
 }
 
 
+# Factories that draw nothing and whose meta kernels are torch's Python reference code, 10 to 60
+# times their CPU kernel's time (eye: 185 us against 3 us): a small result is made on the CPU,
+# its values captured, as _on_values_now's ops'.
+_FACTORIES_ON_VALUES = {
+    aten.arange.default,
+    aten.arange.start,
+    aten.arange.start_step,
+    aten.linspace.default,
+    aten.logspace.default,
+    aten.eye.default,
+    aten.eye.m,
+}
+
+
 class _Recorder(TorchDispatchMode):
     """Records ops, and puts the tensors that factory ops make on the meta device. (Not a
     torch.device("meta") context: code that asks where new tensors go, as transformers does
@@ -695,6 +720,10 @@ class _Recorder(TorchDispatchMode):
         traits = _TRAITS[func]
         run = func
         if traits.factory:
+            if func in _FACTORIES_ON_VALUES:
+                real = func(*args, **{**kwargs, "device": _CPU})
+                if real.layout == torch.strided and _small(real):
+                    return _captured(self.record, real)
             run = _META_AS_EMPTY.get(func, func)
             # Also where the code names a device: transformers names the CPU for its weights.
             kwargs = {**kwargs, "device": _META}
@@ -704,12 +733,14 @@ class _Recorder(TorchDispatchMode):
             # .item(), bool(), torch.equal, .cpu(), .tolist(), .to(device) of a meta tensor (a
             # drop-path schedule, say): its value, computed now and kept for the replay.
             args = _map(lambda t: evaluate(self.record, t) if _is_meta(t) else t, args)
-        elif self.record.known and _on_values_now(self.record, func, traits, args, kwargs):
-            # On the values, as eager construction computes it, not on meta.
+        elif self.record.drawless and _on_values_now(self.record, func, traits, args, kwargs):
+            # On the values, as eager construction computes it, not on meta; a large result is
+            # recorded instead.
             real = _call_on_values(self.record, func, args, kwargs, refused=False)
-            out = _on_meta_captured(self.record, args, kwargs, real)
-            if out is not None:
-                return out
+            if _small(real):
+                out = _on_meta_captured(self.record, args, kwargs, real)
+                if out is not None:
+                    return out
         try:  # (costs nothing until an op raises: only the failure path does more)
             out = run(*args, **kwargs)
         except Exception as error:
