@@ -15,12 +15,13 @@ PY := $(shell if [ -x .venv/bin/python ]; then echo .venv/bin/python; \
 	else echo .venv/bin/python; fi)
 endif
 DEPS := numpy scipy pytest ninja matplotlib expecttest setuptools wheel ruff clang-format
-# The model libraries of the real-model tests and bench rows. timm and torchvision come without
-# their dependencies, which ask for torch (pip would fetch a CUDA build). torchvision is installed
-# only where TORCH did not bring it: the PyPI torchvision 0.28 is a CUDA build whose C ops cannot
-# load beside the CPU torch, but its pure-Python models work (tests/helpers/real_models.py).
-# Where they can't be installed (no network), those tests skip.
-MODEL_DEPS := transformers==5.24.0 huggingface_hub safetensors pyyaml
+# The model libraries of the real-model tests and bench rows: transformers and diffusers (neither
+# requires torch), and timm and torchvision without their dependencies, which ask for torch (pip
+# would fetch a CUDA build). torchvision is installed only where TORCH did not bring it: the PyPI
+# torchvision 0.28 is a CUDA build whose C ops cannot load beside the CPU torch, but its
+# pure-Python models work (tests/helpers/real_models.py). Where they can't be installed (no
+# network), those tests skip.
+MODEL_DEPS := transformers==5.24.0 diffusers==0.42.1 huggingface_hub safetensors pyyaml
 MODEL_DEPS_NO_DEPS := timm==1.0.31
 TORCHVISION_FALLBACK := torchvision==0.28.0
 HAS_MODULES = $(PY) -c "import importlib.util as u, sys; sys.exit(not all(map(u.find_spec, sys.argv[1:])))"
@@ -37,7 +38,7 @@ env:
 	@$(PY) -c "import numpy, scipy, pytest, ninja, matplotlib, expecttest, ruff, clang_format" \
 		2>/dev/null || \
 		$(PY) -m pip install -q $(DEPS)
-	@$(HAS_MODULES) transformers timm torchvision || \
+	@$(HAS_MODULES) transformers diffusers timm torchvision || \
 		($(PY) -m pip install -q $(MODEL_DEPS) && \
 		$(PY) -m pip install -q --no-deps $(MODEL_DEPS_NO_DEPS) && \
 		($(HAS_MODULES) torchvision || \

@@ -493,6 +493,55 @@ def torchvision_mobilenet_v3_small():
     return MobileNetV3(blocks, last_channel=128)
 
 
+def _diffusers(model: str, **config) -> nn.Module:
+    import diffusers
+
+    return getattr(diffusers, model)(**config)
+
+
+@_builder
+def diffusers_unet():
+    """A tiny Stable Diffusion UNet: two resolutions, cross-attention in one."""
+    return _diffusers(
+        "UNet2DConditionModel",
+        sample_size=32,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=8,
+    )
+
+
+@_builder
+def diffusers_autoencoder_kl():
+    return _diffusers(
+        "AutoencoderKL",
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(32, 64),
+        latent_channels=4,
+        norm_num_groups=8,
+    )
+
+
+@_builder
+def diffusers_dit():
+    """A tiny DiT: sin-cos position embeddings computed in its constructor, adaLN-Zero blocks."""
+    return _diffusers(
+        "DiTTransformer2DModel",
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=4,
+        num_layers=2,
+        sample_size=8,
+        patch_size=2,
+        num_embeds_ada_norm=1000,
+    )
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -534,6 +583,9 @@ MODELS = _by_name(
     ModelSpec("torchvision_googlenet", "torchvision", torchvision_googlenet),
     ModelSpec("torchvision_efficientnet_b0", "torchvision", torchvision_efficientnet_b0),
     ModelSpec("torchvision_mobilenet_v3_small", "torchvision", torchvision_mobilenet_v3_small),
+    ModelSpec("diffusers_unet", "diffusers", diffusers_unet),
+    ModelSpec("diffusers_autoencoder_kl", "diffusers", diffusers_autoencoder_kl),
+    ModelSpec("diffusers_dit", "diffusers", diffusers_dit),
 )
 
 
@@ -627,6 +679,9 @@ BENCH_MODELS = _by_name(
     ModelSpec("torchvision DenseNet-121", "torchvision", _torchvision("densenet121")),
     ModelSpec("torchvision EfficientNet-B0", "torchvision", _torchvision("efficientnet_b0")),
     ModelSpec("torchvision RegNetY-400MF", "torchvision", _torchvision("regnet_y_400mf")),
+    ModelSpec("diffusers UNet2DCondition tiny", "diffusers", diffusers_unet),
+    ModelSpec("diffusers AutoencoderKL tiny", "diffusers", diffusers_autoencoder_kl),
+    ModelSpec("diffusers DiT tiny", "diffusers", diffusers_dit),
 )
 
 
