@@ -721,7 +721,7 @@ class _Recorder(TorchDispatchMode):
         run = func
         if traits.factory:
             if func in _FACTORIES_ON_VALUES:
-                real = func(*args, **{**kwargs, "device": _CPU})
+                real = func(*args, **{**kwargs, "device": _CPU, "pin_memory": False})
                 if real.layout == torch.strided and _small(real):
                     return _captured(self.record, real)
             run = _META_AS_EMPTY.get(func, func)
