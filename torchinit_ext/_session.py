@@ -10,6 +10,7 @@ The session is the calling thread's while it runs (`running()`): the fills that 
 import contextlib
 import hashlib
 import struct
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -86,6 +87,10 @@ class Session:
         self.checked: set[tuple] = set()  # (law, params, dtype, shape, strides) that passed
         # A replay's storages -> the names and references of the module's tensors on them.
         self.replayed_names: dict[int, list[tuple[str, _record._Ref]]] = {}
+        # The replay's storages made since `names` was last read, which name tensors: named
+        # when it is read next (most replays never read it: Replay._queued_whole names its fills
+        # itself). The replay by weak reference: it holds this session.
+        self._unnamed: list[tuple[weakref.ref, int]] = []
 
     @property
     def names(self) -> dict[tuple, str]:
@@ -93,12 +98,18 @@ class Session:
         them whole (`weight.data`, a replay's tensors); made when first needed."""
         if self._names is None:
             self._names = {extent(t): name for name, t in self._named.items() if memory_of(t)}
+        for replay_ref, key in self._unnamed:
+            replay = replay_ref()
+            if replay is not None and key in replay.storages:  # (not let go of since)
+                for name, ref in self.replayed_names[key]:
+                    self._names[extent(replay.tensor(ref))] = name
+        self._unnamed.clear()
         return self._names
 
     def on_storage(self, replay: "_record.Replay", key: int) -> None:
         """Told by a replay of each storage it makes: names the module's tensors on it."""
-        for name, ref in self.replayed_names.get(key, ()):
-            self.names[extent(replay.tensor(ref))] = name
+        if key in self.replayed_names:
+            self._unnamed.append((weakref.ref(replay), key))
 
     def _name(self, tensor: Tensor, where: tuple) -> str | None:
         """The qualified name of `tensor`, at `where` (its extent), when it is one of the
