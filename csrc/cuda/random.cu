@@ -106,13 +106,10 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Thread blocks per SM that fill_many_kernel's registers must allow: 4 (64 registers), as for
-// fill_one_kernel, except for the samplers that would spill there: the rejection regimes' (every
-// element sampled by rejection), and the wide regime's in double, which float64 never takes
-// (plan/trunc_normal_regime.h) but the dispatch compiles.
+// fill_one_kernel, except for the wide regime's sampler in double, which would spill there:
+// float64 never takes that regime (plan/trunc_normal_regime.h), but the dispatch compiles it.
 template <typename Dist>
 constexpr int kManyBlocksPerSM = 4;
-template <typename T>
-constexpr int kManyBlocksPerSM<TruncNormalRejection<T>> = 2;
 template <>
 constexpr int kManyBlocksPerSM<TruncNormalWide<double>> = 2;
 
