@@ -151,16 +151,21 @@ C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, OpaquePhiloxSta
   return philox4x32_10(block, static_cast<const PhiloxState&>(k));
 }
 
-// BlockValues without the kept block: each element's Philox block drawn anew (its round keys
-// added there: OpaquePhiloxState), so nothing is held from one element to the next.
+// BlockValues of a law and state read where used from fill_many_kernel's batch (its parameters)
+// rather than copied into registers, the single elements' blocks drawn with OpaquePhiloxState.
 template <typename acc_t, typename Dist>
-struct FreshBlockValues {
+struct BatchBlockValues {
   const Dist& dist;
   const PhiloxState& state;
+  uint64_t block = ~uint64_t{0};
+  acc_t values[Dist::kPerBlock];
 
-  C10_HOST_DEVICE acc_t operator()(uint64_t i) const {
-    acc_t values[Dist::kPerBlock];
-    dist(philox4x32_10(i / Dist::kPerBlock, OpaquePhiloxState{state}), values);
+  C10_HOST_DEVICE acc_t operator()(uint64_t i) {
+    const uint64_t b = i / Dist::kPerBlock;
+    if (b != block) {
+      dist(philox4x32_10(b, OpaquePhiloxState{state}), values);
+      block = b;
+    }
     return pick(values, static_cast<int>(i % Dist::kPerBlock));
   }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
@@ -672,7 +677,7 @@ struct QueuedWideChunk {
     const int32_t s = next;
     next += kThreads * kSpan;
     const int32_t span_end = count - s < kSpan ? count : s + kSpan;
-    FreshBlockValues<acc_t, Dist> first{batch.dists[t], batch.states[t]};
+    BatchBlockValues<acc_t, Dist> first{batch.dists[t], batch.states[t]};
     fill_spans<scalar_t, true>(batch.targets[t], first, begin + s, begin + span_end, 0, 1,
                                [&](int64_t i, acc_t v) {
                                  if (v != v) queue.push(static_cast<uint32_t>(i - begin));
