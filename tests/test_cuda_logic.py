@@ -206,7 +206,7 @@ def test_wide_trunc_normal_queue_equals_cpu(host, dtype, numel, thread_blocks, i
 
 
 # fill_many_kernel's wide trunc_normal_ (per chunk, queued like fill_one_kernel's; a thread block's
-# queue carries over to its next chunk): (shape, full shape, shard start) from
+# queue carries over to its next chunk, its ring wrapping): (shape, full shape, shard start) from
 # one element and partial chunks to several chunks with a tail, a shard of rows whose spans aren't
 # Philox-block-aligned, a corner shard, a transposed and a sliced view (strided stores), and a
 # view misaligned for vector stores: more than one batch holds.
