@@ -32,9 +32,29 @@ void for_each_chunk_lane(const FillDesc& d, const Fill& fill) {
   }
 }
 
+// A thread block's queued fill, as fill_queued runs it: fills[lane] is thread lane's; each round
+// by every thread, and at each next_drain, the drain by every thread.
+template <typename QueuedFill>
+void fill_queued_block(std::vector<QueuedFill>& fills, RedrawQueue& queue) {
+  const int32_t rounds = fills[0].rounds();
+  for (int32_t r = 0; r < rounds;) {
+    for (const int32_t drain = next_drain(r, rounds); r < drain; ++r) {
+      for (auto& fill : fills) fill.round(queue);
+    }
+    uint32_t pushed = 0;
+    for (int32_t lane = 0; lane < kThreads; ++lane) pushed = fills[lane].drain(queue, lane);
+    queue.mark_drained(pushed);
+  }
+}
+
+// Thread blocks of fill_many_kernel's grid for the queued laws: a block's queue carries over from
+// one of its chunks to the next.
+constexpr int64_t kManyThreadBlocks = 3;
+
 // fill_many_ as fill_many_cuda runs it: its targets' batches, as for_each_batch makes them, each
-// chunk of each batch by every lane of a thread block, as fill_many_kernel runs it. Returns each
-// launch's (targets, chunks).
+// chunk of each batch by every lane of a thread block, as fill_many_kernel runs it (for the
+// queued laws, kManyThreadBlocks blocks, each taking chunks block, block + kManyThreadBlocks, ...
+// round by round with its redraw queue). Returns each launch's (targets, chunks).
 std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selves,
                                                    const std::vector<std::string>& laws,
                                                    const std::vector<double>& params,
@@ -49,10 +69,23 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
   }
   std::vector<std::pair<int64_t, int64_t>> launches;
   for_each_batch(launch_targets, [&](auto tag, const auto& batch) {
+    using scalar_t = typename decltype(tag)::type;
+    using Dist = std::decay_t<decltype(batch.dists[0])>;
     launches.emplace_back(batch.count, batch.chunks());
+    if constexpr (kQueuesRedraws<Dist>) {
+      for (int64_t block = 0; block < kManyThreadBlocks; ++block) {
+        auto queue = std::make_unique<RedrawQueue>();
+        for (int64_t c = block; c < batch.chunks(); c += kManyThreadBlocks) {
+          std::vector<QueuedWideChunk<scalar_t, Dist>> fills;
+          for (int32_t lane = 0; lane < kThreads; ++lane) fills.emplace_back(batch, c, lane);
+          fill_queued_block(fills, *queue);
+        }
+      }
+      return;
+    }
     for (int64_t c = 0; c < batch.chunks(); ++c) {
       for (int64_t lane = 0; lane < kThreads; ++lane) {
-        fill_batch_chunk<typename decltype(tag)::type>(batch, c, lane, kThreads);
+        fill_batch_chunk<scalar_t>(batch, c, lane, kThreads);
       }
     }
   });
@@ -60,23 +93,14 @@ std::vector<std::pair<int64_t, int64_t>> fill_many(std::vector<at::Tensor> selve
   return launches;
 }
 
-// Thread block `block` of fill_one_kernel's fill_queued: each round by every thread, and at each
-// next_drain, the drain by every thread.
+// Thread block `block` of fill_one_kernel's fill_queued.
 template <typename scalar_t, typename Dist, typename State>
 void fill_queued_block(scalar_t* data, int32_t numel, const Dist& dist, const State& state,
                        int32_t block, int32_t threads) {
   std::vector<QueuedWideFill<scalar_t, State>> fills;
   for (int32_t lane = 0; lane < kThreads; ++lane)
     fills.emplace_back(data, numel, dist, state, block * kThreads + lane, threads);
-  auto queue = std::make_unique<RedrawQueue>();
-  for (int32_t r = 0; r < fills[0].rounds();) {
-    for (const int32_t drain = fills[0].next_drain(r); r < drain; ++r) {
-      for (auto& fill : fills) fill.round(*queue);
-    }
-    uint32_t pushed = 0;
-    for (int32_t lane = 0; lane < kThreads; ++lane) pushed = fills[lane].drain(*queue, lane);
-    queue->mark_drained(pushed);
-  }
+  fill_queued_block(fills, *std::make_unique<RedrawQueue>());
 }
 
 // A single uniform_, normal_ or trunc_normal_ (law and params as fill_many_ takes them, key and

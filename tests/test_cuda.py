@@ -66,6 +66,33 @@ def test_wide_trunc_normal_queue_gives_cpu_values(dtype, numel, interval):
     assert torch.equal(cpu, gpu.cpu())
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("interval", [(-2.0, 2.0), (-1.3, 1.3)])
+def test_fill_many_wide_trunc_normal_queue_gives_cpu_values(dtype, interval):
+    """fill_many_kernel's redraw queues on the GPU (per chunk, a block's queue carried over to its
+    next chunk): several chunks with a tail, a shard of rows whose spans aren't aligned to Philox
+    blocks, a corner shard, a transposed view and a view misaligned for vector stores, in one
+    batch."""
+    targets = [  # (make, full shape, shard start)
+        (lambda d: torch.empty((1 << 20) + 3, dtype=dtype, device=d), ((1 << 20) + 3,), (0,)),
+        (lambda d: torch.empty(3, 4099, dtype=dtype, device=d), (7, 4099), (1, 0)),
+        (lambda d: torch.empty(5, 2001, dtype=dtype, device=d), (9, 4099), (2, 1001)),
+        (lambda d: torch.empty(300, 70, dtype=dtype, device=d).t(), (70, 300), (0, 0)),
+        (lambda d: torch.empty(4097, dtype=dtype, device=d)[1:], (4096,), (0,)),
+    ]
+    n = len(targets)
+    sizes = [s for _, full, _ in targets for s in full]
+    starts = [s for _, _, start in targets for s in start]
+    states = [k for t in range(n) for k in (0xD1CE + t, 5 * t + 2)]
+    args = (["trunc_normal"] * n, padded((0.0, 1.0, *interval)) * n, states, sizes, starts)
+    cpu = [make("cpu") for make, _, _ in targets]
+    gpu = [make("cuda") for make, _, _ in targets]
+    ops.fill_many_(cpu, *args)
+    ops.fill_many_(gpu, *args)
+    for a, b in zip(cpu, gpu):
+        assert torch.equal(a, b.cpu())
+
+
 @pytest.mark.parametrize(
     "fill",
     [

@@ -205,6 +205,55 @@ def test_wide_trunc_normal_queue_equals_cpu(host, dtype, numel, thread_blocks, i
     assert torch.equal(cpu, gpu_logic)
 
 
+# fill_many_kernel's wide trunc_normal_ (per chunk, queued like fill_one_kernel's; a thread block's
+# queue carries over to its next chunk, its ring wrapping): (shape, full shape, shard start) from
+# one element and partial chunks to several chunks with a tail, a shard of rows whose spans aren't
+# Philox-block-aligned, a corner shard, a transposed and a sliced view (strided stores), and a
+# view misaligned for vector stores: more than one batch holds.
+WIDE_MANY_TARGETS = [
+    ((1,), (1,), (0,)),
+    ((3,), (3,), (0,)),
+    ((1027,), (1027,), (0,)),
+    ((8192,), (8192,), (0,)),
+    ((8195,), (8195,), (0,)),
+    ((20001,), (20001,), (0,)),
+    ((3, 4099), (7, 4099), (1, 0)),
+    ((5, 2001), (9, 4099), (2, 1001)),
+    ("transposed", (70, 300), (0, 0)),
+    ("sliced", (50, 58), (0, 0)),
+    ("misaligned", (4096,), (0,)),
+]
+
+
+def _wide_many_target(shape, dtype):
+    if shape == "transposed":
+        return torch.empty(300, 70, dtype=dtype).t()
+    if shape == "sliced":
+        return torch.empty(50, 64, dtype=dtype)[:, 3:61]
+    if shape == "misaligned":
+        return torch.empty(4097, dtype=dtype)[1:]
+    return torch.empty(shape, dtype=dtype)
+
+
+# (float64 never takes the wide regime.)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("interval", [(-2.0, 2.0), (-1.3, 1.3)])
+def test_fill_many_wide_trunc_normal_queue_equals_cpu(host, dtype, interval):
+    n = len(WIDE_MANY_TARGETS)
+    cpu = [_wide_many_target(shape, dtype) for shape, _, _ in WIDE_MANY_TARGETS]
+    gpu_logic = [_wide_many_target(shape, dtype) for shape, _, _ in WIDE_MANY_TARGETS]
+    sizes = [s for _, full, _ in WIDE_MANY_TARGETS for s in full]
+    starts = [s for _, _, start in WIDE_MANY_TARGETS for s in start]
+    states = [k for t in range(n) for k in (0xD1CE + t, 5 * t + 2)]
+    args = (["trunc_normal"] * n, padded((0.0, 1.0, *interval)) * n, states, sizes, starts)
+    ops.fill_many_(cpu, *args)
+    launches = host.fill_many(gpu_logic, *args)
+    assert [count for count, _ in launches] == [10, 1]  # a full batch, then the rest
+    assert sum(chunks for _, chunks in launches) == sum(-(-t.numel() // 8192) for t in cpu)
+    for i, (a, b) in enumerate(zip(cpu, gpu_logic)):
+        assert torch.equal(_bits(a), _bits(b)), i
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("shape", [(100, 70), (257, 130), (64, 1)])
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.9, 1.0])

@@ -138,6 +138,44 @@ struct BlockValues {
   }
 };
 
+// A Philox state the compiler must take as new at every block drawn (an empty asm), so that the
+// block's round keys are added there, not all twenty hoisted out of the loops and held in
+// registers: in QueuedWideChunk's per-element path and drains, and BatchRejectionValues', which
+// spilled with them.
+struct OpaquePhiloxState : PhiloxState {};
+
+C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, OpaquePhiloxState k) {
+#ifdef __CUDA_ARCH__
+  asm volatile("" : "+l"(k.key));
+#endif
+  return philox4x32_10(block, static_cast<const PhiloxState&>(k));
+}
+
+// BlockValues of a law and state read where used from fill_many_kernel's batch (its parameters)
+// rather than copied into registers, the single elements' blocks drawn with OpaquePhiloxState.
+template <typename acc_t, typename Dist>
+struct BatchBlockValues {
+  const Dist& dist;
+  const PhiloxState& state;
+  uint64_t block = ~uint64_t{0};
+  acc_t values[Dist::kPerBlock];
+
+  C10_HOST_DEVICE acc_t operator()(uint64_t i) {
+    const uint64_t b = i / Dist::kPerBlock;
+    if (b != block) {
+      dist(philox4x32_10(b, OpaquePhiloxState{state}), values);
+      block = b;
+    }
+    return pick(values, static_cast<int>(i % Dist::kPerBlock));
+  }
+  C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
+    TORCHINIT_UNROLL
+    for (int64_t j = 0; j < kSpan / Dist::kPerBlock; ++j) {
+      dist(philox4x32_10(first / Dist::kPerBlock + j, state), out + j * Dist::kPerBlock);
+    }
+  }
+};
+
 template <typename acc_t, typename Dist, typename State>
 struct ElementValues : BlockValues<acc_t, Dist, State> {
   using BlockValues<acc_t, Dist, State>::BlockValues;
@@ -212,20 +250,22 @@ C10_HOST_DEVICE void store_span(scalar_t* to, const acc_t* v) {
   *reinterpret_cast<Span<scalar_t>*>(to) = span;
 }
 
-// Elements [begin, end) of target t, law `dist`, Philox state `state`: this thread (lane `lane` of
-// `lanes`) takes spans lane, lane + lanes, ... of kSpan elements.
-template <typename scalar_t, bool kWords = false, typename Dist, typename State>
-C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, State state,
-                                     int64_t begin, int64_t end, int64_t lane, int64_t lanes) {
+// Elements [begin, end) of target t, their values from `values`: this thread (lane `lane` of
+// `lanes`) takes spans lane, lane + lanes, ... of kSpan elements, and calls seen(i, v) with each
+// element i's value v once stored.
+template <typename scalar_t, bool kWords, typename Values, typename Seen>
+C10_HOST_DEVICE void fill_spans(const FillDesc& t, Values& values, int64_t begin, int64_t end,
+                                int64_t lane, int64_t lanes, const Seen& seen) {
   using acc_t = at::opmath_type<scalar_t>;
   auto* const data = static_cast<scalar_t*>(t.data);
-  ElementValues<acc_t, Dist, State> values(dist, state);
   for (int64_t s = begin + lane * kSpan; s < end; s += lanes * kSpan) {
     // A chunk's tail, or a shard whose spans aren't Philox-block-aligned spans of the full tensor.
     if (end - s < kSpan || !t.full.aligned_range()) {
       TORCHINIT_NO_UNROLL
       for (int64_t k = 0; k < kSpan && s + k < end; ++k) {
-        data[t.layout.offset(s + k)] = static_cast<scalar_t>(values(t.full(s + k)));
+        const acc_t v = values(t.full(s + k));
+        data[t.layout.offset(s + k)] = static_cast<scalar_t>(v);
+        seen(s + k, v);
       }
       continue;
     }
@@ -238,7 +278,19 @@ C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, State 
       for (int64_t k = 0; k < kSpan; ++k)
         data[t.layout.offset(s + k)] = static_cast<scalar_t>(v[k]);
     }
+    TORCHINIT_UNROLL
+    for (int64_t k = 0; k < kSpan; ++k) seen(s + k, v[k]);
   }
+}
+
+// Elements [begin, end) of target t, law `dist`, Philox state `state`: this thread (lane `lane` of
+// `lanes`) takes spans lane, lane + lanes, ... of kSpan elements.
+template <typename scalar_t, bool kWords = false, typename Dist, typename State>
+C10_HOST_DEVICE void fill_chunk_with(const FillDesc& t, const Dist& dist, State state,
+                                     int64_t begin, int64_t end, int64_t lane, int64_t lanes) {
+  using acc_t = at::opmath_type<scalar_t>;
+  ElementValues<acc_t, Dist, State> values(dist, state);
+  fill_spans<scalar_t, kWords>(t, values, begin, end, lane, lanes, [](int64_t, acc_t) {});
 }
 
 // Chunk c of a target: elements [c kChunk, min(numel, (c + 1) kChunk)).
@@ -297,11 +349,18 @@ C10_HOST_DEVICE void fill_contiguous(scalar_t* data, int32_t numel, const Dist& 
 // A rejected first proposal (4.55% of them on the default interval [-2, 2]) is redrawn: a Philox
 // block or more, and the double inversion's code. Redrawn in its lane's span, it would make a
 // warp run a divergent redraw pass for every slot that any of its 32 lanes rejects (probability
-// 0.78 a slot there). Instead fill_one_kernel's threads store the first proposals, a NaN
-// placeholder where rejected, and queue the rejected indices in their thread block's shared
-// memory; after every kRoundsPerDrain rounds (a span a thread a round) the block's threads redraw
-// the queue together, entry e by thread e % kThreads, so only a drain's last warp has idle lanes.
+// 0.78 a slot there). Instead fill_one_kernel's and fill_many_kernel's threads store the first
+// proposals, a NaN placeholder where rejected, and queue the rejected indices in their thread
+// block's shared memory; after every kRoundsPerDrain rounds (a span a thread a round) the block's
+// threads redraw the queue together, entry e by thread e % kThreads, so only a drain's last warp
+// has idle lanes.
 constexpr int32_t kRoundsPerDrain = 2;
+
+// The round after which a thread block drains, of a queued fill's `rounds` rounds, the rounds from
+// r on: after every kRoundsPerDrain of them and after the last.
+C10_HOST_DEVICE inline int32_t next_drain(int32_t r, int32_t rounds) {
+  return r + kRoundsPerDrain < rounds ? r + kRoundsPerDrain : rounds;
+}
 
 // A thread block's rejected element indices, a ring with room for every element of
 // kRoundsPerDrain rounds. Both counts only grow: the entries still to redraw are those pushed
@@ -323,23 +382,33 @@ struct RedrawQueue {
 #endif
     index[at % kEntries] = i;
   }
+  // Thread `lane`'s share of a drain: redraw(i) for the entries i still to redraw, lane,
+  // lane + kThreads, ... of them. Returns the count of pushes drained up to, for mark_drained.
+  template <typename Redraw>
+  C10_HOST_DEVICE uint32_t drain(int32_t lane, const Redraw& redraw) const {
+    const uint32_t up_to = pushed;
+    for (uint32_t e = drained + lane; e < up_to; e += kThreads) redraw(index[e % kEntries]);
+    return up_to;
+  }
   // Thread 0's, after the barrier that ends a drain up to `drained_up_to` (drain's result: the
   // next rounds may be pushing by then).
   C10_HOST_DEVICE void mark_drained(uint32_t drained_up_to) { drained = drained_up_to; }
 };
 
-// The laws whose fill_one_kernel queues its redraws: the wide regime, the only one where a few
-// elements are redrawn (the rejection regimes sample every element by rejection).
+// The laws whose fills queue their redraws: the wide regime, the only one where a few elements
+// are redrawn (the rejection regimes sample every element by rejection).
 template <typename Dist>
 constexpr bool kQueuesRedraws = false;
 template <typename T>
 constexpr bool kQueuesRedraws<TruncNormalWide<T>> = true;
 
-// fill_contiguous for the wide regime, in pieces a thread block runs in this order: rounds r of
-// every thread up to next_drain(r), a barrier, every thread's share of the drain, a barrier, and
-// again from there. A thread's round fills its next span: `thread`, then `thread` + `threads`, ...
-// (the last partial where numel % kSpan). rounds() is the same for every thread of the grid, so
-// all of a block's threads meet at each barrier.
+// A queued fill (QueuedWideFill, QueuedWideChunk) is run in pieces a thread block runs in this
+// order: rounds r of every thread up to next_drain(r, rounds()), a barrier, every thread's share
+// of the drain, a barrier, and again from there. rounds() is the same for every thread of the
+// block, so all of them meet at each barrier.
+
+// fill_contiguous for the wide regime. A thread's round fills its next span: `thread`, then
+// `thread` + `threads`, ... (the last partial where numel % kSpan).
 template <typename scalar_t, typename State>
 struct QueuedWideFill {
   using acc_t = at::opmath_type<scalar_t>;
@@ -356,10 +425,6 @@ struct QueuedWideFill {
   C10_HOST_DEVICE int32_t rounds() const {
     const int32_t spans = numel / kSpan + (numel % kSpan != 0);
     return (spans + threads - 1) / threads;
-  }
-  // The round after which the block drains, the rounds from r on.
-  C10_HOST_DEVICE int32_t next_drain(int32_t r) const {
-    return r + kRoundsPerDrain < rounds() ? r + kRoundsPerDrain : rounds();
   }
   // This thread's next span: its first proposals stored, the rejected ones queued.
   C10_HOST_DEVICE void round(RedrawQueue& queue) {
@@ -385,16 +450,11 @@ struct QueuedWideFill {
       }
     }
   }
-  // Thread `lane` of the block's kThreads: the redraws of the entries still to redraw, lane,
-  // lane + kThreads, ... of them, written over their placeholders. Returns the count of pushes
-  // drained up to, for mark_drained.
+  // Thread `lane`'s share of the drain: redraws written over their placeholders.
   C10_HOST_DEVICE uint32_t drain(const RedrawQueue& queue, int32_t lane) const {
-    const uint32_t pushed = queue.pushed;
-    for (uint32_t e = queue.drained + lane; e < pushed; e += kThreads) {
-      const uint32_t i = queue.index[e % RedrawQueue::kEntries];
+    return queue.drain(lane, [&](uint32_t i) {
       data[i] = static_cast<scalar_t>(first.dist.redraw(first.state, i));
-    }
-    return pushed;
+    });
   }
 };
 
@@ -534,15 +594,40 @@ constexpr bool kAlignedChunks<Uniform<float>> = true;
 template <>
 constexpr bool kAlignedChunks<Normal<float>> = true;
 
-// Chunk c of the batch, lane `lane` of `lanes`: its target is the last whose first chunk is <= c.
-template <typename scalar_t, typename Dist>
-C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, int64_t lane,
-                                      int64_t lanes) {
+// ElementValues of the rejection regimes for fill_many_kernel: the sampler and state read where
+// used from the batch (the kernel's parameters), and drawn with OpaquePhiloxState. Held in
+// registers through the chunk (7 doubles and the state), with all twenty round keys, the sampler
+// took 92 to 98 registers, and spilled under 64.
+template <typename Dist>
+struct BatchRejectionValues {
+  const Dist& dist;
+  const PhiloxState& state;
+
+  C10_HOST_DEVICE auto operator()(uint64_t i) const {
+    return dist.sample(OpaquePhiloxState{state}, i);
+  }
+  template <typename acc_t>
+  C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
+    for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(OpaquePhiloxState{state}, first + k);
+  }
+};
+
+// The target of the batch's chunk c: the last whose first chunk is <= c.
+template <typename Dist>
+C10_HOST_DEVICE int32_t chunk_target(const FillBatch<Dist>& batch, int64_t c) {
   int32_t t = 0;
   for (int32_t hi = batch.count; hi - t > 1;) {
     const int32_t mid = (t + hi) / 2;
     (batch.first_chunk[mid] <= c ? t : hi) = mid;
   }
+  return t;
+}
+
+// Chunk c of the batch, lane `lane` of `lanes`.
+template <typename scalar_t, typename Dist>
+C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, int64_t lane,
+                                      int64_t lanes) {
+  const int32_t t = chunk_target(batch, c);
   const FillDesc& target = batch.targets[t];
   const int64_t local = c - batch.first_chunk[t];
   if constexpr (kAlignedChunks<Dist>) {
@@ -552,9 +637,62 @@ C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, i
                                 chunk_end(target, local), lane, lanes);
     }
   }
+  if constexpr (std::is_same_v<Dist, TruncNormalRejection<at::opmath_type<scalar_t>>>) {
+    BatchRejectionValues<Dist> values{batch.dists[t], batch.states[t]};
+    return fill_spans<scalar_t, true>(target, values, local * kChunk, chunk_end(target, local),
+                                      lane, lanes, [](int64_t, auto) {});
+  }
   fill_chunk_with<scalar_t, true>(target, batch.dists[t], batch.states[t], local * kChunk,
                                   chunk_end(target, local), lane, lanes);
 }
+
+// fill_batch_chunk for the wide regime: chunk c of the batch by the kThreads threads of a block,
+// thread `lane`'s part. A thread's round fills its next span of the chunk (fill_spans, any
+// layout): `lane`, then `lane` + kThreads, ... Entries are chunk-local indices (below kChunk); a
+// drain maps them back to the element's full index and memory offset. The target, law and state
+// are read from the batch at the chunk's target index t.
+template <typename scalar_t, typename Dist>
+struct QueuedWideChunk {
+  static_assert(std::is_same_v<Dist, TruncNormalWide<at::opmath_type<scalar_t>>>);
+  using acc_t = at::opmath_type<scalar_t>;
+  const FillBatch<Dist>& batch;
+  int32_t t;      // the chunk's target
+  int64_t begin;  // its first element
+  int32_t count;  // its elements
+  int32_t next;   // this thread's span in the next round, its first element, chunk-local
+
+  C10_HOST_DEVICE QueuedWideChunk(const FillBatch<Dist>& b, int64_t c, int32_t lane)
+      : batch(b), t(chunk_target(b, c)), next(lane * kSpan) {
+    const int64_t local = c - batch.first_chunk[t];
+    begin = local * kChunk;
+    count = static_cast<int32_t>(chunk_end(batch.targets[t], local) - begin);
+  }
+
+  C10_HOST_DEVICE int32_t rounds() const {
+    return (count + kThreads * kSpan - 1) / (kThreads * kSpan);
+  }
+  // This thread's next span, cut at the chunk's end (none past it): fill_spans over it alone, its
+  // first proposals stored, the rejected ones queued.
+  C10_HOST_DEVICE void round(RedrawQueue& queue) {
+    const int32_t s = next;
+    next += kThreads * kSpan;
+    const int32_t span_end = count - s < kSpan ? count : s + kSpan;
+    BatchBlockValues<acc_t, Dist> first{batch.dists[t], batch.states[t]};
+    fill_spans<scalar_t, true>(batch.targets[t], first, begin + s, begin + span_end, 0, 1,
+                               [&](int64_t i, acc_t v) {
+                                 if (v != v) queue.push(static_cast<uint32_t>(i - begin));
+                               });
+  }
+  // Thread `lane`'s share of the drain: redraws written over their placeholders.
+  C10_HOST_DEVICE uint32_t drain(const RedrawQueue& queue, int32_t lane) const {
+    return queue.drain(lane, [&](uint32_t local) {
+      const FillDesc& target = batch.targets[t];
+      const int64_t i = begin + local;
+      static_cast<scalar_t*>(target.data)[target.layout.offset(i)] = static_cast<scalar_t>(
+          batch.dists[t].redraw(OpaquePhiloxState{batch.states[t]}, target.full(i)));
+    });
+  }
+};
 
 template <typename T>
 struct TypeTag {

@@ -22,25 +22,25 @@
 namespace torchinit::cuda {
 namespace {
 
-// The thread block's redraw queue; in a function that is no template, so that both of
-// fill_one_kernel's copies of the loop (kRoundKeysInParameters) share one.
-__device__ RedrawQueue& block_redraw_queue() {
+// The thread block's redraw queue, emptied; in a function that is no template, so that both of
+// fill_one_kernel's copies of the loop (kRoundKeysInParameters) share one. Every thread of the
+// block calls it, before its first queued fill.
+__device__ RedrawQueue& empty_redraw_queue() {
   __shared__ RedrawQueue queue;
+  if (threadIdx.x == 0) queue.pushed = queue.drained = 0;
+  __syncthreads();
   return queue;
 }
 
-// The wide trunc_normal_ regime's fill_contiguous (QueuedWideFill): its rounds, and after every
-// kRoundsPerDrain of them and the last, the block's drain of its redraw queue between two
-// barriers: the first orders the placeholders and pushes before the drain's redraws and reads,
-// the second the reads before the next rounds' pushes overwrite the entries and before
-// mark_drained.
-template <typename scalar_t, typename State>
-__device__ void fill_queued(QueuedWideFill<scalar_t, State> fill) {
-  RedrawQueue& queue = block_redraw_queue();
-  if (threadIdx.x == 0) queue.pushed = queue.drained = 0;
-  __syncthreads();
+// A queued fill (QueuedWideFill, QueuedWideChunk): its rounds, and after every kRoundsPerDrain of
+// them and the last, the block's drain of its redraw queue between two barriers: the first orders
+// the placeholders and pushes before the drain's redraws and reads, the second the reads before
+// the next rounds' pushes (this fill's or the block's next one's) overwrite the entries and
+// before mark_drained.
+template <typename QueuedFill>
+__device__ void fill_queued(QueuedFill fill, RedrawQueue& queue) {
   for (int32_t r = 0; r < fill.rounds();) {
-    for (const int32_t drain = fill.next_drain(r); r < drain; ++r) fill.round(queue);
+    for (const int32_t drain = next_drain(r, fill.rounds()); r < drain; ++r) fill.round(queue);
     __syncthreads();
     const uint32_t pushed = fill.drain(queue, threadIdx.x);
     __syncthreads();
@@ -69,7 +69,8 @@ __global__ void __launch_bounds__(kThreads, 4)
     const int32_t threads = gridDim.x * blockDim.x;
     with_fill_state([&](const auto& state) {
       using State = std::decay_t<decltype(state)>;
-      fill_queued(QueuedWideFill<scalar_t, State>(data, numel, dist, state, thread, threads));
+      fill_queued(QueuedWideFill<scalar_t, State>(data, numel, dist, state, thread, threads),
+                  empty_redraw_queue());
     });
   } else {
     with_fill_state([&](const auto& state) {
@@ -105,22 +106,29 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Thread blocks per SM that fill_many_kernel's registers must allow: 4 (64 registers), as for
-// fill_one_kernel, except for the samplers that redraw per element, which would spill there.
+// fill_one_kernel, except for the wide regime's sampler in double, which would spill there:
+// float64 never takes that regime (plan/trunc_normal_regime.h), but the dispatch compiles it.
 template <typename Dist>
 constexpr int kManyBlocksPerSM = 4;
-template <typename T>
-constexpr int kManyBlocksPerSM<TruncNormalWide<T>> = 2;
-template <typename T>
-constexpr int kManyBlocksPerSM<TruncNormalRejection<T>> = 2;
+template <>
+constexpr int kManyBlocksPerSM<TruncNormalWide<double>> = 2;
 
 // fill_many_'s kernel for one (dtype, law): a batch of targets, thread blocks taking any target's
-// chunks.
+// chunks (the wide trunc_normal_ regime's: queued, QueuedWideChunk; a block's threads all take
+// the same chunks, so all meet at its barriers).
 template <typename scalar_t, typename Dist>
 __global__ void __launch_bounds__(kThreads, kManyBlocksPerSM<Dist>)
     fill_many_kernel(const __grid_constant__ FillBatch<Dist> batch) {
-  for_each_block_index(batch.chunks(), [&](int64_t c) {
-    fill_batch_chunk<scalar_t>(batch, c, threadIdx.x, blockDim.x);
-  });
+  if constexpr (kQueuesRedraws<Dist>) {
+    RedrawQueue& queue = empty_redraw_queue();
+    for_each_block_index(batch.chunks(), [&](int64_t c) {
+      fill_queued(QueuedWideChunk<scalar_t, Dist>(batch, c, threadIdx.x), queue);
+    });
+  } else {
+    for_each_block_index(batch.chunks(), [&](int64_t c) {
+      fill_batch_chunk<scalar_t>(batch, c, threadIdx.x, blockDim.x);
+    });
+  }
 }
 
 void fill_one(const at::Tensor& self, const ElementwiseFill& fill,
