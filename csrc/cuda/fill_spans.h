@@ -111,33 +111,6 @@ inline void copy_temporaries(const std::vector<LaunchTarget>& targets) {
 // [first, first + kSpan) (span(), first a multiple of kSpan: the fast path of whole tensors).
 // Arrays are indexed by constants only (pick, for a run-time slot), so they stay in registers.
 
-// Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
-// values are kept, so consecutive elements cost one block per kPerBlock of them.
-template <typename acc_t, typename Dist, typename State>
-struct BlockValues {
-  static_assert(kSpan % Dist::kPerBlock == 0);
-  Dist dist;
-  State state;
-  uint64_t block = ~uint64_t{0};
-  acc_t values[Dist::kPerBlock];
-
-  C10_HOST_DEVICE BlockValues(const Dist& d, const State& k) : dist(d), state(k) {}
-  C10_HOST_DEVICE acc_t operator()(uint64_t i) {
-    const uint64_t b = i / Dist::kPerBlock;
-    if (b != block) {
-      dist(philox4x32_10(b, state), values);
-      block = b;
-    }
-    return pick(values, static_cast<int>(i % Dist::kPerBlock));
-  }
-  C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
-    TORCHINIT_UNROLL
-    for (int64_t j = 0; j < kSpan / Dist::kPerBlock; ++j) {
-      dist(philox4x32_10(first / Dist::kPerBlock + j, state), out + j * Dist::kPerBlock);
-    }
-  }
-};
-
 // A Philox state the compiler must take as new at every block drawn (an empty asm), so that the
 // block's round keys are added there, not all twenty hoisted out of the loops and held in
 // registers: in QueuedWideChunk's per-element path and drains, and BatchRejectionValues', which
@@ -151,19 +124,24 @@ C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, OpaquePhiloxSta
   return philox4x32_10(block, static_cast<const PhiloxState&>(k));
 }
 
-// BlockValues of a law and state read where used from fill_many_kernel's batch (its parameters)
-// rather than copied into registers, the single elements' blocks drawn with OpaquePhiloxState.
-template <typename acc_t, typename Dist>
-struct BatchBlockValues {
-  const Dist& dist;
-  const PhiloxState& state;
+// Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
+// values are kept, so consecutive elements cost one block per kPerBlock of them. The law and state
+// are held as DistHeld and StateHeld (copies, or references into fill_many_kernel's batch), and a
+// single element's block is drawn with the state as ElementState.
+template <typename acc_t, typename Dist, typename State, typename DistHeld = Dist,
+          typename StateHeld = State, typename ElementState = State>
+struct BlockValues {
+  static_assert(kSpan % Dist::kPerBlock == 0);
+  DistHeld dist;
+  StateHeld state;
   uint64_t block = ~uint64_t{0};
   acc_t values[Dist::kPerBlock];
 
+  C10_HOST_DEVICE BlockValues(const Dist& d, const State& k) : dist(d), state(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) {
     const uint64_t b = i / Dist::kPerBlock;
     if (b != block) {
-      dist(philox4x32_10(b, OpaquePhiloxState{state}), values);
+      dist(philox4x32_10(b, ElementState{state}), values);
       block = b;
     }
     return pick(values, static_cast<int>(i % Dist::kPerBlock));
@@ -175,6 +153,12 @@ struct BatchBlockValues {
     }
   }
 };
+
+// BlockValues of a law and state read where used from fill_many_kernel's batch (its parameters)
+// rather than copied into registers, the single elements' blocks drawn with OpaquePhiloxState.
+template <typename acc_t, typename Dist>
+using BatchBlockValues =
+    BlockValues<acc_t, Dist, PhiloxState, const Dist&, const PhiloxState&, OpaquePhiloxState>;
 
 template <typename acc_t, typename Dist, typename State>
 struct ElementValues : BlockValues<acc_t, Dist, State> {
