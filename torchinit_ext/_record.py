@@ -620,9 +620,10 @@ _UNINITIALIZED_LIKE = {
 
 
 # The most bytes an op may make, and read of meta tensors not known yet, to run on their values:
-# it runs about as fast on them as on meta, where many ops run torch's Python reference code
-# (diffusers' sin-cos position embeddings: arange, outer, sin, cos, cat), and the record holds
-# what it makes. Larger ones are recorded.
+# small ones run faster on the CPU than on meta, where many ops run torch's Python reference code
+# (diffusers' sin-cos position embeddings: arange, outer, sin, cos, cat; figures:
+# benchmarks/README.md, "Tuning constants"), and the record holds what they make. Larger ones are
+# recorded.
 _ON_VALUES_BYTES = 1 << 20
 
 
