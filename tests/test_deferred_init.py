@@ -4,6 +4,9 @@ libraries' models are in test_real_models.py; sharded replay in sharded_worker.p
 
 import dataclasses
 import gc
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -315,3 +318,24 @@ def test_zeros_and_ones_are_stocks_under_any_default_dtype(factory, dtype):
     for (name, a), (_, b) in zip(module.named_buffers(), eager.named_buffers()):
         assert (a.dtype, a.shape, a.stride()) == (b.dtype, b.shape, b.stride()), name
         assert torch.equal(a, b) and not a.requires_grad, name
+
+
+def test_deferred_init_and_materialize_leave_torch_dynamo_unimported():
+    """Their dispatch modes run unwrapped: torch wraps a mode's __torch_dispatch__ in
+    torch._disable_dynamo by default, which imports torch._dynamo at the first op (0.35 to 1 s,
+    more than a small model's whole build)."""
+    code = (
+        "import sys, torch, torchinit_ext as ti\n"
+        "module = ti.materialize(ti.deferred_init(torch.nn.Linear, 3, 2), seed=0)\n"
+        "assert not module.weight.is_meta\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=os.path.dirname(os.path.dirname(ti.__file__)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False"]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 from torch.compiler import is_dynamo_compiling
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _extension, _sharded
 
@@ -51,6 +52,17 @@ FLOAT_DTYPES = frozenset(_C.float_dtypes())
 FILL_DTYPES = frozenset(_C.fill_dtypes())
 # The device types with kernels: the CPU, CUDA if it was built, meta.
 COMPILED_DEVICES = frozenset(_C.compiled_devices())
+
+
+class UncompiledMode(TorchDispatchMode):
+    """A dispatch mode whose __torch_dispatch__ torch leaves unwrapped. The wrapper it gives
+    others, torch._disable_dynamo (kept out of torch.compile's tracing, which never runs these
+    modes: deferred_init() and materialize() do), imports torch._dynamo at the first op, 0.35 to
+    1 s, more than a small model's whole build, and costs ~1 us an op after."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
 
 
 class InitValueError(ValueError, RuntimeError):

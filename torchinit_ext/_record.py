@@ -39,7 +39,7 @@ from types import FrameType, TracebackType
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import UninitializedTensorMixin
-from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import _dispatch, _known_resets, _patch, _sharded
 
@@ -224,7 +224,7 @@ class Record:
         self.nbytes: dict[int, int] = {}  # every meta storage seen, by key
         self.built: dict[str, Built] = {}  # the module's tensors when it was built, by name
         self.root: weakref.ref[nn.Module] | None = None  # the module it built
-        self._alive: list[Tensor] = []
+        self._alive: list[Tensor | torch.UntypedStorage] = []
         # Real tensors torch.tensor(data) made while building, by storage (kept alive until
         # the module is built, so that storage keys stay unique).
         self.lifted: dict[int, Tensor] = {}
@@ -247,7 +247,7 @@ class Record:
         if traits.empty and out.is_meta:
             storage = out.untyped_storage()
             nbytes[storage._cdata] = storage.nbytes()
-            self._alive.append(out)
+            self._alive.append(storage)  # (add_factory says why not the tensor)
             return None
         if traits.fills_first and args and _is_meta(args[0]) and _no_tensors(args, kwargs):
             return self.add_fill(func, traits, args, kwargs, out)
@@ -345,7 +345,10 @@ class Record:
         if not allocates:
             return None  # a key met before (an address reused), which add() records not
         self.nbytes[key] = storage.nbytes()
-        self._alive.append(out)
+        # Its storage kept, not the tensor: a factory's Python binding hands the caller the
+        # tensor it made only while nothing else holds it, and otherwise a copy, whose detach
+        # comes through this mode (the cost of another op).
+        self._alive.append(storage)
         new = frozenset((key,))
         op = _Op(func, args, kwargs, allocates, new, frozenset(), new, torch.get_default_dtype())
         return self._append(op, traits)
@@ -527,7 +530,7 @@ def _captured(record: Record, value: Tensor) -> Tensor:
     meta = torch.empty(value.shape, dtype=value.dtype, device=_META)
     storage = meta.untyped_storage()
     record.nbytes[storage._cdata] = storage.nbytes()
-    record._alive.append(meta)
+    record._alive.append(storage)  # (Record.add_factory says why not the tensor)
     record.capture(storage._cdata, value.detach().reshape(-1).view(torch.uint8).clone())
     return meta
 
@@ -707,7 +710,7 @@ _FACTORIES_ON_VALUES = {
 }
 
 
-class _Recorder(TorchDispatchMode):
+class _Recorder(_dispatch.UncompiledMode):
     """Records ops, and puts the tensors that factory ops make on the meta device. (Not a
     torch.device("meta") context: code that asks where new tensors go, as transformers does
     before running its _init_weights, sees its usual device and runs its usual init.)"""

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _dispatch, _record, _sharded
 from ._dispatch import _C, compiled
@@ -234,7 +233,7 @@ class Session:
             _dispatch.call_many(list(local), list(laws), list(params), list(states), list(shards))
 
 
-class Tracker(TorchDispatchMode):
+class Tracker(_dispatch.UncompiledMode):
     """Runs queued fills before any op that touches their memory, and records writes."""
 
     def __init__(self, session: Session):
