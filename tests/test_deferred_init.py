@@ -13,6 +13,7 @@ import pytest
 import scipy.stats
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchinit_ext as ti
 from tests.helpers.common import P_MIN
@@ -318,6 +319,124 @@ def test_zeros_and_ones_are_stocks_under_any_default_dtype(factory, dtype):
     for (name, a), (_, b) in zip(module.named_buffers(), eager.named_buffers()):
         assert (a.dtype, a.shape, a.stride()) == (b.dtype, b.shape, b.stride()), name
         assert torch.equal(a, b) and not a.requires_grad, name
+
+
+class _Seen(TorchDispatchMode):
+    """A dispatch mode of the caller's: notes every op it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.funcs = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.funcs.append(func)
+        return func(*args, **(kwargs or {}))
+
+
+def _through_python(monkeypatch):
+    """Every op recorded through the recorder's Python, recording.cpp's fast path never on."""
+    monkeypatch.setattr(_dispatch._C, "recording_fast_path_start", lambda *args: None)
+    monkeypatch.setattr(_dispatch._C, "recording_fast_path_stop", lambda *args: None)
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_the_fast_path_records_what_the_recorder_records(seed, monkeypatch):
+    """Empty factories and views, which recording.cpp takes without Python, give the record the
+    storages, ops and replayed values that the recorder's Python gives them."""
+    dispatched = []
+    through_recorder = _record._Recorder.__torch_dispatch__
+
+    def noting(self, func, types, args=(), kwargs=None):
+        dispatched.append(func)
+        return through_recorder(self, func, types, args, kwargs)
+
+    monkeypatch.setattr(_record._Recorder, "__torch_dispatch__", noting)
+
+    def build():
+        dispatched.clear()
+        torch.manual_seed(3)
+        with _record.recording() as record:
+            Mixed()
+        ops = [(op.func, op.draw, len(op.writes), len(op.reads)) for op in record.ops]
+        torch.manual_seed(3)
+        module = ti.deferred_init(Mixed)
+        torch.manual_seed(4)
+        state = ti.materialize(module, seed=seed).state_dict()
+        return sorted(record.nbytes.values()), ops, list(dispatched), state
+
+    fast_sizes, fast_ops, fast_dispatched, fast_state = build()
+    _through_python(monkeypatch)
+    python_sizes, python_ops, python_dispatched, python_state = build()
+    aten = torch.ops.aten
+    taken = {aten.empty.memory_format, aten.t.default}
+    assert taken <= set(python_dispatched)
+    assert taken.isdisjoint(fast_dispatched)
+    assert fast_sizes == python_sizes and fast_ops == python_ops
+    assert fast_state.keys() == python_state.keys()
+    for name, value in fast_state.items():
+        assert torch.equal(value, python_state[name]), name
+
+
+def test_another_dispatch_mode_sees_every_op_while_recording():
+    """The fast path takes ops only while the recorder is the one dispatch mode: a mode entered
+    in the constructor or around deferred_init() sees the factories and views too."""
+    taken = {torch.ops.aten.empty.memory_format, torch.ops.aten.t.default}
+
+    def layer():
+        module = nn.Linear(3, 2)
+        module.register_buffer("transposed", torch.empty(3, 2).t())
+        return module
+
+    inside = _Seen()
+
+    def build():
+        with inside:
+            return layer()
+
+    module = ti.deferred_init(build)
+    assert module.weight.is_meta and module.transposed.is_meta
+    assert taken <= set(inside.funcs)
+    around = _Seen()
+    with around:
+        module = ti.deferred_init(layer)
+    assert module.weight.is_meta
+    assert taken <= set(around.funcs)
+    ti.materialize(module)
+    assert not module.weight.is_meta
+
+
+def test_recording_leaves_no_dispatch_state_behind():
+    """Code that turns dispatch modes off while building gets real tensors, as from the
+    recorder; the fast path's dispatch key is off once deferred_init() returns or raises, and
+    in a nested deferred_init() the outer recording goes on after the inner one."""
+    made = []
+
+    def build():
+        with torch._C._DisableTorchDispatch():
+            made.append(torch.empty(2))
+        made.append(torch.empty(2))
+        return nn.Linear(2, 2)
+
+    def failing():
+        torch.empty(3)
+        raise ValueError("a constructor's own error")
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = ti.deferred_init(nn.Linear, 3, 2)
+            self.own = nn.Linear(2, 2)
+
+    ti.deferred_init(build)
+    assert [t.device.type for t in made] == ["cpu", "meta"]
+    with pytest.raises(ValueError, match="own error"):
+        ti.deferred_init(failing)
+    outer = ti.deferred_init(Outer)
+    assert all(t.is_meta for t in outer.parameters())
+    assert "DeferredInit" not in str(torch._C._dispatch_tls_local_include_set())
+    assert not torch.empty(1).is_meta
+    ti.materialize(outer)
+    assert not any(t.is_meta for t in outer.parameters())
 
 
 def test_deferred_init_and_materialize_leave_torch_dynamo_unimported():

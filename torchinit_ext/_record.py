@@ -798,7 +798,16 @@ class _Recorder(_dispatch.UncompiledMode):
             torch.autograd.graph.increment_version(tensor)
         return True
 
+    def __enter__(self):
+        mode = super().__enter__()
+        # Empty factories and pure views of plain meta tensors, the most of a small model's ops,
+        # go through csrc/registration/recording.cpp without this mode: what this mode would do
+        # with them (Record.add) done there, in C++.
+        _dispatch._C.recording_fast_path_start(self, self.record.nbytes, self.record._alive)
+        return mode
+
     def __exit__(self, exc_type, error, traceback):
+        _dispatch._C.recording_fast_path_stop(self)
         super().__exit__(exc_type, error, traceback)
         if error is None or isinstance(error, UnrecordableError):
             return
