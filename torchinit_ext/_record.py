@@ -641,7 +641,8 @@ def _on_values_now(record: Record, func, traits: _Traits, args: tuple, kwargs: d
     if traits.draws or traits.pure_view or traits.written or func in _UNINITIALIZED_LIKE:
         return False
     keys = {storage_key(t) for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)}
-    unknown = keys - record.known.keys()
+    known = record.known
+    unknown = {key for key in keys if key not in known}  # (a set minus a dict's keys walks the dict)
     if (
         not keys
         or not unknown <= record.drawless
