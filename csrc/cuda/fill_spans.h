@@ -194,6 +194,25 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>, State> {
   }
 };
 
+// out[k] = sample(first + k) for the kSpan elements of a span. Where nvcc keeps this a loop
+// rather than four copies of the sampler (as in fill_one_kernel), out[k] at the trip's run-time k
+// would put the span in a stack; instead each float is shifted in at out[0], last element first,
+// so that `out` is indexed by constants only and stays in registers. Four doubles held through
+// the sampler spill there, so doubles keep out[k] and its 32-byte stack.
+template <typename acc_t, typename Sample>
+C10_HOST_DEVICE void sample_span(uint64_t first, acc_t* out, const Sample& sample) {
+  for (int64_t k = kSpan - 1; k >= 0; --k) {
+    const acc_t v = sample(first + k);
+    if constexpr (sizeof(acc_t) > sizeof(float)) {
+      out[k] = v;
+    } else {
+      TORCHINIT_UNROLL
+      for (int j = kSpan - 1; j > 0; --j) out[j] = out[j - 1];
+      out[0] = v;
+    }
+  }
+}
+
 template <typename acc_t, typename State>
 struct ElementValues<acc_t, TruncNormalRejection<acc_t>, State> {
   TruncNormalRejection<acc_t> dist;
@@ -201,9 +220,7 @@ struct ElementValues<acc_t, TruncNormalRejection<acc_t>, State> {
   C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, const State& k)
       : dist(d), state(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(state, i); }
-  C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
-    for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(state, first + k);
-  }
+  C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const { sample_span(first, out, *this); }
 };
 
 template <typename T>
@@ -592,7 +609,7 @@ struct BatchRejectionValues {
   }
   template <typename acc_t>
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
-    for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(OpaquePhiloxState{state}, first + k);
+    sample_span(first, out, *this);
   }
 };
 
