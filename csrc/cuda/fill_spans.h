@@ -590,8 +590,9 @@ C10_HOST_DEVICE void fill_aligned_chunk(scalar_t* data, int64_t base, const Dist
   ElementValues<acc_t, Dist, PhiloxRoundKeys> values(dist, held_round_keys(state));
   scalar_t* const chunk = data + begin;
   const auto first = static_cast<uint64_t>(base + begin);
-  const auto count = static_cast<int32_t>(end - begin);
-  const int32_t spans_end = count - count % kSpan;
+  // Unsigned, so that the spans' end is count with its low bits cleared, no sign to correct for.
+  const auto count = static_cast<uint32_t>(end - begin);
+  const auto spans_end = static_cast<int32_t>(count / kSpan * kSpan);
   int32_t s = lane * kSpan;
   scalar_t* to = chunk + s;
   // Not unrolled: with fill_many_kernel's constant stride, nvcc unrolls constant_'s loop, 40 -> 62
@@ -603,7 +604,8 @@ C10_HOST_DEVICE void fill_aligned_chunk(scalar_t* data, int64_t base, const Dist
     store_span<scalar_t, true>(to, v);
   }
   TORCHINIT_NO_UNROLL
-  for (; s < count; ++s) chunk[s] = static_cast<scalar_t>(values(first + static_cast<uint32_t>(s)));
+  for (; s < static_cast<int32_t>(count); ++s)
+    chunk[s] = static_cast<scalar_t>(values(first + static_cast<uint32_t>(s)));
 }
 
 // The laws whose fill_many_kernel takes fill_aligned_chunk where it can: those whose spans are
