@@ -124,6 +124,19 @@ C10_HOST_DEVICE inline PhiloxBlock philox4x32_10(uint64_t block, OpaquePhiloxSta
   return philox4x32_10(block, static_cast<const PhiloxState&>(k));
 }
 
+// The round keys of a state, computed once and held in registers through a loop: hidden from the
+// compiler (an empty asm), which would otherwise add them again for every Philox block. (A batch's
+// state is read at a run-time index, so its keys can't be operands from the kernel's parameters,
+// as fill_one_kernel's are.)
+C10_HOST_DEVICE inline PhiloxRoundKeys held_round_keys(const PhiloxState& state) {
+  PhiloxRoundKeys keys = round_keys(state);
+#ifdef __CUDA_ARCH__
+  TORCHINIT_UNROLL
+  for (int r = 0; r < 10; ++r) asm volatile("" : "+r"(keys.k0[r]), "+r"(keys.k1[r]));
+#endif
+  return keys;
+}
+
 // Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
 // values are kept, so consecutive elements cost one block per kPerBlock of them. The law and state
 // are held as DistHeld and StateHeld (copies, or references into fill_many_kernel's batch), and a
@@ -194,6 +207,25 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>, State> {
   }
 };
 
+// out[k] = sample(first + k) for the kSpan elements of a span. Where nvcc keeps this a loop
+// rather than four copies of the sampler (as in fill_one_kernel), out[k] at the trip's run-time k
+// would put the span in a stack; instead each float is shifted in at out[0], last element first,
+// so that `out` is indexed by constants only and stays in registers. Four doubles held through
+// the sampler spill there, so doubles keep out[k] and its 32-byte stack.
+template <typename acc_t, typename Sample>
+C10_HOST_DEVICE void sample_span(uint64_t first, acc_t* out, const Sample& sample) {
+  for (int64_t k = kSpan - 1; k >= 0; --k) {
+    const acc_t v = sample(first + k);
+    if constexpr (sizeof(acc_t) > sizeof(float)) {
+      out[k] = v;
+    } else {
+      TORCHINIT_UNROLL
+      for (int j = kSpan - 1; j > 0; --j) out[j] = out[j - 1];
+      out[0] = v;
+    }
+  }
+}
+
 template <typename acc_t, typename State>
 struct ElementValues<acc_t, TruncNormalRejection<acc_t>, State> {
   TruncNormalRejection<acc_t> dist;
@@ -201,9 +233,7 @@ struct ElementValues<acc_t, TruncNormalRejection<acc_t>, State> {
   C10_HOST_DEVICE ElementValues(const TruncNormalRejection<acc_t>& d, const State& k)
       : dist(d), state(k) {}
   C10_HOST_DEVICE acc_t operator()(uint64_t i) const { return dist.sample(state, i); }
-  C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
-    for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(state, first + k);
-  }
+  C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const { sample_span(first, out, *this); }
 };
 
 template <typename T>
@@ -548,22 +578,34 @@ struct FillBatch {
 
 // fill_chunk_with for a target that is contiguous, aligned for span stores and takes the aligned
 // spans base, base + kSpan, ...: checked once for the chunk, not once a span. The lane whose span
-// reaches past `end` fills the chunk's last elements one at a time.
+// reaches past `end` fills the chunk's last elements one at a time. As in fill_contiguous, the
+// loop takes the round keys as operands (held_round_keys), 32-bit chunk-local indices (a chunk has
+// kChunk elements) and a store pointer that walks: the keys added again for every Philox block and
+// 64-bit indices and addresses made normal_'s loop 207 instructions a span, fill_one_kernel's 173.
 template <typename scalar_t, typename Dist>
 C10_HOST_DEVICE void fill_aligned_chunk(scalar_t* data, int64_t base, const Dist& dist,
-                                        PhiloxState state, int64_t begin, int64_t end, int64_t lane,
-                                        int64_t lanes) {
+                                        PhiloxState state, int64_t begin, int64_t end, int32_t lane,
+                                        int32_t lanes) {
   using acc_t = at::opmath_type<scalar_t>;
-  ElementValues<acc_t, Dist, PhiloxState> values(dist, state);
-  const int64_t spans_end = end - (end - begin) % kSpan;
-  int64_t s = begin + lane * kSpan;
-  for (; s < spans_end; s += lanes * kSpan) {
+  ElementValues<acc_t, Dist, PhiloxRoundKeys> values(dist, held_round_keys(state));
+  scalar_t* const chunk = data + begin;
+  const auto first = static_cast<uint64_t>(base + begin);
+  // Unsigned, so that the spans' end is count with its low bits cleared, no sign to correct for.
+  const auto count = static_cast<uint32_t>(end - begin);
+  const auto spans_end = static_cast<int32_t>(count / kSpan * kSpan);
+  int32_t s = lane * kSpan;
+  scalar_t* to = chunk + s;
+  // Not unrolled: with fill_many_kernel's constant stride, nvcc unrolls constant_'s loop, 40 -> 62
+  // registers.
+  TORCHINIT_NO_UNROLL
+  for (; s < spans_end; s += lanes * kSpan, to += lanes * kSpan) {
     acc_t v[kSpan];
-    values.span(static_cast<uint64_t>(base + s), v);
-    store_span<scalar_t, true>(data + s, v);
+    values.span(first + static_cast<uint32_t>(s), v);
+    store_span<scalar_t, true>(to, v);
   }
   TORCHINIT_NO_UNROLL
-  for (; s < end; ++s) data[s] = static_cast<scalar_t>(values(static_cast<uint64_t>(base + s)));
+  for (; s < static_cast<int32_t>(count); ++s)
+    chunk[s] = static_cast<scalar_t>(values(first + static_cast<uint32_t>(s)));
 }
 
 // The laws whose fill_many_kernel takes fill_aligned_chunk where it can: those whose spans are
@@ -592,9 +634,30 @@ struct BatchRejectionValues {
   }
   template <typename acc_t>
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
-    for (int64_t k = 0; k < kSpan; ++k) out[k] = dist.sample(OpaquePhiloxState{state}, first + k);
+    sample_span(first, out, *this);
   }
 };
+
+// The laws whose fill_many_kernel reads law and state from the batch where used (BatchValues)
+// outside fill_aligned_chunk: the rejection regimes, and float64's laws, whose copies held in
+// registers through a chunk left the double sampler too few (normal_ spilled, trunc_normal_'s
+// inverse had a 40-byte stack). The float dtypes' inverse in double would lose its 8-byte stack
+// too, but its loop would load the law's doubles where used, 1% more instructions than it spills.
+template <typename Dist>
+constexpr bool kValuesFromBatch = false;
+template <typename T>
+constexpr bool kValuesFromBatch<TruncNormalRejection<T>> = true;
+template <>
+constexpr bool kValuesFromBatch<TruncNormal<double, double>> = true;
+template <>
+constexpr bool kValuesFromBatch<Normal<double>> = true;
+template <>
+constexpr bool kValuesFromBatch<Uniform<double>> = true;
+
+// Those laws' values, read from the batch.
+template <typename acc_t, typename Dist>
+using BatchValues = std::conditional_t<std::is_same_v<Dist, TruncNormalRejection<acc_t>>,
+                                       BatchRejectionValues<Dist>, BatchBlockValues<acc_t, Dist>>;
 
 // The target of the batch's chunk c: the last whose first chunk is <= c.
 template <typename Dist>
@@ -609,8 +672,8 @@ C10_HOST_DEVICE int32_t chunk_target(const FillBatch<Dist>& batch, int64_t c) {
 
 // Chunk c of the batch, lane `lane` of `lanes`.
 template <typename scalar_t, typename Dist>
-C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, int64_t lane,
-                                      int64_t lanes) {
+C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, int32_t lane,
+                                      int32_t lanes) {
   const int32_t t = chunk_target(batch, c);
   const FillDesc& target = batch.targets[t];
   const int64_t local = c - batch.first_chunk[t];
@@ -621,8 +684,8 @@ C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, i
                                 chunk_end(target, local), lane, lanes);
     }
   }
-  if constexpr (std::is_same_v<Dist, TruncNormalRejection<at::opmath_type<scalar_t>>>) {
-    BatchRejectionValues<Dist> values{batch.dists[t], batch.states[t]};
+  if constexpr (kValuesFromBatch<Dist>) {
+    BatchValues<at::opmath_type<scalar_t>, Dist> values{batch.dists[t], batch.states[t]};
     return fill_spans<scalar_t, true>(target, values, local * kChunk, chunk_end(target, local),
                                       lane, lanes, [](int64_t, auto) {});
   }

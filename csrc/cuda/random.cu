@@ -125,8 +125,9 @@ __global__ void __launch_bounds__(kThreads, kManyBlocksPerSM<Dist>)
       fill_queued(QueuedWideChunk<scalar_t, Dist>(batch, c, threadIdx.x), queue);
     });
   } else {
+    // kThreads, the launch's block size, rather than blockDim.x: a constant stride.
     for_each_block_index(batch.chunks(), [&](int64_t c) {
-      fill_batch_chunk<scalar_t>(batch, c, threadIdx.x, blockDim.x);
+      fill_batch_chunk<scalar_t>(batch, c, threadIdx.x, kThreads);
     });
   }
 }
