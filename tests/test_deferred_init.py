@@ -13,10 +13,9 @@ import pytest
 import scipy.stats
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchinit_ext as ti
-from tests.helpers.common import P_MIN
+from tests.helpers.common import P_MIN, OpsSeen
 from torchinit_ext import _dispatch, _record
 
 
@@ -321,18 +320,6 @@ def test_zeros_and_ones_are_stocks_under_any_default_dtype(factory, dtype):
         assert torch.equal(a, b) and not a.requires_grad, name
 
 
-class _Seen(TorchDispatchMode):
-    """A dispatch mode of the caller's: notes every op it sees."""
-
-    def __init__(self):
-        super().__init__()
-        self.funcs = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.funcs.append(func)
-        return func(*args, **(kwargs or {}))
-
-
 def _through_python(monkeypatch):
     """Every op recorded through the recorder's Python, recording.cpp's fast path never on."""
     monkeypatch.setattr(_dispatch._C, "recording_fast_path_start", lambda *args: None)
@@ -387,7 +374,7 @@ def test_another_dispatch_mode_sees_every_op_while_recording():
         module.register_buffer("transposed", torch.empty(3, 2).t())
         return module
 
-    inside = _Seen()
+    inside = OpsSeen()
 
     def build():
         with inside:
@@ -395,12 +382,12 @@ def test_another_dispatch_mode_sees_every_op_while_recording():
 
     module = ti.deferred_init(build)
     assert module.weight.is_meta and module.transposed.is_meta
-    assert taken <= set(inside.funcs)
-    around = _Seen()
+    assert taken <= set(inside.ops)
+    around = OpsSeen()
     with around:
         module = ti.deferred_init(layer)
     assert module.weight.is_meta
-    assert taken <= set(around.funcs)
+    assert taken <= set(around.ops)
     ti.materialize(module)
     assert not module.weight.is_meta
 

@@ -9,9 +9,9 @@ import threading
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchinit_ext as ti
+from tests.helpers.common import OpsSeen
 from torchinit_ext import _known_resets, _record
 
 pytestmark = pytest.mark.skipif(
@@ -205,16 +205,6 @@ def test_materialized_values_are_eager_constructions_under_patched(monkeypatch):
     _assert_same_tensors(ti.materialize(deferred), eager)
 
 
-class _Ops(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(func)
-        return func(*args, **(kwargs or {}))
-
-
 class _Functions(torch.overrides.TorchFunctionMode):
     def __init__(self):
         super().__init__()
@@ -232,7 +222,7 @@ def _build_linear():
 def test_another_dispatch_mode_sees_every_fill(monkeypatch):
     calls = _one_step_calls(monkeypatch)
     for outside in (True, False):
-        mode = _Ops()
+        mode = OpsSeen()
         if outside:
             with mode:
                 module = ti.deferred_init(_build_linear)

@@ -642,7 +642,8 @@ def _on_values_now(record: Record, func, traits: _Traits, args: tuple, kwargs: d
         return False
     keys = {storage_key(t) for t in _leaves((args, tuple(kwargs.values()))) if _is_meta(t)}
     known = record.known
-    unknown = {key for key in keys if key not in known}  # (a set minus a dict's keys walks the dict)
+    # (By lookups: a set minus a dict's keys walks the whole dict.)
+    unknown = {key for key in keys if key not in known}
     if (
         not keys
         or not unknown <= record.drawless

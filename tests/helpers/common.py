@@ -1,6 +1,7 @@
 """Constants and small helpers that several test files share."""
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import torchinit_ext  # noqa: F401  (loading it registers torch.ops.torchinit_ext)
 
@@ -34,3 +35,15 @@ def assert_default_generator_is_torch_manual_seed(fill):
     b = fill(torch.empty(64, 48), None)
     c = fill(torch.empty(64, 48), gen(12))
     assert torch.equal(a, c) and not torch.equal(a, b)
+
+
+class OpsSeen(TorchDispatchMode):
+    """A dispatch mode of a caller's own: notes every op it sees, in `ops`."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func)
+        return func(*args, **(kwargs or {}))
