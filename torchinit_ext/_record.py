@@ -245,9 +245,7 @@ class Record:
             return None  # detach, view, expand...: rebuilt from references where needed
         nbytes = self.nbytes
         if traits.empty and out.is_meta:
-            storage = out.untyped_storage()
-            nbytes[storage._cdata] = storage.nbytes()
-            self._alive.append(storage)  # (add_factory says why not the tensor)
+            self.keep(out.untyped_storage())
             return None
         if traits.fills_first and args and _is_meta(args[0]) and _no_tensors(args, kwargs):
             return self.add_fill(func, traits, args, kwargs, out)
@@ -344,14 +342,19 @@ class Record:
         allocates = [] if key in self.nbytes else [(0, key)]
         if not allocates:
             return None  # a key met before (an address reused), which add() records not
-        self.nbytes[key] = storage.nbytes()
-        # Its storage kept, not the tensor: a factory's Python binding hands the caller the
-        # tensor it made only while nothing else holds it, and otherwise a copy, whose detach
-        # comes through this mode (the cost of another op).
-        self._alive.append(storage)
+        self.keep(storage)
         new = frozenset((key,))
         op = _Op(func, args, kwargs, allocates, new, frozenset(), new, torch.get_default_dtype())
         return self._append(op, traits)
+
+    def keep(self, storage: torch.UntypedStorage) -> None:
+        """Notes a new meta storage a factory made, and keeps it alive (its key stays unique).
+        The storage, not the tensor: a factory's Python binding hands the caller the tensor it
+        made only while nothing else holds it, and otherwise a copy, whose detach comes through
+        the recorder (the cost of another op). csrc/registration/recording.cpp does the same for
+        the empty factories it takes."""
+        self.nbytes[storage._cdata] = storage.nbytes()
+        self._alive.append(storage)
 
     def _append(self, op: _Op, traits: _Traits) -> _Op:
         """Appends `op`, numbered among the random ops if it draws."""
@@ -529,8 +532,7 @@ def _captured(record: Record, value: Tensor) -> Tensor:
     `value` (real): what the constructor reads of it, and what the replay writes, are these."""
     meta = torch.empty(value.shape, dtype=value.dtype, device=_META)
     storage = meta.untyped_storage()
-    record.nbytes[storage._cdata] = storage.nbytes()
-    record._alive.append(storage)  # (Record.add_factory says why not the tensor)
+    record.keep(storage)
     record.capture(storage._cdata, value.detach().reshape(-1).view(torch.uint8).clone())
     return meta
 

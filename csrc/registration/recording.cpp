@@ -90,9 +90,11 @@ bool plain_meta_tensors(const torch::jit::Stack& stack, size_t arguments) {
 
 const c10::DispatchKeySet kPythonKeys{c10::DispatchKey::Python,
                                       c10::DispatchKey::PythonTLSSnapshot};
+// Excluded while a fast op runs: the recorder and this fallback see none of its inner ops.
+const c10::DispatchKeySet kRecordingKeys = kPythonKeys.add(kKey);
 
 // The recorder's work for an empty factory (Record.add's): on meta (also where the code names a
-// device), never pinned, its storage's size noted and kept alive (keys stay unique).
+// device), never pinned, its storage noted and kept (Record.keep's).
 void empty_on_meta(const c10::OperatorHandle& op, torch::jit::Stack* stack,
                    size_t device_from_end) {
   c10::IValue& device = (*stack)[stack->size() - device_from_end];
@@ -100,12 +102,9 @@ void empty_on_meta(const c10::OperatorHandle& op, torch::jit::Stack* stack,
   device = c10::Device(c10::kMeta);
   if (pin_memory.isBool() && pin_memory.toBool()) pin_memory = false;
   {
-    c10::impl::ExcludeDispatchKeyGuard no_recording(kPythonKeys.add(kKey));
+    c10::impl::ExcludeDispatchKeyGuard no_recording(kRecordingKeys);
     op.callBoxed(stack);
   }
-  // Its storage, not the tensor, kept: torch.empty's binding hands the caller this TensorImpl only
-  // while nothing else holds it, and otherwise a copy made by a detach that goes through the
-  // recorder in Python.
   const c10::Storage& storage = stack->back().toTensor().storage();
   pybind11::gil_scoped_acquire gil;
   const auto key = pybind11::reinterpret_steal<pybind11::object>(
@@ -123,13 +122,13 @@ void recording_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
   const c10::DispatchKeySet below =
       keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, kKey);
   const Fast kind = recorder_alone() ? cached_kind(op) : Fast::kNone;
-  const size_t arguments = op.schema().arguments().size();
-  if (kind == Fast::kNone || (kind == Fast::kView && !plain_meta_tensors(*stack, arguments))) {
+  if (kind == Fast::kNone ||
+      (kind == Fast::kView && !plain_meta_tensors(*stack, op.schema().arguments().size()))) {
     op.redispatchBoxed(below, stack);
     return;
   }
   if (kind == Fast::kView) {
-    c10::impl::ExcludeDispatchKeyGuard no_recording(kPythonKeys.add(kKey));
+    c10::impl::ExcludeDispatchKeyGuard no_recording(kRecordingKeys);
     op.redispatchBoxed(below - kPythonKeys, stack);
     return;
   }
