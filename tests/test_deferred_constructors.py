@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import torchinit_ext as ti
 from torchinit_ext._record import UnrecordableError
+from torchinit_ext.model import NotReplayableError
 
 # What a constructor computes from a random tensor `w` (64 values of randn), shaped by its values.
 DATA_DEPENDENT = {
@@ -331,6 +332,79 @@ def test_tensors_made_from_python_data_go_on_meta_with_their_values():
     assert torch.equal(module.scale, torch.tensor(8.0))
     assert torch.equal(module.logit_scale.detach(), torch.tensor([2.6592, -1.0]))
     assert module.logit_scale.requires_grad and "scale" not in module.state_dict()
+
+
+class DataOnItsParametersDevice(nn.Module):
+    """transformers' RWKV, in small: it builds tensors from Python data on its parameters'
+    device, which is meta while recording, and copies them in."""
+
+    def __init__(self):
+        super().__init__()
+        self.decay = nn.Parameter(torch.empty(4))
+        self.mix = nn.Parameter(torch.empty(1, 1, 4))
+        self.lin = nn.Linear(4, 4)
+        device = self.decay.device
+        with torch.no_grad():
+            self.decay.copy_(torch.tensor([-5.0 + i for i in range(4)], device=device))
+            ramp = torch.as_tensor([i / 4 for i in range(4)], dtype=torch.float32, device=device)
+            self.mix.copy_(torch.pow(ramp[None, None, :], 0.5))
+            self.lin.bias.copy_(self.decay.new_tensor([1, 2, 3, 4]))
+        self.register_buffer("steps", torch.asarray([3, 1, 2], device=device, dtype=torch.int16))
+        self.gate = nn.Parameter(torch.tensor([0.25], device=device, requires_grad=True))
+
+
+def test_data_asked_for_on_its_parameters_meta_device_keeps_its_values():
+    torch.manual_seed(0)
+    eager = DataOnItsParametersDevice()
+    module = ti.deferred_init(DataOnItsParametersDevice)
+    assert all(t.is_meta for t in (module.decay, module.mix, module.steps, module.gate))
+    ti.materialize(module)
+    for name, tensor in eager.state_dict().items():
+        if name != "lin.weight":  # (random)
+            assert torch.equal(module.state_dict()[name], tensor), name
+    assert module.gate.requires_grad and module.steps.dtype == torch.int16
+    # The stand-ins are gone with the recording.
+    assert torch.tensor is torch._C._VariableFunctions.tensor
+    assert "new_tensor" not in vars(torch.Tensor)
+
+
+def test_data_made_on_meta_under_another_name_is_refused_not_replayed_as_garbage():
+    on_meta = torch._C._VariableFunctions.tensor  # torch.tensor, held before the recording began
+
+    class Aliased(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.plain = nn.Linear(3, 3)
+            with torch.no_grad():
+                self.lin.bias.copy_(on_meta([1.0, 2.0, 3.0], device=self.lin.bias.device))
+
+    module = ti.deferred_init(Aliased)
+    with pytest.raises(NotReplayableError, match="values are unknown") as raised:
+        ti.materialize(module)
+    assert raised.value.names == ["lin.bias"]
+    assert module.plain.weight.is_meta  # refused before anything was written
+
+    class Read(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.count = int((on_meta([1.0, -2.0], device="meta") > 0).sum())
+
+    with pytest.raises(UnrecordableError, match="Read.*values are unknown"):
+        ti.deferred_init(Read)
+
+
+def test_orthogonal_on_meta_is_recorded():
+    # transformers' RWKV re-initializes its embedding with orthogonal_ in _init_weights: a fill
+    # the recording missed kept the earlier normal_ values.
+    def build():
+        layer = nn.Linear(6, 4)
+        nn.init.orthogonal_(layer.weight, gain=0.5)
+        return layer
+
+    module = ti.materialize(ti.deferred_init(build))
+    gram = module.weight.detach() @ module.weight.detach().T
+    torch.testing.assert_close(gram, 0.25 * torch.eye(4), atol=1e-6, rtol=0)
 
 
 # ---- ops on values the constructor has read: run on them, as eager construction runs them -----

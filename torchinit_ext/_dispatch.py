@@ -231,7 +231,7 @@ def orthogonal(tensor: Tensor, gain: float, generator, stock: Callable[..., obje
     def fill_full(t: Tensor, g) -> None:
         if not compiled(t):
             stock(t, gain, generator=g)
-        elif t.numel() and not t.is_meta:
+        elif t.numel():  # (on meta too: deferred_init() records the op)
             call(ops.orthogonal_, t, gain, g)
 
     return whole(tensor, fill_full, generator)

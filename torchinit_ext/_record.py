@@ -237,6 +237,10 @@ class Record:
         # computed now without drawing, when an op on known values needs them (zeros, eye,
         # arange and what is computed from them).
         self.drawless: set[int] = set()
+        # Meta storages that ops read but that no recorded op or factory made: made before the
+        # recording began, or below every dispatch mode (torch.tensor(data, device="meta")
+        # reached under another name than _DATA_FACTORIES'). Their values are unknown.
+        self.unseen: set[int] = set()
 
     def add(self, func, traits: _Traits, args: tuple, kwargs: dict, out) -> _Op | None:
         """Records the op, of schema traits `traits`, if it writes meta storage; returns its
@@ -273,9 +277,13 @@ class Record:
             for position, t in enumerate(outputs)
             if _is_meta(t) and storages[id(t)][0] not in nbytes
         ]
-        for key, size in storages.values():
+        for t in inputs:
+            key, size = storages[id(t)]
             if key not in nbytes:
                 nbytes[key] = size
+                self.unseen.add(key)
+        for key, size in storages.values():
+            nbytes.setdefault(key, size)  # (the outputs it allocates)
         writes, defines = set(), set()
         for i, name in traits.written:
             value = args[i] if i < len(args) else kwargs.get(name)
@@ -419,8 +427,18 @@ class Record:
         )
 
     def needed(self, storages: set[int]) -> list[_Op]:
-        """The ops whose writes reach `storages`' final values, in order: a backward liveness
-        pass in which a whole-storage write kills the writes before it."""
+        """The ops whose writes reach `storages`' final values, in order."""
+        return self._liveness(storages)[0]
+
+    def unknown(self, storages: set[int]) -> set[int]:
+        """The unseen storages (whose values are unknown) that `storages`' final values are
+        computed from."""
+        return self._liveness(storages)[1] & self.unseen if self.unseen else set()
+
+    def _liveness(self, storages: set[int]) -> tuple[list[_Op], set[int]]:
+        """The ops whose writes reach `storages`' final values, in order, and the storages whose
+        values before the first op they read: a backward liveness pass in which a whole-storage
+        write kills the writes before it."""
         live = set(storages)
         kept = []
         for op in reversed(self.ops):
@@ -430,7 +448,7 @@ class Record:
             live -= op.defines
             live |= op.reads
         kept.reverse()
-        return kept
+        return kept, live
 
 
 def _leaves_meta(kwargs: dict) -> bool:
@@ -1078,6 +1096,13 @@ def _compute(record: Record, storages: set[int]) -> Replay:
     values are known already (Record.known), those."""
     if storages <= record.known.keys():
         return _KnownValues(record.known)
+    if record.unknown(storages):
+        raise _unrecordable(
+            _constructing(_frames_out(sys._getframe(1))),
+            "a read of values",
+            "reaches a meta tensor made where the recording could not see it (by a factory of "
+            "data under another name, or before deferred_init() began), whose values are unknown",
+        )
     while True:  # the other storages those ops write are computed whole too, to be captured
         ops = record.needed(storages)
         written = storages.union(*(op.writes for op in ops))
@@ -1137,11 +1162,12 @@ def recording() -> Iterator[Record]:
     """Records what runs inside, every new tensor on the meta device; patched, so that every
     init function reaches one recordable op (stock's trunc_normal_ skips meta tensors from torch
     2.12 on, and in 2.11 runs five ops that together are no recordable law). torch.nn's known
-    resets record their fills in one step (_KnownResetsInOneStep)."""
+    resets record their fills in one step, and data asked for on meta keeps its values
+    (_StandInsWhileRecording)."""
     record = Record()
     recorder = _Recorder(record)
     outer = getattr(_this_thread, "recorder", None)
-    with _patch.patched(), _KNOWN_RESETS_IN_ONE_STEP, recorder:
+    with _patch.patched(), _STAND_INS_WHILE_RECORDING, recorder:
         _this_thread.recorder = recorder
         try:
             yield record
@@ -1149,7 +1175,7 @@ def recording() -> Iterator[Record]:
             _this_thread.recorder = outer
 
 
-# ---- torch.nn's known resets, recorded in one step ---------------------------------------------
+# ---- stand-ins while recording: known resets in one step, data on meta -----------------------
 
 _this_thread = threading.local()  # .recorder: the _Recorder of this thread's innermost recording
 # The op each law of a known reset's fills reaches through the init functions, patched: what the
@@ -1174,38 +1200,93 @@ def _recording_reset(reset: Callable) -> Callable:
     return recording_reset
 
 
-class _KnownResetsInOneStep:
-    """Installs _recording_reset on the classes that define the known resets (_known_resets)
-    while any thread records, and puts the resets back when the last recording ends. A class
-    attribute changed by someone else since is left as it is."""
+# Factories of a tensor from Python data (a list, a number, an array) that build it on the CPU
+# and move it to the device asked for below every dispatch mode: asked for the meta device (a
+# constructor asking for its parameters' device, as transformers' RWKV does for its time-mixing
+# weights), they give a meta tensor whose values never reach the recorder, which the replay would
+# fill with uninitialized memory. While recording, they build on the CPU and the recorder records
+# the copy to meta, values and all. (Each takes its data alone positionally: a method, its tensor
+# too.)
+_DATA_FACTORIES = (
+    (torch, "tensor"),
+    (torch, "as_tensor"),
+    (torch, "asarray"),
+    (torch.Tensor, "new_tensor"),
+)
+
+
+def _recording_data_factory(factory: Callable) -> Callable:
+    """`factory`, one of _DATA_FACTORIES, for the time a recording runs: in a recording thread,
+    data asked for on the meta device (new_tensor: by default, of a meta tensor) is built on the
+    CPU, then copied to meta through the recorder."""
+    is_method = factory is torch.Tensor.new_tensor
+
+    @functools.wraps(factory)
+    def recording_factory(*args, **kwargs):
+        if getattr(_this_thread, "recorder", None) is None:
+            return factory(*args, **kwargs)
+        device = kwargs.get("device")
+        if device is None and is_method and args:
+            device = args[0].device
+        data = args[-1] if args else kwargs.get("data", kwargs.get("obj"))
+        if device is None or torch.device(device) != _META or isinstance(data, Tensor):
+            return factory(*args, **kwargs)  # (a tensor's copy to meta is dispatched: recorded)
+        kwargs = {**kwargs, "device": _CPU}
+        requires_grad = kwargs.pop("requires_grad", False)
+        kwargs.pop("pin_memory", None)  # (asked of the meta device, which has no pinned memory)
+        return factory(*args, **kwargs).to(_META).requires_grad_(requires_grad)
+
+    return recording_factory
+
+
+def _stand_ins() -> list[tuple[object, str, Callable, Callable]]:
+    """(owner, attribute, what it holds now, its stand-in) of each function a recording replaces
+    while it runs: the known resets of torch.nn, recorded in one step (_recording_reset), and the
+    factories of tensors from data (_recording_data_factory). None that someone has replaced."""
+    out = []
+    for reset, known in _known_resets._KNOWN.items():
+        name = reset.__name__
+        if vars(known.owner).get(name) is reset:
+            out.append((known.owner, name, reset, _recording_reset(reset)))
+    for owner, name in _DATA_FACTORIES:
+        factory = getattr(owner, name)
+        out.append((owner, name, factory, _recording_data_factory(factory)))
+    return out
+
+
+class _StandInsWhileRecording:
+    """Installs the recording's stand-ins (_stand_ins) while any thread records, and puts the
+    originals back when the last recording ends. An attribute changed by someone else since is
+    left as it is; one the owner only inherited is deleted again."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._recordings = 0
-        self._installed: list[tuple[type, str, Callable, Callable]] = []
+        self._installed: list[tuple[object, str, Callable, Callable, bool]] = []
 
     def __enter__(self):
         with self._lock:
             if not self._recordings:
-                for reset, known in _known_resets._KNOWN.items():
-                    name = reset.__name__
-                    if vars(known.owner).get(name) is reset:
-                        wrapper = _recording_reset(reset)
-                        setattr(known.owner, name, wrapper)
-                        self._installed.append((known.owner, name, reset, wrapper))
+                for owner, name, original, stand_in in _stand_ins():
+                    own = name in vars(owner)
+                    setattr(owner, name, stand_in)
+                    self._installed.append((owner, name, original, stand_in, own))
             self._recordings += 1
 
     def __exit__(self, *exc_info):
         with self._lock:
             self._recordings -= 1
             if not self._recordings:
-                for owner, name, reset, wrapper in self._installed:
-                    if vars(owner).get(name) is wrapper:
-                        setattr(owner, name, reset)
+                for owner, name, original, stand_in, own in self._installed:
+                    if vars(owner).get(name) is stand_in:
+                        if own:
+                            setattr(owner, name, original)
+                        else:
+                            delattr(owner, name)
                 self._installed.clear()
 
 
-_KNOWN_RESETS_IN_ONE_STEP = _KnownResetsInOneStep()
+_STAND_INS_WHILE_RECORDING = _StandInsWhileRecording()
 
 
 class _CollectorHeld:

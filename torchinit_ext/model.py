@@ -333,7 +333,10 @@ def _replay(
             else:
                 copy = functools.partial(_copy_shard, replay, built.ref, tensor)
                 copied.setdefault(built.ref.storage, []).append(copy)
-    ops = record.needed(needed | set(replay.substitutes) | set(copied))
+    wanted = needed | set(replay.substitutes) | set(copied)
+    if record.unknown(wanted):
+        raise NotReplayableError.of([], [], _computed_from_unknown(record, finals, slots))
+    ops = record.needed(wanted)
     # With a seed, random ops that take no generator (randint) draw from the seed too.
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with rng, torch.no_grad():
@@ -376,6 +379,15 @@ def _replay(
         if swapped is not value:
             submodule.__dict__[attr] = swapped
     return module
+
+
+def _computed_from_unknown(record, finals: dict, slots: list) -> list[str]:
+    """The names of the tensors among `finals` (by id, of `slots`: _Tree.places) whose values
+    the record computes from storages whose values are unknown (Record.unknown)."""
+    names = {id(tensor): name for name, _, _, tensor in reversed(slots)}  # (each its first)
+    return sorted(
+        names[key] for key, (_, ref, _) in finals.items() if record.unknown({ref.storage})
+    )
 
 
 def _swapped(value, real: dict[int, Tensor], depth: int = 0):
@@ -624,7 +636,9 @@ class NotReplayableError(_NamesTensors, RuntimeError):
     `names` lists them all."""
 
     @classmethod
-    def of(cls, written_since: list[str], new: list[str]) -> "NotReplayableError":
+    def of(
+        cls, written_since: list[str], new: list[str], unknown: list[str] = ()
+    ) -> "NotReplayableError":
         parts = []
         if written_since:
             parts.append(
@@ -638,7 +652,15 @@ class NotReplayableError(_NamesTensors, RuntimeError):
                 f"tensors of their module, so that no reset can fill them alone: {_listed(new)} "
                 "(make them in the function given to deferred_init())"
             )
-        return cls(f"materialize: {'; and '.join(parts)}", written_since + new)
+        if unknown:
+            parts.append(
+                "computed from meta tensors made where the recording could not see them, whose "
+                f"values are unknown: {_listed(unknown)} (a factory of data, such as "
+                "torch.tensor(data, device=...), called under another name than torch.tensor, "
+                "torch.as_tensor, torch.asarray or Tensor.new_tensor; or a tensor built on meta "
+                "before deferred_init() began)"
+            )
+        return cls(f"materialize: {'; and '.join(parts)}", [*written_since, *new, *unknown])
 
 
 def _listed(names: list[str]) -> str:
