@@ -921,7 +921,10 @@ class Replay:
         `later` are made at their first use instead (memory held for a short while)."""
         allocated = {key for op in ops for _, key in op.allocates} | later
         for op in ops:
-            for value in _leaves((op.args, tuple(op.kwargs.values()))):
+            # An elementwise fill's one tensor is its target: its law's parameters are numbers.
+            fill = op.func in _FILL_LAWS
+            values = op.args[:1] if fill else _leaves((op.args, *op.kwargs.values()))
+            for value in values:
                 if isinstance(value, _Ref) and value.storage not in allocated:
                     self._real(value)
 
@@ -997,8 +1000,14 @@ class Replay:
         ):
             return False
         law, names = fill
-        bound = _bound(op.func, op.args, op.kwargs)
-        params = tuple(bound[name] for name in names) or (0,)
+        if not op.kwargs and len(op.args) == len(names) + 1:
+            # Every parameter given, in order, and no generator (the fills of known resets): what
+            # _bound would find, without its walk of the schema.
+            params, generator = op.args[1:] or (0,), None
+        else:
+            bound = _bound(op.func, op.args, op.kwargs)
+            params = tuple(bound[name] for name in names) or (0,)
+            generator = bound.get("generator")
         if law == "constant" and (
             isinstance(params[0], bool) or not isinstance(params[0], (int, float))
         ):
@@ -1006,7 +1015,7 @@ class Replay:
         where = _dispatch._C.fill_extent(tensor)
         if where is None:
             return False  # no kernel takes it: stock's fill, on the general path
-        self.session.defer((tensor, where, named[0][0], None), law, params, bound.get("generator"))
+        self.session.defer((tensor, where, named[0][0], None), law, params, generator)
         return True
 
 
