@@ -107,13 +107,7 @@ def storage_key(tensor: Tensor) -> int:
 
 
 def ref(tensor: Tensor) -> _Ref:
-    return _Ref(
-        storage_key(tensor),
-        tensor.dtype,
-        tuple(tensor.shape),
-        tuple(tensor.stride()),
-        tensor.storage_offset(),
-    )
+    return _Ref(*_dispatch._C.storage_view(tensor))
 
 
 @functools.cache

@@ -195,6 +195,40 @@ PyObject* fill_extent_entry(PyObject*, PyObject* obj) {
   END_HANDLE_TH_ERRORS
 }
 
+PyObject* int_tuple(c10::IntArrayRef values) {
+  PyObject* tuple = PyTuple_New(static_cast<Py_ssize_t>(values.size()));
+  if (!tuple) return nullptr;
+  for (size_t i = 0; i < values.size(); ++i) {
+    PyObject* value = PyLong_FromLongLong(values[i]);
+    if (!value) {
+      Py_DECREF(tuple);
+      return nullptr;
+    }
+    PyTuple_SET_ITEM(tuple, static_cast<Py_ssize_t>(i), value);
+  }
+  return tuple;
+}
+
+// storage_view(tensor) -> (storage key, dtype, sizes, strides, offset): the fields of
+// torchinit_ext._record.ref(), which deferred_init() and materialize() take of every tensor they
+// record or replay, in one call where the Python attributes take five. The key is the storage's
+// address, as UntypedStorage._cdata gives it.
+PyObject* storage_view_entry(PyObject*, PyObject* obj) {
+  HANDLE_TH_ERRORS
+  TORCH_CHECK_TYPE(THPVariable_Check(obj), "storage_view: expected a Tensor");
+  const at::Tensor& t = THPVariable_Unpack(obj);
+  PyObject* sizes = int_tuple(t.sizes());
+  PyObject* strides = sizes ? int_tuple(t.strides()) : nullptr;
+  if (!strides) {
+    Py_XDECREF(sizes);
+    return nullptr;
+  }
+  PyObject* dtype = reinterpret_cast<PyObject*>(torch::getTHPDtype(t.scalar_type()));
+  return Py_BuildValue("(NONNL)", PyLong_FromVoidPtr(t.storage().unsafeGetStorageImpl()), dtype,
+                       sizes, strides, static_cast<long long>(t.storage_offset()));
+  END_HANDLE_TH_ERRORS
+}
+
 // compiled(tensor, all_fill_dtypes) -> bool: whether the compiled kernels take the tensor
 // (compiled_tensor), for torchinit_ext._dispatch.compiled.
 PyObject* compiled_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -271,6 +305,9 @@ PyMethodDef methods[] = {
     {"fill_extent", reinterpret_cast<PyCFunction>(fill_extent_entry), METH_O,
      "fill_extent(tensor) -> (memory, offset, sizes, strides, dtype) or None: _session.extent() "
      "of a tensor the compiled fills take."},
+    {"storage_view", reinterpret_cast<PyCFunction>(storage_view_entry), METH_O,
+     "storage_view(tensor) -> (storage key, dtype, sizes, strides, offset): _record.ref()'s "
+     "fields."},
     {"compiled", reinterpret_cast<PyCFunction>(compiled_entry), METH_FASTCALL,
      "compiled(tensor, all_fill_dtypes) -> bool: whether the compiled kernels take the tensor."},
     {"compiled_devices", compiled_devices_entry, METH_NOARGS,
