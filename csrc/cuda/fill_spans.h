@@ -209,20 +209,16 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>, State> {
 
 // out[k] = sample(first + k) for the kSpan elements of a span. Where nvcc keeps this a loop
 // rather than four copies of the sampler (as in fill_one_kernel), out[k] at the trip's run-time k
-// would put the span in a stack; instead each float is shifted in at out[0], last element first,
-// so that `out` is indexed by constants only and stays in registers. Four doubles held through
-// the sampler spill there, so doubles keep out[k] and its 32-byte stack.
+// would put the span in a stack (16 bytes for float, 32 for double); instead each value is shifted
+// in at out[0], last element first, so that `out` is indexed by constants only and stays in
+// registers.
 template <typename acc_t, typename Sample>
 C10_HOST_DEVICE void sample_span(uint64_t first, acc_t* out, const Sample& sample) {
   for (int64_t k = kSpan - 1; k >= 0; --k) {
     const acc_t v = sample(first + k);
-    if constexpr (sizeof(acc_t) > sizeof(float)) {
-      out[k] = v;
-    } else {
-      TORCHINIT_UNROLL
-      for (int j = kSpan - 1; j > 0; --j) out[j] = out[j - 1];
-      out[0] = v;
-    }
+    TORCHINIT_UNROLL
+    for (int j = kSpan - 1; j > 0; --j) out[j] = out[j - 1];
+    out[0] = v;
   }
 }
 
