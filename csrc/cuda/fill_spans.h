@@ -637,14 +637,15 @@ struct BatchRejectionValues {
 // The laws whose fill_many_kernel reads law and state from the batch where used (BatchValues)
 // outside fill_aligned_chunk: the rejection regimes, and float64's laws, whose copies held in
 // registers through a chunk left the double sampler too few (normal_ spilled, trunc_normal_'s
-// inverse had a 40-byte stack). The float dtypes' inverse in double would lose its 8-byte stack
-// too, but its loop would load the law's doubles where used, 1% more instructions than it spills.
+// inverse had a 40-byte stack), and the float dtypes' inverse in double, which spilled the
+// target's data pointer (an 8-byte stack): its loop loads the law's doubles where used instead, 1%
+// more instructions.
 template <typename Dist>
 constexpr bool kValuesFromBatch = false;
 template <typename T>
 constexpr bool kValuesFromBatch<TruncNormalRejection<T>> = true;
-template <>
-constexpr bool kValuesFromBatch<TruncNormal<double, double>> = true;
+template <typename T>
+constexpr bool kValuesFromBatch<TruncNormal<T, double>> = true;
 template <>
 constexpr bool kValuesFromBatch<Normal<double>> = true;
 template <>
