@@ -137,6 +137,16 @@ C10_HOST_DEVICE inline PhiloxRoundKeys held_round_keys(const PhiloxState& state)
   return keys;
 }
 
+// The laws whose span draws all its Philox blocks before it transforms any: float64's normal_,
+// two blocks a span, whose round keys ptxas computed once and held through the first block's
+// Box-Muller (fill_many_kernel spilled them: a 16-byte stack). Drawn first, the keys are dead
+// before the transforms, and only the second block's words are held. For the truncated normal's
+// inversion, also two blocks a span, it costs registers or instructions.
+template <typename Dist>
+constexpr bool kBlocksFirst = false;
+template <>
+constexpr bool kBlocksFirst<Normal<double>> = true;
+
 // Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
 // values are kept, so consecutive elements cost one block per kPerBlock of them. The law and state
 // are held as DistHeld and StateHeld (copies, or references into fill_many_kernel's batch), and a
@@ -160,9 +170,18 @@ struct BlockValues {
     return pick(values, static_cast<int>(i % Dist::kPerBlock));
   }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
-    TORCHINIT_UNROLL
-    for (int64_t j = 0; j < kSpan / Dist::kPerBlock; ++j) {
-      dist(philox4x32_10(first / Dist::kPerBlock + j, state), out + j * Dist::kPerBlock);
+    constexpr int kBlocks = kSpan / Dist::kPerBlock;
+    if constexpr (kBlocksFirst<Dist>) {
+      PhiloxBlock blocks[kBlocks];
+      TORCHINIT_UNROLL
+      for (int j = 0; j < kBlocks; ++j)
+        blocks[j] = philox4x32_10(first / Dist::kPerBlock + j, state);
+      TORCHINIT_UNROLL
+      for (int j = 0; j < kBlocks; ++j) dist(blocks[j], out + j * Dist::kPerBlock);
+    } else {
+      TORCHINIT_UNROLL
+      for (int j = 0; j < kBlocks; ++j)
+        dist(philox4x32_10(first / Dist::kPerBlock + j, state), out + j * Dist::kPerBlock);
     }
   }
 };
