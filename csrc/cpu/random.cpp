@@ -30,7 +30,9 @@ struct Produce {
   void operator()(const Constant<acc_t>& dist) const {
     std::fill(dst, dst + (end - begin), dist.value);
   }
-  void operator()(const TruncNormalWide<acc_t>& dist) const {
+  // A template, so that overload resolution for a double law names no TruncNormalWide<double>.
+  template <typename T>
+  void operator()(const TruncNormalWide<T>& dist) const {
     with_simd_level([&](auto level) {
       constexpr SimdLevel L = decltype(level)::value;
       generate_range<L>(dist, state, dst, begin, end);

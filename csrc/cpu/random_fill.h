@@ -75,10 +75,9 @@ void generate_range(const Dist& dist, PhiloxState state, acc_t* dst, int64_t beg
 
 // The offsets k < n with x[k] NaN, ascending, to out (room for n + 16); returns their count.
 // AVX-512 compresses 16 offsets at a time and AVX2 skips 8 numbers at a time, so the scan costs a
-// small fraction of the fill. (float64 has only the scalar scan: TruncNormalWide, the one user, is
-// float-only in practice.)
-template <typename T>
-inline int32_t find_nans_scalar(const T* x, int32_t begin, int32_t n, int32_t* out, int32_t count) {
+// small fraction of the fill. float only, as TruncNormalWide, the one user.
+inline int32_t find_nans_scalar(const float* x, int32_t begin, int32_t n, int32_t* out,
+                                int32_t count) {
   for (int32_t k = begin; k < n; ++k) {
     out[count] = k;
     count += x[k] != x[k];
@@ -115,12 +114,11 @@ TORCHINIT_TARGET_AVX2 inline int32_t find_nans_avx2(const float* x, int32_t n, i
 }
 #endif
 
-template <SimdLevel L, typename T>
-inline int32_t find_nans(const T* x, int32_t n, int32_t* out) {
+template <SimdLevel L>
+inline int32_t find_nans(const float* x, int32_t n, int32_t* out) {
 #if TORCHINIT_X86_SIMD
-  if constexpr (std::is_same_v<T, float> && L == SimdLevel::kAvx512)
-    return find_nans_avx512(x, n, out);
-  if constexpr (std::is_same_v<T, float> && L == SimdLevel::kAvx2) return find_nans_avx2(x, n, out);
+  if constexpr (L == SimdLevel::kAvx512) return find_nans_avx512(x, n, out);
+  if constexpr (L == SimdLevel::kAvx2) return find_nans_avx2(x, n, out);
 #endif
   return find_nans_scalar(x, 0, n, out, 0);
 }
@@ -130,8 +128,8 @@ inline int32_t find_nans(const T* x, int32_t n, int32_t* out) {
 // stream_block(r, i) and takes the first of its values that is not NaN; the last attempt is
 // dist.last_attempt of block stream_block(kAttempts, i). The pending elements of an attempt are
 // batched kWideLanes at a time, so redraws run in SIMD too.
-template <SimdLevel L, typename acc_t, typename Dist>
-inline void resample_rejected(const Dist& dist, PhiloxState state, acc_t* dst, int64_t begin,
+template <SimdLevel L, typename Dist>
+inline void resample_rejected(const Dist& dist, PhiloxState state, float* dst, int64_t begin,
                               int64_t end) {
   TORCH_INTERNAL_ASSERT_DEBUG_ONLY(end - begin <= kBufferElements);
   int32_t pending[kBufferElements + 16];  // offsets from begin of the elements still rejected
@@ -142,10 +140,10 @@ inline void resample_rejected(const Dist& dist, PhiloxState state, acc_t* dst, i
       const int64_t lanes = std::min<int64_t>(kWideLanes, count - s);
       uint64_t blocks[kWideLanes] = {};  // lanes past `lanes` compute block 0, unused
       for (int64_t j = 0; j < lanes; ++j) blocks[j] = stream_block(attempt, begin + pending[s + j]);
-      acc_t proposals[kWideLanes * Dist::kPerBlock];
+      float proposals[kWideLanes * Dist::kPerBlock];
       generate_batch<L, kWideLanes>(dist, state, blocks, proposals);
       for (int64_t j = 0; j < lanes; ++j) {
-        const acc_t* p = proposals + j * Dist::kPerBlock;
+        const float* p = proposals + j * Dist::kPerBlock;
         int k = 0;
         while (k < Dist::kPerBlock && p[k] != p[k]) ++k;
         if (k < Dist::kPerBlock)

@@ -137,6 +137,16 @@ C10_HOST_DEVICE inline PhiloxRoundKeys held_round_keys(const PhiloxState& state)
   return keys;
 }
 
+// The laws whose span draws all its Philox blocks before it transforms any: float64's normal_,
+// two blocks a span, whose round keys ptxas computed once and held through the first block's
+// Box-Muller (fill_many_kernel spilled them: a 16-byte stack). Drawn first, the keys are dead
+// before the transforms, and only the second block's words are held. For the truncated normal's
+// inversion, also two blocks a span, it costs registers or instructions.
+template <typename Dist>
+constexpr bool kBlocksFirst = false;
+template <>
+constexpr bool kBlocksFirst<Normal<double>> = true;
+
 // Element i is slot i % kPerBlock of dist's values of Philox block i / kPerBlock; the last block's
 // values are kept, so consecutive elements cost one block per kPerBlock of them. The law and state
 // are held as DistHeld and StateHeld (copies, or references into fill_many_kernel's batch), and a
@@ -160,9 +170,18 @@ struct BlockValues {
     return pick(values, static_cast<int>(i % Dist::kPerBlock));
   }
   C10_HOST_DEVICE void span(uint64_t first, acc_t* out) const {
-    TORCHINIT_UNROLL
-    for (int64_t j = 0; j < kSpan / Dist::kPerBlock; ++j) {
-      dist(philox4x32_10(first / Dist::kPerBlock + j, state), out + j * Dist::kPerBlock);
+    constexpr int kBlocks = kSpan / Dist::kPerBlock;
+    if constexpr (kBlocksFirst<Dist>) {
+      PhiloxBlock blocks[kBlocks];
+      TORCHINIT_UNROLL
+      for (int j = 0; j < kBlocks; ++j)
+        blocks[j] = philox4x32_10(first / Dist::kPerBlock + j, state);
+      TORCHINIT_UNROLL
+      for (int j = 0; j < kBlocks; ++j) dist(blocks[j], out + j * Dist::kPerBlock);
+    } else {
+      TORCHINIT_UNROLL
+      for (int j = 0; j < kBlocks; ++j)
+        dist(philox4x32_10(first / Dist::kPerBlock + j, state), out + j * Dist::kPerBlock);
     }
   }
 };
@@ -209,20 +228,16 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>, State> {
 
 // out[k] = sample(first + k) for the kSpan elements of a span. Where nvcc keeps this a loop
 // rather than four copies of the sampler (as in fill_one_kernel), out[k] at the trip's run-time k
-// would put the span in a stack; instead each float is shifted in at out[0], last element first,
-// so that `out` is indexed by constants only and stays in registers. Four doubles held through
-// the sampler spill there, so doubles keep out[k] and its 32-byte stack.
+// would put the span in a stack (16 bytes for float, 32 for double); instead each value is shifted
+// in at out[0], last element first, so that `out` is indexed by constants only and stays in
+// registers.
 template <typename acc_t, typename Sample>
 C10_HOST_DEVICE void sample_span(uint64_t first, acc_t* out, const Sample& sample) {
   for (int64_t k = kSpan - 1; k >= 0; --k) {
     const acc_t v = sample(first + k);
-    if constexpr (sizeof(acc_t) > sizeof(float)) {
-      out[k] = v;
-    } else {
-      TORCHINIT_UNROLL
-      for (int j = kSpan - 1; j > 0; --j) out[j] = out[j - 1];
-      out[0] = v;
-    }
+    TORCHINIT_UNROLL
+    for (int j = kSpan - 1; j > 0; --j) out[j] = out[j - 1];
+    out[0] = v;
   }
 }
 
@@ -641,14 +656,15 @@ struct BatchRejectionValues {
 // The laws whose fill_many_kernel reads law and state from the batch where used (BatchValues)
 // outside fill_aligned_chunk: the rejection regimes, and float64's laws, whose copies held in
 // registers through a chunk left the double sampler too few (normal_ spilled, trunc_normal_'s
-// inverse had a 40-byte stack). The float dtypes' inverse in double would lose its 8-byte stack
-// too, but its loop would load the law's doubles where used, 1% more instructions than it spills.
+// inverse had a 40-byte stack), and the float dtypes' inverse in double, which spilled the
+// target's data pointer (an 8-byte stack): its loop loads the law's doubles where used instead, 1%
+// more instructions.
 template <typename Dist>
 constexpr bool kValuesFromBatch = false;
 template <typename T>
 constexpr bool kValuesFromBatch<TruncNormalRejection<T>> = true;
-template <>
-constexpr bool kValuesFromBatch<TruncNormal<double, double>> = true;
+template <typename T>
+constexpr bool kValuesFromBatch<TruncNormal<T, double>> = true;
 template <>
 constexpr bool kValuesFromBatch<Normal<double>> = true;
 template <>

@@ -105,19 +105,11 @@ __global__ void __launch_bounds__(kThreads)
   });
 }
 
-// Thread blocks per SM that fill_many_kernel's registers must allow: 4 (64 registers), as for
-// fill_one_kernel, except for the wide regime's sampler in double, which would spill there:
-// float64 never takes that regime (plan/trunc_normal_regime.h), but the dispatch compiles it.
-template <typename Dist>
-constexpr int kManyBlocksPerSM = 4;
-template <>
-constexpr int kManyBlocksPerSM<TruncNormalWide<double>> = 2;
-
 // fill_many_'s kernel for one (dtype, law): a batch of targets, thread blocks taking any target's
 // chunks (the wide trunc_normal_ regime's: queued, QueuedWideChunk; a block's threads all take
-// the same chunks, so all meet at its barriers).
+// the same chunks, so all meet at its barriers). At most 64 registers, as fill_one_kernel.
 template <typename scalar_t, typename Dist>
-__global__ void __launch_bounds__(kThreads, kManyBlocksPerSM<Dist>)
+__global__ void __launch_bounds__(kThreads, 4)
     fill_many_kernel(const __grid_constant__ FillBatch<Dist> batch) {
   if constexpr (kQueuesRedraws<Dist>) {
     RedrawQueue& queue = empty_redraw_queue();

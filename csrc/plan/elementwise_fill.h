@@ -6,8 +6,10 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/macros/Macros.h>
+#include <c10/util/Exception.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "../rng/philox.h"
 #include "../samplers/trunc_normal.h"
@@ -72,8 +74,9 @@ struct Constant {
 };
 
 // Calls visit(dist) with the distribution of `fill` in compute type acc_t: a Constant, Uniform,
-// Normal, TruncNormal (float or double quantile), TruncNormalWide or TruncNormalRejection. Each
-// backend overloads on the type to evaluate it its own way; the law itself is decided here only.
+// Normal, TruncNormal (float or double quantile), TruncNormalWide (float only) or
+// TruncNormalRejection. Each backend overloads on the type to evaluate it its own way; the law
+// itself is decided here only.
 // Host code visits with host lambdas: nvcc's check of host calls from host-device code is off.
 #ifdef __CUDACC__
 #pragma nv_exec_check_disable
@@ -110,13 +113,20 @@ C10_HOST_DEVICE void visit_law(const ElementwiseFill& fill, const Visit& visit) 
       return visit(TruncNormal<acc_t, acc_t>{regime.lower_cdf, regime.upper_sf, regime.mass, mean,
                                              sigma, lo, hi});
     case Method::kWide:
-      return visit(TruncNormalWide<acc_t>{
-          {mean, sigma},
-          static_cast<acc_t>(regime.accept_lo),
-          static_cast<acc_t>(regime.accept_hi),
-          lo,
-          hi,
-          {regime.lower_cdf, regime.upper_sf, regime.mass, fill.mean, fill.std, lo, hi}});
+      // float64 never takes the wide regime (choose_trunc_normal_regime), so no backend compiles
+      // a double wide sampler.
+      if constexpr (std::is_same_v<acc_t, float>) {
+        return visit(TruncNormalWide<acc_t>{
+            {mean, sigma},
+            static_cast<acc_t>(regime.accept_lo),
+            static_cast<acc_t>(regime.accept_hi),
+            lo,
+            hi,
+            {regime.lower_cdf, regime.upper_sf, regime.mass, fill.mean, fill.std, lo, hi}});
+      } else {
+        TORCH_INTERNAL_ASSERT(false, "trunc_normal_: the wide regime is float-only");
+        return;
+      }
     case Method::kFarTail:
     case Method::kFlat:
       return visit(TruncNormalRejection<acc_t>{regime.method == Method::kFlat, regime.near_alpha,

@@ -46,8 +46,7 @@ struct TruncNormalRegime {
   // interval.
   double lower_cdf, upper_sf, mass;
   bool double_quantile;  // kInverse: the interval is too narrow for float's quantile
-  // kWide: the sampling interval rounded inwards to the compute type (float, or double for
-  // float64), where proposals are accepted.
+  // kWide: the sampling interval rounded inwards to float, where proposals are accepted.
   double accept_lo, accept_hi;
   // kFarTail, kFlat (TruncNormalRejection): the near bound in standard units and in the
   // tensor's, the interval's width in both, the exponential proposal's mass inside it, and -1
@@ -99,7 +98,7 @@ struct Grid {
 struct Cells {
   double lo, hi;                // representable bounds
   double sample_lo, sample_hi;  // continuous sampling interval
-  double accept_lo, accept_hi;  // the sampling interval rounded inwards to the compute type
+  double accept_lo, accept_hi;  // the sampling interval rounded inwards to float (kWide)
 };
 
 template <typename T>

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "../math/elementary.h"
 #include "../rng/philox.h"
@@ -59,8 +60,11 @@ struct TruncNormal {
 // inverts the CDF with that block's first two words (probability
 // (1 - mass)^(kPerBlock (kAttempts - 1)) per redrawn element: 0.2^28 for float at mass 0.8).
 // Every value is a proposal conditioned on the interval or an exact inversion: the law is exact.
+// float only: float64's Box-Muller costs as much as its inversion (kWideMass), and
+// choose_trunc_normal_regime never picks this regime for it.
 template <typename T>
 struct TruncNormalWide {
+  static_assert(std::is_same_v<T, float>, "float64 never takes the wide regime");
   static constexpr int kPerBlock = Normal<T>::kPerBlock;
   static constexpr uint32_t kAttempts = 8;
   Normal<T> normal;
