@@ -377,7 +377,7 @@ def test_data_made_on_meta_under_another_name_is_refused_not_replayed_as_garbage
             self.lin = nn.Linear(3, 3)
             self.plain = nn.Linear(3, 3)
             with torch.no_grad():
-                self.lin.bias.copy_(on_meta([1.0, 2.0, 3.0], device=self.lin.bias.device))
+                self.lin.bias.copy_(on_meta([1.0, 2.0, 3.0], device="meta"))
 
     module = ti.deferred_init(Aliased)
     with pytest.raises(NotReplayableError, match="values are unknown") as raised:
@@ -394,13 +394,9 @@ def test_data_made_on_meta_under_another_name_is_refused_not_replayed_as_garbage
         ti.deferred_init(Read)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation (docs/models.md): recorded tensors are on meta, so a constructor "
-    "that branches on it takes its meta branch, as transformers' DETR family's "
-    "replace_batch_norm does",
-)
 def test_a_constructor_branching_on_the_meta_device_sees_eagers_device():
+    # transformers' DETR family copies its backbone's batch norms into frozen ones only if they
+    # are not on meta.
     class FrozenNorm(nn.Module):
         def __init__(self):
             super().__init__()

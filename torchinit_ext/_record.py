@@ -235,6 +235,9 @@ class Record:
         # recording began, or below every dispatch mode (torch.tensor(data, device="meta")
         # reached under another name than _DATA_FACTORIES'). Their values are unknown.
         self.unseen: set[int] = set()
+        # Where eager construction would put new tensors (the default device when the recording
+        # began): what the constructor sees as the device of the tensors it makes.
+        self.device = _CPU
 
     def add(self, func, traits: _Traits, args: tuple, kwargs: dict, out) -> _Op | None:
         """Records the op, of schema traits `traits`, if it writes meta storage; returns its
@@ -1168,6 +1171,8 @@ def recording() -> Iterator[Record]:
     resets record their fills in one step, and data asked for on meta keeps its values
     (_StandInsWhileRecording)."""
     record = Record()
+    default = torch.get_default_device()
+    record.device = _CPU if default.type == "meta" else default
     recorder = _Recorder(record)
     outer = getattr(_this_thread, "recorder", None)
     with _patch.patched(), _STAND_INS_WHILE_RECORDING, recorder:
@@ -1244,8 +1249,9 @@ def _recording_data_factory(factory: Callable) -> Callable:
 
 def _stand_ins() -> list[tuple[object, str, Callable, Callable]]:
     """(owner, attribute, what it holds now, its stand-in) of each function a recording replaces
-    while it runs: the known resets of torch.nn, recorded in one step (_recording_reset), and the
-    factories of tensors from data (_recording_data_factory). None that someone has replaced."""
+    while it runs: the known resets of torch.nn, recorded in one step (_recording_reset), the
+    factories of tensors from data (_recording_data_factory), and Tensor.device (_device_seen).
+    No reset that someone has replaced."""
     out = []
     for reset, known in _known_resets._KNOWN.items():
         name = reset.__name__
@@ -1254,7 +1260,28 @@ def _stand_ins() -> list[tuple[object, str, Callable, Callable]]:
     for owner, name in _DATA_FACTORIES:
         factory = getattr(owner, name)
         out.append((owner, name, factory, _recording_data_factory(factory)))
+    out.append((torch.Tensor, "device", _TENSOR_DEVICE, property(_device_seen)))
     return out
+
+
+_TENSOR_DEVICE = vars(torch._C.TensorBase)["device"]
+# Packages whose code sees meta tensors where they are: torch's own Python (reference
+# implementations place their results by it) and this package's.
+_SEE_META = {"torch", "torchinit_ext"}
+
+
+def _device_seen(tensor: Tensor) -> torch.device:
+    """Tensor.device while recording: for a meta tensor this thread's recording made, the device
+    eager construction would have put it on (Record.device), so that a constructor that asks
+    whether its tensors are on meta (transformers' DETR family copies its backbone's batch norms
+    only `if module.weight.device != torch.device("meta")`) does what it does eagerly."""
+    device = _TENSOR_DEVICE.__get__(tensor)
+    caller = sys._getframe(1).f_globals.get("__name__", "")
+    if device.type == "meta" and caller.partition(".")[0] not in _SEE_META:
+        recorder = getattr(_this_thread, "recorder", None)
+        if recorder is not None and storage_key(tensor) in recorder.record.nbytes:
+            return recorder.record.device
+    return device
 
 
 class _StandInsWhileRecording:
