@@ -217,11 +217,16 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>, State> {
     const acc_t v = first(i);
     return v == v ? v : first.dist.redraw(first.state, i);
   }
+  // The span's acceptance tested once, not each value for NaN.
   C10_HOST_DEVICE void span(uint64_t begin, acc_t* out) const {
-    first.span(begin, out);
-    TORCHINIT_UNROLL
-    for (int64_t k = 0; k < kSpan; ++k) {
-      if (out[k] != out[k]) out[k] = first.dist.redraw(first.state, begin + k);
+    static_assert(TruncNormalWide<acc_t>::kPerBlock == kSpan, "a span is a Philox block");
+    bool rejected[kSpan];
+    first.dist.clamped_proposals(philox4x32_10(begin / kSpan, first.state), out, rejected);
+    if (rejected[0] | rejected[1] | rejected[2] | rejected[3]) {
+      TORCHINIT_UNROLL
+      for (int64_t k = 0; k < kSpan; ++k) {
+        if (rejected[k]) out[k] = first.dist.redraw(first.state, begin + k);
+      }
     }
   }
 };
