@@ -480,7 +480,7 @@ struct QueuedWideFill {
   using acc_t = at::opmath_type<scalar_t>;
   scalar_t* data;
   int32_t numel;
-  BlockValues<acc_t, TruncNormalWide<acc_t>, State> first;  // first proposals, NaN where rejected
+  BlockValues<acc_t, TruncNormalWide<acc_t>, State> first;  // the tail's, NaN where rejected
   int32_t thread, threads;
   int32_t whole_rounds;  // this thread's rounds whose span is whole
 
@@ -744,22 +744,22 @@ C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, i
 }
 
 // fill_batch_chunk for the wide regime: chunk c of the batch by the kThreads threads of a block,
-// thread `lane`'s part. A thread's round fills its next span of the chunk (fill_spans, any
-// layout): `lane`, then `lane` + kThreads, ... Entries are chunk-local indices (below kChunk); a
-// drain maps them back to the element's full index and memory offset. The target, law and state
-// are read from the batch at the chunk's target index t.
+// thread `thread`'s part. A thread's round r fills span `thread` + r kThreads of the chunk, in
+// any layout. Entries are chunk-local indices (below kChunk); a drain maps them back to the
+// element's full index and memory offset. The target, law and state are read from the batch at
+// the chunk's target index t.
 template <typename scalar_t, typename Dist>
 struct QueuedWideChunk {
   static_assert(std::is_same_v<Dist, TruncNormalWide<at::opmath_type<scalar_t>>>);
   using acc_t = at::opmath_type<scalar_t>;
   const FillBatch<Dist>& batch;
-  int32_t t;      // the chunk's target
-  int64_t begin;  // its first element
-  int32_t count;  // its elements
-  int32_t lane;   // round r's span is lane + r kThreads of the chunk
+  int32_t t;       // the chunk's target
+  int64_t begin;   // its first element
+  int32_t count;   // its elements
+  int32_t thread;  // this thread's index in its block
 
-  C10_HOST_DEVICE QueuedWideChunk(const FillBatch<Dist>& b, int64_t c, int32_t l)
-      : batch(b), t(chunk_target(b, c)), lane(l) {
+  C10_HOST_DEVICE QueuedWideChunk(const FillBatch<Dist>& b, int64_t c, int32_t th)
+      : batch(b), t(chunk_target(b, c)), thread(th) {
     const int64_t local = c - batch.first_chunk[t];
     begin = local * kChunk;
     count = static_cast<int32_t>(chunk_end(batch.targets[t], local) - begin);
@@ -770,24 +770,28 @@ struct QueuedWideChunk {
   }
   // This thread's rounds [r, end): each span's first proposals stored, the rejected ones queued.
   // Where the target is contiguous, aligned for vector stores and takes the aligned spans, the
-  // whole spans go as in fill_aligned_chunk: no layout test and the round keys held through the
-  // loop; the others (a chunk's tail, other layouts) through fill_spans, span by span.
+  // whole spans go as in fill_aligned_chunk: no layout test, the round keys and the law held in
+  // registers through the loop (read from the batch, the clamp's bounds were loads under
+  // predicates) and a store pointer that walks; the others (a chunk's tail, other layouts)
+  // through fill_spans, span by span.
   C10_HOST_DEVICE void run(int32_t r, int32_t end, RedrawQueue& queue) {
     const FillDesc& target = batch.targets[t];
     const int32_t spans = count / kSpan;
-    const int32_t whole = lane < spans ? (spans - lane + kThreads - 1) / kThreads : 0;
+    const int32_t whole = thread < spans ? (spans - thread + kThreads - 1) / kThreads : 0;
     if (target.vector_stores && target.full.aligned_range() && r < whole) {
       const PhiloxRoundKeys keys = held_round_keys(batch.states[t]);
-      scalar_t* const data = static_cast<scalar_t*>(target.data) + begin;
+      const Dist dist = batch.dists[t];
       const auto first_block = static_cast<uint64_t>(target.full.base + begin) / kSpan;
-      for (const int32_t whole_end = end < whole ? end : whole; r < whole_end; ++r) {
-        const int32_t s = lane + r * kThreads;
-        queue_span<scalar_t, true>(data + s * kSpan, batch.dists[t], keys, first_block + s,
+      const int32_t whole_end = end < whole ? end : whole;
+      int32_t s = thread + r * kThreads;
+      scalar_t* to = static_cast<scalar_t*>(target.data) + begin + s * kSpan;
+      for (; r < whole_end; ++r, s += kThreads, to += kThreads * kSpan) {
+        queue_span<scalar_t, true>(to, dist, keys, first_block + s,
                                    static_cast<uint32_t>(s * kSpan), queue);
       }
     }
     for (; r < end; ++r) {
-      const int32_t s = (lane + r * kThreads) * kSpan;
+      const int32_t s = (thread + r * kThreads) * kSpan;
       const int32_t span_end = count - s < kSpan ? count : s + kSpan;
       BatchBlockValues<acc_t, Dist> first{batch.dists[t], batch.states[t]};
       fill_spans<scalar_t, true>(target, first, begin + s, begin + span_end, 0, 1,
