@@ -32,15 +32,15 @@ void for_each_chunk_lane(const FillDesc& d, const Fill& fill) {
   }
 }
 
-// A thread block's queued fill, as fill_queued runs it: fills[lane] is thread lane's; each round
-// by every thread, and at each next_drain, the drain by every thread.
+// A thread block's queued fill, as fill_queued runs it: fills[lane] is thread lane's; every
+// thread's rounds up to the next drain, then the drain by every thread.
 template <typename QueuedFill>
 void fill_queued_block(std::vector<QueuedFill>& fills, RedrawQueue& queue) {
   const int32_t rounds = fills[0].rounds();
   for (int32_t r = 0; r < rounds;) {
-    for (const int32_t drain = next_drain(r, rounds); r < drain; ++r) {
-      for (auto& fill : fills) fill.round(queue);
-    }
+    const int32_t drain = next_drain(r, rounds);
+    for (auto& fill : fills) fill.run(r, drain, queue);
+    r = drain;
     uint32_t pushed = 0;
     for (int32_t lane = 0; lane < kThreads; ++lane) pushed = fills[lane].drain(queue, lane);
     queue.mark_drained(pushed);

@@ -217,11 +217,16 @@ struct ElementValues<acc_t, TruncNormalWide<acc_t>, State> {
     const acc_t v = first(i);
     return v == v ? v : first.dist.redraw(first.state, i);
   }
+  // The span's acceptance tested once, not each value for NaN.
   C10_HOST_DEVICE void span(uint64_t begin, acc_t* out) const {
-    first.span(begin, out);
-    TORCHINIT_UNROLL
-    for (int64_t k = 0; k < kSpan; ++k) {
-      if (out[k] != out[k]) out[k] = first.dist.redraw(first.state, begin + k);
+    static_assert(TruncNormalWide<acc_t>::kPerBlock == kSpan, "a span is a Philox block");
+    bool rejected[kSpan];
+    first.dist.clamped_proposals(philox4x32_10(begin / kSpan, first.state), out, rejected);
+    if (rejected[0] | rejected[1] | rejected[2] | rejected[3]) {
+      TORCHINIT_UNROLL
+      for (int64_t k = 0; k < kSpan; ++k) {
+        if (rejected[k]) out[k] = first.dist.redraw(first.state, begin + k);
+      }
     }
   }
 };
@@ -391,6 +396,14 @@ C10_HOST_DEVICE inline int32_t next_drain(int32_t r, int32_t rounds) {
   return r + kRoundsPerDrain < rounds ? r + kRoundsPerDrain : rounds;
 }
 
+// The mask of a span's flags (bit k: flag[k]).
+C10_HOST_DEVICE inline uint32_t span_mask(const bool* flag) {
+  uint32_t m = 0;
+  TORCHINIT_UNROLL
+  for (int k = 0; k < kSpan; ++k) m |= uint32_t{flag[k]} << k;
+  return m;
+}
+
 // A thread block's rejected element indices, a ring with room for every element of
 // kRoundsPerDrain rounds. Both counts only grow: the entries still to redraw are those pushed
 // since the last drain, [drained, pushed) modulo the ring. As nothing resets `pushed`, the
@@ -403,13 +416,22 @@ struct RedrawQueue {
   uint32_t pushed, drained;
   uint32_t index[kEntries];
 
-  C10_HOST_DEVICE void push(uint32_t i) {
+  // Pushes elements first + k for the bits k of `rejected` (a span's, or 1 for one element), in
+  // that order: one atomic for the span, not one per element.
+  C10_HOST_DEVICE void push(uint32_t first, uint32_t rejected) {
+    uint32_t count = 0;
+    TORCHINIT_UNROLL
+    for (int k = 0; k < kSpan; ++k) count += rejected >> k & 1;
 #ifdef __CUDA_ARCH__
-    const uint32_t at = atomicAdd(&pushed, 1u);
+    uint32_t at = atomicAdd(&pushed, count);
 #else
-    const uint32_t at = pushed++;
+    uint32_t at = pushed;
+    pushed += count;
 #endif
-    index[at % kEntries] = i;
+    TORCHINIT_UNROLL
+    for (int k = 0; k < kSpan; ++k) {
+      if (rejected >> k & 1) index[at++ % kEntries] = first + k;
+    }
   }
   // Thread `lane`'s share of a drain: redraw(i) for the entries i still to redraw, lane,
   // lane + kThreads, ... of them. Returns the count of pushes drained up to, for mark_drained.
@@ -432,50 +454,62 @@ template <typename T>
 constexpr bool kQueuesRedraws<TruncNormalWide<T>> = true;
 
 // A queued fill (QueuedWideFill, QueuedWideChunk) is run in pieces a thread block runs in this
-// order: rounds r of every thread up to next_drain(r, rounds()), a barrier, every thread's share
+// order: every thread's rounds [r, next_drain(r, rounds())) (run), a barrier, every thread's share
 // of the drain, a barrier, and again from there. rounds() is the same for every thread of the
 // block, so all of them meet at each barrier.
 
-// fill_contiguous for the wide regime. A thread's round fills its next span: `thread`, then
-// `thread` + `threads`, ... (the last partial where numel % kSpan).
+// A queued fill's whole aligned span: the first proposals of Philox block `block` stored at `to`
+// (clamped, the rejected ones too: placeholders the drain overwrites), and the rejected ones
+// queued as entries `entry` + k. Tested once for the span, not value by value for NaN.
+template <typename scalar_t, bool kWords, typename acc_t, typename State>
+C10_HOST_DEVICE void queue_span(scalar_t* to, const TruncNormalWide<acc_t>& dist,
+                                const State& state, uint64_t block, uint32_t entry,
+                                RedrawQueue& queue) {
+  static_assert(TruncNormalWide<acc_t>::kPerBlock == kSpan, "a span is a Philox block");
+  acc_t v[kSpan];
+  bool rejected[kSpan];
+  dist.clamped_proposals(philox4x32_10(block, state), v, rejected);
+  store_span<scalar_t, kWords>(to, v);
+  if (rejected[0] | rejected[1] | rejected[2] | rejected[3]) queue.push(entry, span_mask(rejected));
+}
+
+// fill_contiguous for the wide regime. A thread's round r fills span `thread` + r `threads` (the
+// last partial where numel % kSpan).
 template <typename scalar_t, typename State>
 struct QueuedWideFill {
   using acc_t = at::opmath_type<scalar_t>;
   scalar_t* data;
   int32_t numel;
-  BlockValues<acc_t, TruncNormalWide<acc_t>, State> first;  // first proposals, NaN where rejected
-  int32_t span;                                             // this thread's span in the next round
-  int32_t threads;
+  BlockValues<acc_t, TruncNormalWide<acc_t>, State> first;  // the tail's, NaN where rejected
+  int32_t thread, threads;
+  int32_t whole_rounds;  // this thread's rounds whose span is whole
 
   C10_HOST_DEVICE QueuedWideFill(scalar_t* d, int32_t n, const TruncNormalWide<acc_t>& dist,
-                                 const State& state, int32_t thread, int32_t ts)
-      : data(d), numel(n), first(dist, state), span(thread), threads(ts) {}
+                                 const State& state, int32_t t, int32_t ts)
+      : data(d), numel(n), first(dist, state), thread(t), threads(ts) {
+    const int32_t spans = numel / kSpan;
+    whole_rounds = thread < spans ? (spans - thread + threads - 1) / threads : 0;
+  }
 
   C10_HOST_DEVICE int32_t rounds() const {
     const int32_t spans = numel / kSpan + (numel % kSpan != 0);
     return (spans + threads - 1) / threads;
   }
-  // This thread's next span: its first proposals stored, the rejected ones queued.
-  C10_HOST_DEVICE void round(RedrawQueue& queue) {
-    const int32_t s = span;
-    span += threads;
-    const int32_t spans = numel / kSpan;
-    if (s < spans) {
-      acc_t v[kSpan];
+  // This thread's rounds [r, end): each span's first proposals stored, the rejected ones queued.
+  // The whole spans' loop holds no other test.
+  C10_HOST_DEVICE void run(int32_t r, int32_t end, RedrawQueue& queue) {
+    for (const int32_t whole_end = end < whole_rounds ? end : whole_rounds; r < whole_end; ++r) {
       // Widened from 32 unsigned bits: Philox's high counter word is then known to be 0.
-      const uint32_t begin = static_cast<uint32_t>(s) * kSpan;
-      first.span(begin, v);
-      store_span(data + static_cast<int64_t>(s) * kSpan, v);
-      TORCHINIT_UNROLL
-      for (int k = 0; k < kSpan; ++k) {
-        if (v[k] != v[k]) queue.push(begin + k);
-      }
-    } else if (s == spans) {
+      const auto s = static_cast<uint32_t>(thread + r * threads);
+      queue_span<scalar_t, false>(data + static_cast<int64_t>(s) * kSpan, first.dist, first.state,
+                                  s, s * kSpan, queue);
+    }
+    if (r < end && thread + r * threads == numel / kSpan) {
       TORCHINIT_NO_UNROLL
-      for (int32_t i = s * kSpan; i < numel; ++i) {
+      for (int32_t i = numel / kSpan * kSpan; i < numel; ++i) {
         const acc_t v = first(static_cast<uint32_t>(i));
         data[i] = static_cast<scalar_t>(v);
-        if (v != v) queue.push(i);
+        if (v != v) queue.push(i, 1);
       }
     }
   }
@@ -710,22 +744,22 @@ C10_HOST_DEVICE void fill_batch_chunk(const FillBatch<Dist>& batch, int64_t c, i
 }
 
 // fill_batch_chunk for the wide regime: chunk c of the batch by the kThreads threads of a block,
-// thread `lane`'s part. A thread's round fills its next span of the chunk (fill_spans, any
-// layout): `lane`, then `lane` + kThreads, ... Entries are chunk-local indices (below kChunk); a
-// drain maps them back to the element's full index and memory offset. The target, law and state
-// are read from the batch at the chunk's target index t.
+// thread `thread`'s part. A thread's round r fills span `thread` + r kThreads of the chunk, in
+// any layout. Entries are chunk-local indices (below kChunk); a drain maps them back to the
+// element's full index and memory offset. The target, law and state are read from the batch at
+// the chunk's target index t.
 template <typename scalar_t, typename Dist>
 struct QueuedWideChunk {
   static_assert(std::is_same_v<Dist, TruncNormalWide<at::opmath_type<scalar_t>>>);
   using acc_t = at::opmath_type<scalar_t>;
   const FillBatch<Dist>& batch;
-  int32_t t;      // the chunk's target
-  int64_t begin;  // its first element
-  int32_t count;  // its elements
-  int32_t next;   // this thread's span in the next round, its first element, chunk-local
+  int32_t t;       // the chunk's target
+  int64_t begin;   // its first element
+  int32_t count;   // its elements
+  int32_t thread;  // this thread's index in its block
 
-  C10_HOST_DEVICE QueuedWideChunk(const FillBatch<Dist>& b, int64_t c, int32_t lane)
-      : batch(b), t(chunk_target(b, c)), next(lane * kSpan) {
+  C10_HOST_DEVICE QueuedWideChunk(const FillBatch<Dist>& b, int64_t c, int32_t th)
+      : batch(b), t(chunk_target(b, c)), thread(th) {
     const int64_t local = c - batch.first_chunk[t];
     begin = local * kChunk;
     count = static_cast<int32_t>(chunk_end(batch.targets[t], local) - begin);
@@ -734,17 +768,37 @@ struct QueuedWideChunk {
   C10_HOST_DEVICE int32_t rounds() const {
     return (count + kThreads * kSpan - 1) / (kThreads * kSpan);
   }
-  // This thread's next span, cut at the chunk's end (none past it): fill_spans over it alone, its
-  // first proposals stored, the rejected ones queued.
-  C10_HOST_DEVICE void round(RedrawQueue& queue) {
-    const int32_t s = next;
-    next += kThreads * kSpan;
-    const int32_t span_end = count - s < kSpan ? count : s + kSpan;
-    BatchBlockValues<acc_t, Dist> first{batch.dists[t], batch.states[t]};
-    fill_spans<scalar_t, true>(batch.targets[t], first, begin + s, begin + span_end, 0, 1,
-                               [&](int64_t i, acc_t v) {
-                                 if (v != v) queue.push(static_cast<uint32_t>(i - begin));
-                               });
+  // This thread's rounds [r, end): each span's first proposals stored, the rejected ones queued.
+  // Where the target is contiguous, aligned for vector stores and takes the aligned spans, the
+  // whole spans go as in fill_aligned_chunk: no layout test, the round keys and the law held in
+  // registers through the loop (read from the batch, the clamp's bounds were loads under
+  // predicates) and a store pointer that walks; the others (a chunk's tail, other layouts)
+  // through fill_spans, span by span.
+  C10_HOST_DEVICE void run(int32_t r, int32_t end, RedrawQueue& queue) {
+    const FillDesc& target = batch.targets[t];
+    const int32_t spans = count / kSpan;
+    const int32_t whole = thread < spans ? (spans - thread + kThreads - 1) / kThreads : 0;
+    if (target.vector_stores && target.full.aligned_range() && r < whole) {
+      const PhiloxRoundKeys keys = held_round_keys(batch.states[t]);
+      const Dist dist = batch.dists[t];
+      const auto first_block = static_cast<uint64_t>(target.full.base + begin) / kSpan;
+      const int32_t whole_end = end < whole ? end : whole;
+      int32_t s = thread + r * kThreads;
+      scalar_t* to = static_cast<scalar_t*>(target.data) + begin + s * kSpan;
+      for (; r < whole_end; ++r, s += kThreads, to += kThreads * kSpan) {
+        queue_span<scalar_t, true>(to, dist, keys, first_block + s,
+                                   static_cast<uint32_t>(s * kSpan), queue);
+      }
+    }
+    for (; r < end; ++r) {
+      const int32_t s = (thread + r * kThreads) * kSpan;
+      const int32_t span_end = count - s < kSpan ? count : s + kSpan;
+      BatchBlockValues<acc_t, Dist> first{batch.dists[t], batch.states[t]};
+      fill_spans<scalar_t, true>(target, first, begin + s, begin + span_end, 0, 1,
+                                 [&](int64_t i, acc_t v) {
+                                   if (v != v) queue.push(static_cast<uint32_t>(i - begin), 1);
+                                 });
+    }
   }
   // Thread `lane`'s share of the drain: redraws written over their placeholders.
   C10_HOST_DEVICE uint32_t drain(const RedrawQueue& queue, int32_t lane) const {

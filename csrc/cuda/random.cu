@@ -40,7 +40,9 @@ __device__ RedrawQueue& empty_redraw_queue() {
 template <typename QueuedFill>
 __device__ void fill_queued(QueuedFill fill, RedrawQueue& queue) {
   for (int32_t r = 0; r < fill.rounds();) {
-    for (const int32_t drain = next_drain(r, fill.rounds()); r < drain; ++r) fill.round(queue);
+    const int32_t drain = next_drain(r, fill.rounds());
+    fill.run(r, drain, queue);
+    r = drain;
     __syncthreads();
     const uint32_t pushed = fill.drain(queue, threadIdx.x);
     __syncthreads();
@@ -52,9 +54,11 @@ __device__ void fill_queued(QueuedFill fill, RedrawQueue& queue) {
 // fill_one_kernel for the contiguous tensors that takes_contiguous (32-bit indices, no layout
 // checks), fill_one_strided_kernel for the others (strided views, misaligned data, 2^31 elements
 // and more). At most 64 registers, so 4 thread blocks fit on an SM, which the truncated normal's
-// laws would exceed unbounded (docs/cuda.md, "Kernels").
+// laws would exceed unbounded (docs/cuda.md, "Kernels"). The wide regime's queued fill at most
+// 48, so that 5 fit, as before its loop of whole spans took 50 (4 blocks) for one instruction
+// less a span.
 template <typename scalar_t, typename Dist>
-__global__ void __launch_bounds__(kThreads, 4)
+__global__ void __launch_bounds__(kThreads, kQueuesRedraws<Dist> ? 5 : 4)
     fill_one_kernel(scalar_t* data, int32_t numel, Dist dist,
                     const __grid_constant__ StateSource source) {
   const auto with_fill_state = [&](const auto& fill) {

@@ -72,18 +72,35 @@ struct TruncNormalWide {
   T lo, hi;
   TruncNormal<T, double> inverse;
 
-  // v clamped to [lo, hi] when inside the sampling interval, else NaN. (& rather than &&: no
-  // branch, so the SIMD loop stays vectorized.)
+  // Whether proposal v lies inside the sampling interval. (& rather than &&: no branch, so the
+  // SIMD loop stays vectorized.)
+  C10_HOST_DEVICE bool inside(T v) const { return (v >= accept_lo) & (v <= accept_hi); }
+  // v clamped to [lo, hi]: two selects one after the other (nested, nvcc made them branches).
+  C10_HOST_DEVICE T clamp(T v) const {
+    const T below_hi = v > hi ? hi : v;
+    return v < lo ? lo : below_hi;
+  }
+  // v clamped when inside, else NaN. Both computed first: a select of the two, no branch.
   C10_HOST_DEVICE T accept(T v) const {
-    const bool inside = (v >= accept_lo) & (v <= accept_hi);
-    const T clamped = v < lo ? lo : (v > hi ? hi : v);
-    return inside ? clamped : T(NAN);
+    const bool accepted = inside(v);
+    const T clamped = clamp(v);
+    return accepted ? clamped : T(NAN);
   }
   // fma: Normal<float>'s fused multiply-add, when given.
   template <typename... Fma>
   C10_HOST_DEVICE void operator()(PhiloxBlock b, T* out, Fma... fma) const {
     normal(b, out, fma...);
     for (int k = 0; k < kPerBlock; ++k) out[k] = accept(out[k]);
+  }
+  // A block's proposals, each clamped whether accepted or not, and which were rejected:
+  // operator() without its NaN marks, for the GPU's spans, which test a span's acceptance once
+  // rather than each value for NaN.
+  C10_HOST_DEVICE void clamped_proposals(PhiloxBlock b, T* out, bool* rejected) const {
+    normal(b, out);
+    for (int k = 0; k < kPerBlock; ++k) {
+      rejected[k] = !inside(out[k]);
+      out[k] = clamp(out[k]);
+    }
   }
   C10_HOST_DEVICE T last_attempt(PhiloxBlock b) const { return inverse.sample(b.w[0], b.w[1]); }
 
