@@ -237,7 +237,8 @@ class Record:
         self.unseen: set[int] = set()
         # Where eager construction would put new tensors (the default device when the recording
         # began): what the constructor sees as the device of the tensors it makes.
-        self.device = _CPU
+        default = torch.get_default_device()
+        self.device = _CPU if default.type == "meta" else default
 
     def add(self, func, traits: _Traits, args: tuple, kwargs: dict, out) -> _Op | None:
         """Records the op, of schema traits `traits`, if it writes meta storage; returns its
@@ -1171,8 +1172,6 @@ def recording() -> Iterator[Record]:
     resets record their fills in one step, and data asked for on meta keeps its values
     (_StandInsWhileRecording)."""
     record = Record()
-    default = torch.get_default_device()
-    record.device = _CPU if default.type == "meta" else default
     recorder = _Recorder(record)
     outer = getattr(_this_thread, "recorder", None)
     with _patch.patched(), _STAND_INS_WHILE_RECORDING, recorder:
@@ -1276,11 +1275,16 @@ def _device_seen(tensor: Tensor) -> torch.device:
     whether its tensors are on meta (transformers' DETR family copies its backbone's batch norms
     only `if module.weight.device != torch.device("meta")`) does what it does eagerly."""
     device = _TENSOR_DEVICE.__get__(tensor)
+    if device.type != "meta":  # (every .device read of the process comes here while recording)
+        return device
+    recorder = getattr(_this_thread, "recorder", None)
     caller = sys._getframe(1).f_globals.get("__name__", "")
-    if device.type == "meta" and caller.partition(".")[0] not in _SEE_META:
-        recorder = getattr(_this_thread, "recorder", None)
-        if recorder is not None and storage_key(tensor) in recorder.record.nbytes:
-            return recorder.record.device
+    if (
+        recorder is not None
+        and caller.partition(".")[0] not in _SEE_META
+        and storage_key(tensor) in recorder.record.nbytes
+    ):
+        return recorder.record.device
     return device
 
 
