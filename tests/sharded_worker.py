@@ -22,12 +22,22 @@ FILLS = {
     "normal_": lambda t: ti.normal_(t, 0.5, 2),
     "trunc_normal_": lambda t: ti.trunc_normal_(t, std=0.02),
     "constant_": lambda t: ti.constant_(t, 0.25),
+    "ones_": ti.ones_,
+    "zeros_": ti.zeros_,
     "xavier_normal_": ti.xavier_normal_,
     "kaiming_uniform_": ti.kaiming_uniform_,
     "orthogonal_": ti.orthogonal_,
     "sparse_": lambda t: ti.sparse_(t, 0.5),
     "eye_": ti.eye_,
 }
+
+
+def fill_in_turn(make) -> tuple[dict, torch.Tensor]:
+    """Each of FILLS on its own make(zeros), in turn from one seed: the tensors by fill, and
+    the generator's state after the last."""
+    torch.manual_seed(0)
+    tensors = {name: fill(make(torch.zeros(37, 53))) for name, fill in FILLS.items()}
+    return tensors, torch.get_rng_state()
 
 
 def build_model():
@@ -65,6 +75,24 @@ def materialized(seed=None, shard=None, build=build_model, deferred=False):
     return ti.materialize(model, device="cpu", seed=seed)
 
 
+def reset_in_place(shard=None):
+    """torchtitan's way: the model built on meta, sharded, given storage by to_empty(), and its
+    layers' own init run under patched() from one seed."""
+    with torch.device("meta"):
+        model = build_model()
+    if shard is not None:
+        shard(model)
+    model.to_empty(device="cpu")
+    torch.manual_seed(5)
+    with ti.patched(), torch.no_grad():
+        for module in model.modules():
+            for reset in ("_reset_parameters", "reset_parameters"):  # MultiheadAttention: the first
+                if hasattr(module, reset):
+                    getattr(module, reset)()
+                    break
+    return model
+
+
 def mismatches(model, reference):
     full = {
         n: p.full_tensor() if hasattr(p, "full_tensor") else p for n, p in model.named_parameters()
@@ -91,6 +119,17 @@ def main(rank: int, world_size: int, store: str) -> int:
                 assert fill(dtensor) is dtensor
                 if not torch.equal(dtensor.full_tensor(), expected):
                     failures.append(f"{name} {shape} {mesh_name} {placements}")
+    # All the fills one after another, as a model's init runs them: each finds the generator
+    # where the fills before it left it, so a fill that draws on a DTensor what it does not draw
+    # on a plain tensor (constant_ did) shifts every later value.
+    for mesh_name, placements in layouts:
+        expected, after_plain = fill_in_turn(lambda t: t)
+        layout_mesh = meshes[mesh_name]
+        got, after = fill_in_turn(lambda t, m=layout_mesh, p=placements: distribute_tensor(t, m, p))
+        bad = [n for n in FILLS if not torch.equal(got[n].full_tensor(), expected[n])]
+        failures += [f"in turn {mesh_name} {placements}: {n}" for n in bad]
+        if not torch.equal(after, after_plain):
+            failures.append(f"in turn {mesh_name} {placements}: the generator ends elsewhere")
     torch.manual_seed(0)
     expected = ti.dirac_(torch.empty(8, 6, 3, 3))
     dtensor = distribute_tensor(torch.zeros(8, 6, 3, 3), meshes["1d"], [Shard(0)])
@@ -138,6 +177,10 @@ def main(rank: int, world_size: int, store: str) -> int:
     reference = materialized()
     torch.manual_seed(3)
     failures += [f"fsdp2 unseeded: {n}" for n in mismatches(materialized(shard=fsdp), reference)]
+    reference = reset_in_place()
+    for label, shard in [("fsdp2", fsdp), ("tensor parallel", tensor_parallel)]:
+        bad = mismatches(reset_in_place(shard), reference)
+        failures += [f"{label} reset in place: {n}" for n in bad]
     # Recorded models (deferred_init): the same, each rank replaying only its shards.
     recorded = {"build": build_recorded_model, "deferred": True}
     reference = materialized(seed=7, **recorded)

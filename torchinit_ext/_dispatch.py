@@ -156,7 +156,9 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
         shard = _sharded.shard(tensor)
         if shard is not None:
             local = _sharded.local_tensor(tensor)
-            state = _C.philox_state(local, generator) if tensor.numel() else [0, 0]
+            # As for a plain tensor: a constant or empty fill draws nothing from the generator.
+            draws = law != "constant" and tensor.numel()
+            state = _C.philox_state(local, generator) if draws else [0, 0]
             call_many([local], [law], [params], [state], [shard])
             return tensor
     if compiled(tensor):
