@@ -93,6 +93,35 @@ def reset_in_place(shard=None):
     return model
 
 
+def fsdp_over_tensor_parallel(mesh, recorded: dict) -> list[str]:
+    """FSDP2 over tensor parallel on a 2-D mesh, as torchtitan shards: a column-parallel weight
+    that FSDP2 shards again on the same dim has placements (_StridedShard, Shard), a shard that
+    fill_many_ cannot number. Its values must still be the single-device ones: reset in place
+    under patched(), and replayed with and without a seed."""
+
+    def shard(model):
+        plan = {"3": ColwiseParallel(), "1.linear1": ColwiseParallel()}
+        parallelize_module(model, mesh["tp"], {**plan, "1.linear2": RowwiseParallel()})
+        fully_shard(model, mesh=mesh["dp"])
+
+    failures = []
+    sharded = reset_in_place(shard)
+    if not any(
+        type(p).__name__ == "_StridedShard" for w in sharded.parameters() for p in w.placements
+    ):
+        failures.append("fsdp2 over tp: no _StridedShard placement to test")
+    failures += [
+        f"fsdp2 over tp reset in place: {n}" for n in mismatches(sharded, reset_in_place())
+    ]
+    for seed in (None, 7):
+        torch.manual_seed(3)
+        reference = materialized(seed=seed, **recorded)
+        torch.manual_seed(3)
+        bad = mismatches(materialized(seed=seed, shard=shard, **recorded), reference)
+        failures += [f"deferred fsdp2 over tp seed={seed}: {n}" for n in bad]
+    return failures
+
+
 def mismatches(model, reference):
     full = {
         n: p.full_tensor() if hasattr(p, "full_tensor") else p for n, p in model.named_parameters()
@@ -104,7 +133,7 @@ def main(rank: int, world_size: int, store: str) -> int:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
     meshes = {"1d": init_device_mesh("cpu", (world_size,))}
     if world_size == 4:
-        meshes["2d"] = init_device_mesh("cpu", (2, 2))
+        meshes["2d"] = init_device_mesh("cpu", (2, 2), mesh_dim_names=("dp", "tp"))
     layouts = [("1d", [Shard(0)]), ("1d", [Shard(1)]), ("1d", [Replicate()])]
     if world_size == 4:
         layouts += [("2d", [Shard(0), Shard(1)]), ("2d", [Replicate(), Shard(0)])]
@@ -193,6 +222,8 @@ def main(rank: int, world_size: int, store: str) -> int:
     torch.manual_seed(3)
     bad = mismatches(materialized(shard=fsdp, **recorded), reference)
     failures += [f"deferred fsdp2 unseeded: {n}" for n in bad]
+    if world_size == 4:
+        failures += fsdp_over_tensor_parallel(meshes["2d"], recorded)
     dist.destroy_process_group()
     for failure in failures:
         print(f"rank {rank}: {failure}")

@@ -153,24 +153,39 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
     if session is not None and session.try_defer(tensor, law, params, generator):
         return tensor
     if _sharded.is_dtensor(tensor) and compiled(_sharded.local_tensor(tensor)):
-        shard = _sharded.shard(tensor)
-        if shard is not None:
-            local = _sharded.local_tensor(tensor)
-            # As for a plain tensor: a constant or empty fill draws nothing from the generator.
-            draws = law != "constant" and tensor.numel()
-            state = _C.philox_state(local, generator) if draws else [0, 0]
-            call_many([local], [law], [params], [state], [shard])
-            return tensor
+        return _fill_dtensor(tensor, law, params, generator)
     if compiled(tensor):
-        if law != "constant":
-            return call(LAW_OPS[law], tensor, *params, generator)
-        if tensor.is_inference():  # stock's fill_ would write it before refusing
-            return call(ops.constant_.default, tensor, *params)
-        # Stock's fill_ writes the same values, as fast at every size, and a small tensor's call
-        # costs less.
-        return _without_grad(tensor.fill_, params[0])
+        return _fill_compiled(tensor, law, params, generator)
     with torch.no_grad():
         return stock()
+
+
+def _fill_compiled(tensor: Tensor, law: str, params: tuple, generator) -> Tensor:
+    if law != "constant":
+        return call(LAW_OPS[law], tensor, *params, generator)
+    if tensor.is_inference():  # stock's fill_ would write it before refusing
+        return call(ops.constant_.default, tensor, *params)
+    # Stock's fill_ writes the same values, as fast at every size, and a small tensor's call costs
+    # less.
+    return _without_grad(tensor.fill_, params[0])
+
+
+def _fill_dtensor(tensor: Tensor, law: str, params: tuple, generator) -> Tensor:
+    """Fills DTensor `tensor`'s shard with its slice of the single-device values, drawing from
+    the generator as the fill of a plain tensor would: where the shard is one rectangular piece,
+    this rank's elements alone; otherwise (_StridedShard: FSDP2 over tensor parallel on one dim)
+    the full tensor on every rank, sliced."""
+    shard = _sharded.shard(tensor)
+    if shard is None:
+        return _sharded.fill_from_full(
+            tensor, lambda full: _fill_compiled(full, law, params, generator)
+        )
+    # As for a plain tensor: a constant or empty fill draws nothing from the generator.
+    local = _sharded.local_tensor(tensor)
+    draws = law != "constant" and tensor.numel()
+    state = _C.philox_state(local, generator) if draws else [0, 0]
+    call_many([local], [law], [params], [state], [shard])
+    return tensor
 
 
 def call_many(tensors, laws, params, states, shards) -> None:

@@ -144,12 +144,7 @@ class Session:
             signature = (law, params, *where[2:])  # where[2:]: shape, strides, dtype
             if signature not in self.checked:
                 self._check(local, law, params, signature)
-        if law == "constant":
-            state = _NO_STATE
-        elif self.seed is not None:
-            state = seed_state(self.seed, name)
-        else:
-            state = _C.philox_state(local, generator)
+        state = self._state(local, name, law, generator)
         storage = where[0]
         if storage in self.scratch:
             return
@@ -157,13 +152,44 @@ class Session:
         self.pending_memory.add(storage)
         self.filled.add(name)
 
+    def _state(self, local: Tensor, name: str, law: str, generator) -> tuple[int, int]:
+        """The Philox state of a fill of the module's tensor `name`, drawn as an immediate fill
+        would draw it."""
+        if law == "constant":
+            return _NO_STATE
+        if self.seed is not None:
+            return seed_state(self.seed, name)
+        return _C.philox_state(local, generator)
+
     def try_defer(self, tensor: Tensor, law: str, params: tuple, generator) -> bool:
-        """Queues the fill when `tensor` is one of the module's tensors that fill_many_ takes;
-        returns whether it did."""
+        """Queues the fill when `tensor` is one of the module's tensors that fill_many_ takes (or
+        runs it, see _fill_sliced); returns whether it did."""
         target = self.target(tensor)
         if target is None:
-            return False
+            return self._fill_sliced(tensor, law, params, generator)
         self.defer(target, law, params, generator)
+        return True
+
+    def _fill_sliced(self, tensor: Tensor, law: str, params: tuple, generator) -> bool:
+        """Fills now one of the module's DTensors whose shard is not one rectangular piece
+        (_StridedShard), which fill_many_ cannot number: the whole tensor with the state of its
+        name, then this rank's slice. Returns whether it did."""
+        if not _sharded.is_dtensor(tensor):
+            return False
+        local = _sharded.local_tensor(tensor)
+        where = _C.fill_extent(local)
+        name = None if where is None else self._name(tensor, where)
+        if name is None:
+            return False
+        state = self._state(local, name, law, generator)
+        if where[0] in self.scratch:
+            return True
+        self.pending.pop(where, None)  # an earlier fill of it, which this one replaces
+        with self._own_op():
+            _sharded.fill_from_full(
+                tensor, lambda full: _dispatch.call_many([full], [law], [params], [state], [None])
+            )
+        self.filled.add(name)
         return True
 
     def _check(self, local: Tensor, law: str, params: tuple, signature: tuple) -> None:
