@@ -159,6 +159,18 @@ def main(rank: int, world_size: int, store: str) -> int:
         failures += [f"in turn {mesh_name} {placements}: {n}" for n in bad]
         if not torch.equal(after, after_plain):
             failures.append(f"in turn {mesh_name} {placements}: the generator ends elsewhere")
+    # On a meta DTensor (a model sharded before to_empty()), as on a plain meta tensor: nothing
+    # drawn, nothing written.
+    for name, fill in FILLS.items():
+        meta = distribute_tensor(torch.empty(37, 53, device="meta"), meshes["1d"], [Shard(0)])
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        try:
+            fill(meta)
+        except Exception as e:  # reported with the other failures
+            failures.append(f"{name} on a meta DTensor: {type(e).__name__}: {e}")
+        if not torch.equal(torch.get_rng_state(), before):
+            failures.append(f"{name} on a meta DTensor draws from the generator")
     torch.manual_seed(0)
     expected = ti.dirac_(torch.empty(8, 6, 3, 3))
     dtensor = distribute_tensor(torch.zeros(8, 6, 3, 3), meshes["1d"], [Shard(0)])

@@ -175,13 +175,16 @@ def _fill_dtensor(tensor: Tensor, law: str, params: tuple, generator) -> Tensor:
     the generator as the fill of a plain tensor would: where the shard is one rectangular piece,
     this rank's elements alone; otherwise (_StridedShard: FSDP2 over tensor parallel on one dim)
     the full tensor on every rank, sliced."""
+    local = _sharded.local_tensor(tensor)
+    if local.is_meta:  # as for a plain meta tensor: arguments checked, nothing drawn or written
+        _fill_compiled(local, law, params, generator)
+        return tensor
     shard = _sharded.shard(tensor)
     if shard is None:
         return _sharded.fill_from_full(
             tensor, lambda full: _fill_compiled(full, law, params, generator)
         )
     # As for a plain tensor: a constant or empty fill draws nothing from the generator.
-    local = _sharded.local_tensor(tensor)
     draws = law != "constant" and tensor.numel()
     state = _C.philox_state(local, generator) if draws else [0, 0]
     call_many([local], [law], [params], [state], [shard])
