@@ -97,7 +97,7 @@ def fsdp_over_tensor_parallel(mesh, recorded: dict) -> list[str]:
     """FSDP2 over tensor parallel on a 2-D mesh, as torchtitan shards: a column-parallel weight
     that FSDP2 shards again on the same dim has placements (_StridedShard, Shard), a shard that
     fill_many_ cannot number. Its values must still be the single-device ones: reset in place
-    under patched(), and replayed with and without a seed."""
+    under patched(), and materialized from meta and replayed, with and without a seed."""
 
     def shard(model):
         plan = {"3": ColwiseParallel(), "1.linear1": ColwiseParallel()}
@@ -113,12 +113,13 @@ def fsdp_over_tensor_parallel(mesh, recorded: dict) -> list[str]:
     failures += [
         f"fsdp2 over tp reset in place: {n}" for n in mismatches(sharded, reset_in_place())
     ]
-    for seed in (None, 7):
-        torch.manual_seed(3)
-        reference = materialized(seed=seed, **recorded)
-        torch.manual_seed(3)
-        bad = mismatches(materialized(seed=seed, shard=shard, **recorded), reference)
-        failures += [f"deferred fsdp2 over tp seed={seed}: {n}" for n in bad]
+    for way, kwargs in [("meta", {}), ("deferred", recorded)]:
+        for seed in (None, 7):
+            torch.manual_seed(3)
+            reference = materialized(seed=seed, **kwargs)
+            torch.manual_seed(3)
+            bad = mismatches(materialized(seed=seed, shard=shard, **kwargs), reference)
+            failures += [f"{way} fsdp2 over tp seed={seed}: {n}" for n in bad]
     return failures
 
 
