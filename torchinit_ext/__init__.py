@@ -37,5 +37,5 @@ __all__ = list(_init_all) + [
     "supported_cpu_capabilities",
     "set_cpu_capability",
 ]
-__version__ = "0.7.0"
+__version__ = "0.7.1"
 del _init
