@@ -4,6 +4,7 @@ every check compares a DTensor's full_tensor() with the single-process result, b
 usage: python sharded_worker.py RANK WORLD_SIZE STORE_FILE
 """
 
+import itertools
 import os
 import sys
 
@@ -32,11 +33,11 @@ FILLS = {
 }
 
 
-def fill_in_turn(make) -> tuple[dict, torch.Tensor]:
-    """Each of FILLS on its own make(zeros), in turn from one seed: the tensors by fill, and
-    the generator's state after the last."""
+def fill_in_turn(make, shape) -> tuple[dict, torch.Tensor]:
+    """Each of FILLS on its own make(zeros(shape)), in turn from one seed: the tensors by fill,
+    and the generator's state after the last."""
     torch.manual_seed(0)
-    tensors = {name: fill(make(torch.zeros(37, 53))) for name, fill in FILLS.items()}
+    tensors = {name: fill(make(torch.zeros(shape))) for name, fill in FILLS.items()}
     return tensors, torch.get_rng_state()
 
 
@@ -152,14 +153,18 @@ def main(rank: int, world_size: int, store: str) -> int:
     # All the fills one after another, as a model's init runs them: each finds the generator
     # where the fills before it left it, so a fill that draws on a DTensor what it does not draw
     # on a plain tensor (constant_ did) shifts every later value.
-    for mesh_name, placements in layouts:
-        expected, after_plain = fill_in_turn(lambda t: t)
+    # (2, 5): on 4 ranks some shards are empty, and their ranks must draw all the same.
+    for (mesh_name, placements), shape in itertools.product(layouts, [(37, 53), (2, 5)]):
+        expected, after_plain = fill_in_turn(lambda t: t, shape)
         layout_mesh = meshes[mesh_name]
-        got, after = fill_in_turn(lambda t, m=layout_mesh, p=placements: distribute_tensor(t, m, p))
+        got, after = fill_in_turn(
+            lambda t, m=layout_mesh, p=placements: distribute_tensor(t, m, p), shape
+        )
+        label = f"in turn {shape} {mesh_name} {placements}"
         bad = [n for n in FILLS if not torch.equal(got[n].full_tensor(), expected[n])]
-        failures += [f"in turn {mesh_name} {placements}: {n}" for n in bad]
+        failures += [f"{label}: {n}" for n in bad]
         if not torch.equal(after, after_plain):
-            failures.append(f"in turn {mesh_name} {placements}: the generator ends elsewhere")
+            failures.append(f"{label}: the generator ends elsewhere")
     # On a meta DTensor (a model sharded before to_empty()), as on a plain meta tensor: nothing
     # drawn, nothing written.
     for name, fill in FILLS.items():
