@@ -58,9 +58,12 @@ def build_tied_model():
 
 def build_recorded_model():
     """A model whose constructor writes its own values: a re-init (one fill, so each rank fills
-    its shard), and a parameter computed by arithmetic (replayed whole, then sliced)."""
+    its shard), and tensors replayed whole, then sliced: an orthogonal_ (not elementwise), a
+    fill of part of a tensor, and a parameter computed by arithmetic."""
     model = build_model()
     nn.init.normal_(model[0].weight, std=0.02)
+    nn.init.orthogonal_(model[3].weight)
+    nn.init.normal_(model[1].linear1.weight[:, :4], std=3.0)
     model.scale = nn.Parameter(torch.ones(16) * 0.5 + torch.arange(16.0))
     return model
 

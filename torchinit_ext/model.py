@@ -333,6 +333,10 @@ def _replay(
             else:
                 copy = functools.partial(_copy_shard, replay, built.ref, tensor)
                 copied.setdefault(built.ref.storage, []).append(copy)
+                # The full value is the tensor's as one device replays it: its fills are keyed by
+                # its name under a seed, as they are there.
+                named_ref = (qualifier + name, built.ref)
+                session.replayed_names.setdefault(built.ref.storage, []).append(named_ref)
     wanted = needed | set(replay.substitutes) | set(copied)
     if record.unknown(wanted):
         raise NotReplayableError.of([], [], _computed_from_unknown(record, finals, slots))
