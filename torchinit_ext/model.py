@@ -261,7 +261,8 @@ def _replay(
     written on meta since, or made since where no reset fills it, is refused before anything is
     written.
 
-    A tensor sharded since (a DTensor: FSDP2, tensor parallel) gets its local shard only. When
+    A tensor sharded since (a DTensor: FSDP2, tensor parallel), on meta or materialized before,
+    gets its local shard only. When
     one elementwise fill gives its values, the fill runs on the shard, at its place in the
     replay; otherwise the full tensor is replayed and the shard copied from it."""
     qualifier = prefix if qualifier is None else qualifier
@@ -271,7 +272,7 @@ def _replay(
     for name, tensor in named:
         local_names.setdefault(id(tensor), name)
     names = {key: qualifier + name for key, name in local_names.items()}
-    sharded = {n: t for n, t in named if _sharded.is_dtensor(t) and _on_meta(t)}
+    sharded = {n: t for n, t in named if _sharded.is_dtensor(t)}
     slots = [slot for slot in tree.places if not _sharded.is_dtensor(slot[3])]
     finals: dict[int, tuple[Tensor, _record._Ref, str]] = {}  # id -> (tensor, value's ref, how)
     new: dict[int, str] = {}  # meta tensors the record has no value for -> their names
@@ -300,6 +301,7 @@ def _replay(
         raise NotReplayableError.of(written_since, sorted(new.values()))
     if device is None:
         in_place = [tensor for tensor, _, how in finals.values() if how == _IN_PLACE]
+        in_place += [t for t in sharded.values() if not _on_meta(t)]  # materialized before
         device = in_place[0].device if in_place else _target_device(None)
     device = torch.device(device)
     for subtree_prefix, subtree in subtrees:
@@ -320,7 +322,8 @@ def _replay(
     # its last write has run, and the full value let go of then.
     copied: dict[int, list[Callable]] = {}
     if sharded:
-        module.to_empty(device=device)  # the shards' memory, as FSDP2 and TP allocate it
+        if any(_on_meta(t) for t in sharded.values()):
+            module.to_empty(device=device)  # the shards' memory, as FSDP2 and TP allocate it
         allocated = {**dict(module.named_parameters()), **dict(module.named_buffers())}
         for name in sharded:
             tensor = allocated[name]
