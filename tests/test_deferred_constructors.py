@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import torchinit_ext as ti
+from torchinit_ext import _record
 from torchinit_ext._record import UnrecordableError
 from torchinit_ext.model import NotReplayableError
 
@@ -519,3 +520,51 @@ def test_small_tensors_no_random_op_gave_are_computed_once_large_ones_replayed()
     ti.materialize(module)
     for (name, a), (_, b) in zip(module.named_buffers(), eager.named_buffers()):
         assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+# What a constructor computes from a random tensor no one has read yet (so it runs on meta):
+# shaped by the CPU on zeros (_record._shaped_on_cpu) where torch's meta kernels are Python.
+UNREAD = {
+    "broadcast": lambda w: w.view(8, 8) * w[:8].view(8, 1) - 1,
+    "promotion": lambda w: (w.view(8, 8) > 0).int() + w.double().view(8, 8),
+    "channels_last": lambda w: w.view(1, 4, 4, 4).contiguous(memory_format=torch.channels_last) + 1,
+    "transposed": lambda w: w.view(8, 8).t() * 2,
+    "reduction": lambda w: w.view(4, 4, 4).mean(dim=(0, 2), keepdim=True),
+    "all": lambda w: (w.view(8, 8) > 0).all(dim=1),
+    "mm": lambda w: w.view(8, 8).t() @ w.view(8, 8),
+    "cholesky_ex": lambda w: torch.linalg.cholesky_ex(w.view(8, 8) @ w.view(8, 8).t())[0],
+    # On zeros, an integer division by zero, which the CPU refuses: the meta kernel shapes it.
+    "fails on zeros": lambda w: torch.div((w > 0).long(), (w > -9).long(), rounding_mode="floor"),
+}
+
+
+class Unread(nn.Module):
+    def __init__(self, compute):
+        super().__init__()
+        self.register_buffer("w", torch.randn(64))
+        out = compute(self.w)
+        self.register_buffer("out", out)
+        self.layout = (out.shape, out.stride(), out.dtype)
+
+
+@pytest.mark.parametrize("name", UNREAD.keys())
+def test_what_is_computed_on_meta_is_shaped_as_eager_construction_shapes_it(name, monkeypatch):
+    compute = UNREAD[name]
+    torch.manual_seed(0)
+    eager = Unread(compute)
+    shaped = []  # whether the CPU shaped each op it was asked to
+    unspied = _record._shaped_on_cpu
+
+    def spy(func, args, kwargs):
+        out = unspied(func, args, kwargs)
+        shaped.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_record, "_shaped_on_cpu", spy)
+    torch.manual_seed(0)
+    module = ti.deferred_init(Unread, compute)
+    assert module.layout == eager.layout and module.out.is_meta
+    assert (not all(shaped)) if name == "fails on zeros" else any(shaped)
+    ti.materialize(module)
+    assert torch.equal(module.w, eager.w)
+    assert torch.equal(module.out, eager.out) and module.out.stride() == eager.out.stride()

@@ -142,12 +142,14 @@ class _Traits:
     to_copy: bool  # aten._to_copy: .cpu(), .to(device)
     empty: bool  # _EMPTY
     lifts: bool  # aten.lift_fresh: torch.tensor(data)
+    shaped_on_cpu: bool  # _shaped_on_cpu's ops
 
 
 class _TraitsByOp(dict):
     def __missing__(self, func) -> _Traits:
         written = tuple((i, a[0]) for i, a in enumerate(arguments(func)) if a[1])
         schema = func._schema.arguments
+        tags = set(func.tags)
         traits = self[func] = _Traits(
             written=written,
             write_only=func in _WRITE_ONLY,
@@ -161,11 +163,29 @@ class _TraitsByOp(dict):
             to_copy=func is aten._to_copy.default,
             empty=func in _EMPTY,
             lifts=func is aten.lift_fresh.default,
+            shaped_on_cpu=bool(tags & _SHAPED_BY_SHAPES or func in _SHAPED_BY_SHAPES_TOO)
+            and not (tags & _SHAPED_BY_VALUES or written or func.is_view or _takes_generator(func))
+            and all(str(r.type) == "Tensor" for r in func._schema.returns),
         )
         return traits
 
 
 _TRAITS = _TraitsByOp()
+
+# Ops whose results' shapes, dtypes and strides follow from their arguments' alone: elementwise
+# ops, reductions and a few others (tags and ops). Unless tagged as shaped by values.
+_SHAPED_BY_SHAPES = {torch.Tag.pointwise, torch.Tag.reduction}
+_SHAPED_BY_SHAPES_TOO = {
+    aten.mm.default,
+    aten.bmm.default,
+    aten.addmm.default,
+    aten.linalg_cholesky_ex.default,
+}
+_SHAPED_BY_VALUES = {
+    torch.Tag.dynamic_output_shape,
+    torch.Tag.data_dependent_output,
+    torch.Tag.nondeterministic_seeded,
+}
 
 
 def _no_tensors(args: tuple, kwargs: dict) -> bool:
@@ -673,6 +693,39 @@ def _on_values_now(record: Record, func, traits: _Traits, args: tuple, kwargs: d
     return True
 
 
+def _shaped_on_cpu(func, args: tuple, kwargs: dict):
+    """The results of `func` (traits.shaped_on_cpu) on small meta tensors: meta tensors shaped as
+    the CPU's results of it on zeros of its arguments' shapes and strides, as eager construction
+    shapes them. torch's meta kernels for these ops are Python reference code, 20 to 500 us an
+    op, where the CPU's on small zeros take a few (transformers' mean resizing runs a covariance
+    and its positive-definiteness check on an embedding no one has read yet: ~40 ops). None
+    where an argument is a real tensor or the arguments are large, or where the op fails on
+    zeros: the meta kernel runs then, and raises or not."""
+    tensors = [t for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)]
+    if not all(t.is_meta and t.layout == torch.strided for t in tensors):
+        return None
+    if sum(t.nbytes for t in tensors) > _ON_VALUES_BYTES:
+        return None
+
+    def zeros(value):
+        if isinstance(value, Tensor):
+            return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype).zero_()
+        return _CPU if isinstance(value, torch.device) and value.type == "meta" else value
+
+    try:
+        out = func(*_map(zeros, args), **{name: _map(zeros, v) for name, v in kwargs.items()})
+    except Exception:
+        return None
+    return _map(
+        lambda t: (
+            torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
+            if isinstance(t, Tensor)
+            else t
+        ),
+        out,
+    )
+
+
 def _small(out) -> bool:
     """Whether the tensors among an op's results hold _ON_VALUES_BYTES at most."""
     return sum(t.nbytes for t in _leaves(out) if isinstance(t, Tensor)) <= _ON_VALUES_BYTES
@@ -765,15 +818,17 @@ class _Recorder(_dispatch.UncompiledMode):
                 out = _on_meta_captured(self.record, args, kwargs, real)
                 if out is not None:
                     return out
-        try:  # (costs nothing until an op raises: only the failure path does more)
-            out = run(*args, **kwargs)
-        except Exception as error:
-            if not _fails_on_meta(error) or not any(
-                _on_meta(t) for t in _leaves((args, tuple(kwargs.values())))
-            ):
-                raise
-            # torch.unique, nonzero, x[x > 0], allclose...: run on the values, results captured.
-            return _run_for_real(self.record, func, args, kwargs, error)
+        out = _shaped_on_cpu(func, args, kwargs) if traits.shaped_on_cpu else None
+        if out is None:
+            try:  # (costs nothing until an op raises: only the failure path does more)
+                out = run(*args, **kwargs)
+            except Exception as error:
+                if not _fails_on_meta(error) or not any(
+                    _on_meta(t) for t in _leaves((args, tuple(kwargs.values())))
+                ):
+                    raise
+                # torch.unique, nonzero, x[x > 0], allclose...: on the values, results captured.
+                return _run_for_real(self.record, func, args, kwargs, error)
         if traits.lifts and not out.is_meta:
             # torch.tensor(data), made below this mode, stays real while building (transformers
             # asks torch.tensor([]).device where new tensors go); deferred_init() puts those the
