@@ -539,20 +539,17 @@ UNREAD = {
 
 
 class Unread(nn.Module):
-    def __init__(self, compute):
+    def __init__(self, compute, size=64):
         super().__init__()
-        self.register_buffer("w", torch.randn(64))
+        self.register_buffer("w", torch.randn(size))
         out = compute(self.w)
         self.register_buffer("out", out)
         self.layout = (out.shape, out.stride(), out.dtype)
 
 
-@pytest.mark.parametrize("name", UNREAD.keys())
-def test_what_is_computed_on_meta_is_shaped_as_eager_construction_shapes_it(name, monkeypatch):
-    compute = UNREAD[name]
-    torch.manual_seed(0)
-    eager = Unread(compute)
-    shaped = []  # whether the CPU shaped each op it was asked to
+def spy_on_shaping(monkeypatch) -> list[bool]:
+    """Whether the CPU shaped each op it was asked to (_record._shaped_on_cpu), from now on."""
+    shaped = []
     unspied = _record._shaped_on_cpu
 
     def spy(func, args, kwargs):
@@ -561,6 +558,15 @@ def test_what_is_computed_on_meta_is_shaped_as_eager_construction_shapes_it(name
         return out
 
     monkeypatch.setattr(_record, "_shaped_on_cpu", spy)
+    return shaped
+
+
+@pytest.mark.parametrize("name", UNREAD.keys())
+def test_what_is_computed_on_meta_is_shaped_as_eager_construction_shapes_it(name, monkeypatch):
+    compute = UNREAD[name]
+    torch.manual_seed(0)
+    eager = Unread(compute)
+    shaped = spy_on_shaping(monkeypatch)
     torch.manual_seed(0)
     module = ti.deferred_init(Unread, compute)
     assert module.layout == eager.layout and module.out.is_meta
@@ -568,3 +574,13 @@ def test_what_is_computed_on_meta_is_shaped_as_eager_construction_shapes_it(name
     ti.materialize(module)
     assert torch.equal(module.w, eager.w)
     assert torch.equal(module.out, eager.out) and module.out.stride() == eager.out.stride()
+
+
+def test_a_few_columns_of_a_large_tensor_are_not_shaped_on_zeros_of_its_size(monkeypatch):
+    # 2 columns of 2048 x 1024: 16 KiB of values spread over 8 MiB, more than zeros are made for.
+    def columns(w):
+        return w.view(2048, 1024)[:, :2] * 2
+
+    shaped = spy_on_shaping(monkeypatch)
+    module = ti.deferred_init(Unread, columns, 2048 * 1024)
+    assert shaped == [False] and module.layout[:2] == ((2048, 2), (2, 1))

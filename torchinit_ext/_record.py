@@ -693,18 +693,27 @@ def _on_values_now(record: Record, func, traits: _Traits, args: tuple, kwargs: d
     return True
 
 
+def _span(tensor: Tensor) -> int:
+    """The bytes a tensor's elements spread over: more than its size where its strides leave
+    gaps (a few columns of a large embedding)."""
+    if not tensor.numel():
+        return 0
+    last = sum((size - 1) * stride for size, stride in zip(tensor.shape, tensor.stride()))
+    return (last + 1) * tensor.element_size()
+
+
 def _shaped_on_cpu(func, args: tuple, kwargs: dict):
     """The results of `func` (traits.shaped_on_cpu) on small meta tensors: meta tensors shaped as
     the CPU's results of it on zeros of its arguments' shapes and strides, as eager construction
     shapes them. torch's meta kernels for these ops are Python reference code, 20 to 500 us an
     op, where the CPU's on small zeros take a few (transformers' mean resizing runs a covariance
     and its positive-definiteness check on an embedding no one has read yet: ~40 ops). None
-    where an argument is a real tensor or the arguments are large, or where the op fails on
-    zeros: the meta kernel runs then, and raises or not."""
+    where an argument is a real tensor or the arguments spread over more than _ON_VALUES_BYTES,
+    or where the op fails on zeros: the meta kernel runs then, and raises or not."""
     tensors = [t for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)]
     if not all(t.is_meta and t.layout == torch.strided for t in tensors):
         return None
-    if sum(t.nbytes for t in tensors) > _ON_VALUES_BYTES:
+    if sum(_span(t) for t in tensors) > _ON_VALUES_BYTES:
         return None
 
     def zeros(value):
