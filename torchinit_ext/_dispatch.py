@@ -161,6 +161,7 @@ def elementwise(tensor: Tensor, law: str, params: tuple, generator, stock: Calla
 
 
 def _fill_compiled(tensor: Tensor, law: str, params: tuple, generator) -> Tensor:
+    """The fill of a plain tensor that the compiled kernels take."""
     if law != "constant":
         return call(LAW_OPS[law], tensor, *params, generator)
     if tensor.is_inference():  # stock's fill_ would write it before refusing

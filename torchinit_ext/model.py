@@ -262,9 +262,9 @@ def _replay(
     written.
 
     A tensor sharded since (a DTensor: FSDP2, tensor parallel), on meta or materialized before,
-    gets its local shard only. When
-    one elementwise fill gives its values, the fill runs on the shard, at its place in the
-    replay; otherwise the full tensor is replayed and the shard copied from it."""
+    gets its local shard only. When one elementwise fill gives its values, the fill runs on the
+    shard, at its place in the replay; otherwise the full tensor is replayed and the shard copied
+    from it."""
     qualifier = prefix if qualifier is None else qualifier
     tree = tree or _Tree(module)
     local_names: dict[int, str] = {}
