@@ -570,7 +570,10 @@ def test_what_is_computed_on_meta_is_shaped_as_eager_construction_shapes_it(name
     torch.manual_seed(0)
     module = ti.deferred_init(Unread, compute)
     assert module.layout == eager.layout and module.out.is_meta
-    assert (not all(shaped)) if name == "fails on zeros" else any(shaped)
+    if name == "fails on zeros":
+        assert not all(shaped)
+    elif name != "reduction" or hasattr(torch.Tag, "reduction"):  # (a recent tag)
+        assert any(shaped)
     ti.materialize(module)
     assert torch.equal(module.w, eager.w)
     assert torch.equal(module.out, eager.out) and module.out.stride() == eager.out.stride()

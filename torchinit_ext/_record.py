@@ -172,20 +172,24 @@ class _TraitsByOp(dict):
 
 _TRAITS = _TraitsByOp()
 
+
+def _tags(*names: str) -> set:
+    """The op tags of these names that this torch has (`reduction` is recent)."""
+    return {getattr(torch.Tag, name) for name in names if hasattr(torch.Tag, name)}
+
+
 # Ops whose results' shapes, dtypes and strides follow from their arguments' alone: elementwise
 # ops, reductions and a few others (tags and ops). Unless tagged as shaped by values.
-_SHAPED_BY_SHAPES = {torch.Tag.pointwise, torch.Tag.reduction}
+_SHAPED_BY_SHAPES = _tags("pointwise", "reduction")
 _SHAPED_BY_SHAPES_TOO = {
     aten.mm.default,
     aten.bmm.default,
     aten.addmm.default,
     aten.linalg_cholesky_ex.default,
 }
-_SHAPED_BY_VALUES = {
-    torch.Tag.dynamic_output_shape,
-    torch.Tag.data_dependent_output,
-    torch.Tag.nondeterministic_seeded,
-}
+_SHAPED_BY_VALUES = _tags(
+    "dynamic_output_shape", "data_dependent_output", "nondeterministic_seeded"
+)
 
 
 def _no_tensors(args: tuple, kwargs: dict) -> bool:
