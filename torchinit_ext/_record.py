@@ -150,12 +150,13 @@ class _TraitsByOp(dict):
         written = tuple((i, a[0]) for i, a in enumerate(arguments(func)) if a[1])
         schema = func._schema.arguments
         tags = set(func.tags)
+        draws = torch.Tag.nondeterministic_seeded in tags or _takes_generator(func)
         traits = self[func] = _Traits(
             written=written,
             write_only=func in _WRITE_ONLY,
             fills_first=func in _WRITE_ONLY and [i for i, _ in written] == [0],
             pure_view=func.is_view and not written,
-            draws=torch.Tag.nondeterministic_seeded in func.tags or _takes_generator(func),
+            draws=draws,
             takes_generator=_takes_generator(func),
             factory=any(a.name == "device" for a in schema)
             and not any("Tensor" in str(a.type) for a in schema),
@@ -164,7 +165,7 @@ class _TraitsByOp(dict):
             empty=func in _EMPTY,
             lifts=func is aten.lift_fresh.default,
             shaped_on_cpu=bool(tags & _SHAPED_BY_SHAPES or func in _SHAPED_BY_SHAPES_TOO)
-            and not (tags & _SHAPED_BY_VALUES or written or func.is_view or _takes_generator(func))
+            and not (tags & _SHAPED_BY_VALUES or draws or written or func.is_view)
             and all(str(r.type) == "Tensor" for r in func._schema.returns),
         )
         return traits
@@ -179,7 +180,7 @@ def _tags(*names: str) -> set:
 
 
 # Ops whose results' shapes, dtypes and strides follow from their arguments' alone: elementwise
-# ops, reductions and a few others (tags and ops). Unless tagged as shaped by values.
+# ops, reductions and a few others (tags and ops). Unless tagged as shaped by values, or random.
 _SHAPED_BY_SHAPES = _tags("pointwise", "reduction")
 _SHAPED_BY_SHAPES_TOO = {
     aten.mm.default,
@@ -187,9 +188,7 @@ _SHAPED_BY_SHAPES_TOO = {
     aten.addmm.default,
     aten.linalg_cholesky_ex.default,
 }
-_SHAPED_BY_VALUES = _tags(
-    "dynamic_output_shape", "data_dependent_output", "nondeterministic_seeded"
-)
+_SHAPED_BY_VALUES = _tags("dynamic_output_shape", "data_dependent_output")
 
 
 def _no_tensors(args: tuple, kwargs: dict) -> bool:
