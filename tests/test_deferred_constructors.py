@@ -215,14 +215,24 @@ def test_numpy_of_a_meta_tensor_names_the_innermost_constructor():
     assert isinstance(error.__cause__, TypeError) and "numpy" in str(error.__cause__)
 
 
-def test_the_issues_numpy_reproducer_raises_naming_the_op():
+def test_numpy_of_a_meta_tensor_outside_a_constructor_raises_naming_the_op():
     def build():
-        w = torch.arange(4.0)
+        w = torch.zeros(4)  # recorded, on meta
         return nn.Linear(8, int(w.numpy().sum()))
 
     error = _raises_unrecordable(build)
     assert error.module is None and error.op == "Tensor.numpy()"
     assert "torchinit_ext.patched()" in str(error)
+
+
+def test_the_issues_numpy_reproducer_records_as_arange_is_real_while_building():
+    # A small arange is made on the CPU, as eager construction makes it, so numpy() reads it.
+    def build():
+        w = torch.arange(4.0)
+        return nn.Linear(8, int(w.numpy().sum()))
+
+    module = ti.materialize(ti.deferred_init(build), seed=0)
+    assert module.weight.shape == (6, 8)
 
 
 class WritesNonzero(nn.Module):
@@ -587,3 +597,88 @@ def test_a_few_columns_of_a_large_tensor_are_not_shaped_on_zeros_of_its_size(mon
     shaped = spy_on_shaping(monkeypatch)
     module = ti.deferred_init(Unread, columns, 2048 * 1024)
     assert shaped == [False] and module.layout[:2] == ((2048, 2), (2, 1))
+
+
+# ---- small drawless tensors: real while building, as eager construction makes them -----------
+
+
+class Positions(nn.Module):
+    """Position tables computed from a small arange: on the CPU in eager construction."""
+
+    def __init__(self):
+        super().__init__()
+        steps = torch.arange(8.0)
+        self.steps_seen = steps.tolist()  # a read, as eager reads it
+        table = torch.outer(steps, 1.0 / 10 ** torch.linspace(0, 1, 4))
+        self.register_buffer("table", torch.cat([table.sin(), table.cos()], dim=1))
+        self.original_table = self.table  # transformers keeps original_inv_freq so
+        both = torch.arange(8.0) * 3
+        self.register_buffer("low", both[:4])  # two views of one storage, as eager's
+        self.register_buffer("high", both[4:])
+        self.kept = torch.arange(3)  # an attribute, not a buffer: stays a real tensor
+
+
+def test_small_drawless_tensors_are_real_while_building_and_kept_ones_go_on_meta():
+    eager = Positions()
+    module = ti.deferred_init(Positions)
+    assert module.steps_seen == eager.steps_seen
+    assert all(b.is_meta for b in module.buffers())
+    assert module.original_table is module.table  # the alias follows the buffer onto meta
+    assert module.low.untyped_storage()._cdata == module.high.untyped_storage()._cdata
+    assert not module.kept.is_meta and torch.equal(module.kept, eager.kept)
+    ti.materialize(module)
+    for (name, a), (_, b) in zip(module.named_buffers(), eager.named_buffers()):
+        assert torch.equal(a, b), name
+    assert module.original_table is module.table
+    assert module.low.untyped_storage().data_ptr() == module.high.untyped_storage().data_ptr()
+
+
+class DrawsIntoReal(nn.Module):
+    """A parameter made from a small drawless tensor, then drawn into: the draw is recorded."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.weight = nn.Parameter(make())
+        nn.init.normal_(self.weight)
+
+
+def test_a_draw_into_a_real_tensor_is_recorded_as_a_draw_into_an_empty_one():
+    # Under a seed, values follow from the name and the law: as from an uninitialized tensor.
+    from_eye = ti.materialize(ti.deferred_init(DrawsIntoReal, lambda: torch.eye(4)), seed=3)
+    from_empty = ti.materialize(ti.deferred_init(DrawsIntoReal, lambda: torch.empty(4, 4)), seed=3)
+    assert torch.equal(from_eye.weight, from_empty.weight)
+    assert not torch.equal(from_eye.weight, torch.eye(4))
+    state = torch.get_rng_state()
+    module = ti.deferred_init(DrawsIntoReal, lambda: torch.eye(4))
+    assert torch.equal(torch.get_rng_state(), state)  # nothing drawn while building
+    torch.manual_seed(5)
+    ti.materialize(module)
+    torch.manual_seed(5)
+    assert torch.equal(
+        module.weight,
+        ti.materialize(ti.deferred_init(DrawsIntoReal, lambda: torch.empty(4, 4))).weight,
+    )
+
+
+class MixesRealAndMeta(nn.Module):
+    """A real tensor written into a meta parameter, then changed, then kept as a buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(4))
+        steps = torch.arange(4.0)
+        with torch.no_grad():
+            self.bias.add_(steps)  # meta + real: the real storage goes to meta here
+        steps.mul_(10)  # and this write follows it there
+        self.register_buffer("steps", steps)
+        # 1.4 MB made from small real tensors: recorded, not held while building.
+        self.register_buffer("big", torch.outer(torch.arange(600.0), torch.arange(600.0)))
+
+
+def test_a_real_tensor_read_with_meta_ones_goes_to_meta_and_its_writes_follow():
+    eager = MixesRealAndMeta()
+    module = ti.deferred_init(MixesRealAndMeta)
+    assert module.steps.is_meta and module.big.is_meta
+    ti.materialize(module)
+    for (name, a), (_, b) in zip(module.state_dict().items(), eager.state_dict().items()):
+        assert torch.equal(a, b), name

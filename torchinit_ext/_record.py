@@ -242,9 +242,13 @@ class Record:
         self.built: dict[str, Built] = {}  # the module's tensors when it was built, by name
         self.root: weakref.ref[nn.Module] | None = None  # the module it built
         self._alive: list[Tensor | torch.UntypedStorage] = []
-        # Real tensors torch.tensor(data) made while building, by storage (kept alive until
-        # the module is built, so that storage keys stay unique).
+        # Real tensors made while building where eager construction makes them on the CPU, by
+        # storage (kept alive until the module is built, so that storage keys stay unique):
+        # torch.tensor(data), small results of drawless factories (arange, eye...) and what ops
+        # compute from them alone, which run for real (_Recorder.on_lifted).
         self.lifted: dict[int, Tensor] = {}
+        # The meta storage each lifted storage went to (on_meta), by the lifted storage's key.
+        self.twins: dict[int, torch.UntypedStorage] = {}
         self.draws = 0  # random ops recorded
         self.written: set[int] = set()  # the storages some op writes
         # The storages whose values were captured and no op has written since: their bytes
@@ -384,6 +388,24 @@ class Record:
         the empty factories it takes."""
         self.nbytes[storage._cdata] = storage.nbytes()
         self._alive.append(storage)
+
+    def on_meta(self, tensor: Tensor) -> Tensor:
+        """A lifted tensor as a meta tensor of its geometry, on the meta storage its storage went
+        to, the first time, with its bytes then captured: where an op must be recorded (a random
+        one, one with meta tensors) or the module keeps it. From then on every op on the real
+        tensor's storage sees that meta storage in its place (_Recorder.on_lifted)."""
+        key = storage_key(tensor)
+        twin = self.twins.get(key)
+        if twin is None:
+            real = tensor.untyped_storage()
+            twin = torch.empty(real.nbytes(), dtype=torch.uint8, device=_META).untyped_storage()
+            self.keep(twin)
+            bytes_now = torch.empty(0, dtype=torch.uint8).set_(real, 0, (real.nbytes(),), (1,))
+            self.capture(twin._cdata, bytes_now.clone())
+            self.twins[key] = twin
+        return torch.empty(0, dtype=tensor.dtype, device=_META).set_(
+            twin, tensor.storage_offset(), tensor.shape, tensor.stride()
+        )
 
     def _append(self, op: _Op, traits: _Traits) -> _Op:
         """Appends `op`, numbered among the random ops if it draws."""
@@ -619,12 +641,19 @@ def _on_meta_captured(record: Record, args: tuple, kwargs: dict, out):
     their values captured: what eager construction computes, the constructor sees and the replay
     writes. Results that are real tensors it was given (what an out= or in-place op on them
     returns) stay real. None if it made a tensor of another layout than strided."""
-    given = {id(t) for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)}
-    made = [t for t in _leaves(out) if isinstance(t, Tensor) and id(t) not in given]
-    if any(t.layout != torch.strided for t in made):
+    made = _made(args, kwargs, out)
+    if made is None:
         return None
     made_ids = {id(t) for t in made}
     return _map(lambda t: _captured(record, t) if id(t) in made_ids else t, out)
+
+
+def _made(args: tuple, kwargs: dict, out) -> list[Tensor] | None:
+    """The tensors among an op's results `out` that are not among its arguments; None if one of
+    them is of another layout than strided."""
+    given = {id(t) for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)}
+    made = [t for t in _leaves(out) if isinstance(t, Tensor) and id(t) not in given]
+    return None if any(t.layout != torch.strided for t in made) else made
 
 
 def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Exception):
@@ -653,6 +682,10 @@ def _run_for_real(record: Record, func, args: tuple, kwargs: dict, error: Except
             "cannot run on the meta device, and makes a tensor of another layout than strided",
         ) from error
     return on_meta
+
+
+# _Recorder.on_lifted's answer for an op that is to be recorded.
+_RECORDED = object()
 
 
 # Ops that make a tensor of another's shape without its values: run on meta, as factories are.
@@ -808,10 +841,18 @@ class _Recorder(_dispatch.UncompiledMode):
         kwargs = kwargs or {}
         traits = _TRAITS[func]
         run = func
+        if self.record.lifted and not traits.factory:
+            real, args, kwargs = self.on_lifted(func, traits, args, kwargs)
+            if real is not _RECORDED:
+                return real
         if traits.factory:
             if func in _FACTORIES_ON_VALUES:
                 real = func(*args, **{**kwargs, "device": _CPU, "pin_memory": False})
                 if real.layout == torch.strided and _small(real):
+                    device = kwargs.get("device")
+                    if (self.record.device if device is None else torch.device(device)) == _CPU:
+                        self.record.lifted[storage_key(real)] = real
+                        return real
                     return _captured(self.record, real)
             run = _META_AS_EMPTY.get(func, func)
             # Also where the code names a device: transformers names the CPU for its weights.
@@ -853,6 +894,41 @@ class _Recorder(_dispatch.UncompiledMode):
             _compute(self.record, set(op.writes))
         return out
 
+    def on_lifted(self, func, traits: _Traits, args: tuple, kwargs: dict):
+        """An op on lifted tensors (Record.lifted): run for real, as eager construction runs it,
+        where it draws nothing, reads no meta tensor and no lifted storage that went to meta, and
+        makes small results or writes its arguments; its results are lifted then. Elsewhere its
+        lifted tensors are replaced with their meta storages' (Record.on_meta), and it is
+        recorded. Returns (its results, or _RECORDED where it is to be recorded, args, kwargs)."""
+        record = self.record
+        leaves = _leaves((args, tuple(kwargs.values()))) if kwargs else _leaves(args)
+        keys = [storage_key(t) for t in leaves if isinstance(t, Tensor) and not t.is_meta]
+        if not any(key in record.lifted for key in keys):
+            return _RECORDED, args, kwargs
+        if not (traits.draws or any(key in record.twins for key in keys)) and not any(
+            _on_meta(value) for value in leaves
+        ):
+            out = func(*args, **kwargs)
+            made = _made(args, kwargs, out) if traits.written or _small(out) else None
+            if made is not None:
+                for t in made:
+                    record.lifted[storage_key(t)] = t
+                return out, args, kwargs
+
+        def on_meta(value):
+            lifted = (
+                isinstance(value, Tensor)
+                and not value.is_meta
+                and storage_key(value) in record.lifted
+            )
+            return record.on_meta(value) if lifted else value
+
+        return (
+            _RECORDED,
+            _map(on_meta, args),
+            {name: _map(on_meta, value) for name, value in kwargs.items()},
+        )
+
     def record_known_reset(self, reset: Callable, module: nn.Module) -> bool:
         """Records the fills of `reset`, a known reset of torch.nn called on `module`, as the ops
         running it would record (the same ops, arguments and draw numbers, each written tensor's
@@ -867,10 +943,17 @@ class _Recorder(_dispatch.UncompiledMode):
         ):
             return False
         fills = _known_resets.called(reset, module)
-        if fills is None or not all(
-            type(t) in _sharded.PLAIN_TYPES
-            and (law == "zero" or t.is_meta and _dispatch.is_float(t))
-            for t, law, _ in fills
+        twins = self.record.twins
+        if (
+            fills is None
+            or not all(
+                type(t) in _sharded.PLAIN_TYPES
+                and (law == "zero" or t.is_meta and _dispatch.is_float(t))
+                for t, law, _ in fills
+            )
+            # (a real tensor whose storage went to meta is written there: through the ops)
+            or twins
+            and any(not t.is_meta and storage_key(t) in twins for t, _, _ in fills)
         ):
             return False
         for tensor, law, params in fills:
@@ -887,10 +970,12 @@ class _Recorder(_dispatch.UncompiledMode):
 
     def __enter__(self):
         mode = super().__enter__()
-        # Empty factories and pure views of plain meta tensors, the most of a small model's ops,
+        # Empty factories and pure views of plain tensors, the most of a small model's ops,
         # go through csrc/registration/recording.cpp without this mode: what this mode would do
         # with them (Record.add) done there, in C++.
-        _dispatch._C.recording_fast_path_start(self, self.record.nbytes, self.record._alive)
+        _dispatch._C.recording_fast_path_start(
+            self, self.record.nbytes, self.record._alive, self.record.twins
+        )
         return mode
 
     def __exit__(self, exc_type, error, traceback):
@@ -1212,6 +1297,32 @@ def like(tensor: Tensor, value: Tensor) -> Tensor:
 # ---- deferred_init ---------------------------------------------------------------------------
 
 
+# What nn.Module keeps in its __dict__ itself (_parameters, _buffers, hooks...).
+MODULE_INTERNALS = frozenset(vars(nn.Module()))
+HELD_TYPES = (Tensor, list, tuple, dict)
+CONTAINER_DEPTH = 2  # containers of containers of tensors, no deeper: a walk stays cheap
+
+
+def swapped(value, real: dict[int, Tensor], depth: int = 0):
+    """`value` with the tensors that `real` replaces (by id) replaced, lists and dicts in place,
+    tuples rebuilt: the same object when nothing changed."""
+    if isinstance(value, Tensor):
+        return real.get(id(value), value)
+    if depth == CONTAINER_DEPTH:
+        return value
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            value[i] = swapped(item, real, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            value[key] = swapped(item, real, depth + 1)
+    elif type(value) is tuple:
+        items = tuple(swapped(item, real, depth + 1) for item in value)
+        if any(a is not b for a, b in zip(items, value)):
+            return items
+    return value
+
+
 @dataclasses.dataclass
 class Built:
     """A parameter or buffer as deferred_init() returned it."""
@@ -1464,7 +1575,7 @@ def _deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
                     continue
                 if not tensor.is_meta:
                     if id(tensor) not in on_meta and storage_key(tensor) in record.lifted:
-                        on_meta[id(tensor)] = like(tensor, _captured(record, tensor))
+                        on_meta[id(tensor)] = like(tensor, record.on_meta(tensor))
                     tensor = slots[name] = on_meta.get(id(tensor), tensor)
                 if tensor.is_meta:
                     own.append((name, tensor))
@@ -1477,5 +1588,12 @@ def _deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         for name, tensor in seen:
             built = Built(ref(tensor), tensor, weakref.ref(owner), tensor._version)
             record.built.setdefault(prefix + name, built)
+    if on_meta:  # where modules keep them elsewhere too (transformers' original_inv_freq)
+        for _, owner, _ in owners:
+            attributes = owner.__dict__
+            for name, value in attributes.items():
+                if name not in MODULE_INTERNALS and isinstance(value, HELD_TYPES):
+                    attributes[name] = swapped(value, on_meta)
     record.lifted.clear()
+    record.twins.clear()
     return module

@@ -89,12 +89,12 @@ class _Tree:
                 if tensor.__class__ not in _sharded.PLAIN_TYPES:
                     self.subclassed.append(slot)
         for name in attributes:
-            if name in _MODULE_INTERNALS:
+            if name in _record.MODULE_INTERNALS:
                 continue
             value = attributes[name]
             cls = value.__class__
             if cls not in held_classes:
-                held_classes[cls] = issubclass(cls, _HELD_TYPES)
+                held_classes[cls] = issubclass(cls, _record.HELD_TYPES)
             if not held_classes[cls] or (isinstance(value, tuple) and not _holds_tensor(value)):
                 continue
             self.held.append((dotted, module, name))
@@ -382,7 +382,7 @@ def _replay(
     # And in lists a module keeps of its own parameters (nn.LSTM's _flat_weights).
     for _, submodule, attr in everywhere.held:
         value = submodule.__dict__[attr]
-        swapped = _swapped(value, real)
+        swapped = _record.swapped(value, real)
         if swapped is not value:
             submodule.__dict__[attr] = swapped
     return module
@@ -395,26 +395,6 @@ def _computed_from_unknown(record, finals: dict, slots: list) -> list[str]:
     return sorted(
         names[key] for key, (_, ref, _) in finals.items() if record.unknown({ref.storage})
     )
-
-
-def _swapped(value, real: dict[int, Tensor], depth: int = 0):
-    """`value` with the tensors that `real` replaces (by id) replaced, lists and dicts in place,
-    tuples rebuilt: the same object when nothing changed."""
-    if isinstance(value, Tensor):
-        return real.get(id(value), value)
-    if depth == _CONTAINER_DEPTH:
-        return value
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            value[i] = _swapped(item, real, depth + 1)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            value[key] = _swapped(item, real, depth + 1)
-    elif type(value) is tuple:
-        items = tuple(_swapped(item, real, depth + 1) for item in value)
-        if any(a is not b for a, b in zip(items, value)):
-            return items
-    return value
 
 
 def _copy_shard(replay: _record.Replay, ref: _record._Ref, tensor: Tensor) -> None:
@@ -577,20 +557,14 @@ def _warn_left_on_meta(module: nn.Module, prefix: str, tree: _Tree | None = None
         )
 
 
-# What nn.Module keeps in its __dict__ itself (_parameters, _buffers, hooks...).
-_MODULE_INTERNALS = frozenset(vars(nn.Module()))
-_HELD_TYPES = (Tensor, list, tuple, dict)
-_CONTAINER_DEPTH = 2  # containers of containers of tensors, no deeper: a walk stays cheap
-
-
 def _holds_tensor(value, depth: int = 0) -> bool:
-    """Whether `value`, a container, holds a tensor within the depth _swapped and _meta_leaves
-    look into."""
+    """Whether `value`, a container, holds a tensor within the depth _record.swapped and
+    _meta_leaves look into."""
     for item in value.values() if isinstance(value, dict) else value:
         if isinstance(item, Tensor):
             return True
         if (
-            depth + 1 < _CONTAINER_DEPTH
+            depth + 1 < _record.CONTAINER_DEPTH
             and isinstance(item, (list, tuple, dict))
             and _holds_tensor(item, depth + 1)
         ):
@@ -601,7 +575,7 @@ def _holds_tensor(value, depth: int = 0) -> bool:
 def _meta_leaves(value, name: str, depth: int = 0) -> list[str]:
     if isinstance(value, Tensor):
         return [name] if _on_meta(value) else []
-    if depth == _CONTAINER_DEPTH:
+    if depth == _record.CONTAINER_DEPTH:
         return []
     if isinstance(value, (list, tuple)):
         items = enumerate(value)

@@ -6,7 +6,8 @@
 // While a recording runs on this thread, c10's DeferredInit key (reserved for deferred
 // initialization; torch registers nothing on it) is in the thread's included keys, and its fallback
 // does exactly that for these ops when the recorder is the only dispatch mode and every tensor is a
-// plain meta one; every other op, and these in any other case, goes on to the recorder unchanged.
+// plain one (meta, or real: a view of a real tensor the recorder would run too); every other op,
+// and these in any other case, goes on to the recorder unchanged.
 #include "recording.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -24,12 +25,14 @@
 namespace {
 
 // A recording that takes the fast path on this thread: the recorder (the dispatch mode that must
-// be the only one) and the record's `nbytes` dict and `_alive` list, which the empty factories'
-// storages join as Record.add() would add them. Owned references, released when it ends.
+// be the only one), the record's `nbytes` dict and `_alive` list, which the empty factories'
+// storages join as Record.add() would add them, and its `twins` dict (real storages whose ops go
+// to meta). Owned references, released when it ends.
 struct FastRecording {
   PyObject* recorder;
   PyObject* nbytes;
   PyObject* alive;
+  PyObject* twins;
   bool key_was_included;
   FastRecording* outer;
 };
@@ -79,13 +82,19 @@ bool recorder_alone() {
   return mode->ptr(getPyInterpreter()) == current->recorder;
 }
 
-bool plain_meta_tensors(const torch::jit::Stack& stack, size_t arguments) {
+// Whether a view's tensors are plain ones the recorder only runs the view of: meta ones, or real
+// ones while no real storage has gone to meta (Record.twins: the recorder maps those).
+bool plain_tensors_of_a_view(const torch::jit::Stack& stack, size_t arguments) {
+  bool real = false;
   for (size_t i = stack.size() - arguments; i < stack.size(); ++i) {
     if (!stack[i].isTensor()) continue;
     const at::Tensor& t = stack[i].toTensor();
-    if (!t.is_meta() || t.key_set().has(c10::DispatchKey::Python)) return false;
+    if (t.key_set().has(c10::DispatchKey::Python)) return false;
+    real = real || !t.is_meta();
   }
-  return true;
+  if (!real) return true;
+  pybind11::gil_scoped_acquire gil;
+  return PyDict_Size(current->twins) == 0;
 }
 
 const c10::DispatchKeySet kPythonKeys{c10::DispatchKey::Python,
@@ -123,7 +132,7 @@ void recording_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
       keys & c10::DispatchKeySet(c10::DispatchKeySet::FULL_AFTER, kKey);
   const Fast kind = recorder_alone() ? cached_kind(op) : Fast::kNone;
   if (kind == Fast::kNone ||
-      (kind == Fast::kView && !plain_meta_tensors(*stack, op.schema().arguments().size()))) {
+      (kind == Fast::kView && !plain_tensors_of_a_view(*stack, op.schema().arguments().size()))) {
     op.redispatchBoxed(below, stack);
     return;
   }
@@ -137,15 +146,15 @@ void recording_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet keys,
   empty_on_meta(op, stack, kind == Fast::kEmpty ? 3 : 2);
 }
 
-// start(recorder, nbytes, alive): the fast path on for this thread until stop().
+// start(recorder, nbytes, alive, twins): the fast path on for this thread until stop().
 PyObject* start_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  TORCH_CHECK_TYPE(nargs == 3, "recording_fast_path_start: expected 3 arguments, got ", nargs);
-  TORCH_CHECK_TYPE(PyDict_Check(args[1]) && PyList_Check(args[2]),
-                   "recording_fast_path_start: expected (recorder, dict, list)");
-  for (Py_ssize_t i = 0; i < 3; ++i) Py_INCREF(args[i]);
-  current = new FastRecording{args[0], args[1], args[2],
-                              c10::impl::tls_is_dispatch_key_included(kKey), current};
+  TORCH_CHECK_TYPE(nargs == 4, "recording_fast_path_start: expected 4 arguments, got ", nargs);
+  TORCH_CHECK_TYPE(PyDict_Check(args[1]) && PyList_Check(args[2]) && PyDict_Check(args[3]),
+                   "recording_fast_path_start: expected (recorder, dict, list, dict)");
+  for (Py_ssize_t i = 0; i < 4; ++i) Py_INCREF(args[i]);
+  current = new FastRecording{
+      args[0], args[1], args[2], args[3], c10::impl::tls_is_dispatch_key_included(kKey), current};
   c10::impl::tls_set_dispatch_key_included(kKey, true);
   Py_RETURN_NONE;
   END_HANDLE_TH_ERRORS
@@ -162,6 +171,7 @@ PyObject* stop_entry(PyObject*, PyObject* recorder) {
   Py_DECREF(ended->recorder);
   Py_DECREF(ended->nbytes);
   Py_DECREF(ended->alive);
+  Py_DECREF(ended->twins);
   delete ended;
   Py_RETURN_NONE;
   END_HANDLE_TH_ERRORS
@@ -169,8 +179,8 @@ PyObject* stop_entry(PyObject*, PyObject* recorder) {
 
 PyMethodDef methods[] = {
     {"recording_fast_path_start", reinterpret_cast<PyCFunction>(start_entry), METH_FASTCALL,
-     "recording_fast_path_start(recorder, nbytes, alive): empty factories and views taken "
-     "without Python while `recorder` is the only dispatch mode, on this thread."},
+     "recording_fast_path_start(recorder, nbytes, alive, twins): empty factories and views "
+     "taken without Python while `recorder` is the only dispatch mode, on this thread."},
     {"recording_fast_path_stop", stop_entry, METH_O,
      "recording_fast_path_stop(recorder): the fast path of `recorder`'s recording off."},
     {nullptr, nullptr, 0, nullptr}};
