@@ -682,3 +682,37 @@ def test_a_real_tensor_read_with_meta_ones_goes_to_meta_and_its_writes_follow():
     ti.materialize(module)
     for (name, a), (_, b) in zip(module.state_dict().items(), eager.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+class ReadThenTransposed(nn.Module):
+    """Results computed on values the constructor read, in their several layouts."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w", torch.randn(4, 3))
+        self.total = self.w.sum().item()  # read: w is computed now
+        self.register_buffer("transposed", self.w.t() * 2)  # on the values, column-major
+        self.register_buffer("whole", self.w * 2)
+        # Data-dependent: on the CPU, a part of a larger storage (a run per element at most).
+        self.register_buffer("runs", torch.unique_consecutive((self.w > 0).long().view(-1)))
+
+
+def test_results_on_read_values_keep_their_values_in_every_layout():
+    module = ti.materialize(ti.deferred_init(ReadThenTransposed))
+    w = module.w
+    assert module.total == pytest.approx(w.sum().item())
+    assert torch.equal(module.transposed, w.t() * 2)
+    assert torch.equal(module.whole, w * 2)
+    assert torch.equal(module.runs, torch.unique_consecutive((w > 0).long().view(-1)))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [torch.arange(10.0), torch.arange(10.0)[3:7], torch.arange(12.0).view(3, 4).t()],
+    ids=["whole", "inside its storage", "transposed"],
+)
+def test_a_captured_value_is_read_back_as_it_was(value):
+    record = _record.Record()
+    meta = _record._captured(record, value)
+    read = _record._compute(record, {_record.storage_key(meta)}).tensor(_record.ref(meta))
+    assert torch.equal(read, value)
