@@ -599,6 +599,16 @@ def test_a_few_columns_of_a_large_tensor_are_not_shaped_on_zeros_of_its_size(mon
     assert shaped == [False] and module.layout[:2] == ((2048, 2), (2, 1))
 
 
+def test_an_op_on_many_elements_is_shaped_by_its_meta_kernel(monkeypatch):
+    # 64 Ki elements in 256 KiB: under the bytes bound, but more work than the meta kernel.
+    def broadcast(w):
+        return w.view(256, 256) - w[:256]
+
+    shaped = spy_on_shaping(monkeypatch)
+    module = ti.deferred_init(Unread, broadcast, 256 * 256)
+    assert shaped == [False] and module.layout[:2] == ((256, 256), (256, 1))
+
+
 # ---- small drawless tensors: real while building, as eager construction makes them -----------
 
 

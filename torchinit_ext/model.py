@@ -95,7 +95,9 @@ class _Tree:
             cls = value.__class__
             if cls not in held_classes:
                 held_classes[cls] = issubclass(cls, _record.HELD_TYPES)
-            if not held_classes[cls] or (isinstance(value, tuple) and not _holds_tensor(value)):
+            if not held_classes[cls] or (
+                isinstance(value, tuple) and not _record.holds_tensor(value)
+            ):
                 continue
             self.held.append((dotted, module, name))
             if isinstance(value, Tensor):
@@ -555,21 +557,6 @@ def _warn_left_on_meta(module: nn.Module, prefix: str, tree: _Tree | None = None
             ),
             stacklevel=_stacklevel(),
         )
-
-
-def _holds_tensor(value, depth: int = 0) -> bool:
-    """Whether `value`, a container, holds a tensor within the depth _record.swapped and
-    _meta_leaves look into."""
-    for item in value.values() if isinstance(value, dict) else value:
-        if isinstance(item, Tensor):
-            return True
-        if (
-            depth + 1 < _record.CONTAINER_DEPTH
-            and isinstance(item, (list, tuple, dict))
-            and _holds_tensor(item, depth + 1)
-        ):
-            return True
-    return False
 
 
 def _meta_leaves(value, name: str, depth: int = 0) -> list[str]:
