@@ -102,6 +102,10 @@ def _is_meta(value) -> bool:
     return isinstance(value, Tensor) and value.is_meta
 
 
+def _is_real(value) -> bool:
+    return isinstance(value, Tensor) and not value.is_meta
+
+
 def storage_key(tensor: Tensor) -> int:
     return tensor.untyped_storage()._cdata
 
@@ -396,8 +400,13 @@ class Record:
         tensor's storage sees that meta storage in its place (_Recorder.on_lifted)."""
         key = storage_key(tensor)
         twin = self.twins.get(key)
+        real = tensor.untyped_storage()
+        whole = not tensor.storage_offset() and real.nbytes() == tensor.nbytes
+        if twin is None and whole and tensor.is_contiguous():  # (most): made as captured
+            meta = _captured(self, tensor.detach().to(_CPU, copy=True))
+            self.twins[key] = meta.untyped_storage()
+            return meta
         if twin is None:
-            real = tensor.untyped_storage()
             twin = torch.empty(real.nbytes(), dtype=torch.uint8, device=_META).untyped_storage()
             self.keep(twin)
             bytes_now = torch.empty(0, dtype=torch.uint8, device=real.device)
@@ -945,10 +954,16 @@ class _Recorder(_dispatch.UncompiledMode):
         lifted tensors are replaced with their meta storages' (Record.on_meta), and it is
         recorded. Returns (its results, or _RECORDED where it is to be recorded, args, kwargs)."""
         record = self.record
-        leaves = _leaves((args, tuple(kwargs.values()))) if kwargs else _leaves(args)
-        keys = [storage_key(t) for t in leaves if isinstance(t, Tensor) and not t.is_meta]
-        if not any(key in record.lifted for key in keys):
+        keys = []  # the real tensors' storages (a list of tensors is rare: walked only then)
+        for value in (*args, *kwargs.values()) if kwargs else args:
+            if isinstance(value, Tensor):
+                if not value.is_meta:
+                    keys.append(storage_key(value))
+            elif isinstance(value, (list, tuple)):
+                keys += [storage_key(t) for t in _leaves(value) if _is_real(t)]
+        if not keys or record.lifted.keys().isdisjoint(keys):
             return _RECORDED, args, kwargs
+        leaves = _leaves((args, tuple(kwargs.values())))
         if not (traits.draws or any(key in record.twins for key in keys)) and not any(
             _on_meta(value) for value in leaves
         ):
@@ -960,11 +975,7 @@ class _Recorder(_dispatch.UncompiledMode):
                 return out, args, kwargs
 
         def on_meta(value):
-            lifted = (
-                isinstance(value, Tensor)
-                and not value.is_meta
-                and storage_key(value) in record.lifted
-            )
+            lifted = _is_real(value) and storage_key(value) in record.lifted
             return record.on_meta(value) if lifted else value
 
         return (
