@@ -562,8 +562,8 @@ def spy_on_shaping(monkeypatch) -> list[bool]:
     shaped = []
     unspied = _record._shaped_on_cpu
 
-    def spy(func, args, kwargs):
-        out = unspied(func, args, kwargs)
+    def spy(func, args, kwargs, most_work):
+        out = unspied(func, args, kwargs, most_work)
         shaped.append(out is not None)
         return out
 
@@ -599,14 +599,20 @@ def test_a_few_columns_of_a_large_tensor_are_not_shaped_on_zeros_of_its_size(mon
     assert shaped == [False] and module.layout[:2] == ((2048, 2), (2, 1))
 
 
-def test_an_op_on_many_elements_is_shaped_by_its_meta_kernel(monkeypatch):
-    # 64 Ki elements in 256 KiB: under the bytes bound, but more work than the meta kernel.
-    def broadcast(w):
-        return w.view(256, 256) - w[:256]
-
+@pytest.mark.parametrize(
+    "compute",
+    [
+        lambda w: w.view(1024, 1) - w.view(1, 1024),  # 1 Mi elements from 8 KiB
+        lambda w: w.view(1024, 1).expand(1024, 128).t() @ w.view(1024, 1).expand(1024, 128),
+        lambda w: w.view(1024, 1).expand(1024, 64).mean(0),  # a reduction's meta kernel is short
+    ],
+    ids=["broadcast", "mm", "reduction"],
+)
+def test_an_op_of_much_work_on_little_memory_is_shaped_by_its_meta_kernel(compute, monkeypatch):
     shaped = spy_on_shaping(monkeypatch)
-    module = ti.deferred_init(Unread, broadcast, 256 * 256)
-    assert shaped == [False] and module.layout[:2] == ((256, 256), (256, 1))
+    eager = Unread(compute, 1024)
+    module = ti.deferred_init(Unread, compute, 1024)
+    assert shaped[-1] is False and module.layout == eager.layout
 
 
 # ---- small drawless tensors: real while building, as eager construction makes them -----------

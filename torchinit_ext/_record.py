@@ -146,7 +146,7 @@ class _Traits:
     to_copy: bool  # aten._to_copy: .cpu(), .to(device)
     empty: bool  # _EMPTY
     lifts: bool  # aten.lift_fresh: torch.tensor(data)
-    shaped_on_cpu: bool  # _shaped_on_cpu's ops
+    shaped_on_cpu: int  # the most work _shaped_on_cpu gives the CPU for it; 0: not its op
 
 
 class _TraitsByOp(dict):
@@ -168,9 +168,11 @@ class _TraitsByOp(dict):
             to_copy=func is aten._to_copy.default,
             empty=func in _EMPTY,
             lifts=func is aten.lift_fresh.default,
-            shaped_on_cpu=bool(tags & _SHAPED_BY_SHAPES or func in _SHAPED_BY_SHAPES_TOO)
+            shaped_on_cpu=_cpu_work_bound(func, tags)
+            if (tags & _SHAPED_BY_SHAPES or func in _SHAPED_BY_SHAPES_TOO)
             and not (tags & _SHAPED_BY_VALUES or draws or written or func.is_view)
-            and all(str(r.type) == "Tensor" for r in func._schema.returns),
+            and all(str(r.type) == "Tensor" for r in func._schema.returns)
+            else 0,
         )
         return traits
 
@@ -193,6 +195,20 @@ _SHAPED_BY_SHAPES_TOO = {
     aten.linalg_cholesky_ex.default,
 }
 _SHAPED_BY_VALUES = _tags("dynamic_output_shape", "data_dependent_output")
+
+
+# The most work _shaped_on_cpu gives the CPU (_cpu_work), a few tens of us: 2^18 elements for
+# the ops whose meta kernels are torch's long Python reference code (elementwise ops ~90 us,
+# addmm 300-400), 2^15 elements or multiply-adds for those whose meta kernels are short
+# (reductions, mm, bmm, cholesky_ex: 12-28 us). Larger ones cost the CPU more (figures:
+# benchmarks/README.md, "Tuning constants").
+_SHAPED_ON_CPU_WORK = 1 << 18
+_SHAPED_ON_CPU_WORK_SHORT_META = 1 << 15
+
+
+def _cpu_work_bound(func, tags: set) -> int:
+    long_meta = tags & _tags("pointwise") or func is aten.addmm.default
+    return _SHAPED_ON_CPU_WORK if long_meta else _SHAPED_ON_CPU_WORK_SHORT_META
 
 
 def _no_tensors(args: tuple, kwargs: dict) -> bool:
@@ -753,17 +769,9 @@ def _span(tensor: Tensor) -> int:
     return (last + 1) * tensor.element_size()
 
 
-# The most elements _shaped_on_cpu computes an op on (its arguments' shapes broadcast): under
-# torch's grain for parallel CPU kernels, a few us. Beyond, the CPU took longer than the meta
-# kernels: 1.5 ms for transformers' (1024, 128) - (128,) on a busy machine (meta: 0.1 ms), 1 ms
-# for its covariance's expanded bmm (meta: 16 us).
-_SHAPED_ON_CPU_ELEMENTS = 1 << 15
-
-
 def _broadcast_elements(tensors: list[Tensor]) -> int:
     """The elements of the tensors' shapes broadcast together (aligned on their last dimension,
-    each dimension's largest size): what an elementwise op on them computes, and a measure of a
-    reduction's or a matrix product's work."""
+    each dimension's largest size): what an elementwise op on them computes."""
     sizes: list[int] = []
     for tensor in tensors:
         for i, size in enumerate(reversed(tensor.shape)):
@@ -772,6 +780,16 @@ def _broadcast_elements(tensors: list[Tensor]) -> int:
             elif size > sizes[i]:
                 sizes[i] = size
     return math.prod(sizes)
+
+
+def _cpu_work(func, tensors: list[Tensor]) -> int:
+    """What the CPU computes for `func` (a _shaped_on_cpu op) on tensors of these shapes: the
+    multiply-adds of a matrix product or a Cholesky factorization, the elements of the rest."""
+    if func in (aten.mm.default, aten.bmm.default):
+        return tensors[0].numel() * tensors[1].shape[-1]
+    if func is aten.linalg_cholesky_ex.default:
+        return tensors[0].numel() * tensors[0].shape[-1] // 3
+    return _broadcast_elements(tensors)
 
 
 _ZEROS: list[torch.UntypedStorage] = []
@@ -786,22 +804,19 @@ def _zeros_pool() -> torch.UntypedStorage:
     return _ZEROS[0]
 
 
-def _shaped_on_cpu(func, args: tuple, kwargs: dict):
+def _shaped_on_cpu(func, args: tuple, kwargs: dict, most_work: int):
     """The results of `func` (traits.shaped_on_cpu) on small meta tensors: meta tensors shaped as
     the CPU's results of it on zeros of its arguments' shapes and strides, as eager construction
     shapes them. torch's meta kernels for these ops are Python reference code, 20 to 500 us an
     op, where the CPU's on small zeros take a few (transformers' mean resizing runs a covariance
     and its positive-definiteness check on an embedding no one has read yet: ~40 ops). None
     where an argument is a real tensor, the arguments spread over more than _ON_VALUES_BYTES or
-    their shapes broadcast to more than _SHAPED_ON_CPU_ELEMENTS, or where the op fails on zeros:
-    the meta kernel runs then, and raises or not."""
+    give the CPU more than `most_work` (_TraitsByOp.shaped_on_cpu), or where the op fails on
+    zeros: the meta kernel runs then, and raises or not."""
     tensors = [t for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)]
     if not all(t.is_meta and t.layout == torch.strided for t in tensors):
         return None
-    if (
-        _broadcast_elements(tensors) > _SHAPED_ON_CPU_ELEMENTS
-        or sum(_span(t) for t in tensors) > _ON_VALUES_BYTES
-    ):
+    if _cpu_work(func, tensors) > most_work or sum(_span(t) for t in tensors) > _ON_VALUES_BYTES:
         return None
 
     def zeros(value):
@@ -924,7 +939,8 @@ class _Recorder(_dispatch.UncompiledMode):
                 out = _on_meta_captured(self.record, args, kwargs, real)
                 if out is not None:
                     return out
-        out = _shaped_on_cpu(func, args, kwargs) if traits.shaped_on_cpu else None
+        most_work = traits.shaped_on_cpu
+        out = _shaped_on_cpu(func, args, kwargs, most_work) if most_work else None
         if out is None:
             try:  # (costs nothing until an op raises: only the failure path does more)
                 out = run(*args, **kwargs)
