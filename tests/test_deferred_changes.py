@@ -235,6 +235,33 @@ def test_lists_a_module_keeps_of_its_parameters_see_the_materialized_ones():
     assert module(torch.randn(3, 4))[0].shape == (3, 8)
 
 
+class FrozenDict(dict):
+    """A configuration mapping that refuses writes, as some libraries keep on their modules."""
+
+    def __setitem__(self, key, value):
+        raise TypeError("FrozenDict is read-only")
+
+
+class Configured(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(WIDTH, WIDTH)
+        self.config = FrozenDict(width=WIDTH, scales=[0.5, 2.0])
+        # A small arange is real while building, and kept under two names: deferred_init() then
+        # walks every attribute for aliases of it, this mapping's items too.
+        self.register_buffer("positions", torch.arange(4))
+        self.positions_alias = self.positions
+
+
+def test_mappings_that_refuse_writes_are_walked_without_writing_them():
+    module = ti.materialize(ti.deferred_init(Configured))
+    assert module.config == {"width": WIDTH, "scales": [0.5, 2.0]}
+    assert type(module.config) is FrozenDict
+    assert torch.equal(module.positions, torch.arange(4))
+    assert module.positions_alias is module.positions
+    assert _uniform_law(module.layer.weight) > P_MIN
+
+
 def test_a_plain_tensor_attribute_of_a_meta_built_module_is_named_in_a_warning():
     with torch.device("meta"):
         module = nn.Linear(WIDTH, WIDTH)

@@ -1381,12 +1381,17 @@ def swapped(value, real: dict[int, Tensor], depth: int = 0):
         return real.get(id(value), value)
     if depth == CONTAINER_DEPTH:
         return value
+    # Items written only where they change: a frozen mapping (a config) may refuse writes.
     if isinstance(value, list):
         for i, item in enumerate(value):
-            value[i] = swapped(item, real, depth + 1)
+            new = swapped(item, real, depth + 1)
+            if new is not item:
+                value[i] = new
     elif isinstance(value, dict):
         for key, item in value.items():
-            value[key] = swapped(item, real, depth + 1)
+            new = swapped(item, real, depth + 1)
+            if new is not item:
+                value[key] = new
     elif type(value) is tuple:
         items = tuple(swapped(item, real, depth + 1) for item in value)
         if any(a is not b for a, b in zip(items, value)):
