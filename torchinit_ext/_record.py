@@ -35,6 +35,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from types import FrameType, TracebackType
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -66,11 +67,11 @@ _META = torch.device("meta")
 _CPU = torch.device("cpu")
 
 
-# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__, and one
-# _Ref is made per tensor an op touches (figures: benchmarks/README.md, "Tuning constants").
-@dataclasses.dataclass(unsafe_hash=True)
-class _Ref:
-    """A recorded tensor: which meta storage, seen through which geometry. Never changed."""
+# A tuple, hashed and compared in C: a replay looks each tensor's reference up several times
+# (figures: benchmarks/README.md, "Tuning constants"). Yet a leaf, never a container, to _leaves
+# and _map.
+class _Ref(NamedTuple):
+    """A recorded tensor: which meta storage, seen through which geometry."""
 
     storage: int
     dtype: torch.dtype
@@ -84,7 +85,7 @@ class _Ref:
 # pay for (figures: benchmarks/README.md, "Tuning constants").
 def _leaves(value, leaves: list | None = None) -> list:
     leaves = [] if leaves is None else leaves
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) and value.__class__ is not _Ref:
         for item in value:
             _leaves(item, leaves)
     else:
@@ -93,7 +94,7 @@ def _leaves(value, leaves: list | None = None) -> list:
 
 
 def _map(fn: Callable, value):
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) and value.__class__ is not _Ref:
         return type(value)(_map(fn, item) for item in value)
     return fn(value)
 
@@ -110,8 +111,11 @@ def storage_key(tensor: Tensor) -> int:
     return tensor.untyped_storage()._cdata
 
 
+_new_tuple = tuple.__new__
+
+
 def ref(tensor: Tensor) -> _Ref:
-    return _Ref(*_dispatch._C.storage_view(tensor))
+    return _new_tuple(_Ref, _dispatch._C.storage_view(tensor))  # (without _Ref's Python __new__)
 
 
 @functools.cache
@@ -1095,17 +1099,21 @@ class Replay:
             self.session.on_storage(self, key)
 
     def tensor(self, ref: _Ref) -> Tensor:
-        tensors = self.tensors.setdefault(ref.storage, {})
-        tensor = tensors.get(ref)
-        if tensor is None:
-            whole = None if ref.storage in self.storages else self._whole(ref)
-            if whole is None:
-                empty = torch.empty(0, dtype=ref.dtype, device=self.device)
-                tensor = empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
-                tensors[ref] = tensor
-            else:
-                tensor = tensors[ref] = whole
-                self._bind(ref.storage, whole.untyped_storage())  # (the session asks for it)
+        tensors = self.tensors.get(ref.storage)
+        if tensors is None:
+            tensors = self.tensors[ref.storage] = {}
+        else:
+            tensor = tensors.get(ref)
+            if tensor is not None:
+                return tensor
+        whole = None if ref.storage in self.storages else self._whole(ref)
+        if whole is None:
+            empty = torch.empty(0, dtype=ref.dtype, device=self.device)
+            tensor = empty.set_(self.storage(ref.storage), ref.offset, ref.size, ref.stride)
+        else:
+            tensor = whole
+            self._bind(ref.storage, whole.untyped_storage())  # (the session asks for it)
+        tensors[ref] = tensor
         return tensor
 
     def _whole(self, ref: _Ref) -> Tensor | None:
@@ -1157,16 +1165,22 @@ class Replay:
         `randn(n) * 0.02`) is freed once read, as in eager construction, not at the end. A
         storage in `finish` is handed to its callbacks after that op, then dropped."""
         finish = finish or {}
-        last_use = {key: i for i, op in enumerate(ops) for key in op.reads | op.writes}
+        last_use = {}
+        for i, op in enumerate(ops):
+            for key in op.writes:
+                last_use[key] = i
+            for key in op.reads:
+                last_use[key] = i
         drops: dict[int, list[int]] = {}
         for key, i in last_use.items():
             if key not in keep or key in finish:
                 drops.setdefault(i, []).append(key)
-        default_dtype = torch.get_default_dtype()
+        default_dtype = dtype = torch.get_default_dtype()
         try:
             for i, op in enumerate(ops):
-                if op.default_dtype != torch.get_default_dtype():
-                    torch.set_default_dtype(op.default_dtype)
+                if op.default_dtype != dtype:
+                    dtype = op.default_dtype
+                    torch.set_default_dtype(dtype)
                 self._run(op)
                 for key in drops.get(i, ()):
                     for callback in finish.get(key, ()):
@@ -1210,15 +1224,17 @@ class Replay:
         target = op.args[0]
         key = target.storage
         named = self.session.replayed_names.get(key)
-        tensor = self.tensors.get(key, {}).get(target)
         if (
-            tensor is None
-            or key not in op.defines
-            or key in self.substitutes
-            or named is None
+            named is None
             or len(named) != 1
             or named[0][1] != target
+            or key not in op.defines
+            or key in self.substitutes
         ):
+            return False
+        tensors = self.tensors.get(key)
+        tensor = None if tensors is None else tensors.get(target)
+        if tensor is None:
             return False
         law, names = fill
         if not op.kwargs and len(op.args) == len(names) + 1:
@@ -1357,11 +1373,15 @@ def evaluate(record: Record, tensor: Tensor) -> Tensor:
 def like(tensor: Tensor, value: Tensor) -> Tensor:
     """`value` as the same kind of tensor as `tensor`: a Parameter (of the same subclass, with
     the same attributes and requires_grad) for a Parameter, plain otherwise."""
-    if not isinstance(tensor, nn.Parameter):
+    cls = tensor.__class__
+    # (isinstance(tensor, nn.Parameter) runs Parameter's metaclass's Python code.)
+    if cls is not nn.Parameter and (cls is Tensor or not isinstance(tensor, nn.Parameter)):
         return value
     # What Parameter.__new__ does, without a subclass's own __new__ and its arguments.
-    like = torch.Tensor._make_subclass(type(tensor), value, tensor.requires_grad)
-    like.__dict__.update(tensor.__dict__)
+    like = torch.Tensor._make_subclass(cls, value, tensor.requires_grad)
+    attributes = tensor.__dict__
+    if attributes:
+        like.__dict__.update(attributes)
     return like
 
 
@@ -1397,6 +1417,24 @@ def swapped(value, real: dict[int, Tensor], depth: int = 0):
         if any(a is not b for a, b in zip(items, value)):
             return items
     return value
+
+
+def held_attributes(module: nn.Module, held_classes: dict) -> Iterator[tuple[str, object]]:
+    """The attributes of `module` beyond nn.Module's own that are tensors, or lists, dicts or
+    tuples that may hold tensors (a tuple only where it does: a convolution's kernel_size never
+    will), as (name, value). `held_classes` caches, by class, whether its values can hold
+    tensors: one dict for a walk of a whole tree. Attributes may be reassigned while iterating."""
+    attributes = module.__dict__
+    for name in attributes:
+        if name in MODULE_INTERNALS:
+            continue
+        value = attributes[name]
+        cls = value.__class__
+        held = held_classes.get(cls)
+        if held is None:
+            held = held_classes[cls] = issubclass(cls, HELD_TYPES)
+        if held and not (isinstance(value, tuple) and not holds_tensor(value)):
+            yield name, value
 
 
 def holds_tensor(value, depth: int = 0) -> bool:
@@ -1685,17 +1723,10 @@ def _deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
     record.twins.clear()
     # Where modules keep them elsewhere too (transformers' original_inv_freq).
     if _held_elsewhere(converted):
+        held_classes: dict = {}
         for _, owner, _ in owners:
-            attributes = owner.__dict__
-            for name, value in attributes.items():
-                if name in MODULE_INTERNALS:
-                    continue
-                if isinstance(value, Tensor):
-                    attributes[name] = on_meta.get(id(value), value)
-                elif isinstance(value, (list, dict)) or (
-                    type(value) is tuple and holds_tensor(value)
-                ):
-                    attributes[name] = swapped(value, on_meta)
+            for name, value in held_attributes(owner, held_classes):
+                owner.__dict__[name] = swapped(value, on_meta)
     return module
 
 

@@ -25,7 +25,7 @@ PLAIN_TYPES = (Tensor, torch.nn.Parameter)
 
 
 def is_dtensor(tensor: Tensor) -> bool:
-    return DTensor is not None and isinstance(tensor, DTensor)
+    return type(tensor) not in PLAIN_TYPES and DTensor is not None and isinstance(tensor, DTensor)
 
 
 def local_tensor(tensor: Tensor) -> Tensor:

@@ -88,17 +88,7 @@ class _Tree:
                     self.on_meta = True
                 if tensor.__class__ not in _sharded.PLAIN_TYPES:
                     self.subclassed.append(slot)
-        for name in attributes:
-            if name in _record.MODULE_INTERNALS:
-                continue
-            value = attributes[name]
-            cls = value.__class__
-            if cls not in held_classes:
-                held_classes[cls] = issubclass(cls, _record.HELD_TYPES)
-            if not held_classes[cls] or (
-                isinstance(value, tuple) and not _record.holds_tensor(value)
-            ):
-                continue
+        for name, value in _record.held_attributes(module, held_classes):
             self.held.append((dotted, module, name))
             if isinstance(value, Tensor):
                 self.places.append((dotted + name, attributes, name, value))
@@ -280,19 +270,20 @@ def _replay(
     new: dict[int, str] = {}  # meta tensors the record has no value for -> their names
     written_since, moved = [], []
     for qualified, holder, _, tensor in slots:
-        if id(tensor) in finals or id(tensor) in new:
+        key = id(tensor)
+        if key in finals or key in new:
             continue
-        local = local_names.get(id(tensor))
+        local = local_names.get(key)
         built = None if local is None else record.built.get(prefix + local)
         how = _how_replayed(tensor, holder, record, built)
         if _written_since(tensor, how, built):
-            written_since.append(names[id(tensor)])
+            written_since.append(names[key])
         if how == _REPLAYED:
-            finals[id(tensor)] = (tensor, _record.ref(tensor), how)
+            finals[key] = (tensor, _record.ref(tensor), how)
         elif how is not None:
-            finals[id(tensor)] = (tensor, built.ref, how)
+            finals[key] = (tensor, built.ref, how)
         elif tensor.is_meta:
-            new[id(tensor)] = names.get(id(tensor), qualifier + qualified)
+            new[key] = names.get(key, qualifier + qualified)
         else:
             moved.append(tensor)  # real all along (a layer built for real and passed in)
     subtrees = list(_new_subtrees(module, qualifier, set(new), record)) if new else []
