@@ -269,8 +269,12 @@ class ShapeError(nn.Module):
         compute(self.fc.weight.detach())
 
 
-def test_a_shape_error_on_meta_is_raised_unchanged():
-    compute = lambda w: w + torch.ones(3)
+@pytest.mark.parametrize(
+    "compute",
+    [lambda w: w + torch.ones(3), lambda w: (w * 2).add_(torch.ones(3))],
+    ids=["out of place", "in place"],
+)
+def test_a_shape_error_on_meta_is_raised_unchanged(compute):
     with torch.device("meta"), pytest.raises(RuntimeError) as on_meta:
         ShapeError(compute)
     with pytest.raises(RuntimeError) as deferred:
@@ -543,8 +547,12 @@ UNREAD = {
     "all": lambda w: (w.view(8, 8) > 0).all(dim=1),
     "mm": lambda w: w.view(8, 8).t() @ w.view(8, 8),
     "cholesky_ex": lambda w: torch.linalg.cholesky_ex(w.view(8, 8) @ w.view(8, 8).t())[0],
+    "in place": lambda w: (w.view(8, 8) * 2).add_(w[:8]).mul_(3),
     # On zeros, an integer division by zero, which the CPU refuses: the meta kernel shapes it.
     "fails on zeros": lambda w: torch.div((w > 0).long(), (w > -9).long(), rounding_mode="floor"),
+    "in place fails on zeros": lambda w: (
+        (w > 0).long().div_((w > -9).long(), rounding_mode="floor")
+    ),
 }
 
 
@@ -562,8 +570,8 @@ def spy_on_shaping(monkeypatch) -> list[bool]:
     shaped = []
     unspied = _record._shaped_on_cpu
 
-    def spy(func, args, kwargs, most_work):
-        out = unspied(func, args, kwargs, most_work)
+    def spy(func, traits, args, kwargs):
+        out = unspied(func, traits, args, kwargs)
         shaped.append(out is not None)
         return out
 
@@ -580,8 +588,10 @@ def test_what_is_computed_on_meta_is_shaped_as_eager_construction_shapes_it(name
     torch.manual_seed(0)
     module = ti.deferred_init(Unread, compute)
     assert module.layout == eager.layout and module.out.is_meta
-    if name == "fails on zeros":
+    if name.endswith("fails on zeros"):
         assert not all(shaped)
+    elif name == "in place":
+        assert shaped == [True] * 3  # mul, then add_ and mul_ too
     elif name != "reduction" or hasattr(torch.Tag, "reduction"):  # (a recent tag)
         assert any(shaped)
     ti.materialize(module)
@@ -604,7 +614,7 @@ def test_a_few_columns_of_a_large_tensor_are_not_shaped_on_zeros_of_its_size(mon
     [
         lambda w: w.view(1024, 1) - w.view(1, 1024),  # 1 Mi elements from 8 KiB
         lambda w: w.view(1024, 1).expand(1024, 128).t() @ w.view(1024, 1).expand(1024, 128),
-        lambda w: w.view(1024, 1).expand(1024, 64).mean(0),  # a reduction's meta kernel is short
+        lambda w: w.view(1024, 1).expand(1024, 64).sum(0),  # sum's meta kernel is short
     ],
     ids=["broadcast", "mm", "reduction"],
 )
@@ -613,6 +623,19 @@ def test_an_op_of_much_work_on_little_memory_is_shaped_by_its_meta_kernel(comput
     eager = Unread(compute, 1024)
     module = ti.deferred_init(Unread, compute, 1024)
     assert shaped[-1] is False and module.layout == eager.layout
+
+
+def test_a_reduction_of_long_meta_code_is_shaped_on_the_cpu_up_to_more_work(monkeypatch):
+    # mean's meta kernel is torch's Python reference code: 64 Ki elements cost the CPU less.
+    def compute(w):
+        return w.view(1024, 1).expand(1024, 64).mean(0)
+
+    shaped = spy_on_shaping(monkeypatch)
+    eager = Unread(compute, 1024)
+    module = ti.deferred_init(Unread, compute, 1024)
+    assert shaped[-1] is True and module.layout == eager.layout
+    ti.materialize(module)
+    assert torch.equal(module.out, compute(module.w))
 
 
 # ---- small drawless tensors: real while building, as eager construction makes them -----------

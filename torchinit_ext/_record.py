@@ -150,6 +150,7 @@ class _Traits:
     to_copy: bool  # aten._to_copy: .cpu(), .to(device)
     empty: bool  # _EMPTY
     lifts: bool  # aten.lift_fresh: torch.tensor(data)
+    in_place: bool  # elementwise, writes its first argument alone and returns it (add_)
     shaped_on_cpu: int  # the most work _shaped_on_cpu gives the CPU for it; 0: not its op
 
 
@@ -159,6 +160,9 @@ class _TraitsByOp(dict):
         schema = func._schema.arguments
         tags = set(func.tags)
         draws = torch.Tag.nondeterministic_seeded in tags or _takes_generator(func)
+        # An elementwise op that writes its first argument alone (add_, bitwise_and_): shaped on
+        # the CPU as its out-of-place form is, its result that argument.
+        in_place = tags >= _IN_PLACE_POINTWISE and [i for i, _ in written] == [0]
         traits = self[func] = _Traits(
             written=written,
             write_only=func in _WRITE_ONLY,
@@ -172,9 +176,11 @@ class _TraitsByOp(dict):
             to_copy=func is aten._to_copy.default,
             empty=func in _EMPTY,
             lifts=func is aten.lift_fresh.default,
+            in_place=in_place,
             shaped_on_cpu=_cpu_work_bound(func, tags)
             if (tags & _SHAPED_BY_SHAPES or func in _SHAPED_BY_SHAPES_TOO)
-            and not (tags & _SHAPED_BY_VALUES or draws or written or func.is_view)
+            and not (tags & _SHAPED_BY_VALUES or draws or func.is_view)
+            and (not written or in_place)
             and all(str(r.type) == "Tensor" for r in func._schema.returns)
             else 0,
         )
@@ -199,19 +205,33 @@ _SHAPED_BY_SHAPES_TOO = {
     aten.linalg_cholesky_ex.default,
 }
 _SHAPED_BY_VALUES = _tags("dynamic_output_shape", "data_dependent_output")
+_IN_PLACE_POINTWISE = _tags("inplace", "pointwise")
 
 
 # The most work _shaped_on_cpu gives the CPU (_cpu_work), a few tens of us: 2^18 elements for
 # the ops whose meta kernels are torch's long Python reference code (elementwise ops ~90 us,
-# addmm 300-400), 2^15 elements or multiply-adds for those whose meta kernels are short
-# (reductions, mm, bmm, cholesky_ex: 12-28 us). Larger ones cost the CPU more (figures:
-# benchmarks/README.md, "Tuning constants").
+# addmm 300-400, mean 90-180, all and any 190-420, vector norms ~500), 2^15 elements or
+# multiply-adds for those whose meta kernels are short (the other reductions, mm, bmm,
+# cholesky_ex: 12-45 us). Larger ones cost the CPU more (figures: benchmarks/README.md, "Tuning
+# constants").
 _SHAPED_ON_CPU_WORK = 1 << 18
 _SHAPED_ON_CPU_WORK_SHORT_META = 1 << 15
+_LONG_META_OPS = {
+    getattr(packet, name)
+    for packet, names in (
+        (aten.addmm, ("default",)),
+        (aten.mean, ("default", "dim")),
+        (aten.all, ("default", "dim", "dims")),
+        (aten.any, ("default", "dim", "dims")),
+        (aten.linalg_vector_norm, ("default",)),
+    )
+    for name in names
+    if hasattr(packet, name)  # (all.dims and any.dims are recent)
+}
 
 
 def _cpu_work_bound(func, tags: set) -> int:
-    long_meta = tags & _tags("pointwise") or func is aten.addmm.default
+    long_meta = tags & _tags("pointwise") or func in _LONG_META_OPS
     return _SHAPED_ON_CPU_WORK if long_meta else _SHAPED_ON_CPU_WORK_SHORT_META
 
 
@@ -808,19 +828,23 @@ def _zeros_pool() -> torch.UntypedStorage:
     return _ZEROS[0]
 
 
-def _shaped_on_cpu(func, args: tuple, kwargs: dict, most_work: int):
+def _shaped_on_cpu(func, traits: _Traits, args: tuple, kwargs: dict):
     """The results of `func` (traits.shaped_on_cpu) on small meta tensors: meta tensors shaped as
     the CPU's results of it on zeros of its arguments' shapes and strides, as eager construction
     shapes them. torch's meta kernels for these ops are Python reference code, 20 to 500 us an
     op, where the CPU's on small zeros take a few (transformers' mean resizing runs a covariance
     and its positive-definiteness check on an embedding no one has read yet: ~40 ops). None
     where an argument is a real tensor, the arguments spread over more than _ON_VALUES_BYTES or
-    give the CPU more than `most_work` (_TraitsByOp.shaped_on_cpu), or where the op fails on
-    zeros: the meta kernel runs then, and raises or not."""
+    give the CPU more than traits.shaped_on_cpu, or where the op fails on zeros: the meta kernel
+    runs then, and raises or not. An in-place op (traits.in_place) writes zeros of its own, and
+    its result is its meta argument."""
     tensors = [t for t in _leaves((args, tuple(kwargs.values()))) if isinstance(t, Tensor)]
     if not all(t.is_meta and t.layout == torch.strided for t in tensors):
         return None
-    if _cpu_work(func, tensors) > most_work or sum(_span(t) for t in tensors) > _ON_VALUES_BYTES:
+    if (
+        _cpu_work(func, tensors) > traits.shaped_on_cpu
+        or sum(_span(t) for t in tensors) > _ON_VALUES_BYTES
+    ):
         return None
 
     def zeros(value):
@@ -829,10 +853,17 @@ def _shaped_on_cpu(func, args: tuple, kwargs: dict, most_work: int):
             return torch.empty(0, dtype=value.dtype).set_(pool, 0, value.shape, value.stride())
         return _CPU if isinstance(value, torch.device) and value.type == "meta" else value
 
+    cpu_args = _map(zeros, args)
+    if traits.in_place:  # (the pool's zeros are never written)
+        first = args[0]
+        written = torch.empty_strided(first.shape, first.stride(), dtype=first.dtype).zero_()
+        cpu_args = (written, *cpu_args[1:])
     try:
-        out = func(*_map(zeros, args), **{name: _map(zeros, v) for name, v in kwargs.items()})
+        out = func(*cpu_args, **{name: _map(zeros, v) for name, v in kwargs.items()})
     except Exception:
         return None
+    if traits.in_place:
+        return args[0]
     return _map(
         lambda t: (
             torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=_META)
@@ -943,8 +974,7 @@ class _Recorder(_dispatch.UncompiledMode):
                 out = _on_meta_captured(self.record, args, kwargs, real)
                 if out is not None:
                     return out
-        most_work = traits.shaped_on_cpu
-        out = _shaped_on_cpu(func, args, kwargs, most_work) if most_work else None
+        out = _shaped_on_cpu(func, traits, args, kwargs) if traits.shaped_on_cpu else None
         if out is None:
             try:  # (costs nothing until an op raises: only the failure path does more)
                 out = run(*args, **kwargs)
