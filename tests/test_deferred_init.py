@@ -16,7 +16,7 @@ from torch import nn
 
 import torchinit_ext as ti
 from tests.helpers.common import P_MIN, OpsSeen
-from torchinit_ext import _dispatch, _record
+from torchinit_ext import _dispatch, _record, _session
 
 
 class Recorded(nn.Module):
@@ -295,6 +295,43 @@ def test_the_replays_direct_queue_gives_the_general_paths_values(seed, monkeypat
     for (name, a), (_, b) in zip(direct.state_dict().items(), general.state_dict().items()):
         assert a.dtype == b.dtype and torch.equal(a, b), name
     assert direct.lin.weight is direct.emb.weight
+
+
+class WholeWrites(nn.Module):
+    """A constructor whose replay writes whole tensors alone: fills, of several dtypes, and
+    copies of the values it computed (BatchNorm's num_batches_tracked, an arange)."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 6)
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+        self.lin = nn.Linear(6, 10, dtype=torch.bfloat16)
+        self.ln = nn.LayerNorm(6, dtype=torch.float64)
+        self.register_buffer("positions", torch.arange(5.0))
+
+
+@pytest.mark.parametrize("seed", [None, 7])
+def test_a_replay_of_whole_writes_alone_gives_the_general_paths_values(seed, monkeypatch):
+    def build():
+        torch.manual_seed(3)
+        module = ti.deferred_init(WholeWrites)
+        torch.manual_seed(4)
+        ti.materialize(module, seed=seed)
+        return module, torch.rand(3)  # (and where it left the global generator)
+
+    made = []
+    fill_new = _session.fill_new
+    monkeypatch.setattr(_session, "fill_new", lambda *args: made.append(1) or fill_new(*args))
+    fast, after_fast = build()
+    assert made == [1]  # one step for the whole replay
+    monkeypatch.setattr(ti.model, "_made_by_whole_writes", lambda *args: None)
+    general, after_general = build()
+    assert made == [1]
+    for (name, a), (_, b) in zip(fast.state_dict().items(), general.state_dict().items()):
+        assert a.dtype == b.dtype and a.stride() == b.stride() and torch.equal(a, b), name
+    assert torch.equal(after_fast, after_general)
+    assert type(fast.lin.weight) is nn.Parameter and fast.lin.weight.requires_grad
 
 
 @pytest.mark.parametrize("factory", [torch.zeros, torch.ones])

@@ -1248,7 +1248,7 @@ class Replay:
         most of a replay is, and what the general path (_replay_op, _dispatch.elementwise,
         Session.try_defer) would queue, the same Philox state drawn at the same point, with
         several layers of calls less a tensor."""
-        fill = _FILL_LAWS.get(op.func)
+        fill = _fill_arguments(op)
         if fill is None:
             return False
         target = op.args[0]
@@ -1266,24 +1266,70 @@ class Replay:
         tensor = None if tensors is None else tensors.get(target)
         if tensor is None:
             return False
-        law, names = fill
-        if not op.kwargs and len(op.args) == len(names) + 1:
-            # Every parameter given, in order, and no generator (the fills of known resets): what
-            # _bound would find, without its walk of the schema.
-            params, generator = op.args[1:] or (0,), None
-        else:
-            bound = _bound(op.func, op.args, op.kwargs)
-            params = tuple(bound[name] for name in names) or (0,)
-            generator = bound.get("generator")
-        if law == "constant" and (
-            isinstance(params[0], bool) or not isinstance(params[0], (int, float))
-        ):
-            return False  # _dispatch.fill's other cases
+        law, params, generator = fill
         where = _dispatch._C.fill_extent(tensor)
         if where is None:
             return False  # no kernel takes it: stock's fill, on the general path
         self.session.defer((tensor, where, named[0][0], None), law, params, generator)
         return True
+
+
+def _fill_arguments(op: _Op) -> tuple[str, tuple, object] | None:
+    """(law, parameters, generator) of `op` when it is an elementwise fill that the compiled
+    fills take as _dispatch would; None for other ops, and for constants _dispatch.fill gives
+    stock's fill_."""
+    fill = _FILL_LAWS.get(op.func)
+    if fill is None:
+        return None
+    law, names = fill
+    if not op.kwargs and len(op.args) == len(names) + 1:
+        # Every parameter given, in order, and no generator (the fills of known resets): what
+        # _bound would find, without its walk of the schema.
+        params, generator = op.args[1:] or (0,), None
+    else:
+        bound = _bound(op.func, op.args, op.kwargs)
+        params = tuple(bound[name] for name in names) or (0,)
+        generator = bound.get("generator")
+    if law == "constant" and (
+        isinstance(params[0], bool) or not isinstance(params[0], (int, float))
+    ):
+        return None
+    return law, params, generator
+
+
+def whole_writes(record: Record, ops: list[_Op], named: dict[int, _Ref]):
+    """([(target, law, parameters)], [(target, value)]): the elementwise fills, from the default
+    generator, and the copies of captured values among `ops` when each writes the whole of its
+    own storage of `named` (storage -> the reference of the module's tensor on it, which covers
+    it), and each of those has one: a replay that makes its tensors and writes them in one step
+    (model._made_by_whole_writes). None otherwise."""
+    if len(ops) != len(named):
+        return None
+    fills, copies = [], []
+    for op in ops:
+        first = op.args[0] if op.args else None
+        if first.__class__ is not _Ref or first.storage not in op.defines:
+            return None
+        key = first.storage
+        target = named.get(key)
+        if target is None:
+            return None
+        if op.copies_in() and first == record.whole(key) and _spans(target, record):
+            copies.append((target, op.args[1]))
+            continue
+        fill = _fill_arguments(op)
+        if fill is None or fill[2] is not None or first != target:
+            return None
+        fills.append((target, fill[0], fill[1]))
+    # (Each storage once: as many writes as storages, each of one of them.)
+    if len({target.storage for target, *_ in fills + copies}) != len(ops):
+        return None
+    return fills, copies
+
+
+def _spans(ref: _Ref, record: Record) -> bool:
+    """Whether `ref` holds every byte of its storage, at its start."""
+    return not ref.offset and math.prod(ref.size) * ref.dtype.itemsize == record.nbytes[ref.storage]
 
 
 def _bound(func, args: tuple, kwargs: dict) -> dict:

@@ -51,6 +51,32 @@ def extent(tensor: Tensor) -> tuple:
     return (memory_of(local), local.storage_offset(), local.shape, local.stride(), local.dtype)
 
 
+def fill_new(
+    targets: list[tuple["_record._Ref", str, tuple, str]], device: torch.device, seed: int | None
+) -> list[Tensor] | None:
+    """New tensors on `device` of the geometries of `targets` ((reference, law, parameters,
+    name)), filled by their laws in one fill_many_, each fill's Philox state drawn in order as a
+    Session draws it (from the default generator; with a seed, its name's): a replay of whole
+    fills alone (model._replay). None, having drawn and written nothing, where the compiled fills
+    take none of one of them."""
+    draws = [seed is None and law != "constant" for _, law, _, _ in targets]
+    made = _C.new_fill_targets([ref for ref, _, _, _ in targets], device, draws)
+    if made is None:
+        return None
+    tensors, states = made
+    if not tensors:
+        return tensors
+    if seed is not None:
+        states = [
+            _NO_STATE if law == "constant" else seed_state(seed, name)
+            for _, law, _, name in targets
+        ]
+    laws = [law for _, law, _, _ in targets]
+    params = [params for _, _, params, _ in targets]
+    _dispatch.call_many(tensors, laws, params, states, [None] * len(tensors))
+    return tensors
+
+
 class Session:
     """The fills of one materialize() call. Elementwise fills of the module's tensors are queued and
     run together in one fill_many_ (flush()); with a seed, each tensor's fills use the Philox state

@@ -337,6 +337,34 @@ def _replay(
     if record.unknown(wanted):
         raise NotReplayableError.of([], [], _computed_from_unknown(record, finals, slots))
     ops = record.needed(wanted)
+    made = None if sharded else _made_by_whole_writes(record, ops, finals, names, device, seed)
+    if made is not None:
+        real = {
+            key: _record.like(tensor, made[ref.storage]) for key, (tensor, ref, _) in finals.items()
+        }
+    else:
+        real = _replayed(replay, session, ops, finals, needed, copied, device, seed)
+    # Real tensors the module holds go to `device`.
+    moved_to = {id(t): _moved(t, device) for t in moved if t.device != device}
+    real.update(moved_to)
+    # A submodule's tensors may be held elsewhere in the model too (tied weights): everywhere.
+    root = record.root() if prefix else None
+    everywhere = _Tree(root) if root is not None else tree
+    for _, holder, name, tensor in everywhere.places:
+        if id(tensor) in real:
+            holder[name] = real[id(tensor)]
+    # And in lists a module keeps of its own parameters (nn.LSTM's _flat_weights).
+    for _, submodule, attr in everywhere.held:
+        value = submodule.__dict__[attr]
+        swapped = _record.swapped(value, real)
+        if swapped is not value:
+            submodule.__dict__[attr] = swapped
+    return module
+
+
+def _replayed(replay, session, ops, finals: dict, needed: set, copied: dict, device, seed):
+    """The values of `finals` (_replay's: id -> (tensor, ref, how)), by id, as `replay` gives
+    them running `ops` in `session`: the general path of _replay."""
     # With a seed, random ops that take no generator (randint) draw from the seed too.
     rng = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with rng, torch.no_grad():
@@ -363,22 +391,47 @@ def _replay(
                 tensor.data = value  # moved, as module.to() moves it
                 continue
             real[key] = _record.like(tensor, value)
-    # Real tensors the module holds go to `device`.
-    moved_to = {id(t): _moved(t, device) for t in moved if t.device != device}
-    real.update(moved_to)
-    # A submodule's tensors may be held elsewhere in the model too (tied weights): everywhere.
-    root = record.root() if prefix else None
-    everywhere = _Tree(root) if root is not None else tree
-    for _, holder, name, tensor in everywhere.places:
-        if id(tensor) in real:
-            holder[name] = real[id(tensor)]
-    # And in lists a module keeps of its own parameters (nn.LSTM's _flat_weights).
-    for _, submodule, attr in everywhere.held:
-        value = submodule.__dict__[attr]
-        swapped = _record.swapped(value, real)
-        if swapped is not value:
-            submodule.__dict__[attr] = swapped
-    return module
+    return real
+
+
+def _made_by_whole_writes(
+    record, ops, finals: dict, names: dict, device, seed
+) -> dict[int, Tensor] | None:
+    """The replayed values of `finals` (_replay's), by storage, where each of `ops` is an
+    elementwise fill or a copy of captured values that writes one of them whole
+    (_record.whole_writes), all named and replayed as recorded: the fills made and run in one
+    step (_session.fill_new), the values the general path gives, for a fraction of its host work
+    a tensor. None elsewhere, having done nothing: where a dispatch or __torch_function__ mode is
+    on too, which must see each op."""
+    if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
+        return None
+    named: dict[int, tuple[_record._Ref, str]] = {}
+    for key, (_, ref, how) in finals.items():
+        if how != _REPLAYED or key not in names:
+            return None
+        named[ref.storage] = (ref, names[key])
+    if len(named) != len(finals):
+        return None  # (storages that several of them share)
+    writes = _record.whole_writes(record, ops, {key: ref for key, (ref, _) in named.items()})
+    if writes is None:
+        return None
+    fills, copies = writes
+    made = {}
+    for ref, value in copies:
+        tensor = torch.empty_strided(ref.size, ref.stride, dtype=ref.dtype, device=device)
+        storage = tensor.untyped_storage()
+        if storage.nbytes() != value.nbytes:
+            return None  # (strides that leave gaps)
+        made[ref.storage] = tensor
+    targets = [(ref, law, params, named[ref.storage][1]) for ref, law, params in fills]
+    tensors = _session.fill_new(targets, device, seed)
+    if tensors is None:
+        return None
+    made.update((ref.storage, tensor) for (ref, *_), tensor in zip(targets, tensors))
+    for ref, value in copies:
+        storage = made[ref.storage].untyped_storage()
+        torch.empty(0, dtype=torch.uint8, device=device).set_(storage).copy_(value)
+    return made
 
 
 def _computed_from_unknown(record, finals: dict, slots: list) -> list[str]:

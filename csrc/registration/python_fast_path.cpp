@@ -14,6 +14,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/GradMode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
+#include <torch/csrc/Device.h>
+#include <torch/csrc/Dtype.h>
 #include <torch/csrc/DynamicTypes.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/Generator.h>
@@ -147,15 +149,29 @@ PyObject* fill_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
+// ops.philox_state's draw for `tensor`, out of the reach of dispatch modes, as [key, offset].
+PyObject* draw_state(const at::Tensor& tensor, std::optional<at::Generator> generator) {
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("torchinit_ext::philox_state", "")
+          .typed<std::vector<int64_t>(const at::Tensor&, std::optional<at::Generator>)>();
+  std::vector<int64_t> state;
+  {
+    c10::impl::ExcludeDispatchKeyGuard no_modes(
+        c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot}));
+    state = op.call(tensor, std::move(generator));
+  }
+  PyObject* pair =
+      Py_BuildValue("[LL]", static_cast<long long>(state[0]), static_cast<long long>(state[1]));
+  if (!pair) throw python_error();
+  return pair;
+}
+
 // philox_state(tensor, generator) -> (key, offset): ops.philox_state's draw, out of the reach of
 // dispatch modes. materialize() draws a state per deferred fill under its own tracking mode, which
 // has nothing to see in a draw (it reads no element) and would cost more than the draw.
 PyObject* philox_state_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("torchinit_ext::philox_state", "")
-          .typed<std::vector<int64_t>(const at::Tensor&, std::optional<at::Generator>)>();
   TORCH_CHECK_TYPE(nargs == 2, "philox_state: expected 2 arguments, got ", nargs);
   TORCH_CHECK_TYPE(THPVariable_Check(args[0]), "philox_state: expected a Tensor");
   PyObject* gen = args[1];
@@ -164,13 +180,52 @@ PyObject* philox_state_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs)
       "philox_state: expected a torch.Generator or None");
   std::optional<at::Generator> generator;
   if (gen != Py_None) generator = reinterpret_cast<THPGenerator*>(gen)->cdata;
-  std::vector<int64_t> state;
-  {
-    c10::impl::ExcludeDispatchKeyGuard no_modes(
-        c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot}));
-    state = op.call(THPVariable_Unpack(args[0]), std::move(generator));
+  return draw_state(THPVariable_Unpack(args[0]), std::move(generator));
+  END_HANDLE_TH_ERRORS
+}
+
+// new_fill_targets(geometries, device, draws) -> ([Tensor], [[key, offset]]) or None: new
+// tensors on `device` of the geometries (_record._Ref's fields: storage, dtype, sizes, strides,
+// offset) and, in their order, the Philox state of each where draws[i] ([0, 0] elsewhere), drawn
+// from the default generator as philox_state would draw them one by one. The host work of
+// materialize()'s replay of a record of whole fills alone (_session.fill_new), a few calls where
+// the Python path makes some twenty a tensor. None, having drawn nothing, where the compiled
+// fills take no tensor of a geometry (a dtype without kernels) or of the device.
+PyObject* new_fill_targets_entry(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  namespace py = pybind11;
+  TORCH_CHECK_TYPE(nargs == 3, "new_fill_targets: expected 3 arguments, got ", nargs);
+  TORCH_CHECK_TYPE(PyList_Check(args[0]) && PyList_Check(args[2]),
+                   "new_fill_targets: expected lists of geometries and of draws");
+  TORCH_CHECK_TYPE(THPDevice_Check(args[1]), "new_fill_targets: expected a torch.device");
+  const at::Device device = reinterpret_cast<THPDevice*>(args[1])->device;
+  const KernelDevices& kernels = kernel_devices();
+  if (!device.is_cpu() && !(kernels.cuda && device.is_cuda())) Py_RETURN_NONE;
+  const auto geometries = py::reinterpret_borrow<py::list>(args[0]);
+  const auto draws = py::reinterpret_borrow<py::list>(args[2]);
+  TORCH_CHECK_VALUE(draws.size() == geometries.size(),
+                    "new_fill_targets: expected a draw for each geometry");
+  std::vector<at::Tensor> tensors;
+  tensors.reserve(geometries.size());
+  for (const py::handle geometry : geometries) {
+    const auto fields = geometry.cast<py::tuple>();
+    TORCH_CHECK_TYPE(fields.size() == 5 && THPDtype_Check(fields[1].ptr()),
+                     "new_fill_targets: expected (storage, dtype, sizes, strides, offset)");
+    const at::ScalarType dtype = reinterpret_cast<THPDtype*>(fields[1].ptr())->scalar_type;
+    if (!torchinit::is_supported_float(dtype)) Py_RETURN_NONE;
+    tensors.push_back(at::empty_strided(fields[2].cast<std::vector<int64_t>>(),
+                                        fields[3].cast<std::vector<int64_t>>(),
+                                        at::TensorOptions().dtype(dtype).device(device)));
   }
-  return Py_BuildValue("[LL]", static_cast<long long>(state[0]), static_cast<long long>(state[1]));
+  py::list made;
+  py::list states;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    made.append(py::reinterpret_steal<py::object>(THPVariable_Wrap(tensors[i])));
+    states.append(draws[i].cast<bool>()
+                      ? py::reinterpret_steal<py::object>(draw_state(tensors[i], std::nullopt))
+                      : py::object(py::make_tuple(0, 0)));
+  }
+  return py::make_tuple(made, states).release().ptr();
   END_HANDLE_TH_ERRORS
 }
 
@@ -302,6 +357,9 @@ PyMethodDef methods[] = {
     {"philox_state", reinterpret_cast<PyCFunction>(philox_state_entry), METH_FASTCALL,
      "philox_state(tensor, generator) -> [key, offset]: ops.philox_state, unseen by dispatch "
      "modes."},
+    {"new_fill_targets", reinterpret_cast<PyCFunction>(new_fill_targets_entry), METH_FASTCALL,
+     "new_fill_targets(geometries, device, draws) -> ([Tensor], [[key, offset]]) or None: new "
+     "tensors and the Philox states their fills draw, in order."},
     {"fill_extent", reinterpret_cast<PyCFunction>(fill_extent_entry), METH_O,
      "fill_extent(tensor) -> (memory, offset, sizes, strides, dtype) or None: _session.extent() "
      "of a tensor the compiled fills take."},
