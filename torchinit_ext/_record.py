@@ -1495,22 +1495,32 @@ def swapped(value, real: dict[int, Tensor], depth: int = 0):
     return value
 
 
-def held_attributes(module: nn.Module, held_classes: dict) -> Iterator[tuple[str, object]]:
+def held_attributes(module: nn.Module, held_classes: dict) -> list[tuple[str, object]]:
     """The attributes of `module` beyond nn.Module's own that are tensors, or lists, dicts or
     tuples that may hold tensors (a tuple only where it does: a convolution's kernel_size never
     will), as (name, value). `held_classes` caches, by class, whether its values can hold
-    tensors: one dict for a walk of a whole tree. Attributes may be reassigned while iterating."""
+    tensors: one dict for a walk of a whole tree."""
     attributes = module.__dict__
+    held = []
     for name in attributes:
         if name in MODULE_INTERNALS:
             continue
         value = attributes[name]
         cls = value.__class__
-        held = held_classes.get(cls)
-        if held is None:
-            held = held_classes[cls] = issubclass(cls, HELD_TYPES)
-        if held and not (isinstance(value, tuple) and not holds_tensor(value)):
-            yield name, value
+        can_hold = held_classes.get(cls)
+        if can_hold is None:
+            can_hold = held_classes[cls] = issubclass(cls, HELD_TYPES)
+        if can_hold and not (
+            isinstance(value, tuple)
+            # (a tuple of numbers, such as a kernel_size, told at once from its items' types)
+            and (_ATOMS.issuperset(map(type, value)) or not holds_tensor(value))
+        ):
+            held.append((name, value))
+    return held
+
+
+# Types of values that are no containers and no tensors.
+_ATOMS = frozenset((int, float, bool, str, type(None)))
 
 
 def holds_tensor(value, depth: int = 0) -> bool:
