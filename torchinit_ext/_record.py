@@ -388,18 +388,20 @@ class Record:
         """add() of a fill of a meta tensor (args[0]) from values: the most common op of a
         construction, recorded as add() records it with a fraction of the work."""
         target = args[0]
-        storage = target.untyped_storage()
-        key, size = storage._cdata, storage.nbytes()
+        target_ref = ref(target)
+        key = target_ref.storage
+        size = self.nbytes.get(key)
         # The op's one output, when it returns its target (aten's in-place ops; ours return
         # nothing), allocates its storage if no op met it before, as in add().
-        allocates = [(0, key)] if out is target and key not in self.nbytes else []
-        self.nbytes.setdefault(key, size)
+        allocates = [(0, key)] if out is target and size is None else []
+        if size is None:
+            size = self.nbytes[key] = target.untyped_storage().nbytes()
         writes = frozenset((key,))
         whole = allocates or _covers_storage(target, size)
         self._alive.append(target)
         op = _Op(
             func,
-            (ref(target), *args[1:]),
+            (target_ref, *args[1:]),
             dict(kwargs),
             allocates,
             writes,
@@ -1048,19 +1050,18 @@ class _Recorder(_dispatch.UncompiledMode):
         ):
             return False
         fills = _known_resets.called(reset, module)
-        twins = self.record.twins
-        if (
-            fills is None
-            or not all(
-                type(t) in _sharded.PLAIN_TYPES
-                and (law == "zero" or t.is_meta and _dispatch.is_float(t))
-                for t, law, _ in fills
-            )
-            # (a real tensor whose storage went to meta is written there: through the ops)
-            or twins
-            and any(not t.is_meta and storage_key(t) in twins for t, _, _ in fills)
-        ):
+        if fills is None:
             return False
+        twins = self.record.twins
+        for t, law, _ in fills:
+            if type(t) not in _sharded.PLAIN_TYPES:
+                return False
+            if t.is_meta:
+                if law != "zero" and t.dtype not in _dispatch.FLOAT_DTYPES:
+                    return False
+            elif law != "zero" or (twins and storage_key(t) in twins):
+                # (a real tensor whose storage went to meta is written there: through the ops)
+                return False
         for tensor, law, params in fills:
             func = _ONE_STEP_OPS[law]
             if not tensor.is_meta:  # an integer tensor's zero_(), real while building
@@ -1314,13 +1315,13 @@ def whole_writes(record: Record, ops: list[_Op], named: dict[int, _Ref]):
         target = named.get(key)
         if target is None:
             return None
-        if op.copies_in() and first == record.whole(key) and _spans(target, record):
-            copies.append((target, op.args[1]))
-            continue
         fill = _fill_arguments(op)
-        if fill is None or fill[2] is not None or first != target:
+        if fill is not None and fill[2] is None and first == target:
+            fills.append((target, fill[0], fill[1]))
+        elif op.copies_in() and first == record.whole(key) and _spans(target, record):
+            copies.append((target, op.args[1]))
+        else:
             return None
-        fills.append((target, fill[0], fill[1]))
     # (Each storage once: as many writes as storages, each of one of them.)
     if len({target.storage for target, *_ in fills + copies}) != len(ops):
         return None
