@@ -232,6 +232,38 @@ def test_lean_state_draw_equals_the_op_and_is_unseen_by_dispatch_modes(seeded):
         _C.philox_state([1.0], None)
 
 
+def test_new_fill_targets_make_the_geometries_and_draw_as_philox_state_does():
+    """A replay of whole fills alone (model._made_by_whole_writes) makes its tensors and draws
+    their states through _C.new_fill_targets: each geometry (_record._Ref's fields) as new memory,
+    the states those of philox_state one by one, in order, none drawn where not asked."""
+    geometries = [
+        (0, torch.float32, (3, 5), (5, 1), 0),
+        (0, torch.bfloat16, (4, 2, 3, 3), (18, 1, 6, 2), 0),  # channels last
+        (0, torch.float64, (7,), (1,), 0),
+    ]
+    torch.manual_seed(11)
+    tensors, states = _C.new_fill_targets(geometries, torch.device("cpu"), [True, False, True])
+    after = torch.rand(2)
+    for (_, dtype, size, stride, _), t in zip(geometries, tensors):
+        assert (t.dtype, tuple(t.shape), t.stride(), type(t)) == (dtype, size, stride, torch.Tensor)
+    torch.manual_seed(11)
+    assert states == [_C.philox_state(tensors[0], None), (0, 0), _C.philox_state(tensors[2], None)]
+    assert torch.equal(torch.rand(2), after)
+    # A dtype the compiled fills don't take: None, and nothing drawn.
+    torch.manual_seed(11)
+    ints = [(0, torch.float32, (2,), (1,), 0), (0, torch.int64, (2,), (1,), 0)]
+    assert _C.new_fill_targets(ints, torch.device("cpu"), [True, True]) is None
+    untouched = torch.rand(2)
+    torch.manual_seed(11)
+    assert torch.equal(untouched, torch.rand(2))
+    with pytest.raises(TypeError, match="new_fill_targets: expected a torch.device"):
+        _C.new_fill_targets(geometries, "cpu", [True] * 3)
+    with pytest.raises(ValueError, match="expected a draw for each geometry"):
+        _C.new_fill_targets(geometries, torch.device("cpu"), [True])
+    with pytest.raises(TypeError, match="expected \\(storage, dtype, sizes, strides, offset\\)"):
+        _C.new_fill_targets([(0, "float", (2,), (1,), 0)], torch.device("cpu"), [True])
+
+
 @pytest.mark.parametrize(
     "make",
     [
