@@ -4,7 +4,8 @@
 Kinds (``simd`` takes several files, the others one):
 
     summary  the README's table: each function's first fill row, the small-tensor rows in one
-             line, and each real model under patched() / deferred_init + materialize()
+             line, and each real model under patched() / deferred_init + materialize() (those
+             built in under SMALL_MODEL_MS in one line)
     all      every row, with the floor ratios, bandwidth fraction and run count
     models   the real-model rows: stock eager, the floor, both ways, each against both
     simd     one file per SIMD level (the bench's --simd): ext's time and speedup per level
@@ -234,8 +235,12 @@ def render_summary(files):
                 fmt_range(fmt_x, [r["speedup"] for r in small]),
             ]
         )
+    small_models = []
     for model, ways in real_models(data).items():
         got = [ways[w] for w in ("patched", "deferred") if w in ways]
+        if max(r["stock_ms"] for r in got) < SMALL_MODEL_MS:
+            small_models.append(ways)
+            continue
         body.append(
             [
                 model,
@@ -244,7 +249,22 @@ def render_summary(files):
                 " / ".join(fmt_x(r["speedup"]) for r in got),
             ]
         )
+    if small_models:
+        # In one line, as the small-tensor rows: docs/models.md has each.
+        ways = [[w[way] for w in small_models if way in w] for way in ("patched", "deferred")]
+        body.append(
+            [
+                f"{len(small_models)} models built in under {SMALL_MODEL_MS} ms (tiny configs, "
+                "small CNNs)",
+                fmt_range(fmt_ms, [r["stock_ms"] for rows in ways for r in rows]),
+                " / ".join(fmt_range(fmt_ms, [r["ext_ms"] for r in rows]) for rows in ways if rows),
+                " / ".join(fmt_range(fmt_x, [r["speedup"] for r in rows]) for rows in ways if rows),
+            ]
+        )
     return [machine_line(data), ""] + table(("case", "stock", "torchinit_ext", "speedup"), body)
+
+
+SMALL_MODEL_MS = 100  # the summary's models whose stock build takes less share a line
 
 
 def render_all(files):

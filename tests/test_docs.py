@@ -78,6 +78,28 @@ def test_report_renders_files_without_optional_keys(tmp_path):
     assert "| HF Tiny 1M | 1.40-1.50 s | 300 ms / 200 ms | 5.00x / 7.00x |" in summary
 
 
+def test_the_summary_gives_models_built_in_under_100_ms_one_line(tmp_path):
+    path = _results(
+        tmp_path,
+        {"device_name": "Some CPU", "torch_version": "2.99.0"},
+        [
+            _row("Small A: eager vs patched()", 20.0, 10.0),
+            _row("Small A: eager vs deferred_init+materialize()", 20.0, 25.0),
+            _row("Small B: eager vs patched()", 50.0, 25.0),
+            _row("Small B: eager vs deferred_init+materialize()", 60.0, 40.0),
+            _row("Large: eager vs patched()", 1500.0, 300.0),
+            _row("Large: eager vs deferred_init+materialize()", 1400.0, 200.0),
+        ],
+    )
+    summary = tables.render("summary", [str(path)])
+    assert "| Large | 1.40-1.50 s | 300 ms / 200 ms | 5.00x / 7.00x |" in summary
+    assert (
+        "| 2 models built in under 100 ms (tiny configs, small CNNs) | 20.0-60.0 ms "
+        "| 10.0-25.0 ms / 25.0-40.0 ms | 2.00x / 0.80-1.50x |"
+    ) in summary
+    assert "Small A" not in summary
+
+
 def test_report_names_the_optional_machine_fields(tmp_path):
     machine = {
         "device_name": "Some CPU",
