@@ -1151,10 +1151,10 @@ class Replay:
         """A tensor of `ref`'s geometry on new storage of its storage's size, when `ref` spans
         all of it (a parameter's tensor, most often): one op where storage() and set_() take
         three. None otherwise."""
-        nbytes = self.record.nbytes[ref.storage]
-        if ref.offset or math.prod(ref.size) * ref.dtype.itemsize != nbytes:
+        if not _spans(ref, self.record):
             return None
         tensor = torch.empty_strided(ref.size, ref.stride, dtype=ref.dtype, device=self.device)
+        nbytes = self.record.nbytes[ref.storage]
         return tensor if tensor.untyped_storage().nbytes() == nbytes else None
 
     def drop(self, key: int) -> None:
