@@ -318,10 +318,10 @@ class _Odd(nn.Module):
 
 
 def test_the_tree_walk_knows_what_torch_lists():
-    """materialize()'s one walk (model._Tree) holds what named_parameters(), named_buffers()
+    """materialize()'s one walk (_tree.Tree) holds what named_parameters(), named_buffers()
     and named_modules() give, with the tied groups and each tensor's first name."""
     module = _Odd()
-    tree = ti.model._Tree(module)
+    tree = ti._tree.Tree(module)
     assert tree.parameters == dict(module.named_parameters())
     assert tree.buffers == dict(module.named_buffers())
     assert [m for _, m in tree.pre_order] == [m for _, m in module.named_modules()]
@@ -356,6 +356,46 @@ def test_the_tree_walk_knows_what_torch_lists():
     assert not tree.on_meta and tree.subclassed == []
     with torch.device("meta"):
         lazy = nn.Sequential(nn.LazyLinear(2), nn.Linear(2, 2))
-    walked = ti.model._Tree(lazy)
+    walked = ti._tree.Tree(lazy)
     assert walked.on_meta
     assert [p + n for p, _, _, n, _ in walked.subclassed] == ["0.weight", "0.bias"]
+
+
+def test_the_tree_walk_finds_tensors_in_nested_tuples_and_skips_attributes_when_asked():
+    """Held attributes: a tuple holding a tensor one level down is held, a tuple of numbers and
+    strings, a set, a number are not; without attributes the walk lists parameters, buffers and
+    children alone, the same ones."""
+    module = _Odd()
+    module.nested = (1, (torch.ones(1),))
+    module.numbers = (1, 2.0, "same", None, True)
+    module.names = {"a", "b"}
+    full = ti._tree.Tree(module)
+    assert {p + a for p, _, a in full.held} == {"cache", "plain", "nested"}
+    lean = ti._tree.Tree(module, attributes=False)
+    assert lean.held == []
+    attribute_dicts = {id(m.__dict__) for _, m in full.pre_order}
+    assert [(n, id(t)) for n, _, _, t in lean.places] == [
+        (n, id(t)) for n, holder, _, t in full.places if id(holder) not in attribute_dicts
+    ]
+    assert lean.slots == full.slots and lean.parameters == full.parameters
+    assert [m for _, m in lean.pre_order] == [m for _, m in full.pre_order]
+
+
+def test_the_tree_walk_takes_other_mappings_and_raises_for_a_module_without_its_dicts():
+    """A module whose code replaced its _parameters dict with another mapping is walked in that
+    mapping's order; an object that is no initialized module raises the error Python would
+    (no crash)."""
+    from collections import OrderedDict
+
+    layer = nn.Linear(2, 2)
+    layer._parameters = OrderedDict(reversed(list(layer._parameters.items())))
+    assert list(ti._tree.Tree(layer).parameters) == ["bias", "weight"]
+
+    class Unready(nn.Module):
+        def __init__(self):  # no nn.Module.__init__: no _parameters
+            pass
+
+    with pytest.raises(KeyError, match="_parameters"):
+        ti._tree.Tree(Unready())
+    with pytest.raises(TypeError, match="module_tree"):
+        ti._dispatch._C.module_tree(layer, ["not", "a set"], ti._tree.holds_tensor)

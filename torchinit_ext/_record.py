@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from torch.nn.parameter import UninitializedTensorMixin
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-from . import _dispatch, _known_resets, _patch, _sharded
+from . import _dispatch, _known_resets, _patch, _sharded, _tree
 
 aten = torch.ops.aten
 
@@ -886,7 +886,7 @@ def refuse_uninitialized(caller: str, slots: Iterable[tuple]) -> None:
     UninitializedBuffer (a lazy module's, nn.LazyLinear: its first forward pass decides its shape),
     which `caller` ("deferred_init", "materialize") can give no values; names the first. `slots`:
     the tree's (prefix, owner, kind, name, tensor), or those of tensor subclasses alone
-    (model._Tree.subclassed: plain tensors are never uninitialized)."""
+    (_tree.Tree.subclassed: plain tensors are never uninitialized)."""
     for dotted, owner, _, name, tensor in slots:
         if isinstance(tensor, UninitializedTensorMixin):
             qualified = dotted + name
@@ -1465,18 +1465,12 @@ def like(tensor: Tensor, value: Tensor) -> Tensor:
 # ---- deferred_init ---------------------------------------------------------------------------
 
 
-# What nn.Module keeps in its __dict__ itself (_parameters, _buffers, hooks...).
-MODULE_INTERNALS = frozenset(vars(nn.Module()))
-HELD_TYPES = (Tensor, list, tuple, dict)
-CONTAINER_DEPTH = 2  # containers of containers of tensors, no deeper: a walk stays cheap
-
-
 def swapped(value, real: dict[int, Tensor], depth: int = 0):
     """`value` with the tensors that `real` replaces (by id) replaced, lists and dicts in place,
     tuples rebuilt: the same object when nothing changed."""
     if isinstance(value, Tensor):
         return real.get(id(value), value)
-    if depth == CONTAINER_DEPTH:
+    if depth == _tree.CONTAINER_DEPTH:
         return value
     # Items written only where they change: a frozen mapping (a config) may refuse writes.
     if isinstance(value, list):
@@ -1494,49 +1488,6 @@ def swapped(value, real: dict[int, Tensor], depth: int = 0):
         if any(a is not b for a, b in zip(items, value)):
             return items
     return value
-
-
-def held_attributes(module: nn.Module, held_classes: dict) -> list[tuple[str, object]]:
-    """The attributes of `module` beyond nn.Module's own that are tensors, or lists, dicts or
-    tuples that may hold tensors (a tuple only where it does: a convolution's kernel_size never
-    will), as (name, value). `held_classes` caches, by class, whether its values can hold
-    tensors: one dict for a walk of a whole tree."""
-    attributes = module.__dict__
-    held = []
-    for name in attributes:
-        if name in MODULE_INTERNALS:
-            continue
-        value = attributes[name]
-        cls = value.__class__
-        can_hold = held_classes.get(cls)
-        if can_hold is None:
-            can_hold = held_classes[cls] = issubclass(cls, HELD_TYPES)
-        if can_hold and not (
-            isinstance(value, tuple)
-            # (a tuple of numbers, such as a kernel_size, told at once from its items' types)
-            and (_ATOMS.issuperset(map(type, value)) or not holds_tensor(value))
-        ):
-            held.append((name, value))
-    return held
-
-
-# Types of values that are no containers and no tensors.
-_ATOMS = frozenset((int, float, bool, str, type(None)))
-
-
-def holds_tensor(value, depth: int = 0) -> bool:
-    """Whether `value`, a container, holds a tensor within the depth swapped and
-    model._meta_leaves look into."""
-    for item in value.values() if isinstance(value, dict) else value:
-        if isinstance(item, Tensor):
-            return True
-        if (
-            depth + 1 < CONTAINER_DEPTH
-            and isinstance(item, (list, tuple, dict))
-            and holds_tensor(item, depth + 1)
-        ):
-            return True
-    return False
 
 
 @dataclasses.dataclass
@@ -1767,59 +1718,43 @@ def _deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
         module = fn(*args, **kwargs)
     if not isinstance(module, nn.Module):
         raise TypeError(f"deferred_init: fn must return an nn.Module, got {type(module).__name__}")
-    # One walk of the tree: (qualified-name prefix, module, its parameters' and buffers' slots).
-    owners = [
-        (f"{prefix}." if prefix else "", owner, (owner._parameters, owner._buffers))
-        for prefix, owner in module.named_modules()
-    ]
-    refuse_uninitialized(
-        "deferred_init",
-        [
-            (prefix, owner, None, name, tensor)
-            for prefix, owner, kinds in owners
-            for slots in kinds
-            for name, tensor in slots.items()
-        ],
-    )
+    tree = _tree.Tree(module, attributes=False)
+    refuse_uninitialized("deferred_init", tree.subclassed)
     record.root = weakref.ref(module)
     on_meta: dict[int, Tensor] = {}  # id -> its meta twin, for every holder of a tied tensor
-    converted = []  # the lifted tensors the module held, now on meta
-    for prefix, owner, kinds in owners:
+    converted = False  # whether the module held lifted tensors, now on meta
+    slots, taken = tree.slots, 0  # each module's slots follow the previous module's
+    for prefix, owner in tree.pre_order:
         own = []  # its meta tensors, lifted ones put on meta first
-        for slots in kinds:
-            for name, tensor in slots.items():
-                if tensor is None:
-                    continue
-                if not tensor.is_meta:
-                    if id(tensor) not in on_meta and storage_key(tensor) in record.lifted:
-                        on_meta[id(tensor)] = like(tensor, record.on_meta(tensor))
-                        converted.append(tensor)
-                    tensor = slots[name] = on_meta.get(id(tensor), tensor)
-                if tensor.is_meta:
-                    own.append((name, tensor))
+        while taken < len(slots) and slots[taken][1] is owner:
+            _, _, kind, name, tensor = slots[taken]
+            taken += 1
+            if not tensor.is_meta:
+                if id(tensor) not in on_meta and storage_key(tensor) in record.lifted:
+                    on_meta[id(tensor)] = like(tensor, record.on_meta(tensor))
+                    converted = True
+                if id(tensor) in on_meta:
+                    tensor = owner.__dict__[kind][name] = on_meta[id(tensor)]
+            if tensor.is_meta:
+                own.append((name, tensor))
         # By name too: sharding (fully_shard, parallelize_module) and casts (.half()) replace
         # the tensors or their storage, and a module materialized once holds real tensors.
         seen = [(name, tensor) for name, tensor in own if storage_key(tensor) in record.nbytes]
         if own and not seen and owner in _records:
             continue  # built by a deferred_init() of its own before, and passed in
         _records[owner] = (record, prefix)
-        for name, tensor in seen:
-            built = Built(ref(tensor), tensor, weakref.ref(owner), tensor._version)
-            record.built.setdefault(prefix + name, built)
+        if seen:
+            held_by = weakref.ref(owner)
+            for name, tensor in seen:
+                built = Built(ref(tensor), tensor, held_by, tensor._version)
+                record.built.setdefault(prefix + name, built)
     record.lifted.clear()
     record.twins.clear()
     # Where modules keep them elsewhere too (transformers' original_inv_freq).
-    if _held_elsewhere(converted):
-        held_classes: dict = {}
-        for _, owner, _ in owners:
-            for name, value in held_attributes(owner, held_classes):
-                owner.__dict__[name] = swapped(value, on_meta)
+    if converted:
+        for _, owner, name in _tree.Tree(module).held:
+            value = owner.__dict__[name]
+            new = swapped(value, on_meta)
+            if new is not value:
+                owner.__dict__[name] = new
     return module
-
-
-def _held_elsewhere(tensors: list[Tensor]) -> bool:
-    """Whether anything but the list `tensors` holds one of them: a reference count (CPython's,
-    exact) above the list's, the loop's and getrefcount's own. A walk of every module's
-    attributes for them cost 1.3 ms of timm's EfficientNet-B0 (its BatchNorms' lifted
-    num_batches_tracked), where nothing else holds them."""
-    return any(sys.getrefcount(t) > 3 for t in tensors)

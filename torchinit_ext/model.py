@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from . import _known_resets, _record, _session, _sharded
+from . import _known_resets, _record, _session, _sharded, _tree
 
 __all__ = [
     "materialize",
@@ -23,87 +23,6 @@ __all__ = [
 ]
 
 # ---- materialize -----------------------------------------------------------------------------
-
-# A tensor slot of a module: (the module, "_parameters" or "_buffers", the attribute name).
-_Slot = tuple[nn.Module, str, str]
-
-
-class _Tree:
-    """One walk of a module tree: what materialize() needs of it, without walking it again for
-    each list. The walk makes no call per tensor beyond two: a GPU's materialize() waits on it."""
-
-    def __init__(self, module: nn.Module):
-        self.pre_order: list[tuple[str, nn.Module]] = []  # (prefix, module), parents first
-        self.post_order: list[nn.Module] = []  # children before their parent: eager's resets
-        # (prefix, module, "_parameters" or "_buffers", attribute, tensor), in named_modules()
-        # order, each module's parameters before its buffers.
-        self.slots: list[tuple[str, nn.Module, str, str, Tensor]] = []
-        # named_parameters() and named_buffers(); each tensor's first qualified name, by id.
-        self.parameters: dict[str, Tensor] = {}
-        self.buffers: dict[str, Tensor] = {}
-        self.names: dict[int, tuple[Tensor, str]] = {}
-        self._holders: dict[int, list[_Slot]] = {}  # the slots of each tensor, by id
-        self._tied: dict[int, None] = {}  # ids of the tensors several slots hold
-        self.on_meta = False  # whether a slot holds a meta tensor
-        self.subclassed: list[tuple] = []  # the slots of tensors of other classes than Tensor's
-        # (prefix, module, attribute) of the attributes that are tensors, lists, dicts, or tuples
-        # of tensors (not parameters, buffers or nn.Module's own): what no module method reaches.
-        # (A tuple holding no tensor, as a convolution's kernel_size, never will: it is left out.)
-        self.held: list[tuple[str, nn.Module, str]] = []
-        # Every place a module holds a tensor: parameters, buffers and plain tensor attributes
-        # (such as a rotary embedding's copy of its inv_freq), as (qualified name, the dict that
-        # holds it, its key, the tensor); in pre-order, each module's parameters, buffers, then
-        # attributes.
-        self.places: list[tuple[str, dict, str, Tensor]] = []
-        self._visit(module, "", {}, {}, {})
-
-    # Dicts where sets would do: item assignment and `in` are no calls, which the walk counts.
-    def _visit(
-        self, module: nn.Module, prefix: str, seen: dict, named_ids: dict, held_classes: dict
-    ) -> None:
-        seen[module] = None
-        dotted = f"{prefix}." if prefix else ""
-        self.pre_order.append((dotted, module))
-        attributes = module.__dict__
-        for kind, named in (("_parameters", self.parameters), ("_buffers", self.buffers)):
-            holder = attributes[kind]
-            for name in holder:
-                tensor = holder[name]
-                if tensor is None:
-                    continue
-                slot = (dotted, module, kind, name, tensor)
-                self.slots.append(slot)
-                self.places.append((dotted + name, holder, name, tensor))
-                key = id(tensor)
-                if key in self._holders:
-                    self._holders[key].append((module, kind, name))
-                    self._tied[key] = None
-                else:
-                    self._holders[key] = [(module, kind, name)]
-                    self.names[key] = (tensor, dotted + name)
-                if (kind, key) not in named_ids:  # named_parameters() and named_buffers() apart
-                    named_ids[kind, key] = None
-                    named[dotted + name] = tensor
-                if tensor.is_meta:
-                    self.on_meta = True
-                if tensor.__class__ not in _sharded.PLAIN_TYPES:
-                    self.subclassed.append(slot)
-        for name, value in _record.held_attributes(module, held_classes):
-            self.held.append((dotted, module, name))
-            if isinstance(value, Tensor):
-                self.places.append((dotted + name, attributes, name, value))
-        children = module._modules
-        for name in children:
-            child = children[name]
-            if child is not None and child not in seen:
-                self._visit(child, dotted + name, seen, named_ids, held_classes)
-        self.post_order.append(module)
-
-    @property
-    def tied(self) -> list[list[_Slot]]:
-        """The slots that hold one tensor object together (tied weights), each group in
-        named_parameters() order: the first is the slot that names the tensor."""
-        return [slots for key, slots in self._holders.items() if key in self._tied]
 
 
 def _reset(module: nn.Module) -> None:
@@ -135,7 +54,7 @@ def _on_meta(tensor: Tensor) -> bool:
     return _sharded.local_tensor(tensor).is_meta
 
 
-def _untie(groups: list[list[_Slot]]) -> set[int]:
+def _untie(groups: list[list[_tree.Slot]]) -> set[int]:
     """Gives each slot of a group but the first a scratch tensor of its own (to_empty from meta
     gives plain tensors one already), so that every holder's reset runs, drawing its keys as in
     eager construction, while only the first holder's reset writes the tied tensor. Returns the
@@ -155,7 +74,7 @@ def _untie(groups: list[list[_Slot]]) -> set[int]:
     return scratch
 
 
-def _tie(groups: list[list[_Slot]]) -> None:
+def _tie(groups: list[list[_tree.Slot]]) -> None:
     """Makes each group's slots hold the first slot's tensor again."""
     for (owner, kind, name), *others in groups:
         tensor = getattr(owner, kind)[name]
@@ -239,7 +158,7 @@ def _replay(
     device,
     seed: int | None,
     qualifier: str | None = None,
-    tree: _Tree | None = None,
+    tree: _tree.Tree | None = None,
 ) -> nn.Module:
     """materialize() of a module built by deferred_init(), or of one of its submodules (whose
     names in the record start with `prefix`): the recorded writes that reach its tensors,
@@ -258,7 +177,7 @@ def _replay(
     shard, at its place in the replay; otherwise the full tensor is replayed and the shard copied
     from it."""
     qualifier = prefix if qualifier is None else qualifier
-    tree = tree or _Tree(module)
+    tree = tree or _tree.Tree(module)
     local_names: dict[int, str] = {}
     named = (*tree.parameters.items(), *tree.buffers.items())
     for name, tensor in named:
@@ -349,7 +268,7 @@ def _replay(
     real.update(moved_to)
     # A submodule's tensors may be held elsewhere in the model too (tied weights): everywhere.
     root = record.root() if prefix else None
-    everywhere = _Tree(root) if root is not None else tree
+    everywhere = _tree.Tree(root) if root is not None else tree
     for _, holder, name, tensor in everywhere.places:
         if id(tensor) in real:
             holder[name] = real[id(tensor)]
@@ -435,7 +354,7 @@ def _made_by_whole_writes(
 
 
 def _computed_from_unknown(record, finals: dict, slots: list) -> list[str]:
-    """The names of the tensors among `finals` (by id, of `slots`: _Tree.places) whose values
+    """The names of the tensors among `finals` (by id, of `slots`: _tree.Tree.places) whose values
     the record computes from storages whose values are unknown (Record.unknown)."""
     names = {id(tensor): name for name, _, _, tensor in reversed(slots)}  # (each its first)
     return sorted(
@@ -506,7 +425,7 @@ def materialize(
 
 
 def _materialize(module: nn.Module, device, seed: int | None) -> nn.Module:
-    tree = _Tree(module)
+    tree = _tree.Tree(module)
     _record.refuse_uninitialized("materialize", tree.subclassed)
     recorded = _record.record_of(module)
     if recorded is not None:
@@ -529,13 +448,13 @@ def _reset_all(
     device: torch.device | None,
     seed: int | None,
     prefix: str,
-    tree: "_Tree | None" = None,
+    tree: "_tree.Tree | None" = None,
     from_meta: set[str] | None = None,
 ):
     """materialize() by resets: the tensors on meta given storage on `device` first. Qualified
-    names (seed keys, errors) start with `prefix`. `tree` is the module's _Tree, and `from_meta`
-    the names of its tensors on meta, when known."""
-    tree = tree or _Tree(module)
+    names (seed keys, errors) start with `prefix`. `tree` is the module's _tree.Tree, and
+    `from_meta` the names of its tensors on meta, when known."""
+    tree = tree or _tree.Tree(module)
     params, tied = tree.parameters, tree.tied
     named = {**params, **tree.buffers}
     if from_meta is None:
@@ -546,7 +465,7 @@ def _reset_all(
         module.to_empty(device=device)
     scratch = _untie(tied)
     if from_meta or tied:
-        tree = _Tree(module)  # new tensors: to_empty's storage, _untie's scratch tensors
+        tree = _tree.Tree(module)  # new tensors: to_empty's storage, _untie's scratch tensors
         named = {**tree.parameters, **tree.buffers}
     by_object = tree.names
     if prefix:
@@ -583,12 +502,12 @@ def _reset_all(
         )
 
 
-def _warn_left_on_meta(module: nn.Module, prefix: str, tree: _Tree | None = None) -> None:
+def _warn_left_on_meta(module: nn.Module, prefix: str, tree: _tree.Tree | None = None) -> None:
     """Warns, naming them, of meta tensors the module holds in lists, tuples or dicts, or as
     plain attributes where no record places them: materialize() can't reach them. `tree`: the
-    module's _Tree, when walked."""
+    module's _tree.Tree, when walked."""
     left = []
-    for dotted, submodule, attr in (tree or _Tree(module)).held:
+    for dotted, submodule, attr in (tree or _tree.Tree(module)).held:
         left += _meta_leaves(submodule.__dict__.get(attr), prefix + dotted + attr)
     if left:
         warnings.warn(
@@ -606,7 +525,7 @@ def _warn_left_on_meta(module: nn.Module, prefix: str, tree: _Tree | None = None
 def _meta_leaves(value, name: str, depth: int = 0) -> list[str]:
     if isinstance(value, Tensor):
         return [name] if _on_meta(value) else []
-    if depth == _record.CONTAINER_DEPTH:
+    if depth == _tree.CONTAINER_DEPTH:
         return []
     if isinstance(value, (list, tuple)):
         items = enumerate(value)

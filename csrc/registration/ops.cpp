@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../plan/op_table.h"
+#include "module_tree.h"
 #include "python_fast_path.h"
 #include "recording.h"
 
@@ -14,11 +15,12 @@ TORCH_LIBRARY(torchinit_ext, m) {
 }
 
 // `import torchinit_ext._C` loads this library, which registers the ops above; the module holds
-// the Python entries of python_fast_path.cpp and recording.cpp.
+// the Python entries of python_fast_path.cpp, recording.cpp and module_tree.cpp.
 extern "C" PyObject* PyInit__C(void) {
   static std::vector<PyMethodDef> methods;
   if (methods.empty()) {
-    for (PyMethodDef* part : {torchinit::fast_path_methods(), torchinit::recording_methods()}) {
+    for (PyMethodDef* part : {torchinit::fast_path_methods(), torchinit::recording_methods(),
+                              torchinit::module_tree_methods()}) {
       for (; part->ml_name != nullptr; ++part) methods.push_back(*part);
     }
     methods.push_back({nullptr, nullptr, 0, nullptr});
