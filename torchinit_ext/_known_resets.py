@@ -156,16 +156,17 @@ _KNOWN = (
 )
 
 
-def _called(reset: Callable, name: str):
-    """The function `reset` calls as `name` now: a global of its module, or `init.<name>`."""
-    names = reset.__globals__
-    return names[name] if name in names else getattr(names["init"], name, None)
-
-
 def _calls_torchs_own(reset: Callable, known: Known) -> bool:
     """Whether the init functions `reset` calls are torch's own now: one swapped in since
-    (transformers' no_init_weights swaps them for no-ops) must be called, so the reset runs."""
-    return all(_called(reset, name) is _ORIGINAL.get(name) for name in known.calls)
+    (transformers' no_init_weights swaps them for no-ops) must be called, so the reset runs.
+    What it calls as a name: a global of its module, or `init.<name>`. (One loop, no call a
+    name: deferred_init() asks it of every layer it records.)"""
+    names = reset.__globals__
+    for name in known.calls:
+        called = names[name] if name in names else getattr(names["init"], name, None)
+        if called is not _ORIGINAL.get(name):
+            return False
+    return True
 
 
 def table() -> dict[Callable, Callable[[nn.Module], list[Fill] | None]]:

@@ -40,7 +40,6 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 from torch.nn.parameter import UninitializedTensorMixin
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from . import _dispatch, _known_resets, _patch, _sharded, _tree
 
@@ -1044,7 +1043,7 @@ class _Recorder(_dispatch.UncompiledMode):
         __torch_function__) must see its calls, and a materialize() session its fills."""
         if (
             torch._C._len_torch_dispatch_stack() != 1
-            or _get_current_dispatch_mode() is not self
+            or torch._C._get_dispatch_stack_at(0) is not self
             or torch._C._is_torch_function_mode_enabled()
             or _dispatch.active_session() is not None
         ):
@@ -1062,6 +1061,7 @@ class _Recorder(_dispatch.UncompiledMode):
             elif law != "zero" or (twins and storage_key(t) in twins):
                 # (a real tensor whose storage went to meta is written there: through the ops)
                 return False
+        written = []
         for tensor, law, params in fills:
             func = _ONE_STEP_OPS[law]
             if not tensor.is_meta:  # an integer tensor's zero_(), real while building
@@ -1071,7 +1071,8 @@ class _Recorder(_dispatch.UncompiledMode):
             # aten's in-place fills return their tensor, ours nothing (add_fill tells them apart).
             out = tensor if func in _dispatch.STOCK_LAW_OPS else None
             self.record.add_fill(func, _TRAITS[func], (tensor, *params), {}, out)
-            torch.autograd.graph.increment_version(tensor)
+            written.append(tensor)
+        torch.autograd.graph.increment_version(written)  # (each once a fill, as the ops move it)
         return True
 
     def __enter__(self):

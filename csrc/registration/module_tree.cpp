@@ -146,10 +146,11 @@ struct Walk {
     }
     if (internals != Py_None) {
       for_each_item(attributes.ptr(), [&](const py::object& name, const py::object& value) {
-        if (is_atom(value.ptr()) || PyAnySet_CheckExact(value.ptr())) return;  // most, at once
+        // By name first: the names are shared by a class's modules (in the caches), each value
+        // is an object of its own (most often out of them, in a tree just built).
         const int internal = PySet_Contains(internals, name.ptr());
         if (internal < 0) throw py::error_already_set();
-        if (internal || !may_hold(value.ptr())) return;
+        if (internal || is_atom(value.ptr()) || !may_hold(value.ptr())) return;
         held.append(py::make_tuple(dotted, module, name));
         if (THPVariable_Check(value.ptr())) {
           places.append(py::make_tuple(concat(dotted, name.ptr()), attributes, name, value));
