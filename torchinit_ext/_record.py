@@ -1491,8 +1491,7 @@ def swapped(value, real: dict[int, Tensor], depth: int = 0):
     return value
 
 
-@dataclasses.dataclass
-class Built:
+class Built(NamedTuple):
     """A parameter or buffer as deferred_init() returned it."""
 
     ref: _Ref
@@ -1737,17 +1736,17 @@ def _deferred_init(fn: Callable[..., nn.Module], *args, **kwargs) -> nn.Module:
                 if id(tensor) in on_meta:
                     tensor = owner.__dict__[kind][name] = on_meta[id(tensor)]
             if tensor.is_meta:
-                own.append((name, tensor))
+                own.append((name, tensor, ref(tensor)))
         # By name too: sharding (fully_shard, parallelize_module) and casts (.half()) replace
         # the tensors or their storage, and a module materialized once holds real tensors.
-        seen = [(name, tensor) for name, tensor in own if storage_key(tensor) in record.nbytes]
+        seen = [entry for entry in own if entry[2].storage in record.nbytes]
         if own and not seen and owner in _records:
             continue  # built by a deferred_init() of its own before, and passed in
         _records[owner] = (record, prefix)
         if seen:
             held_by = weakref.ref(owner)
-            for name, tensor in seen:
-                built = Built(ref(tensor), tensor, held_by, tensor._version)
+            for name, tensor, tensor_ref in seen:
+                built = _new_tuple(Built, (tensor_ref, tensor, held_by, tensor._version))
                 record.built.setdefault(prefix + name, built)
     record.lifted.clear()
     record.twins.clear()

@@ -96,15 +96,19 @@ _CONVERTED = "converted"  # cast since (.half(), channels_last): the replayed va
 _IN_PLACE = "in place"  # real (materialized before): the replayed value written into it
 
 
-def _how_replayed(tensor: Tensor, holder: dict, record, built) -> str | None:
-    """How a plain (not sharded) tensor of the module gets its value from `record`; None when
-    the record has no value for it (made on meta after deferred_init())."""
+def _how_replayed(
+    tensor: Tensor, holder: dict, record, built
+) -> tuple[str, _record._Ref] | tuple[None, None]:
+    """How a plain (not sharded) tensor of the module gets its value from `record`, and the
+    reference of that value in the record; (None, None) when the record has no value for it
+    (made on meta after deferred_init())."""
     if not tensor.is_meta:
-        return _IN_PLACE if built is not None else None
-    if _record.storage_key(tensor) in record.nbytes:
-        return _REPLAYED
+        return (_IN_PLACE, built.ref) if built is not None else (None, None)
+    own = _record.ref(tensor)
+    if own.storage in record.nbytes:
+        return _REPLAYED, own
     if built is None:
-        return None
+        return None, None
     owner = built.owner()
     recorded = built.ref
     # A cast keeps the slot's module, the shape, and a Parameter's object (param.data is
@@ -118,8 +122,8 @@ def _how_replayed(tensor: Tensor, holder: dict, record, built) -> str | None:
             or (tensor.dtype, tuple(tensor.stride())) != (recorded.dtype, recorded.stride)
         )
     ):
-        return _CONVERTED
-    return None
+        return _CONVERTED, recorded
+    return None, None
 
 
 def _written_since(tensor: Tensor, how: str | None, built) -> bool:
@@ -194,13 +198,11 @@ def _replay(
             continue
         local = local_names.get(key)
         built = None if local is None else record.built.get(prefix + local)
-        how = _how_replayed(tensor, holder, record, built)
+        how, value = _how_replayed(tensor, holder, record, built)
         if _written_since(tensor, how, built):
             written_since.append(names[key])
-        if how == _REPLAYED:
-            finals[key] = (tensor, _record.ref(tensor), how)
-        elif how is not None:
-            finals[key] = (tensor, built.ref, how)
+        if how is not None:
+            finals[key] = (tensor, value, how)
         elif tensor.is_meta:
             new[key] = names.get(key, qualifier + qualified)
         else:
