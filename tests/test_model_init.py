@@ -399,3 +399,14 @@ def test_the_tree_walk_takes_other_mappings_and_raises_for_a_module_without_its_
         ti._tree.Tree(Unready())
     with pytest.raises(TypeError, match="module_tree"):
         ti._dispatch._C.module_tree(layer, ["not", "a set"], ti._tree.holds_tensor)
+
+
+def test_the_tree_walk_of_a_tree_deeper_than_pythons_recursion_limit_raises():
+    """As a walk in Python would: RecursionError, not a crash of the interpreter."""
+    import sys
+
+    deep = nn.Linear(1, 1)
+    for _ in range(2 * sys.getrecursionlimit()):
+        deep = nn.Sequential(deep)
+    with pytest.raises(RecursionError, match="module_tree"):
+        ti._tree.Tree(deep)

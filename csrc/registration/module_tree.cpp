@@ -134,6 +134,12 @@ struct Walk {
   }
 
   void visit(const py::object& module, const py::str& prefix) {
+    // Python's recursion limit, as a walk in Python has it: a tree too deep raises RecursionError
+    // rather than overflowing this thread's stack.
+    if (Py_EnterRecursiveCall(" in module_tree")) throw py::error_already_set();
+    struct Leave {
+      ~Leave() { Py_LeaveRecursiveCall(); }
+    } leave;
     seen.insert(module.ptr());
     const py::str dotted = PyUnicode_GET_LENGTH(prefix.ptr()) ? concat(prefix, dot.ptr()) : prefix;
     pre_order.append(py::make_tuple(dotted, module));
