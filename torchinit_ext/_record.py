@@ -1056,7 +1056,7 @@ class _Recorder(_dispatch.UncompiledMode):
             if type(t) not in _sharded.PLAIN_TYPES:
                 return False
             if t.is_meta:
-                if law != "zero" and t.dtype not in _dispatch.FLOAT_DTYPES:
+                if law != "zero" and not _dispatch.is_float(t):
                     return False
             elif law != "zero" or (twins and storage_key(t) in twins):
                 # (a real tensor whose storage went to meta is written there: through the ops)
